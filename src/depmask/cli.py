@@ -1,0 +1,53 @@
+"""`depmask <command>`: the command table and the entry point.
+
+Every command is a typed function; jsonargparse turns its signature into flags and YAML
+(`--config`). Policies are given by preset name (`--policy threshold`) or class name
+(`--policy Threshold`); the preset name is mapped to the class here, before parsing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from jsonargparse import CLI
+
+from depmask.commands.decode import decode
+
+COMMANDS: dict = {
+    "decode": decode,
+}
+
+
+def _policy_names(argv: list[str]) -> list[str]:
+    """Rewrite `--policy threshold` / `--policy=threshold` to the class name."""
+    from depmask.decoding.policies import POLICIES
+
+    classes = {c.__name__ for c in POLICIES.values()}
+
+    def resolve(value: str) -> str:
+        if value in POLICIES:
+            return POLICIES[value].__name__
+        if value in classes or "." in value or value.startswith(("{", "-")):
+            return value  # a class name, an import path, inline YAML, or the next flag
+        raise SystemExit(
+            f"depmask: unknown policy {value!r}; expected a preset name, one of "
+            f"{', '.join(sorted(POLICIES))}, or a class import path"
+        )
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--policy" and i + 1 < len(out):
+            out[i + 1] = resolve(out[i + 1])
+        elif arg.startswith("--policy="):
+            out[i] = "--policy=" + resolve(arg.split("=", 1)[1])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _policy_names(list(sys.argv[1:] if argv is None else argv))
+    CLI(COMMANDS, args=args, as_positional=False)
+
+
+if __name__ == "__main__":
+    main()

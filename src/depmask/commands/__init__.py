@@ -1,0 +1,1 @@
+"""The functions behind `depmask <command>`; their signatures are the CLI schema (jsonargparse)."""

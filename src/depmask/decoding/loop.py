@@ -1,0 +1,244 @@
+"""The decoding loop: one loop, every policy.
+
+Shapes: `b` batch, `p` prompt width (longest prompt), `g` gen_length, `l = p + g` canvas,
+`c` columns of the current block, `v` vocabulary.
+
+The loop owns the model call, the semi-autoregressive blocks, the batch (left padding plus an
+attention mask; finished rows leave the batch so they cost nothing), the RNG and the accounting:
+forwards per row (NFE) and the step at which every generated position was committed. It does
+not decide which positions to commit — `policy.select(state)` does, and the loop checks that the
+answer keeps the policy contract.
+
+Faithful to LLaDA's `generate()`: the canvas is the prompt followed by `g` mask tokens; the
+answer is split into `g / block_length` blocks decoded left to right with `steps / num_blocks`
+steps each; only masked positions of the current block may be committed; at temperature 0 the
+candidate is the argmax. EOS options mirror LLaDA's `logits_eos_inf` / `confidence_eos_eot_inf`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from depmask.decoding.policies.base import Policy
+from depmask.decoding.result import DecodeResult
+from depmask.decoding.sampling import gumbel_argmax, token_statistics
+from depmask.decoding.state import StepState
+from depmask.models.denoiser import Denoiser
+
+
+def check_lengths(gen_length: int, block_length: int, steps: int) -> int:
+    """Validate the length arguments; returns the number of blocks."""
+    if gen_length < 1:
+        raise ValueError(f"`gen_length` ({gen_length}) must be >= 1")
+    if block_length < 1 or gen_length % block_length:
+        raise ValueError(
+            f"`block_length` ({block_length}) must be >= 1 and divide `gen_length` ({gen_length})"
+        )
+    num_blocks = gen_length // block_length
+    if steps < 1 or steps % num_blocks:
+        raise ValueError(
+            f"`steps` ({steps}) must be a positive multiple of the number of blocks "
+            f"({num_blocks} = gen_length {gen_length} / block_length {block_length})"
+        )
+    return num_blocks
+
+
+def build_canvas(
+    prompts: Sequence[Sequence[int]] | Sequence[torch.Tensor],
+    gen_length: int,
+    mask_id: int,
+    pad_id: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Left-pad the prompts and append `gen_length` masks.
+
+    Returns tokens [b, l], attention mask [b, l] (None when no row is padded) and the prompt width.
+    """
+    rows = [torch.as_tensor(p, dtype=torch.long).flatten().tolist() for p in prompts]
+    if not rows:
+        raise ValueError("`prompts` is empty: give at least one prompt")
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width + gen_length), mask_id, dtype=torch.long)
+    attn = torch.ones_like(tokens, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        if mask_id in r:
+            raise ValueError(f"prompt {i} contains the mask id ({mask_id}); prompts must be unmasked")
+        tokens[i, : width - len(r)] = pad_id
+        attn[i, : width - len(r)] = False
+        tokens[i, width - len(r) : width] = torch.tensor(r, dtype=torch.long)
+    padded = not bool(attn.all())
+    return tokens.to(device), (attn.to(device) if padded else None), width
+
+
+@torch.inference_mode()
+def generate(
+    denoiser: Denoiser,
+    prompts: Sequence[Sequence[int]] | Sequence[torch.Tensor],
+    policy: Policy,
+    *,
+    gen_length: int = 64,
+    block_length: int | None = None,
+    steps: int | None = None,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: bool = False,
+    stop_at_eos: bool = False,
+    pad_id: int | None = None,
+) -> DecodeResult:
+    """Decode `gen_length` tokens after each prompt with `policy`.
+
+    Args:
+        prompts: token id sequences, any lengths (left-padded into one batch).
+        block_length: semi-autoregressive block size; default one block of `gen_length`.
+        steps: total step budget over all blocks (used by budgeted policies such as
+            `low_confidence`); default `gen_length`, i.e. one token per step.
+        temperature: 0 = argmax; > 0 = Gumbel-max sampling in float64.
+        logits_eos_inf: EOS can never be a candidate (LLaDA's option of that name).
+        confidence_eos_eot_inf: positions whose candidate is an EOS id get confidence 0, so they
+            are committed last (the intent of LLaDA's option; see the docs of `DecodeResult`).
+        stop_at_eos: a row stops once it has committed an EOS with everything before it
+            unmasked; its remaining masks are filled with that EOS and are not counted as
+            committed (`commit_step` 0). Off by default: LLaDA fills the whole canvas.
+    """
+    block_length = gen_length if block_length is None else block_length
+    steps = gen_length if steps is None else steps
+    num_blocks = check_lengths(gen_length, block_length, steps)
+    if temperature < 0:
+        raise ValueError(f"`temperature` ({temperature}) must be >= 0")
+    if not isinstance(policy, Policy):
+        raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
+    eos_ids = tuple(denoiser.eos_ids)
+    if (logits_eos_inf or confidence_eos_eot_inf or stop_at_eos) and not eos_ids:
+        raise ValueError("an EOS option is set but the denoiser has no `eos_ids`")
+    mask_id = denoiser.mask_id
+    if pad_id is None:
+        pad_id = eos_ids[0] if eos_ids else 0
+    steps_per_block = steps // num_blocks
+
+    tokens, attn, width = build_canvas(prompts, gen_length, mask_id, pad_id, denoiser.device)
+    b = tokens.shape[0]
+    nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)  # [b]
+    commit_step = torch.zeros(b, gen_length, dtype=torch.long, device=tokens.device)  # [b, g]
+    live = torch.ones(b, dtype=torch.bool, device=tokens.device)  # [b]
+    eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=tokens.device)
+    forwards = 0
+    start = time.perf_counter()
+
+    for blk in range(num_blocks):
+        s, e = width + blk * block_length, width + (blk + 1) * block_length
+        block_masked = (tokens[:, s:e] == mask_id).sum(dim=1)  # [b]
+        step = 0
+        while True:
+            in_block = tokens[:, s:e] == mask_id  # [b, c]
+            rows = (live & in_block.any(dim=1)).nonzero().squeeze(1)  # [b']
+            if rows.numel() == 0:
+                break
+            x = tokens[rows]  # [b', l]
+            out = denoiser(
+                x,
+                None if attn is None else attn[rows],
+                need_hidden=policy.needs_hidden,
+                need_attention=policy.needs_attention,
+            )
+            forwards += 1
+            nfe[rows] += 1
+            logits = out.logits[:, s:e].float()  # [b', c, v]
+            if logits_eos_inf:
+                logits[..., eos_tensor] = float("-inf")
+            x0_blk = gumbel_argmax(logits, temperature, generator)  # [b', c]
+            conf, ent, margin = token_statistics(logits, x0_blk)
+            if confidence_eos_eot_inf:
+                conf = conf.masked_fill(torch.isin(x0_blk, eos_tensor), 0.0)
+            state = _state(x, in_block[rows], x0_blk, conf, ent, margin, s, e, out, generator)
+            state.step, state.steps_per_block, state.block = step, steps_per_block, blk
+            state.block_masked = block_masked[rows]
+            commit = policy.select(state)  # [b', l]
+            _check_commit(policy, commit, state.mask)
+            committed = torch.where(commit, state.x0, x)
+            tokens[rows] = committed
+            gen_commit = commit[:, width:]  # [b', g]
+            commit_step[rows] = torch.where(gen_commit, nfe[rows, None], commit_step[rows])
+            if stop_at_eos:
+                live[rows] &= ~_finished_at_eos(committed[:, width:], mask_id, eos_tensor)
+            step += 1
+
+    if stop_at_eos:  # rows that stopped early: fill what is left after their first EOS
+        gen = tokens[:, width:]
+        fill = _first_eos_value(gen, eos_tensor, pad_id)  # [b]
+        tokens[:, width:] = torch.where(gen == mask_id, fill[:, None], gen)
+    if tokens.is_cuda:
+        torch.cuda.synchronize(tokens.device)
+    return DecodeResult(
+        tokens=tokens,
+        prompt_width=width,
+        commit_step=commit_step,
+        nfe=nfe,
+        forwards=forwards,
+        seconds=time.perf_counter() - start,
+        attention_mask=attn,
+    )
+
+
+def _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator) -> StepState:
+    """Lift block-column statistics onto the full canvas (zeros outside the block)."""
+    b, l = x.shape
+    mask = torch.zeros(b, l, dtype=torch.bool, device=x.device)
+    mask[:, s:e] = in_block
+    x0 = x.clone()
+    x0[:, s:e] = torch.where(in_block, x0_blk, x[:, s:e])
+
+    def full(t: torch.Tensor) -> torch.Tensor:
+        z = torch.zeros(b, l, dtype=torch.float64, device=x.device)
+        z[:, s:e] = t
+        return z
+
+    return StepState(
+        tokens=x,
+        mask=mask,
+        x0=x0,
+        confidence=full(conf),
+        entropy=full(ent),
+        margin=full(margin),
+        step=0,
+        steps_per_block=1,
+        block=0,
+        block_start=s,
+        block_end=e,
+        block_masked=mask.sum(1),
+        hidden=out.hidden,
+        attention=out.attention,
+        generator=generator,
+    )
+
+
+def _check_commit(policy: Policy, commit: torch.Tensor, mask: torch.Tensor) -> None:
+    if commit.shape != mask.shape or commit.dtype != torch.bool:
+        raise RuntimeError(
+            f"policy {policy!r} returned {tuple(commit.shape)} {commit.dtype}; "
+            f"expected a bool mask of shape {tuple(mask.shape)}"
+        )
+    if bool((commit & ~mask).any()):
+        raise RuntimeError(f"policy {policy!r} committed a position that is not masked")
+    if bool((mask.any(dim=1) & ~commit.any(dim=1)).any()):
+        raise RuntimeError(f"policy {policy!r} committed nothing in a row that has masks left")
+
+
+def _finished_at_eos(gen: torch.Tensor, mask_id: int, eos: torch.Tensor) -> torch.Tensor:
+    """[b] bool: an EOS is committed and every position before the first one is unmasked."""
+    is_eos = torch.isin(gen, eos)  # [b, g]
+    masked = gen == mask_id
+    g = gen.shape[1]
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(is_eos[:, 0], g, dtype=torch.long))
+    before = torch.arange(g, device=gen.device)[None, :] < first[:, None]
+    return is_eos.any(1) & ~(masked & before).any(1)
+
+
+def _first_eos_value(gen: torch.Tensor, eos: torch.Tensor, default: int) -> torch.Tensor:
+    is_eos = torch.isin(gen, eos)
+    first = is_eos.float().argmax(1)
+    val = gen.gather(1, first[:, None]).squeeze(1)
+    return torch.where(is_eos.any(1), val, torch.full_like(val, default))

@@ -1,0 +1,40 @@
+"""Decoding policies, one file each, and the registry that maps preset names to classes."""
+
+from depmask.decoding.policies.base import Policy, commit_top
+from depmask.decoding.policies.dilated import Dilated
+from depmask.decoding.policies.entropy import Entropy
+from depmask.decoding.policies.entropy_bound import EntropyBound
+from depmask.decoding.policies.factor import Factor
+from depmask.decoding.policies.low_confidence import LowConfidence
+from depmask.decoding.policies.margin import Margin
+from depmask.decoding.policies.random import Random
+from depmask.decoding.policies.threshold import Threshold
+
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (LowConfidence, Random, Threshold, Factor, EntropyBound, Dilated, Margin, Entropy)
+}
+
+
+def build_policy(name: str, **knobs) -> Policy:
+    """Build a policy from its preset name (`"threshold"`) or class name (`"Threshold"`)."""
+    cls = POLICIES.get(name) or {c.__name__: c for c in POLICIES.values()}.get(name)
+    if cls is None:
+        raise ValueError(f"unknown policy {name!r}; expected one of {sorted(POLICIES)}")
+    return cls(**knobs)
+
+
+__all__ = [
+    "POLICIES",
+    "Dilated",
+    "Entropy",
+    "EntropyBound",
+    "Factor",
+    "LowConfidence",
+    "Margin",
+    "Policy",
+    "Random",
+    "Threshold",
+    "build_policy",
+    "commit_top",
+]

@@ -1,0 +1,52 @@
+"""The policy contract and the one helper most policies share.
+
+A policy is pure: `select(state) -> commit[b, l]` (bool). It commits at least one masked position
+in every row that still has one, never an unmasked position, and uses no randomness but
+`state.generator`. It never calls the model; the loop owns the model, blocks, batch and accounting.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from depmask.decoding.state import StepState
+
+
+class Policy:
+    """Base class of every decoding policy (subclass it and implement `select`)."""
+
+    name: ClassVar[str] = "policy"
+    needs_hidden: ClassVar[bool] = False
+    needs_attention: ClassVar[bool] = False
+
+    def select(self, state: StepState) -> torch.Tensor:  # [b, l] bool
+        raise NotImplementedError
+
+    def knobs(self) -> dict:
+        """The policy's settings, for tables and `summary.json`."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.knobs().items())
+        return f"{type(self).__name__}({args})"
+
+
+def commit_top(
+    score: torch.Tensor,  # [b, l] higher = committed first
+    mask: torch.Tensor,  # [b, l] bool selectable
+    count: torch.Tensor,  # [b] long how many to commit per row
+) -> torch.Tensor:
+    """[b, l] bool: the `count[r]` highest-scoring selectable positions of each row.
+
+    Clamped to [1, number selectable] so the at-least-one contract holds. Ties go to the lower
+    index (a stable sort), which is deterministic on every device.
+    """
+    num = mask.sum(dim=1)  # [b]
+    count = torch.minimum(count.clamp_min(1), num)
+    score = score.to(torch.float64).masked_fill(~mask, float("-inf"))
+    order = score.argsort(dim=1, descending=True, stable=True)  # [b, l]
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return (rank < count[:, None]) & mask

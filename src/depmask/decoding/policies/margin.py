@@ -1,0 +1,28 @@
+"""Dream's `topk_margin` algorithm: order masked positions by p(top-1) − p(top-2) and commit as
+many as Dream's step schedule says (`int(n_masked · (1 − s/t))` on `linspace(1, eps, steps+1)`).
+
+Departures from Dream's code, both deliberate: the count is per row (Dream averages the masked
+count over the batch), and it is at least one (Dream can transfer zero tokens in a step, which
+wastes a forward). The margin comes from the untempered softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from depmask.decoding.policies.base import Policy, commit_top
+from depmask.decoding.schedule import dream_count
+from depmask.decoding.state import StepState
+
+
+class Margin(Policy):
+    name = "margin"
+
+    def __init__(self, eps: float = 1e-3):
+        if not 0 < eps < 1:
+            raise ValueError(f"`eps` ({eps}) must lie in (0, 1)")
+        self.eps = eps
+
+    def select(self, state: StepState) -> torch.Tensor:
+        count = dream_count(state.num_masked, state.step, state.steps_per_block, self.eps)
+        return commit_top(state.margin, state.mask, count)

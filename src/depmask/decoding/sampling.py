@@ -1,0 +1,44 @@
+"""Candidate tokens and their per-position statistics for one step.
+
+Shapes: `b` batch, `c` columns of the current block, `v` vocabulary.
+
+Sampling is Gumbel-max in float64, as LLaDA's `add_gumbel_noise` does. LLaDA writes it as
+`exp(logits) / (−log u)^T`; we use the equivalent `logits + T · (−log(−log u))`, which has the
+same argmax for every u and T > 0 and cannot overflow. Temperature 0 is a plain argmax. This module
+does not choose which positions to commit; policies do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gumbel_argmax(
+    logits: torch.Tensor,  # [b, c, v]
+    temperature: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """[b, c] long: argmax at temperature 0, otherwise a Gumbel-max sample at `temperature`."""
+    if temperature < 0:
+        raise ValueError(f"`temperature` ({temperature}) must be >= 0")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    noise = torch.rand(
+        logits.shape, dtype=torch.float64, device=logits.device, generator=generator
+    )  # [b, c, v]
+    gumbel = -torch.log(-torch.log(noise.clamp_min(torch.finfo(torch.float64).tiny)))
+    return (logits.to(torch.float64) + temperature * gumbel).argmax(dim=-1)
+
+
+def token_statistics(
+    logits: torch.Tensor,  # [b, c, v]
+    x0: torch.Tensor,  # [b, c]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Confidence p(x0), entropy (nats) and top-1 − top-2 margin, all float64 [b, c]."""
+    logp = torch.log_softmax(logits.to(torch.float64), dim=-1)  # [b, c, v]
+    p = logp.exp()
+    confidence = p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    entropy = -(p * logp.clamp_min(-1e30)).sum(dim=-1)  # 0·(−inf) → 0
+    top2 = p.topk(2, dim=-1).values if p.shape[-1] > 1 else torch.cat([p, p * 0], dim=-1)
+    margin = top2[..., 0] - top2[..., 1]
+    return confidence, entropy, margin

@@ -1,0 +1,43 @@
+"""`StepState`: everything a policy may look at when it chooses what to commit in one step.
+
+Shapes: `b` batch (live rows of this forward), `l` canvas length, `d` hidden size.
+
+The loop builds one `StepState` per forward; a policy reads it and returns a commit mask. The
+state never holds the model or the vocabulary-sized logits: policies decide from per-position
+summaries (candidate, confidence, entropy, margin) and, only when they ask, hidden states and
+attention. Values outside `mask` are undefined (zero) and must not be read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class StepState:
+    tokens: torch.Tensor  # [b, l] long: the canvas before this step's commits
+    mask: torch.Tensor  # [b, l] bool: masked positions of the current block (the selectable ones)
+    x0: torch.Tensor  # [b, l] long: candidate token per position (argmax, or Gumbel-max sample)
+    confidence: torch.Tensor  # [b, l] float64: p(x0) under the untempered softmax
+    entropy: torch.Tensor  # [b, l] float64: entropy of the untempered softmax, in nats
+    margin: torch.Tensor  # [b, l] float64: p(top-1) − p(top-2)
+    step: int  # 0-based step index inside the current block
+    steps_per_block: int  # the step budget of a block (LLaDA's `steps // num_blocks`)
+    block: int  # 0-based index of the current block
+    block_start: int  # canvas index of the first position of the block (same for every row)
+    block_end: int  # canvas index one past the block
+    block_masked: torch.Tensor  # [b] long: masked positions in the block when the block began
+    hidden: torch.Tensor | None = None  # [b, l, d] final hidden states, when the policy asks
+    attention: torch.Tensor | None = None  # [b, l, l] captured attention, when the policy asks
+    generator: torch.Generator | None = None  # the loop's RNG, for stochastic policies
+
+    @property
+    def num_masked(self) -> torch.Tensor:
+        """[b] long: masked positions left in the block."""
+        return self.mask.sum(dim=1)
+
+    def masked_confidence(self) -> torch.Tensor:
+        """[b, l] confidence with −inf wherever a position cannot be selected."""
+        return self.confidence.masked_fill(~self.mask, float("-inf"))

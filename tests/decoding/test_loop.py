@@ -1,0 +1,142 @@
+"""The loop: lengths, batching, EOS options, accounting and the policy guard."""
+
+import math
+
+import pytest
+import torch
+
+from depmask.decoding import DecodeResult, Policy, build_policy, check_lengths, generate
+from tests.decoding.mock import MockDenoiser
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"gen_length": 16, "block_length": 5, "steps": 16}, "`block_length` (5) must be >= 1 and divide `gen_length` (16)"),
+        ({"gen_length": 16, "block_length": 4, "steps": 6}, "`steps` (6) must be a positive multiple of the number of blocks (4"),
+        ({"gen_length": 0, "block_length": 4, "steps": 4}, "`gen_length` (0)"),
+    ],
+)
+def test_bad_lengths_name_the_value(kw, message):
+    with pytest.raises(ValueError) as err:
+        check_lengths(**kw)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "knobs", "message"),
+    [
+        ("threshold", {"threshold": 0.0}, "`threshold` (0.0) must lie in (0, 1]"),
+        ("threshold", {"threshold": 1.5}, "`threshold` (1.5)"),
+        ("entropy_bound", {"gamma": -1}, "`gamma` (-1)"),
+        ("factor", {"factor": 0}, "`factor` (0)"),
+        ("nope", {}, "unknown policy 'nope'"),
+    ],
+)
+def test_bad_policy_arguments(name, knobs, message):
+    with pytest.raises(ValueError) as err:
+        build_policy(name, **knobs)
+    assert message in str(err.value)
+
+
+def test_prompt_with_mask_token_is_refused(mock_denoiser):
+    with pytest.raises(ValueError, match="contains the mask id"):
+        generate(mock_denoiser, [[1, mock_denoiser.mask_id]], build_policy("low_confidence"), gen_length=4)
+
+
+class _Lazy(Policy):
+    name = "lazy"
+
+    def select(self, state):
+        return torch.zeros_like(state.mask)
+
+
+class _Cheat(Policy):
+    name = "cheat"
+
+    def select(self, state):
+        return torch.ones_like(state.mask)
+
+
+@pytest.mark.parametrize(("policy", "message"), [(_Lazy(), "committed nothing"), (_Cheat(), "not masked")])
+def test_loop_refuses_a_policy_that_breaks_the_contract(policy, message, mock_denoiser, prompts):
+    with pytest.raises(RuntimeError, match=message):
+        generate(mock_denoiser, prompts, policy, gen_length=4)
+
+
+@pytest.mark.parametrize("name", ["low_confidence", "threshold", "entropy_bound", "dilated", "margin", "factor"])
+def test_batch_rows_are_independent(name, mock_denoiser, prompts):
+    policy = build_policy(name)
+    batch = generate(mock_denoiser, prompts, policy, gen_length=16, block_length=8, steps=16)
+    for i, p in enumerate(prompts):
+        alone = generate(mock_denoiser, [p], policy, gen_length=16, block_length=8, steps=16)
+        assert batch.generated[i].tolist() == alone.generated[0].tolist()
+        assert batch.commit_step[i].tolist() == alone.commit_step[0].tolist()
+        assert int(batch.nfe[i]) == int(alone.nfe[0])
+
+
+def test_one_token_per_step_accounting(mock_denoiser, prompts):
+    res = generate(mock_denoiser, prompts, build_policy("low_confidence"), gen_length=12, block_length=4, steps=12)
+    assert res.nfe.tolist() == [12, 12, 12]
+    assert torch.allclose(res.tpf(), torch.ones(3, dtype=torch.float64))
+    for row in res.commit_step:  # each forward commits exactly one position
+        assert sorted(row.tolist()) == list(range(1, 13))
+
+
+def test_finished_rows_leave_the_batch(prompts):
+    den = MockDenoiser()
+    res = generate(den, prompts, build_policy("threshold", threshold=0.3), gen_length=8)
+    assert den.calls == res.forwards == int(res.nfe.max())
+
+
+def test_logits_eos_inf_never_emits_eos(prompts):
+    den = MockDenoiser()
+    den.bias[den.eos_ids[0]] = 50.0  # EOS would win everywhere
+    res = generate(den, prompts, build_policy("low_confidence"), gen_length=8, logits_eos_inf=True)
+    assert not (res.generated == den.eos_ids[0]).any()
+    plain = generate(den, prompts, build_policy("low_confidence"), gen_length=8)
+    assert (plain.generated == den.eos_ids[0]).all()
+
+
+def test_confidence_eos_eot_inf_commits_eos_last(prompts):
+    den = MockDenoiser()
+    den.bias[den.eos_ids[0]] = 4.0  # EOS likely, not everywhere
+    res = generate(den, prompts, build_policy("low_confidence"), gen_length=8, confidence_eos_eot_inf=True)
+    for row, steps in zip(res.generated, res.commit_step):
+        eos_steps = steps[row == den.eos_ids[0]]
+        other = steps[row != den.eos_ids[0]]
+        if eos_steps.numel() and other.numel():
+            # EOS candidates had confidence 0; the other positions in the canvas outrank them
+            # at every step where a non-EOS candidate existed, so EOS comes last
+            assert eos_steps.min() > other.min()
+
+
+def test_stop_at_eos_saves_forwards_and_fills_with_eos(prompts):
+    den = MockDenoiser()
+    den.bias[den.eos_ids[0]] = 4.0
+    full = generate(den, prompts, build_policy("low_confidence"), gen_length=16, block_length=4, steps=16)
+    early = generate(den, prompts, build_policy("low_confidence"), gen_length=16, block_length=4, steps=16, stop_at_eos=True)
+    eos = den.eos_ids[0]
+    assert int(early.nfe.sum()) < int(full.nfe.sum())
+    for row, steps in zip(early.generated, early.commit_step):
+        assert not (row == den.mask_id).any()
+        first = int((row == eos).nonzero()[0])
+        assert (steps[:first] > 0).all()  # everything before the first EOS was decoded
+        assert (row[first:][steps[first:] == 0] == eos).all()  # fills are EOS
+
+
+def test_metrics_on_hand_made_records():
+    def result(commit_step):
+        cs = torch.tensor(commit_step)
+        return DecodeResult(tokens=torch.zeros(cs.shape[0], cs.shape[1], dtype=torch.long), prompt_width=0,
+                            commit_step=cs, nfe=cs.max(1).values, forwards=int(cs.max()), seconds=0.0)
+
+    ar = result([[1, 2, 3, 4], [4, 3, 2, 1], [1, 1, 2, 2]])
+    tau = ar.kendall_tau()
+    assert tau[0] == pytest.approx(1.0) and tau[1] == pytest.approx(-1.0)
+    # [1,1,2,2]: 4 concordant, 2 ties in x, tau-b = 4 / sqrt(6 * 4)
+    assert tau[2] == pytest.approx(4 / math.sqrt(24))
+    assert ar.tpf().tolist() == [1.0, 1.0, 2.0]
+    gap = result([[1, 1, 5, 5]])  # forwards 2-4 committed nothing (e.g. scorer forwards)
+    assert gap.tpf().item() == pytest.approx(4 / 5) and gap.afp().item() == pytest.approx(2.0)
+    assert math.isnan(result([[3, 3, 3, 3]]).kendall_tau().item())

@@ -1,0 +1,63 @@
+"""The command line: every shipped YAML parses, policy names resolve, bad input is named."""
+
+from pathlib import Path
+
+import pytest
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from depmask.cli import _policy_names
+from depmask.commands.decode import decode
+from depmask.decoding.policies import POLICIES, Policy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def decode_parser() -> ArgumentParser:
+    parser = ArgumentParser()
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(decode)
+    return parser
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "decode").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_decode_yaml_parses_and_builds_its_policy(path):
+    parser = decode_parser()
+    cfg = parser.parse_args(["--config", str(path)])
+    policy = parser.instantiate_classes(cfg).policy
+    assert isinstance(policy, Policy)
+    assert policy.name == path.stem  # one YAML per preset, named after it
+
+
+def test_there_is_a_yaml_for_every_policy():
+    shipped = {p.stem for p in (ROOT / "configs" / "decode").glob("*.yaml")}
+    assert shipped >= set(POLICIES)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_preset_names_map_to_classes(name):
+    args = _policy_names(["decode", "--policy", name, f"--policy={name}"])
+    cls = POLICIES[name].__name__
+    assert args == ["decode", "--policy", cls, f"--policy={cls}"]
+    cfg = decode_parser().parse_args(["--model", "x", "--policy", cls])
+    assert cfg.policy.class_path.endswith(cls)
+
+
+def test_knob_override_from_the_command_line():
+    parser = decode_parser()
+    cfg = parser.parse_args(_policy_names(["--model", "x", "--policy", "threshold", "--policy.threshold", "0.5"]))
+    assert parser.instantiate_classes(cfg).policy.threshold == 0.5
+
+
+def test_out_of_range_knob_is_named():
+    parser = decode_parser()
+    cfg = parser.parse_args(_policy_names(["--model", "x", "--policy", "threshold", "--policy.threshold", "1.5"]))
+    with pytest.raises(ValueError, match=r"`threshold` \(1.5\) must lie in \(0, 1\]"):
+        parser.instantiate_classes(cfg)
+
+
+def test_unknown_policy_is_refused(capsys):
+    from depmask.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["decode", "--model", "x", "--prompt", "hi", "--policy", "fastest"])
+    assert "unknown policy 'fastest'" in str(err.value) and "threshold" in str(err.value)
