@@ -18,7 +18,7 @@ def decode(
     model: str,
     prompt: str | list[str] | None = None,
     prompt_ids: list[list[int]] | None = None,
-    policy: Policy = LowConfidence(),
+    policy: Policy = LowConfidence(),  # noqa: B008 (jsonargparse reads the default)
     gen_length: int = 32,
     block_length: int | None = None,
     steps: int | None = None,
