@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM
 
 from depmask.decoding import build_policy, generate
 from depmask.models import HFDenoiser
+from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM
 
 
 def build_model(seed: int) -> HFDenoiser:

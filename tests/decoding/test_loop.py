@@ -140,3 +140,11 @@ def test_metrics_on_hand_made_records():
     gap = result([[1, 1, 5, 5]])  # forwards 2-4 committed nothing (e.g. scorer forwards)
     assert gap.tpf().item() == pytest.approx(4 / 5) and gap.afp().item() == pytest.approx(2.0)
     assert math.isnan(result([[3, 3, 3, 3]]).kendall_tau().item())
+
+
+def test_a_model_that_proposes_the_mask_token_still_finishes(prompts):
+    den = MockDenoiser()
+    den.bias[den.mask_id] = 50.0  # the mask token would be the argmax everywhere
+    res = generate(den, prompts, build_policy("threshold"), gen_length=8, block_length=4, steps=8)
+    assert not (res.generated == den.mask_id).any()
+    assert int(res.nfe.max()) <= 8

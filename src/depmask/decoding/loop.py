@@ -12,7 +12,8 @@ answer keeps the policy contract.
 Faithful to LLaDA's `generate()`: the canvas is the prompt followed by `g` mask tokens; the
 answer is split into `g / block_length` blocks decoded left to right with `steps / num_blocks`
 steps each; only masked positions of the current block may be committed; at temperature 0 the
-candidate is the argmax. EOS options mirror LLaDA's `logits_eos_inf` / `confidence_eos_eot_inf`.
+candidate is the argmax (never the mask token itself, which an untrained model may propose; the
+confidence is still read from the unmodified softmax, as LLaDA does). EOS options mirror LLaDA's `logits_eos_inf` / `confidence_eos_eot_inf`.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def generate(
             logits = out.logits[:, s:e].float()  # [b', c, v]
             if logits_eos_inf:
                 logits[..., eos_tensor] = float("-inf")
-            x0_blk = gumbel_argmax(logits, temperature, generator)  # [b', c]
+            x0_blk = gumbel_argmax(logits, temperature, generator, forbid=mask_id)  # [b', c]
             conf, ent, margin = token_statistics(logits, x0_blk)
             if confidence_eos_eot_inf:
                 conf = conf.masked_fill(torch.isin(x0_blk, eos_tensor), 0.0)

@@ -17,10 +17,17 @@ def gumbel_argmax(
     logits: torch.Tensor,  # [b, c, v]
     temperature: float,
     generator: torch.Generator | None = None,
+    forbid: int | None = None,
 ) -> torch.Tensor:
-    """[b, c] long: argmax at temperature 0, otherwise a Gumbel-max sample at `temperature`."""
+    """[b, c] long: argmax at temperature 0, otherwise a Gumbel-max sample at `temperature`.
+
+    `forbid` (the mask id) can never be drawn: a model that proposes its own mask token would
+    otherwise "commit" a mask and never finish. Statistics still use the unmodified logits.
+    """
     if temperature < 0:
         raise ValueError(f"`temperature` ({temperature}) must be >= 0")
+    if forbid is not None:
+        logits = logits.index_fill(-1, torch.tensor([forbid], device=logits.device), float("-inf"))
     if temperature == 0:
         return logits.argmax(dim=-1)
     noise = torch.rand(

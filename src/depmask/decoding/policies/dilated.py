@@ -43,7 +43,8 @@ def dilated_levels(block_length: int, base: int = 2, skip: int = 1) -> tuple[tup
     if rest:
         levels.append(rest)
     if len(levels) > 1 and len(levels[-1]) < len(levels[-2]):
-        levels[-2] = sorted(levels[-2] + levels.pop())
+        last = levels.pop()
+        levels[-1] = sorted(levels[-1] + last)
     return tuple(tuple(lv) for lv in levels)
 
 

@@ -1,0 +1,219 @@
+"""`HFDenoiser`: a local Hugging Face checkpoint behind the `Denoiser` contract.
+
+Shapes: `b` batch, `l` sequence, `v` vocabulary, `d` hidden size.
+
+Loads, from a local directory only (nothing is downloaded):
+- bidirectional masked LMs through `AutoModelForMaskedLM` (BERT / ModernBERT style, and the
+  embedded tiny MDLM once `depmask` is imported);
+- remote-code MDLMs through `AutoModel(..., trust_remote_code=True)` (LLaDA, Dream).
+Dream-style models predict token i from position i − 1; with `logits_shift` (auto-detected from
+`model_type`) the shift is undone here, once, for logits, hidden states and attention rows alike.
+The mask id comes from the argument, the tokenizer, the config or the tokenizer's vocabulary, in
+that order. Logits come back float32. It does not decode (`depmask.decoding` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from depmask.models.attention_capture import AttentionCapture
+from depmask.models.denoiser import DenoiserOutput
+from depmask.models.fingerprint import fingerprint as model_fingerprint
+
+MASK_STRINGS = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+EOT_STRINGS = ("<|eot_id|>", "<|endoftext|>", "<|im_end|>", "[EOS]")
+
+
+class HFDenoiser:
+    """A frozen HF model as a `Denoiser`: one call = one forward = one NFE."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer=None,
+        mask_id: int | None = None,
+        eos_ids: Sequence[int] | None = None,
+        logits_shift: bool | None = None,
+        capture_layers: Sequence[int] | None = None,
+        name: str | None = None,
+        path: str | Path | None = None,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        config = getattr(model, "config", None)
+        self.mask_id = resolve_mask_id(mask_id, tokenizer, config)
+        self.eos_ids = tuple(eos_ids) if eos_ids is not None else resolve_eos_ids(tokenizer, config)
+        self.vocab_size = int(_config_value(config, "vocab_size", "embedding_size") or model.get_output_embeddings().out_features)
+        self.hidden_size = int(_config_value(config, "hidden_size", "d_model", "n_embd", "dim"))
+        self.logits_shift = detect_logits_shift(config) if logits_shift is None else bool(logits_shift)
+        self._capture_layers = capture_layers
+        self._capture: AttentionCapture | None = None
+        self.fingerprint = model_fingerprint(model, name=name, path=path)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        mask_id: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        logits_shift: bool | None = None,
+        capture_layers: Sequence[int] | None = None,
+        trust_remote_code: bool = True,
+        attn_implementation: str | None = None,
+    ) -> HFDenoiser:
+        """Load a model (and its tokenizer, if it has one) from a local directory.
+
+        Args:
+            path: a local directory with `config.json` and weights. Hub ids are refused.
+            mask_id: the mask token id, when neither tokenizer nor config names it.
+            device: where to put the model (default: cpu).
+            dtype: e.g. "bfloat16" (default: as saved).
+            logits_shift: undo a one-position logit shift (default: auto, True for Dream).
+            capture_layers: layer indices averaged by attention capture (default: last quarter).
+            trust_remote_code: allow the checkpoint's own modeling code (LLaDA, Dream need it).
+            attn_implementation: passed to transformers for native models (e.g. "sdpa").
+        """
+        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
+
+        import depmask.models.tiny_mdlm  # noqa: F401  (registers the embedded model's Auto classes)
+
+        path = Path(path)
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            raise FileNotFoundError(
+                f"`path` ({str(path)!r}) is not a local model directory with a config.json; "
+                "depmask never downloads: point it at a checkpoint on disk"
+            )
+        if isinstance(dtype, str):
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"`dtype` ({dtype!r}) is not a torch dtype name, e.g. 'bfloat16'")
+            dtype = getattr(torch, dtype)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        auto_map = getattr(config, "auto_map", None) or {}
+        kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": True}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
+        if type(config) in MODEL_FOR_MASKED_LM_MAPPING or "AutoModelForMaskedLM" in auto_map:
+            model = AutoModelForMaskedLM.from_pretrained(path, **kwargs)
+        elif "AutoModel" in auto_map:
+            model = AutoModel.from_pretrained(path, **kwargs)
+        else:
+            raise ValueError(
+                f"model at {str(path)!r} (model_type {getattr(config, 'model_type', None)!r}) is neither a "
+                "masked LM known to AutoModelForMaskedLM nor a remote-code model with an `auto_map`"
+            )
+        tokenizer = None  # only from real tokenizer files: transformers 5 invents an empty one otherwise
+        has_tokenizer = any((path / f).is_file() for f in TOKENIZER_FILES)
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            tokenizer = None if not has_tokenizer else AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        model.to(torch.device(device or "cpu"))
+        return cls(model, tokenizer, mask_id=mask_id, logits_shift=logits_shift,
+                   capture_layers=capture_layers, path=path)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def capture(self) -> AttentionCapture:
+        if self._capture is None:
+            self._capture = AttentionCapture(self.model, self._capture_layers)
+        return self._capture
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        tokens: torch.Tensor,  # [b, l] long
+        attention_mask: torch.Tensor | None = None,  # [b, l] 1 = real token
+        need_hidden: bool = False,
+        need_attention: bool = False,
+    ) -> DenoiserOutput:
+        kwargs = {"input_ids": tokens}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.long()
+        if need_hidden:
+            kwargs["output_hidden_states"] = True
+        ctx = self.capture.capturing() if need_attention else contextlib.nullcontext()
+        with ctx:
+            out = self.model(**kwargs)
+        logits = (out.logits if hasattr(out, "logits") else out[0]).float()  # [b, l, v]
+        hidden = out.hidden_states[-1] if need_hidden else None  # [b, l, d]
+        attention = self.capture.result() if need_attention else None  # [b, l, l]
+        if self.logits_shift:
+            logits = unshift_rows(logits)
+            hidden = unshift_rows(hidden)
+            attention = unshift_rows(attention)
+        return DenoiserOutput(logits=logits, hidden=hidden, attention=attention)
+
+    def __repr__(self) -> str:
+        return f"HFDenoiser({self.fingerprint}, mask_id={self.mask_id}, shift={self.logits_shift})"
+
+
+def unshift_rows(x: torch.Tensor | None) -> torch.Tensor | None:
+    """Row i ← row i − 1 along dim 1 (row 0 keeps its own); undoes next-token alignment."""
+    if x is None:
+        return None
+    return torch.cat([x[:, :1], x[:, :-1]], dim=1)
+
+
+def detect_logits_shift(config) -> bool:
+    """Dream-style models (model_type containing 'dream') predict token i at position i − 1."""
+    names = [str(getattr(config, "model_type", "") or "")] + list(getattr(config, "architectures", None) or [])
+    return any("dream" in n.lower() for n in names)
+
+
+def resolve_mask_id(mask_id: int | None, tokenizer, config) -> int:
+    if mask_id is not None:
+        return int(mask_id)
+    tok_id = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
+    if tok_id is not None:
+        return int(tok_id)
+    cfg_id = getattr(config, "mask_token_id", None)
+    if cfg_id is not None:
+        return int(cfg_id)
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        for s in MASK_STRINGS:
+            if s in vocab:
+                return int(vocab[s])
+    raise ValueError(
+        "no mask token: looked at the `mask_id` argument (None), "
+        f"tokenizer.mask_token_id ({'no tokenizer' if tokenizer is None else tok_id}), "
+        f"config.mask_token_id ({cfg_id}) and the tokenizer vocabulary for {list(MASK_STRINGS)}; "
+        "pass `mask_id=` explicitly"
+    )
+
+
+def resolve_eos_ids(tokenizer, config) -> tuple[int, ...]:
+    ids: list[int] = []
+    cfg = getattr(config, "eos_token_id", None)
+    for v in ([cfg] if isinstance(cfg, int) else list(cfg or [])):
+        ids.append(int(v))
+    if tokenizer is not None:
+        if tokenizer.eos_token_id is not None:
+            ids.append(int(tokenizer.eos_token_id))
+        vocab = tokenizer.get_vocab()
+        ids += [int(vocab[s]) for s in EOT_STRINGS if s in vocab]
+    return tuple(dict.fromkeys(ids))
+
+
+def _config_value(config, *names):
+    for cfg in (config, getattr(config, "get_text_config", lambda: None)()):
+        for n in names:
+            v = getattr(cfg, n, None)
+            if v is not None:
+                return v
+    return None

@@ -1,0 +1,55 @@
+"""Tasks with exact verifiers: the `Task` contract and the synthetic tasks that train and
+evaluate the embedded tiny MDLM.
+
+`TASKS` maps a task name to its class; `get_task(name, **kw)` builds one. This package generates
+and verifies examples as text; it does not tokenize (see `depmask.models.tiny_mdlm.tokenizer`)
+or decode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from depmask.tasks.addition import Addition
+from depmask.tasks.base import SPLITS, Example, SyntheticTask, Task, check_split, split_of
+from depmask.tasks.permutation import Permutation
+from depmask.tasks.sort import Sort
+from depmask.tasks.sudoku4 import Sudoku4
+from depmask.tasks.text import EOS, MASK, PAD, SPECIAL_TOKENS, UNK, completion_tokens, pad_answer
+
+TASKS: dict[str, type[SyntheticTask]] = {
+    Sudoku4.name: Sudoku4,
+    Permutation.name: Permutation,
+    Sort.name: Sort,
+    Addition.name: Addition,
+}
+
+
+def get_task(name: str, **kwargs: Any) -> SyntheticTask:
+    """Build the task registered as `name` with keyword arguments `kwargs`."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task `name` ({name!r}); known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name](**kwargs)
+
+
+__all__ = [
+    "EOS",
+    "MASK",
+    "PAD",
+    "SPECIAL_TOKENS",
+    "SPLITS",
+    "TASKS",
+    "UNK",
+    "Addition",
+    "Example",
+    "Permutation",
+    "Sort",
+    "Sudoku4",
+    "SyntheticTask",
+    "Task",
+    "check_split",
+    "completion_tokens",
+    "get_task",
+    "pad_answer",
+    "split_of",
+]

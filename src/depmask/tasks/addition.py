@@ -1,0 +1,69 @@
+"""`addition`: add two numbers of up to `digits` digits each.
+
+Prompt: `<addition>`, the first number's digits, `+`, the second's, `=` (at most 2·digits + 3
+tokens): `<addition> 4 5 7 + 8 9 =`. Answer: the sum's digits, most significant first, no leading
+zeros, `[EOS]`-padded to `digits + 1` tokens: `5 4 6 [EOS]`. Exactly one answer is right.
+Each number's length is uniform in [1, digits] and its digits uniform (leading digit non-zero),
+so carries are common (a column carries about half the time). The key is the unordered pair, so
+`a + b` and `b + a` share a split. It does not do subtraction or other bases.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from depmask.tasks.base import Example, SyntheticTask
+from depmask.tasks.text import EOS, completion_tokens, pad_answer
+
+_DIGITS = tuple("0123456789")
+
+
+def _carries(a: int, b: int) -> int:
+    """How many columns of a + b produce a carry."""
+    carry, count = 0, 0
+    while a or b:
+        carry = int(a % 10 + b % 10 + carry >= 10)
+        count += carry
+        a, b = a // 10, b // 10
+    return count
+
+
+class Addition(SyntheticTask):
+    """Sum of two non-negative integers below 10**digits."""
+
+    name = "addition"
+
+    def __init__(self, digits: int = 3, test_fraction: float = 0.1) -> None:
+        super().__init__(test_fraction=test_fraction)
+        if digits < 1:
+            raise ValueError(f"`digits` ({digits}) must be >= 1")
+        self.digits = digits
+
+    @property
+    def answer_length(self) -> int:
+        return self.digits + 1
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return (f"<{self.name}>", *_DIGITS, "+", "=")
+
+    def _number(self, rng: random.Random) -> int:
+        length = rng.randint(1, self.digits)
+        if length == 1:
+            return rng.randint(0, 9)
+        return rng.randint(10 ** (length - 1), 10**length - 1)
+
+    def _instance(self, rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
+        a, b = self._number(rng), self._number(rng)
+        key = f"{min(a, b)}+{max(a, b)}"
+        prompt = f"<{self.name}> {' '.join(str(a))} + {' '.join(str(b))} ="
+        answer = pad_answer(list(str(a + b)), self.answer_length)
+        return key, prompt, answer, {"a": a, "b": b, "sum": a + b, "carries": _carries(a, b)}
+
+    def sample_answer(self, example: Example, rng: random.Random) -> str:
+        return example.answer
+
+    def score(self, example: Example, completion: str) -> bool:
+        reference = [t for t in example.answer.split() if t != EOS]
+        return completion_tokens(completion) == reference

@@ -1,0 +1,161 @@
+"""The task contract: `Example`, the `Task` protocol, and `SyntheticTask`, a base for tasks
+whose instances are generated from a seed and checked by an exact verifier.
+
+A synthetic task splits its instance space into train and test *by construction*: the stable
+hash (sha256) of an instance's canonical key decides its split, and `examples()` rejection-samples
+instances of the requested split, so no test instance ever appears in training data. Examples are
+drawn i.i.d. within a split (repeats are possible in small instance spaces; they are not removed).
+This module does not tokenize, decode, or know any concrete task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task instance.
+
+    Attributes:
+        id: stable string id, `task:split:seed:index`.
+        task: the task's name.
+        prompt: space-separated tokens, starting with the task's tag token (e.g. `<sudoku4>`).
+        answer: one reference answer, exactly `answer_length` tokens (`[EOS]`-padded).
+        meta: JSON-serialisable facts about the instance (its key, solution count, ...).
+    """
+
+    id: str
+    task: str
+    prompt: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task offers: examples, valid answers, an exact verifier, a rendering."""
+
+    name: str
+
+    @property
+    def answer_length(self) -> int:
+        """Answer tokens (the generation canvas); answers are `[EOS]`-padded to this length."""
+        ...
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Every non-special token the task's prompts and answers use."""
+        ...
+
+    def examples(self, split: str, n: int, seed: int = 0) -> list[Example]:
+        """`n` examples of `split` ("train" or "test"), deterministic for (split, n, seed)."""
+        ...
+
+    def sample_answer(self, example: Example, rng: random.Random) -> str:
+        """A uniformly random valid answer (padded to `answer_length`)."""
+        ...
+
+    def score(self, example: Example, completion: str) -> bool:
+        """True iff `completion` (space-separated tokens, trailing `[EOS]`/`[PAD]` ignored)
+        is a correct answer; anything malformed is False."""
+        ...
+
+    def show(self, example: Example, completion: str | None = None) -> str:
+        """A readable multi-line rendering of the example (and of a completion, if given)."""
+        ...
+
+
+def check_split(split: str) -> str:
+    """Return `split` if it is "train" or "test", else raise a ValueError naming it."""
+    if split not in SPLITS:
+        raise ValueError(f"`split` ({split!r}) must be one of {', '.join(SPLITS)}")
+    return split
+
+
+def split_of(task: str, key: str, test_fraction: float) -> str:
+    """The split an instance belongs to: a stable hash of (task, key) against `test_fraction`."""
+    digest = hashlib.sha256(f"{task}|{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if u < test_fraction else "train"
+
+
+class SyntheticTask(ABC):
+    """Base of the generated tasks: split by key hash, deterministic rejection sampling.
+
+    A subclass sets `name`, implements `answer_length`, `symbols`, `_instance` (draw one
+    instance), `sample_answer` and `score`; it may override `show`.
+    """
+
+    name: str = ""
+
+    def __init__(self, test_fraction: float = 0.1) -> None:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"`test_fraction` ({test_fraction}) must lie in (0, 1)")
+        self.test_fraction = test_fraction
+
+    @property
+    @abstractmethod
+    def answer_length(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def symbols(self) -> tuple[str, ...]: ...
+
+    @abstractmethod
+    def _instance(self, rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
+        """Draw one instance: (canonical key, prompt, reference answer, meta)."""
+
+    @abstractmethod
+    def sample_answer(self, example: Example, rng: random.Random) -> str: ...
+
+    @abstractmethod
+    def score(self, example: Example, completion: str) -> bool: ...
+
+    def split_of(self, key: str) -> str:
+        """The split of the instance with canonical key `key`."""
+        return split_of(self.name, key, self.test_fraction)
+
+    def examples(self, split: str, n: int, seed: int = 0) -> list[Example]:
+        """`n` examples of `split`, deterministic for (split, n, seed); a shorter `n` gives a
+        prefix of a longer one."""
+        check_split(split)
+        if n < 0:
+            raise ValueError(f"`n` ({n}) must be >= 0")
+        rng = random.Random(f"{self.name}:{split}:{seed}")
+        out: list[Example] = []
+        max_draws = 1000 * n + 10_000
+        draws = 0
+        while len(out) < n:
+            if draws >= max_draws:
+                raise ValueError(
+                    f"task {self.name!r}: found only {len(out)} of `n` ({n}) {split} examples in "
+                    f"{draws} draws; the instance space is too small for `test_fraction` "
+                    f"({self.test_fraction})"
+                )
+            draws += 1
+            key, prompt, answer, meta = self._instance(rng)
+            if self.split_of(key) != split:
+                continue
+            eid = f"{self.name}:{split}:{seed}:{len(out)}"
+            out.append(Example(eid, self.name, prompt, answer, {"key": key, **meta}))
+        return out
+
+    def show(self, example: Example, completion: str | None = None) -> str:
+        """Prompt, reference answer and, if given, the completion with its verdict."""
+        lines = [f"[{example.id}]", f"  prompt:     {example.prompt}",
+                 f"  answer:     {example.answer}"]
+        if completion is not None:
+            verdict = "correct" if self.score(example, completion) else "wrong"
+            lines.append(f"  completion: {completion}  ({verdict})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,166 @@
+"""Attention capture: equals the mean of eager `output_attentions` over the same layers and heads,
+for HF-native and remote-code models, and costs O(b·l²) extra memory, not O(layers·heads·b·l²)."""
+
+import weakref
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from depmask.models import AttentionCapture, HFDenoiser, default_capture_layers, find_layers
+from depmask.models.attention_capture import explicit_attention
+from tests.models.conftest import tiny_mdlm
+
+
+def eager_mean(layers_attn, layers):
+    return torch.stack([layers_attn[i] for i in layers]).float().mean(dim=(0, 2))  # [b, l, l]
+
+
+def test_default_layers_are_the_last_quarter():
+    assert default_capture_layers(32) == [24, 25, 26, 27, 28, 29, 30, 31]
+    assert default_capture_layers(28) == list(range(21, 28))
+    assert default_capture_layers(2) == [1]
+
+
+@pytest.mark.parametrize("layers", [None, [0], [0, 2], [1, 2, 3]])
+def test_remote_code_capture_equals_eager_mean(tiny_mdlm_dir, layers):
+    from transformers import AutoModel
+
+    den = HFDenoiser.from_pretrained(tiny_mdlm_dir, capture_layers=layers)
+    eager = AutoModel.from_pretrained(tiny_mdlm_dir, trust_remote_code=True, local_files_only=True).eval()
+    x = torch.randint(0, 37, (3, 12))
+    am = torch.ones(3, 12, dtype=torch.long)
+    am[1, :4] = 0  # a left-padded row
+    got = den(x, am, need_attention=True).attention
+    ref = eager(x, attention_mask=am, output_attentions=True).attentions
+    want = eager_mean(ref, den.capture.layers)
+    assert den.capture.layers == (layers or [3])
+    assert (got - want).abs().max() < 1e-5
+
+
+def test_hf_native_capture_equals_eager_mean(tiny_bert_dir):
+    from transformers import AutoModelForMaskedLM
+
+    den = HFDenoiser.from_pretrained(tiny_bert_dir, mask_id=4, capture_layers=[1, 3],
+                                     attn_implementation="sdpa")
+    eager = AutoModelForMaskedLM.from_pretrained(tiny_bert_dir, attn_implementation="eager").eval()
+    x = torch.randint(5, 50, (2, 10))
+    am = torch.ones(2, 10, dtype=torch.long)
+    am[0, 7:] = 0
+    out = den(x, am, need_attention=True)
+    ref = eager(input_ids=x, attention_mask=am, output_attentions=True).attentions
+    assert (out.attention - eager_mean(ref, [1, 3])).abs().max() < 1e-5
+    # the model goes back to its own attention implementation afterwards
+    assert den.model.config._attn_implementation == "sdpa"
+    assert torch.allclose(den(x, am).logits, out.logits, atol=1e-5)
+
+
+def test_capture_does_not_change_the_logits(tiny_mdlm_dir):
+    den = HFDenoiser.from_pretrained(tiny_mdlm_dir)
+    x = torch.randint(0, 37, (2, 10))
+    assert torch.allclose(den(x).logits, den(x, need_attention=True).logits, atol=1e-5)
+
+
+def test_uncaptured_layers_keep_the_fused_kernel(monkeypatch):
+    """Only the captured layers compute attention explicitly; the others call SDPA itself."""
+    calls = {"explicit": 0}
+    import depmask.models.attention_capture as ac
+
+    real = ac.explicit_attention
+
+    def counting(*a, **k):
+        calls["explicit"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(ac, "explicit_attention", counting)
+    den = HFDenoiser(tiny_mdlm(num_hidden_layers=8), capture_layers=[6])
+    den(torch.randint(0, 37, (1, 6)), need_attention=True)
+    assert calls["explicit"] == 1
+
+
+def test_explicit_attention_matches_sdpa_with_gqa_masks_and_causal():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=g)
+    k, v = torch.randn(2, 2, 7, 8, generator=g), torch.randn(2, 2, 7, 8, generator=g)
+    bool_mask = torch.rand(2, 1, 5, 7, generator=g) > 0.3
+    bool_mask[..., 0] = True
+    add_mask = torch.randn(2, 4, 5, 7, generator=g)
+    for mask in (None, bool_mask, add_mask):
+        for causal in ((False, True) if mask is None else (False,)):
+            out, probs = explicit_attention(q, k, v, mask, causal)
+            ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+            assert torch.allclose(out, ref, atol=1e-5)
+            assert torch.allclose(probs.sum(-1), torch.full((2, 5), 4.0), atol=1e-4)
+
+
+def test_bad_capture_layers_are_named():
+    with pytest.raises(ValueError, match=r"`capture_layers` \(\[9\]\)"):
+        AttentionCapture(tiny_mdlm(), [9])
+    assert len(find_layers(tiny_mdlm())) == 4
+
+
+def test_a_model_that_bypasses_sdpa_is_refused():
+    class Manual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(2))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    cap = AttentionCapture(Manual())
+    with cap.capturing():
+        Manual.forward(cap.model, torch.randn(1, 4))
+    with pytest.raises(RuntimeError, match="saw 0 attention calls"):
+        cap.result()
+
+
+class _PeakLiveBytes(TorchDispatchMode):
+    """Peak bytes of tensors created by ops inside the mode and still alive (CPU-friendly)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.seen = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                st = t.untyped_storage()
+                key, n = st.data_ptr(), st.nbytes()
+                if n == 0 or key in self.seen:
+                    continue
+                self.seen.add(key)
+                self.live += n
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._free, key, n)
+        return out
+
+    def _free(self, key, n):
+        self.live -= n
+        self.seen.discard(key)
+
+
+def peak_bytes(fn) -> int:
+    mode = _PeakLiveBytes()
+    with mode:
+        fn()
+    return mode.peak
+
+
+def test_capture_memory_is_o_b_l2_not_layers_heads():
+    layers, heads, b, l = 8, 8, 2, 96
+    den = HFDenoiser(tiny_mdlm(num_hidden_layers=layers, num_attention_heads=heads, hidden_size=32,
+                               max_position_embeddings=128), capture_layers=list(range(layers)))
+    x = torch.randint(0, 37, (b, l))
+    bl2 = b * l * l * 4  # one float32 [b, l, l] map
+    plain = peak_bytes(lambda: den(x))
+    captured = peak_bytes(lambda: den(x, need_attention=True))
+    eager = peak_bytes(lambda: den.model(x, output_attentions=True))
+    print(f"peak bytes: plain {plain}, capture all {layers} layers {captured}, eager {eager}; b·l²·4 = {bl2}")
+    assert captured - plain <= 4 * bl2
+    assert eager - plain >= layers * heads * bl2  # the measure sees what capture avoids

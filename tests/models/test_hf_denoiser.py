@@ -1,0 +1,117 @@
+"""HFDenoiser: loading from local directories, mask/EOS resolution, the Dream shift, errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from depmask.decoding import build_policy, generate
+from depmask.models import Denoiser, HFDenoiser
+from tests.models.conftest import tiny_mdlm
+
+
+def test_remote_code_checkpoint_loads_with_plain_transformers(tiny_mdlm_dir):
+    """In a fresh interpreter without depmask, transformers runs the checkpoint's own code."""
+    x = torch.randint(0, 37, (2, 9))
+    torch.save(x, tiny_mdlm_dir / "x.pt")
+    script = (
+        "import sys, torch; from transformers import AutoModel\n"
+        "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True, local_files_only=True)\n"
+        "assert 'depmask' not in sys.modules\n"
+        "print(type(m).__module__)\n"
+        "torch.save(m(torch.load(sys.argv[1] + '/x.pt')).logits, sys.argv[1] + '/y.pt')\n"
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tiny_mdlm_dir / "hf_modules")}
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_mdlm_dir)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("transformers_modules"), done.stdout
+    assert torch.allclose(torch.load(tiny_mdlm_dir / "y.pt"), tiny_mdlm()(x).logits, atol=1e-6)
+
+
+def test_from_pretrained_remote_code(tiny_mdlm_dir):
+    den = HFDenoiser.from_pretrained(tiny_mdlm_dir)
+    assert isinstance(den, Denoiser)
+    assert (den.mask_id, den.eos_ids, den.vocab_size, den.hidden_size) == (39, (38,), 40, 32)
+    assert not den.logits_shift
+    out = den(torch.randint(0, 37, (2, 9)), need_hidden=True, need_attention=True)
+    assert out.logits.dtype == torch.float32 and out.logits.shape == (2, 9, 40)
+    assert out.hidden.shape == (2, 9, 32) and out.attention.shape == (2, 9, 9)
+    assert torch.allclose(out.attention.sum(-1), torch.ones(2, 9), atol=1e-5)
+
+
+def test_bf16_model_still_returns_float32_logits(tiny_mdlm_dir):
+    den = HFDenoiser.from_pretrained(tiny_mdlm_dir, dtype="bfloat16")
+    assert den.dtype == torch.bfloat16
+    assert den(torch.randint(0, 37, (1, 5))).logits.dtype == torch.float32
+
+
+def test_dream_shift_is_detected_and_undone_once_for_all_outputs(tiny_dream_dir, tiny_mdlm_dir):
+    dream = HFDenoiser.from_pretrained(tiny_dream_dir)
+    raw = HFDenoiser.from_pretrained(tiny_dream_dir, logits_shift=False)
+    assert dream.logits_shift and not raw.logits_shift
+    x = torch.randint(0, 37, (2, 11))
+    a = dream(x, need_hidden=True, need_attention=True)
+    r = raw(x, need_hidden=True, need_attention=True)
+    for got, base in ((a.logits, r.logits), (a.hidden, r.hidden), (a.attention, r.attention)):
+        assert torch.equal(got[:, 1:], base[:, :-1]), "row i must be the raw row i - 1"
+        assert torch.equal(got[:, 0], base[:, 0])
+    # attention columns are keys and stay where they are: rows still sum to one
+    assert torch.allclose(a.attention.sum(-1), torch.ones(2, 11), atol=1e-5)
+    # the capture ran inside the checkpoint's own (remote) code and matches its eager maps
+    assert type(raw.model).__module__.startswith("transformers_modules")
+    eager = raw.model(x, output_attentions=True).attentions[-1].mean(1)
+    assert (r.attention - eager).abs().max() < 1e-5
+
+
+def test_masked_lm_needs_a_mask_id_and_says_where_it_looked(tiny_bert_dir):
+    with pytest.raises(ValueError) as err:
+        HFDenoiser.from_pretrained(tiny_bert_dir)
+    msg = str(err.value)
+    for where in ("`mask_id` argument", "tokenizer.mask_token_id", "config.mask_token_id", "vocabulary"):
+        assert where in msg
+    den = HFDenoiser.from_pretrained(tiny_bert_dir, mask_id=4)
+    assert den.mask_id == 4 and den(torch.randint(5, 50, (1, 6))).logits.shape == (1, 6, 50)
+
+
+def test_hub_ids_and_missing_paths_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        HFDenoiser.from_pretrained("GSAI-ML/LLaDA-8B-Instruct")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+        HFDenoiser.from_pretrained(tmp_path / "nope")
+
+
+def test_bad_dtype_is_named(tiny_mdlm_dir):
+    with pytest.raises(ValueError, match="`dtype` \\('float17'\\)"):
+        HFDenoiser.from_pretrained(tiny_mdlm_dir, dtype="float17")
+
+
+def test_fingerprint_tells_models_apart():
+    a, b = HFDenoiser(tiny_mdlm(0)), HFDenoiser(tiny_mdlm(1))
+    assert a.fingerprint == HFDenoiser(tiny_mdlm(0)).fingerprint
+    assert a.fingerprint != b.fingerprint  # same config, other weights
+    assert a.fingerprint != HFDenoiser(tiny_mdlm(0, num_hidden_layers=3)).fingerprint
+
+
+def test_padding_does_not_change_a_rows_predictions():
+    den = HFDenoiser(tiny_mdlm())
+    x = torch.randint(0, 37, (1, 8))
+    padded = torch.cat([torch.full((1, 3), 37), x], dim=1)
+    am = torch.cat([torch.zeros(1, 3), torch.ones(1, 8)], dim=1)
+    alone = den(x, need_attention=True)
+    pad = den(padded, am, need_attention=True)
+    assert torch.allclose(pad.logits[:, 3:], alone.logits, atol=1e-5)
+    assert torch.allclose(pad.attention[:, 3:, 3:], alone.attention, atol=1e-5)
+    assert pad.attention[:, 3:, :3].abs().max() == 0  # padding is never attended
+
+
+def test_decode_batch_equals_rows_alone_on_a_real_model():
+    den = HFDenoiser(tiny_mdlm())
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]
+    policy = build_policy("threshold", threshold=0.2)
+    batch = generate(den, prompts, policy, gen_length=8, block_length=4, steps=8)
+    for i, p in enumerate(prompts):
+        alone = generate(den, [p], policy, gen_length=8, block_length=4, steps=8)
+        assert batch.generated[i].tolist() == alone.generated[0].tolist()

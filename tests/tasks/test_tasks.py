@@ -1,0 +1,197 @@
+"""Behaviour of the synthetic tasks: determinism, split hygiene, exact verifiers, rendering."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from depmask.tasks import (
+    EOS,
+    MASK,
+    TASKS,
+    Addition,
+    Example,
+    Permutation,
+    Sort,
+    Sudoku4,
+    Task,
+    get_task,
+)
+from depmask.tasks.sudoku4 import solutions, valid_grids
+
+NAMES = sorted(TASKS)
+
+
+@pytest.fixture(params=NAMES)
+def task(request):
+    return get_task(request.param)
+
+
+def test_registry_and_get_task():
+    assert set(TASKS) == {"sudoku4", "permutation", "sort", "addition"}
+    assert isinstance(get_task("sort", n=5), Sort)
+    with pytest.raises(ValueError, match="nope.*addition"):
+        get_task("nope")
+
+
+def test_protocol(task):
+    assert isinstance(task, Task)
+    assert task.name in TASKS
+    assert len(set(task.symbols)) == len(task.symbols)
+    assert f"<{task.name}>" in task.symbols
+
+
+def test_bad_split_and_arguments(task):
+    with pytest.raises(ValueError, match="'dev'"):
+        task.examples("dev", 3)
+    with pytest.raises(ValueError, match="min_givens"):
+        Sudoku4(min_givens=9, max_givens=3)
+    with pytest.raises(ValueError, match="test_fraction"):
+        Sort(test_fraction=1.5)
+
+
+def test_deterministic(task):
+    a = task.examples("train", 20, seed=3)
+    assert a == task.examples("train", 20, seed=3)
+    assert a[:5] == task.examples("train", 5, seed=3)
+    assert a != task.examples("train", 20, seed=4)
+    assert len({e.id for e in a}) == 20
+    assert a[0].id == f"{task.name}:train:3:0"
+
+
+def test_formats(task):
+    vocab = set(task.symbols) | {EOS}
+    for ex in task.examples("train", 50):
+        prompt, answer = ex.prompt.split(), ex.answer.split()
+        assert prompt[0] == f"<{task.name}>"
+        assert len(prompt) <= 30
+        assert len(answer) == task.answer_length
+        assert set(prompt) | set(answer) <= vocab
+        assert ex.task == task.name
+
+
+def test_train_test_never_overlap(task):
+    train = task.examples("train", 2000)
+    test = task.examples("test", 500)
+    train_keys = {e.meta["key"] for e in train}
+    test_keys = {e.meta["key"] for e in test}
+    assert not train_keys & test_keys
+    assert not {e.prompt for e in train} & {e.prompt for e in test}
+    assert all(task.split_of(k) == "test" for k in test_keys)
+
+
+def test_reference_and_sampled_answers_score(task):
+    rng = random.Random(0)
+    for ex in task.examples("test", 60):
+        assert task.score(ex, ex.answer)
+        for _ in range(5):
+            sampled = task.sample_answer(ex, rng)
+            assert len(sampled.split()) == task.answer_length
+            assert task.score(ex, sampled)
+
+
+def test_malformed_completions_are_false(task):
+    ex = task.examples("test", 1)[0]
+    ref = [t for t in ex.answer.split() if t != EOS]
+    bad = [
+        "",
+        " ".join(ref[:-1]),  # too short
+        " ".join([*ref, ref[0]]),  # too long
+        " ".join([MASK, *ref[1:]]),  # a [MASK] left in
+        " ".join(["zz", *ref[1:]]),  # an unknown token
+        " ".join([ref[0], EOS, *ref[1:]]),  # an [EOS] inside the answer
+        "".join(ref) if len(ref) > 1 else "12",  # not space-separated
+    ]
+    for completion in bad:
+        assert not task.score(ex, completion), completion
+    assert task.score(ex, " ".join(ref) + f" {EOS} [PAD] [PAD]")  # trailing specials stripped
+
+
+def test_show(task):
+    ex = task.examples("test", 1)[0]
+    text = task.show(ex)
+    assert ex.id in text and "\n" in text
+    assert "correct" in task.show(ex, ex.answer)
+    assert "wrong" in task.show(ex, "garbage")
+
+
+# ----- sudoku4 -----
+
+
+def test_sudoku_grids_and_meta():
+    grids = valid_grids()
+    assert len(grids) == 288 == len(set(grids))
+    task = Sudoku4()
+    for ex in task.examples("train", 100):
+        givens = ex.meta["givens"]
+        assert 4 <= ex.meta["n_givens"] == 16 - givens.count(".") <= 10
+        assert ex.meta["n_solutions"] == len(solutions(givens)) >= 1
+
+
+def test_sudoku_rejects_violations():
+    prompt = "<sudoku4> " + " | ".join([". . . ."] * 4)
+    empty = Example("blank", "sudoku4", prompt, " ".join(valid_grids()[0]), {"givens": "." * 16})
+    latin = "1 2 3 4 2 3 4 1 3 4 1 2 4 1 2 3"  # rows and columns fine, boxes violated
+    assert not Sudoku4().score(empty, latin)
+    assert Sudoku4().score(empty, " ".join(valid_grids()[0]))
+    assert not Sudoku4().score(empty, " ".join("1" * 16))
+
+    task = Sudoku4()
+    ex = task.examples("test", 1)[0]
+    cells = ex.answer.split()
+    given = next(i for i, ch in enumerate(ex.meta["givens"]) if ch != ".")
+    # a valid grid that breaks a given
+    other = next(g for g in valid_grids() if g[given] != cells[given])
+    assert not task.score(ex, " ".join(other))
+    # a wrong digit in one cell
+    wrong = list(cells)
+    blank = ex.meta["givens"].index(".")
+    wrong[blank] = "1" if wrong[blank] != "1" else "2"
+    assert not task.score(ex, " ".join(wrong))
+
+
+def test_sudoku_few_givens_accepts_other_completions():
+    task = Sudoku4(min_givens=3, max_givens=4)
+    ex = next(e for e in task.examples("test", 50) if e.meta["n_solutions"] > 2)
+    others = [g for g in solutions(ex.meta["givens"]) if " ".join(g) != ex.answer]
+    assert others and all(task.score(ex, " ".join(g)) for g in others)
+    rng = random.Random(0)
+    sampled = {task.sample_answer(ex, rng) for _ in range(200)}
+    assert len(sampled) == ex.meta["n_solutions"]  # the sampler covers every solution
+
+
+# ----- permutation, sort, addition -----
+
+
+def test_permutation_multimodal_and_duplicates():
+    task = Permutation()
+    ex = next(e for e in task.examples("test", 50) if len(set(e.meta["multiset"].split())) < 6)
+    rng = random.Random(1)
+    sampled = {task.sample_answer(ex, rng) for _ in range(100)}
+    assert len(sampled) > 1
+    items = ex.meta["multiset"].split()  # sorted, not all equal
+    corrupted = [*items[:-1], items[0]]  # duplicate one symbol in place of another
+    assert not task.score(ex, " ".join(corrupted))
+    assert task.score(ex, " ".join(reversed(items)))
+
+
+def test_sort_and_addition_one_answer():
+    sort = Sort()
+    ex = sort.examples("test", 1)[0]
+    digits = ex.prompt.split()[1:]
+    assert ex.answer.split() == sorted(digits)
+    if digits != sorted(digits):
+        assert not sort.score(ex, " ".join(digits))
+
+    add = Addition()
+    for ex in add.examples("test", 100):
+        assert ex.meta["a"] + ex.meta["b"] == ex.meta["sum"]
+        assert ex.answer.replace(f" {EOS}", "").replace(" ", "") == str(ex.meta["sum"])
+        wrong = str(ex.meta["sum"] + 1)
+        assert not add.score(ex, " ".join(wrong))
+        assert not add.score(ex, " ".join("0" + str(ex.meta["sum"])))  # leading zero
+    train = add.examples("train", 500)
+    assert sum(e.meta["carries"] > 0 for e in train) > 150  # carries are common
+    hand = Example("x", "addition", "<addition> 9 9 9 + 1 =", "1 0 0 0", {})
+    assert add.score(hand, "1 0 0 0")
