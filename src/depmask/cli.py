@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from jsonargparse import CLI
 
 from depmask.commands.decode import decode
+from depmask.commands.tasks import tasks_show
 
 COMMANDS: dict = {
     "decode": decode,
+    "tasks": {"show": tasks_show},
 }
+LIGHTNING_COMMANDS = ("mdlm",)  # LightningCLI programs: `depmask mdlm fit --config ...`
 
 
 def _policy_names(argv: list[str]) -> list[str]:
@@ -45,7 +48,13 @@ def _policy_names(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _policy_names(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "mdlm":
+        from depmask.train.cli import mdlm_cli
+
+        mdlm_cli(argv[1:])
+        return
+    args = _policy_names(argv)
     CLI(COMMANDS, args=args, as_positional=False)
 
 

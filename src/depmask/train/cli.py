@@ -1,0 +1,39 @@
+"""`depmask mdlm fit|validate ...`: LightningCLI over the tiny MDLM's module and data.
+
+Every argument is overridable from the command line, `--print_config` works, and the resolved
+config is saved in the run directory (`config.yaml` next to the checkpoints). The default logger is
+wandb, offline unless the user sets `WANDB_MODE` or has an API key; `--trainer.logger false` turns
+logging off and `--trainer.logger CSVLogger` writes CSV. Lightning lives only in `depmask.train`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from lightning.pytorch.cli import LightningCLI
+
+from depmask.train.mdlm_data import TaskMixtureDataModule
+from depmask.train.mdlm_module import MDLMModule
+
+
+def wandb_offline_by_default() -> None:
+    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def default_logger(save_dir: str = "runs", project: str = "depmask", name: str | None = None) -> dict:
+    return {"class_path": "lightning.pytorch.loggers.WandbLogger",
+            "init_args": {"save_dir": save_dir, "project": project, "name": name}}
+
+
+def mdlm_cli(args: Sequence[str] | None = None) -> LightningCLI:
+    wandb_offline_by_default()
+    return LightningCLI(
+        MDLMModule,
+        TaskMixtureDataModule,
+        args=list(args) if args is not None else None,
+        trainer_defaults={"logger": default_logger(name="tiny-mdlm"), "default_root_dir": "runs/mdlm"},
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+    )

@@ -1,0 +1,124 @@
+"""Training data for the embedded tiny MDLM: a mixture of synthetic tasks as token batches.
+
+Shapes: `b` batch, `l` canvas (prompt + answer, left-padded to the longest in the batch).
+
+Each training item is a train-split example with a *freshly sampled* valid answer
+(`task.sample_answer`), so a task with many right answers (a Sudoku with few givens, any ordering
+of a multiset) is learned as the distribution over all of them, not as one arbitrary reference.
+Left padding with an attention mask matches what the decoding loop does, and the model counts
+positions from the first real token, so padding is invisible to it. Validation batches come from
+the test split with fixed answers, and are used for monitoring only (the exported model is the
+last one; nothing is selected on them). This module does not mask tokens (the LightningModule
+applies the forward process) and holds no model.
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from depmask.models.tiny_mdlm.tokenizer import build_tokenizer
+from depmask.tasks import Example, get_task
+
+
+def encode_example(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the answer (word-level: one id per token)."""
+    return tokenizer.convert_tokens_to_ids(prompt.split()), tokenizer.convert_tokens_to_ids(answer.split())
+
+
+def collate(items: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad prompt+answer rows; `answer_mask` marks the answer positions."""
+    width = max(len(p) + len(a) for p, a in items)
+    b = len(items)
+    input_ids = torch.full((b, width), pad_id, dtype=torch.long)  # [b, l]
+    attention_mask = torch.zeros(b, width, dtype=torch.long)
+    answer_mask = torch.zeros(b, width, dtype=torch.bool)
+    for i, (p, a) in enumerate(items):
+        row = p + a
+        input_ids[i, width - len(row):] = torch.tensor(row)
+        attention_mask[i, width - len(row):] = 1
+        answer_mask[i, width - len(a):] = True
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask}
+
+
+class _FreshAnswers(Dataset):
+    """`length` items drawn from a pool of examples, each with a new random valid answer."""
+
+    def __init__(self, pool: list[tuple[object, Example]], tokenizer, length: int, seed: int):
+        self.pool, self.tokenizer, self.length, self.seed = pool, tokenizer, length, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        task, ex = self.pool[rng.randrange(len(self.pool))]
+        return encode_example(self.tokenizer, ex.prompt, task.sample_answer(ex, rng))
+
+
+class _Fixed(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+
+class TaskMixtureDataModule(L.LightningDataModule):
+    """Batches of (prompt, sampled answer) from a mixture of synthetic tasks."""
+
+    def __init__(
+        self,
+        tasks: list[str] = ["sudoku4", "permutation", "sort", "addition"],  # noqa: B006
+        pool_size: int = 20000,
+        items_per_epoch: int = 64000,
+        val_size: int = 256,
+        batch_size: int = 128,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if not tasks:
+            raise ValueError("`tasks` is empty: name at least one task")
+        for name, v in (("pool_size", pool_size), ("items_per_epoch", items_per_epoch),
+                        ("val_size", val_size), ("batch_size", batch_size)):
+            if v < 1:
+                raise ValueError(f"`{name}` ({v}) must be >= 1")
+        self.tasks = [get_task(t) for t in tasks]
+        self.tokenizer = build_tokenizer(self.tasks)
+        self.pool_size, self.items_per_epoch, self.val_size = pool_size, items_per_epoch, val_size
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self._train: _FreshAnswers | None = None
+        self._val: _Fixed | None = None
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is None:
+            per_task = max(1, self.pool_size // len(self.tasks))
+            pool = [(t, ex) for t in self.tasks for ex in t.examples("train", per_task, seed=self.seed)]
+            self._train = _FreshAnswers(pool, self.tokenizer, self.items_per_epoch, self.seed)
+            per_val = max(1, self.val_size // len(self.tasks))
+            val = [encode_example(self.tokenizer, ex.prompt, ex.answer)
+                   for t in self.tasks for ex in t.examples("test", per_val, seed=self.seed)]
+            self._val = _Fixed(val)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self._train is not None
+        self._train.epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return DataLoader(self._train, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=lambda items: collate(items, self.pad_id), drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self._val is not None
+        return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers,
+                          collate_fn=lambda items: collate(items, self.pad_id))

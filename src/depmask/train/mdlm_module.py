@@ -1,0 +1,139 @@
+"""The masked-diffusion training objective for the tiny MDLM, as a LightningModule.
+
+Shapes: `b` batch, `l` canvas, `v` vocabulary.
+
+Forward process (LLaDA's): per sequence draw t ~ U(0, 1), mask each *answer* token with
+probability p = (1 − ε)·t + ε (the prompt is never masked), and train the model to recover the
+masked tokens: cross-entropy on masked positions weighted by 1/p, summed and divided by the number
+of answer tokens (an unbiased estimate of the ELBO bound LLaDA trains). Logs `train/loss`,
+`val/loss`, and, each validation, `val/acc/<task>`: exact-verifier accuracy of one-token-per-step
+decoding on a few test items. At the end of `fit` the model is exported with `save_tiny_mdlm`
+(weights, tokenizer, remote code) to `export_dir`. The network itself is plain torch
+(`depmask.models.tiny_mdlm`); this module only wires loss, metrics and the optimiser.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM, save_tiny_mdlm
+
+
+class MDLMModule(L.LightningModule):
+    def __init__(
+        self,
+        hidden_size: int = 128,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 344,
+        max_position_embeddings: int = 64,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        eps: float = 1e-3,
+        val_decode_items: int = 32,
+        export_dir: str | None = "models/tiny-tasks",
+        vocab_size: int | None = None,
+        mask_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        eos_token_id: int | None = None,
+    ):
+        """Args:
+            hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+                max_position_embeddings: the architecture (TinyMDLMConfig).
+            lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay to 10 %
+                over the trainer's `max_steps`.
+            eps: floor of the masking probability (LLaDA's forward-process epsilon).
+            val_decode_items: test items per task decoded one token per step at each validation.
+            export_dir: where `fit` saves the final model (None: do not export).
+            vocab_size, mask_token_id, pad_token_id, eos_token_id: taken from the data module's
+                tokenizer when left unset (the CLI links them).
+        """
+        super().__init__()
+        if not 0 < eps < 1:
+            raise ValueError(f"`eps` ({eps}) must lie in (0, 1)")
+        if lr <= 0:
+            raise ValueError(f"`lr` ({lr}) must be > 0")
+        self.save_hyperparameters()
+        self.model: TinyMDLMForMaskedLM | None = None
+        if vocab_size is not None:
+            self._build(vocab_size, mask_token_id, pad_token_id, eos_token_id)
+
+    def _build(self, vocab_size, mask_token_id, pad_token_id, eos_token_id) -> None:
+        h = self.hparams
+        self.model = TinyMDLMForMaskedLM(TinyMDLMConfig(
+            vocab_size=vocab_size, hidden_size=h.hidden_size, num_hidden_layers=h.num_hidden_layers,
+            num_attention_heads=h.num_attention_heads, intermediate_size=h.intermediate_size,
+            max_position_embeddings=h.max_position_embeddings, mask_token_id=mask_token_id,
+            pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+        ))
+
+    def setup(self, stage: str) -> None:
+        if self.model is None:
+            tok = self.trainer.datamodule.tokenizer
+            self._build(len(tok), tok.mask_token_id, tok.pad_token_id, tok.eos_token_id)
+
+    # -- objective ---------------------------------------------------------------------------
+    def diffusion_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        ids, am, ans = batch["input_ids"], batch["attention_mask"], batch["answer_mask"]  # [b, l]
+        b = ids.shape[0]
+        t = torch.rand(b, 1, device=ids.device, generator=generator)  # [b, 1]
+        p = (1 - self.hparams.eps) * t + self.hparams.eps
+        masked = ans & (torch.rand(ids.shape, device=ids.device, generator=generator) < p)  # [b, l]
+        noisy = torch.where(masked, self.model.config.mask_token_id, ids)
+        logits = self.model(input_ids=noisy, attention_mask=am).logits  # [b, l, v]
+        ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")  # [b, l]
+        weighted = (ce / p * masked).sum()
+        return weighted / ans.sum().clamp_min(1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.diffusion_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        g = torch.Generator(device=batch["input_ids"].device).manual_seed(batch_idx)
+        loss = self.diffusion_loss(batch, generator=g)  # fixed masks: comparable across epochs
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.val_decode_items < 1 or self.trainer.sanity_checking:
+            return
+        from depmask.train.mdlm_eval import decode_accuracy
+
+        dm = self.trainer.datamodule
+        self.model.eval()
+        for task in dm.tasks:
+            acc = decode_accuracy(self.model, dm.tokenizer, task, n=self.hparams.val_decode_items,
+                                  seed=dm.seed)
+            self.log(f"val/acc/{task.name}", acc, prog_bar=task.name == "sudoku4")
+        self.model.train()
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr,
+                                betas=(0.9, 0.98))
+        total = max(1, self.trainer.max_steps if self.trainer.max_steps > 0 else 10_000)
+        warm = self.hparams.warmup_steps
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            frac = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            out = save_tiny_mdlm(self.model.cpu().float(), Path(self.hparams.export_dir),
+                                 self.trainer.datamodule.tokenizer)
+            print(f"exported the model to {out}")
