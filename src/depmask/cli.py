@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from jsonargparse import CLI
 
 from depmask.commands.decode import decode
+from depmask.commands.mdlm_evaluate import mdlm_evaluate
 from depmask.commands.tasks import tasks_show
 
 COMMANDS: dict = {
     "decode": decode,
     "tasks": {"show": tasks_show},
+    "mdlm": {"evaluate": mdlm_evaluate},  # `mdlm fit|validate` go to LightningCLI, below
 }
-LIGHTNING_COMMANDS = ("mdlm",)  # LightningCLI programs: `depmask mdlm fit --config ...`
+LIGHTNING_SUBCOMMANDS = ("fit", "validate")
 
 
 def _policy_names(argv: list[str]) -> list[str]:
@@ -49,7 +51,7 @@ def _policy_names(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "mdlm":
+    if argv[:1] == ["mdlm"] and len(argv) > 1 and argv[1] in LIGHTNING_SUBCOMMANDS:
         from depmask.train.cli import mdlm_cli
 
         mdlm_cli(argv[1:])

@@ -187,11 +187,13 @@ def test_sort_and_addition_one_answer():
     add = Addition()
     for ex in add.examples("test", 100):
         assert ex.meta["a"] + ex.meta["b"] == ex.meta["sum"]
-        assert ex.answer.replace(f" {EOS}", "").replace(" ", "") == str(ex.meta["sum"])
-        wrong = str(ex.meta["sum"] + 1)
+        assert ex.answer.replace(" ", "") == str(ex.meta["sum"]).zfill(4)  # fixed width, columns aligned
+        assert ex.prompt.split()[1:4] == list(str(ex.meta["a"]).zfill(3))
+        wrong = str(ex.meta["sum"] + 1).zfill(4)
         assert not add.score(ex, " ".join(wrong))
-        assert not add.score(ex, " ".join("0" + str(ex.meta["sum"])))  # leading zero
+        if ex.meta["sum"] < 1000:
+            assert not add.score(ex, " ".join(str(ex.meta["sum"])))  # unpadded: wrong length
     train = add.examples("train", 500)
     assert sum(e.meta["carries"] > 0 for e in train) > 150  # carries are common
-    hand = Example("x", "addition", "<addition> 9 9 9 + 1 =", "1 0 0 0", {})
+    hand = Example("x", "addition", "<addition> 9 9 9 + 0 0 1 =", "1 0 0 0", {})
     assert add.score(hand, "1 0 0 0")

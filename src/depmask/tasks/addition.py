@@ -1,8 +1,11 @@
 """`addition`: add two numbers of up to `digits` digits each.
 
-Prompt: `<addition>`, the first number's digits, `+`, the second's, `=` (at most 2·digits + 3
-tokens): `<addition> 4 5 7 + 8 9 =`. Answer: the sum's digits, most significant first, no leading
-zeros, `[EOS]`-padded to `digits + 1` tokens: `5 4 6 [EOS]`. Exactly one answer is right.
+Fixed-width, column-aligned digits (the usual format for small transformers: digit i of the sum
+sits at the same offset as digit i of each operand, so the model learns columns and carries, not
+where a number of unknown length starts). Prompt: `<addition>`, the first number zero-padded to
+`digits`, `+`, the second likewise, `=` (2·digits + 3 tokens): `<addition> 4 5 7 + 0 8 9 =`.
+Answer: the sum zero-padded to `digits + 1` digits, most significant first: `0 5 4 6`. Exactly one
+answer is right.
 Each number's length is uniform in [1, digits] and its digits uniform (leading digit non-zero),
 so carries are common (a column carries about half the time). The key is the unordered pair, so
 `a + b` and `b + a` share a split. It does not do subtraction or other bases.
@@ -14,7 +17,7 @@ import random
 from typing import Any
 
 from depmask.tasks.base import Example, SyntheticTask
-from depmask.tasks.text import EOS, completion_tokens, pad_answer
+from depmask.tasks.text import completion_tokens
 
 _DIGITS = tuple("0123456789")
 
@@ -57,13 +60,13 @@ class Addition(SyntheticTask):
     def _instance(self, rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
         a, b = self._number(rng), self._number(rng)
         key = f"{min(a, b)}+{max(a, b)}"
-        prompt = f"<{self.name}> {' '.join(str(a))} + {' '.join(str(b))} ="
-        answer = pad_answer(list(str(a + b)), self.answer_length)
+        w = self.digits
+        prompt = f"<{self.name}> {' '.join(str(a).zfill(w))} + {' '.join(str(b).zfill(w))} ="
+        answer = " ".join(str(a + b).zfill(w + 1))
         return key, prompt, answer, {"a": a, "b": b, "sum": a + b, "carries": _carries(a, b)}
 
     def sample_answer(self, example: Example, rng: random.Random) -> str:
         return example.answer
 
     def score(self, example: Example, completion: str) -> bool:
-        reference = [t for t in example.answer.split() if t != EOS]
-        return completion_tokens(completion) == reference
+        return completion_tokens(completion) == example.answer.split()
