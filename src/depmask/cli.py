@@ -14,9 +14,11 @@ from jsonargparse import CLI
 
 from depmask.commands.decode import decode
 from depmask.commands.mdlm_evaluate import mdlm_evaluate
+from depmask.commands.quickstart import quickstart
 from depmask.commands.tasks import tasks_show
 
 COMMANDS: dict = {
+    "quickstart": quickstart,
     "decode": decode,
     "tasks": {"show": tasks_show},
     "mdlm": {"evaluate": mdlm_evaluate},  # `mdlm fit|validate` go to LightningCLI, below

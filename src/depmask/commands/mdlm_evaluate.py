@@ -93,7 +93,9 @@ def mdlm_evaluate(
     print(f"wrote {out_path}")
     if write_card:
         card = Path(model) / "README.md"
-        card.write_text(model_card(den, table, model, n, seed, device or "cpu"))
+        provenance = Path(model) / "TRAINING.md"
+        extra = "\n" + provenance.read_text() if provenance.is_file() else ""
+        card.write_text(model_card(den, table, model, n, seed, device or "cpu") + extra)
         print(f"wrote {card}")
     return rows
 
