@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         mdlm_cli(argv[1:])
         return
+    if argv[:2] == ["tasks", "show"] and len(argv) > 2 and not argv[2].startswith("-"):
+        argv = [*argv[:2], "--name", *argv[2:]]  # `depmask tasks show sudoku4 --n 3`
     args = _policy_names(argv)
     CLI(COMMANDS, args=args, as_positional=False)
 

@@ -1,0 +1,76 @@
+"""The shipped embedded model and the commands the README shows: quickstart, decode, tasks show,
+mdlm evaluate. These run the real shipped checkpoint on CPU."""
+
+import json
+
+import pytest
+
+from depmask.cli import main
+from depmask.commands.mdlm_evaluate import evaluate_rows
+from depmask.models import HFDenoiser
+from tests.conftest import EMBEDDED
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return HFDenoiser.from_pretrained(EMBEDDED)
+
+
+@pytest.mark.slow
+def test_shipped_model_quality_and_the_parallel_gap(embedded):
+    """One token per step solves every task; everything in one forward breaks the two tasks with
+    many valid answers (the gap dependency-aware decoding exists to close)."""
+    rows = evaluate_rows(embedded, embedded.tokenizer, ["sudoku4", "permutation", "sort", "addition"],
+                         n=100, seed=1, batch_size=100)
+    acc = {(r["task"], r["setting"]): r["accuracy"] for r in rows}
+    for task in ("sudoku4", "permutation", "sort", "addition"):
+        assert acc[(task, "one_per_step")] >= 0.97, (task, acc[(task, "one_per_step")])
+    for task in ("sudoku4", "permutation"):
+        assert acc[(task, "all_at_once")] <= acc[(task, "one_per_step")] - 0.3, (task, acc)
+
+
+@pytest.mark.slow
+def test_quickstart_writes_table_summary_and_plot(tmp_path, capsys):
+    main(["quickstart", "--n", "12", "--tasks", "[sudoku4, permutation]", "--out_dir", str(tmp_path)])
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    assert {r["policy"] for r in rows} >= {"low_confidence", "threshold", "entropy_bound", "dilated", "factor"}
+    for r in rows:
+        assert {"task", "policy", "accuracy", "nfe", "tpf", "seconds"} <= set(r)
+        assert 0 <= r["accuracy"] <= 1 and r["nfe"] >= 1
+    thr = next(r for r in rows if r["policy"] == "threshold")
+    assert thr["threshold"] == 0.9  # knob values are in the rows
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
+    assert "low_confidence" in capsys.readouterr().out
+
+
+def test_decode_command_on_the_embedded_model(capsys):
+    main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3 3 9 5 7 2", "--gen_length", "8",
+          "--policy", "threshold", "--policy.threshold", "0.9", "--json_output", "true"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["rows"][0]["completion"] == "1 2 3 3 5 7 8 9"
+    assert out["policy"] == "threshold" and out["nfe"] >= 1 and out["tpf"] > 1
+
+
+def test_decode_command_names_bad_lengths():
+    with pytest.raises(ValueError, match=r"`block_length` \(5\) must be >= 1 and divide `gen_length` \(8\)"):
+        main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 1 2", "--gen_length", "8",
+              "--block_length", "5"])
+
+
+def test_tasks_show(capsys):
+    main(["tasks", "show", "sudoku4", "--n", "2"])
+    out = capsys.readouterr().out
+    assert out.count("sudoku4") >= 2
+
+
+def test_mdlm_evaluate_writes_json_and_card(tmp_path):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(EMBEDDED, model)
+    rows = main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]"])
+    del rows
+    data = json.loads((model / "eval.json").read_text())
+    assert {r["setting"] for r in data} == {"one_per_step", "all_at_once", "threshold_0.5", "threshold_0.7",
+                                           "threshold_0.9"}
+    assert "depmask mdlm evaluate" in (model / "README.md").read_text()
