@@ -1,0 +1,20 @@
+"""The README's benchmark command runs and writes its JSON (a tiny setting; no timing asserted)."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_decode_overhead_benchmark_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "decode_overhead.py"), "--batch", "2", "--prompt_length", "4",
+         "--gen_length", "8", "--block_length", "8", "--repeats", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    row = json.loads(out.read_text())
+    assert row["forwards"] >= 1 and row["ratio"] > 0 and row["params"] > 1_000_000
+    assert "ratio" in done.stdout
