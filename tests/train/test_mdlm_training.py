@@ -79,3 +79,18 @@ def test_csv_logger_writes_metrics(tmp_path):
           "--trainer.default_root_dir", str(tmp_path)])
     metrics = list(tmp_path.rglob("metrics.csv"))
     assert metrics and "train/loss" in metrics[0].read_text().splitlines()[0]
+
+
+def test_default_logger_is_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    args = [a for a in SMALL]
+    i = args.index("--trainer.logger")
+    del args[i:i + 2]  # keep the default logger
+    main(["mdlm", "fit", "--config", str(CONFIG), *args, "--trainer.logger.init_args.save_dir", str(tmp_path),
+          "--trainer.max_steps", "2", "--model.export_dir", str(tmp_path / "m"),
+          "--trainer.default_root_dir", str(tmp_path)])
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert list(tmp_path.rglob("offline-run-*")), "no offline wandb run was written"
