@@ -115,3 +115,16 @@ def test_decode_batch_equals_rows_alone_on_a_real_model():
     for i, p in enumerate(prompts):
         alone = generate(den, [p], policy, gen_length=8, block_length=4, steps=8)
         assert batch.generated[i].tolist() == alone.generated[0].tolist()
+
+
+def test_shipped_checkpoint_carries_the_current_modeling_code():
+    """models/tiny-tasks holds copies of the modeling files (remote code, as LLaDA ships); they
+    must not drift from the package's, or plain-transformers users run other code."""
+    from pathlib import Path
+
+    import depmask.models.tiny_mdlm as pkg
+    from depmask.models.tiny_mdlm import REMOTE_CODE_FILES
+    from tests.conftest import EMBEDDED
+
+    for name in REMOTE_CODE_FILES:
+        assert (EMBEDDED / name).read_text() == (Path(pkg.__file__).parent / name).read_text(), name
