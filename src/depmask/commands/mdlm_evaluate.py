@@ -17,10 +17,8 @@ from pathlib import Path
 import torch
 
 from depmask.decoding import build_policy
+from depmask.eval import DEFAULT_TASKS, score_task
 from depmask.tasks import get_task
-from depmask.train.mdlm_eval import decode_task
-
-DEFAULT_TASKS = ["sudoku4", "permutation", "sort", "addition"]
 
 
 def settings() -> list[tuple[str, str, dict, str]]:
@@ -37,12 +35,9 @@ def evaluate_rows(den, tokenizer, tasks: list[str], n: int, seed: int, batch_siz
         for label, policy_name, knobs, steps_rule in settings():
             policy = build_policy(policy_name, **knobs)
             steps = 1 if steps_rule == "one" else task.answer_length
-            exs, comps, nfe, secs = decode_task(den, tokenizer, task, policy, n, seed, batch_size, steps=steps)
-            correct = [task.score(e, c) for e, c in zip(exs, comps)]
-            mean_nfe = sum(nfe) / len(nfe)
+            result = score_task(den, tokenizer, task, policy, n, seed, batch_size, steps=steps)
             rows.append({"task": name, "setting": label, "policy": policy_name, **knobs, "steps": steps,
-                         "accuracy": sum(correct) / len(correct), "nfe": mean_nfe,
-                         "tpf": task.answer_length / mean_nfe, "seconds": secs, "n": len(correct)})
+                         **result})
     return rows
 
 

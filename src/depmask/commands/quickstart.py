@@ -15,10 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from depmask.decoding import POLICIES, build_policy
+from depmask.eval import DEFAULT_TASKS, score_task
 from depmask.tasks import get_task
-from depmask.train.mdlm_eval import decode_task
-
-DEFAULT_TASKS = ["sudoku4", "permutation", "sort", "addition"]
 
 
 def embedded_model_path() -> Path:
@@ -64,11 +62,8 @@ def quickstart(
     for task_name, policy_name in tqdm(jobs, desc="quickstart", unit="decode"):
         task = get_task(task_name)
         policy = build_policy(policy_name)
-        exs, comps, nfe, secs = decode_task(den, den.tokenizer, task, policy, n, seed)
-        acc = sum(task.score(e, c) for e, c in zip(exs, comps)) / len(exs)
-        mean_nfe = sum(nfe) / len(nfe)
-        rows.append({"task": task_name, "policy": policy_name, **policy.knobs(), "accuracy": acc,
-                     "nfe": mean_nfe, "tpf": task.answer_length / mean_nfe, "seconds": secs, "n": len(exs)})
+        result = score_task(den, den.tokenizer, task, policy, n, seed)
+        rows.append({"task": task_name, "policy": policy_name, **policy.knobs(), **result})
     print(_table(rows))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

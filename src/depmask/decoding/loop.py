@@ -13,7 +13,8 @@ Faithful to LLaDA's `generate()`: the canvas is the prompt followed by `g` mask 
 answer is split into `g / block_length` blocks decoded left to right with `steps / num_blocks`
 steps each; only masked positions of the current block may be committed; at temperature 0 the
 candidate is the argmax (never the mask token itself, which an untrained model may propose; the
-confidence is still read from the unmodified softmax, as LLaDA does). EOS options mirror LLaDA's `logits_eos_inf` / `confidence_eos_eot_inf`.
+confidence is still read from the unmodified softmax, as LLaDA does). EOS options mirror LLaDA's
+`logits_eos_inf` / `confidence_eos_eot_inf`.
 """
 
 from __future__ import annotations

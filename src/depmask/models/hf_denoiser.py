@@ -83,7 +83,6 @@ class HFDenoiser:
         from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
         from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
-        import depmask.models.tiny_mdlm  # noqa: F401  (registers the embedded model's Auto classes)
 
         path = Path(path)
         if not (path.is_dir() and (path / "config.json").is_file()):

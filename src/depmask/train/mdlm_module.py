@@ -104,7 +104,7 @@ class MDLMModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.hparams.val_decode_items < 1 or self.trainer.sanity_checking:
             return
-        from depmask.train.mdlm_eval import decode_accuracy
+        from depmask.eval import decode_accuracy
 
         dm = self.trainer.datamodule
         self.model.eval()

@@ -1,8 +1,8 @@
-"""Exact-verifier accuracy of a tiny MDLM on a task, decoded with any policy.
+"""Exact-verifier accuracy of a model on a task, decoded with any policy.
 
-Used by training (a quick `val/acc/<task>`), by `depmask mdlm evaluate` and by the quickstart.
-It does not train; decoding goes through the shared loop, so numbers here mean the same as
-everywhere else in depmask.
+Used by training (a quick `val/acc/<task>`), by `depmask mdlm evaluate` and by the quickstart,
+so one row means the same everywhere. Decoding goes through the shared loop. It does not train
+and imports no Lightning.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import torch
 
 from depmask.decoding import build_policy, generate
 from depmask.models import HFDenoiser
+from depmask.tasks import TASKS
+
+DEFAULT_TASKS: list[str] = list(TASKS)
 
 
 def decode_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int = 0, batch_size: int = 128,
@@ -30,9 +33,16 @@ def decode_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int
     return examples, completions, nfe, seconds
 
 
+def score_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int = 0, batch_size: int = 128,
+               steps: int | None = None) -> dict:
+    """One result row: accuracy, mean NFE, TPF (answer tokens per forward), seconds, n."""
+    exs, comps, nfe, secs = decode_task(denoiser, tokenizer, task, policy, n, seed, batch_size, steps)
+    mean_nfe = sum(nfe) / len(nfe)
+    return {"accuracy": sum(task.score(e, c) for e, c in zip(exs, comps)) / len(exs), "nfe": mean_nfe,
+            "tpf": task.answer_length / mean_nfe, "seconds": secs, "n": len(exs)}
+
+
 @torch.no_grad()
 def decode_accuracy(model, tokenizer, task, n: int = 32, seed: int = 0, policy: str = "low_confidence") -> float:
     """Accuracy of one-token-per-step decoding (or `policy`) on `n` test items."""
-    den = HFDenoiser(model, tokenizer)
-    examples, completions, _, _ = decode_task(den, tokenizer, task, build_policy(policy), n, seed)
-    return sum(task.score(ex, c) for ex, c in zip(examples, completions)) / len(examples)
+    return score_task(HFDenoiser(model, tokenizer), tokenizer, task, build_policy(policy), n, seed)["accuracy"]
