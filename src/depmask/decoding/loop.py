@@ -124,10 +124,11 @@ def generate(
     tokens, attn, width = build_canvas(prompts, gen_length, mask_id, pad_id, denoiser.device)
     b = tokens.shape[0]
     nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)  # [b]
+    probe_nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)  # [b]
     commit_step = torch.zeros(b, gen_length, dtype=torch.long, device=tokens.device)  # [b, g]
     live = torch.ones(b, dtype=torch.bool, device=tokens.device)  # [b]
     eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=tokens.device)
-    forwards = 0
+    forwards = [0]  # a list so that the probe closure can count too
     start = time.perf_counter()
 
     for blk in range(num_blocks):
@@ -146,7 +147,7 @@ def generate(
                 need_hidden=policy.needs_hidden,
                 need_attention=policy.needs_attention,
             )
-            forwards += 1
+            forwards[0] += 1
             nfe[rows] += 1
             logits = out.logits[:, s:e].float()  # [b', c, v]
             if logits_eos_inf:
@@ -158,6 +159,9 @@ def generate(
             state = _state(x, in_block[rows], x0_blk, conf, ent, margin, s, e, out, generator)
             state.step, state.steps_per_block, state.block = step, steps_per_block, blk
             state.block_masked = block_masked[rows]
+            if policy.needs_probe:
+                state.block_log_probs = torch.log_softmax(out.logits[:, s:e].float(), dim=-1)
+                state.probe = _probe(denoiser, attn, rows, nfe, probe_nfe, forwards)
             commit = policy.select(state)  # [b', l]
             _check_commit(policy, commit, state.mask)
             committed = torch.where(commit, state.x0, x)
@@ -179,10 +183,26 @@ def generate(
         prompt_width=width,
         commit_step=commit_step,
         nfe=nfe,
-        forwards=forwards,
+        forwards=forwards[0],
+        probe_nfe=probe_nfe,
         seconds=time.perf_counter() - start,
         attention_mask=attn,
     )
+
+
+def _probe(denoiser, attn, rows, nfe, probe_nfe, forwards):
+    """The counted extra-forward function handed to a probing policy for one step."""
+
+    def probe(copies: torch.Tensor, local_rows: torch.Tensor) -> torch.Tensor:  # [n, l] → [n, l, v]
+        global_rows = rows[local_rows]
+        out = denoiser(copies, None if attn is None else attn[global_rows])
+        forwards[0] += 1
+        ones = torch.ones_like(global_rows)
+        nfe.index_add_(0, global_rows, ones)
+        probe_nfe.index_add_(0, global_rows, ones)
+        return out.logits
+
+    return probe
 
 
 def _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator) -> StepState:

@@ -4,7 +4,8 @@ Shapes: `b` batch, `l` canvas, `g` gen_length.
 
 Metrics (per row, from `commit_step`, the 1-based forward at which each generated position was
 committed, 0 for positions filled after an early stop):
-- NFE: forwards the row took part in (extra forwards a scorer makes count too, when it adds them).
+- NFE: forwards the row took part in. Extra forwards a probing scorer (the oracle) makes count
+  too, one per perturbed copy of the row, and are also reported alone as `probe_nfe`.
 - TPF, tokens per forward: committed positions / NFE.
 - AFP, average finalisation parallelism: committed positions / number of distinct steps that
   committed at least one (the parallelism study's measure; equal to TPF when every forward
@@ -32,6 +33,7 @@ class DecodeResult:
     forwards: int  # batched forward calls (the wall-clock cost of the batch)
     seconds: float  # wall time of the whole decode
     attention_mask: torch.Tensor | None = None  # [b, l] bool, None when no row is padded
+    probe_nfe: torch.Tensor | None = None  # [b] long: the part of `nfe` spent on probe copies
 
     def __repr__(self) -> str:
         b, g = self.commit_step.shape
@@ -70,6 +72,7 @@ class DecodeResult:
             "tpf": float(self.tpf().mean()),
             "afp": float(_nanmean(self.afp())),
             "kendall_tau": float(_nanmean(self.kendall_tau())),
+            "probe_nfe": float(self.probe_nfe.double().mean()) if self.probe_nfe is not None else 0.0,
             "forwards": self.forwards,
             "seconds": self.seconds,
         }

@@ -5,14 +5,21 @@ Shapes: `b` batch (live rows of this forward), `l` canvas length, `d` hidden siz
 The loop builds one `StepState` per forward; a policy reads it and returns a commit mask. The
 state never holds the model or the vocabulary-sized logits: policies decide from per-position
 summaries (candidate, confidence, entropy, margin) and, only when they ask, hidden states and
-attention. Values outside `mask` are undefined (zero) and must not be read.
+attention. Values outside `mask` are undefined (zero) and must not be read. A policy that measures
+dependencies empirically (the oracle) sets `needs_probe`: it then also gets the block's
+log-probabilities and a `probe` that runs extra forwards, which the loop counts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+Probe = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""`probe(tokens [n, l], rows [n]) -> logits [n, l, v]`: extra forwards of perturbed copies of
+state rows `rows`; the loop counts each copy as one forward of that row (NFE and `probe_nfe`)."""
 
 
 @dataclass
@@ -32,6 +39,8 @@ class StepState:
     hidden: torch.Tensor | None = None  # [b, l, d] final hidden states, when the policy asks
     attention: torch.Tensor | None = None  # [b, l, l] captured attention, when the policy asks
     generator: torch.Generator | None = None  # the loop's RNG, for stochastic policies
+    block_log_probs: torch.Tensor | None = None  # [b, c, v] log-softmax of the block, when probing
+    probe: Probe | None = None  # extra counted forwards, only for policies with `needs_probe`
 
     @property
     def num_masked(self) -> torch.Tensor:

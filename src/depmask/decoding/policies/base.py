@@ -20,6 +20,7 @@ class Policy:
     name: ClassVar[str] = "policy"
     needs_hidden: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
+    needs_probe: ClassVar[bool] = False  # extra forwards via `state.probe` (counted in NFE)
 
     def select(self, state: StepState) -> torch.Tensor:  # [b, l] bool
         raise NotImplementedError
