@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from depmask.decoding.influence import (
+    denoiser_forward,
     chunk_for_budget,
     gather_positions,
     pairwise_influence,
@@ -26,7 +27,7 @@ def _state(den, b=3, l=10, seed=0):
 
 
 def forward_of(den):
-    return lambda t, a: den(t, a).logits
+    return denoiser_forward(den)
 
 
 def _one_at_a_time(den, tokens, positions, valid, base, values, weights):
@@ -56,7 +57,7 @@ def test_batched_equals_one_at_a_time(k, chunk):
     den = MockDenoiser(seed=1)
     tokens, positions, valid, base = _state(den)
     values, weights = top_values(base, k, forbid=den.mask_id)
-    out = pairwise_influence(forward_of(den), tokens, None, positions, valid, base, values, weights, chunk_size=chunk)
+    out = pairwise_influence(forward_of(den), tokens, positions, valid, base, values, weights, chunk_size=chunk)
     tv, kl = _one_at_a_time(den, tokens, positions, valid, base, values, weights)
     torch.testing.assert_close(out.tv, tv, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out.kl, kl.clamp_min(0), atol=1e-5, rtol=1e-4)
@@ -69,7 +70,7 @@ def test_tv_in_unit_interval_zero_diagonal_and_padding():
     den = MockDenoiser(seed=2, scale=20.0)
     tokens, positions, valid, base = _state(den)
     values, weights = top_values(base, 2)
-    out = pairwise_influence(forward_of(den), tokens, None, positions, valid, base, values, weights)
+    out = pairwise_influence(forward_of(den), tokens, positions, valid, base, values, weights)
     assert (out.tv >= 0).all() and (out.tv <= 1).all() and (out.kl >= 0).all()
     assert (out.tv.diagonal(dim1=1, dim2=2) == 0).all()
     pad = ~(valid[:, :, None] & valid[:, None, :])
@@ -99,7 +100,7 @@ def test_independent_model_has_zero_influence():
     valid = torch.ones(2, 6, dtype=torch.bool)
     base = torch.log_softmax(gather_positions(den(tokens).logits, positions), -1)
     values, weights = top_values(base, 3, forbid=den.mask_id)
-    out = pairwise_influence(forward_of(den), tokens, None, positions, valid, base, values, weights, chunk_size=5)
+    out = pairwise_influence(forward_of(den), tokens, positions, valid, base, values, weights, chunk_size=5)
     assert out.tv.abs().max() < 1e-6 and out.kl.abs().max() < 1e-6
     assert (values != den.mask_id).all()
 
@@ -108,25 +109,28 @@ def test_attention_mask_is_passed_to_copies():
     seen = []
     den = MockDenoiser(seed=0)
 
-    def forward(t, a):
-        seen.append(a)
-        return den(t, a).logits
-
     tokens, positions, valid, base = _state(den)
     am = torch.ones_like(tokens, dtype=torch.bool)
     am[0, 0] = False
+    inner = denoiser_forward(den, am)
+
+    def forward(t, states):
+        seen.append(states.clone())
+        return inner(t, states)
+
     values, weights = top_values(base, 1)
-    pairwise_influence(forward, tokens, am, positions, valid, base, values, weights, chunk_size=3)
-    assert all(a is not None and a.shape[0] <= 3 for a in seen)
+    pairwise_influence(forward, tokens, positions, valid, base, values, weights, chunk_size=3)
+    assert all(s.numel() <= 3 for s in seen)
+    assert sorted(torch.cat(seen).tolist()) == sorted([0] * 6 + [1] * 3 + [2] * 5)
 
 
 def test_bad_arguments_are_named():
     den = MockDenoiser()
     tokens, positions, valid, base = _state(den)
     with pytest.raises(ValueError, match="chunk_size"):
-        pairwise_influence(forward_of(den), tokens, None, positions, valid, base, positions, chunk_size=0)
+        pairwise_influence(forward_of(den), tokens, positions, valid, base, positions, chunk_size=0)
     with pytest.raises(ValueError, match="shapes disagree"):
-        pairwise_influence(forward_of(den), tokens[:2], None, positions, valid, base, positions)
+        pairwise_influence(forward_of(den), tokens[:2], positions, valid, base, positions)
     with pytest.raises(ValueError, match="`k`"):
         top_values(base, 0)
     with pytest.raises(ValueError, match="budget_bytes"):

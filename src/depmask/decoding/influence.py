@@ -28,8 +28,19 @@ from dataclasses import dataclass
 
 import torch
 
-Forward = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-"""`forward(tokens [n, l], attention_mask [n, l] | None) -> logits [n, l, v]` (one call = one forward)."""
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""`forward(copies [n, l], states [n]) -> logits [n, l, v]`: one call = one forward; `states` says
+which state each copy was made from (for its attention mask, and for NFE accounting). A loop's
+`StepState.probe` has exactly this signature."""
+
+
+def denoiser_forward(denoiser, attention_mask: torch.Tensor | None = None) -> Forward:
+    """A `Forward` over a plain denoiser: copy n takes row `states[n]` of `attention_mask`."""
+
+    def forward(copies: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return denoiser(copies, None if attention_mask is None else attention_mask[states]).logits
+
+    return forward
 
 
 @dataclass
@@ -80,7 +91,6 @@ def chunk_for_budget(budget_bytes: int, length: int, vocab: int, bytes_per_logit
 def pairwise_influence(
     forward: Forward,
     tokens: torch.Tensor,  # [b, l] long: the canvas of each state
-    attention_mask: torch.Tensor | None,  # [b, l] or None
     positions: torch.Tensor,  # [b, m] long: the masked positions (padded slots: any index)
     valid: torch.Tensor,  # [b, m] bool: False on padded slots
     base_log_probs: torch.Tensor,  # [b, m, v]: log p_i(· | x) at `positions`
@@ -115,7 +125,7 @@ def pairwise_influence(
         s, j, kk = state_idx[lo : lo + chunk_size], j_idx[lo : lo + chunk_size], k_idx[lo : lo + chunk_size]
         copies = tokens[s].clone()  # [n, l]
         copies[torch.arange(s.numel(), device=device), positions[s, j]] = values[s, j, kk]
-        logits = forward(copies, None if attention_mask is None else attention_mask[s])  # [n, l, v]
+        logits = forward(copies, s)  # [n, l, v]
         forwards += 1
         lp = torch.log_softmax(gather_positions(logits, positions[s]).float(), dim=-1)  # [n, m, v]
         p = lp.exp()

@@ -159,6 +159,7 @@ def generate(
             state = _state(x, in_block[rows], x0_blk, conf, ent, margin, s, e, out, generator)
             state.step, state.steps_per_block, state.block = step, steps_per_block, blk
             state.block_masked = block_masked[rows]
+            state.rows = rows
             if policy.needs_probe:
                 state.block_log_probs = torch.log_softmax(out.logits[:, s:e].float(), dim=-1)
                 state.probe = _probe(denoiser, attn, rows, nfe, probe_nfe, forwards)

@@ -40,6 +40,7 @@ class StepState:
     attention: torch.Tensor | None = None  # [b, l, l] captured attention, when the policy asks
     generator: torch.Generator | None = None  # the loop's RNG, for stochastic policies
     block_log_probs: torch.Tensor | None = None  # [b, c, v] log-softmax of the block, when probing
+    rows: torch.Tensor | None = None  # [b] long: each state row's index in the decoded batch
     probe: Probe | None = None  # extra counted forwards, only for policies with `needs_probe`
 
     @property
