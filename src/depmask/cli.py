@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from jsonargparse import CLI
 
 from depmask.commands.decode import decode
+from depmask.commands.harvest_verify import harvest_verify
 from depmask.commands.mdlm_evaluate import mdlm_evaluate
 from depmask.commands.quickstart import quickstart
 from depmask.commands.tasks import tasks_show
@@ -21,6 +22,7 @@ COMMANDS: dict = {
     "quickstart": quickstart,
     "decode": decode,
     "tasks": {"show": tasks_show},
+    "harvest": {"verify": harvest_verify},  # `depmask harvest --config ...` runs the harvest, below
     "mdlm": {"evaluate": mdlm_evaluate},  # `mdlm fit|validate` go to LightningCLI, below
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")
@@ -58,8 +60,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         mdlm_cli(argv[1:])
         return
+    if argv[:1] == ["harvest"] and argv[1:2] != ["verify"]:
+        from depmask.train.harvest_cli import harvest_cli
+
+        harvest_cli(argv[1:])
+        return
     if argv[:2] == ["tasks", "show"] and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], "--name", *argv[2:]]  # `depmask tasks show sudoku4 --n 3`
+    if argv[:2] == ["harvest", "verify"] and len(argv) > 2 and not argv[2].startswith("-"):
+        argv = [*argv[:2], "--directory", *argv[2:]]  # `depmask harvest verify DIR`
     args = _policy_names(argv)
     CLI(COMMANDS, args=args, as_positional=False)
 

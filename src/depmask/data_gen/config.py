@@ -1,0 +1,90 @@
+"""`HarvestConfig`: what a harvest is asked to produce (its signature is the YAML schema).
+
+Fields split into two kinds. *Identity* fields decide which states exist and what they contain;
+a harvest directory remembers them in `harvest.json`, and resuming with different values is
+refused. The others (`output`, `chunk_size`, `memory_budget_mb`, `num_workers`) change how fast
+the same data is produced, never what it is. This module validates; it runs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+IDENTITY_FIELDS = (
+    "tasks", "split", "examples_per_task", "prompts_file", "seed", "policies",
+    "states_per_example", "gen_length", "block_length", "temperature", "topk", "batch_size",
+    "dtype", "capture_layers",
+)
+
+
+@dataclass
+class HarvestConfig:
+    """Harvest settings.
+
+    Args:
+        model: local directory of the frozen MDLM (anything `HFDenoiser.from_pretrained` loads).
+        output: harvest directory (created; an interrupted harvest there is resumed).
+        tasks: synthetic task names (`depmask tasks show NAME`); ignored when `prompts_file` is set.
+        split: which split of each task to draw examples from.
+        examples_per_task: examples drawn from each task.
+        prompts_file: a `.jsonl` file or a `datasets.save_to_disk` directory with a `prompt`
+            column (text, tokenized with the model's tokenizer) and optionally `id`.
+        seed: seeds the examples, the choice of states and any sampling.
+        policies: trajectory policies, each a preset name with optional knobs,
+            e.g. `threshold:threshold=0.7`; with several, each example gets one (by its id's hash).
+        states_per_example: states kept per example, chosen at random among its decoding steps
+            (all steps when None).
+        gen_length: answer canvas; default the task's answer length (required with `prompts_file`).
+        block_length: semi-autoregressive block; default `gen_length` (one block).
+        temperature: trajectory sampling temperature (0 = argmax).
+        topk: 1 = influence at the candidate value; k > 1 = expectation over the top-k values.
+        batch_size: examples per batch (and per shard).
+        chunk_size: perturbed copies per forward; default from `memory_budget_mb`.
+        memory_budget_mb: logits memory one perturbed forward may use when `chunk_size` is unset.
+        dtype: model dtype (`float32`, `bfloat16`, ...); default the checkpoint's.
+        capture_layers: attention capture layers; default the last quarter.
+        num_workers: DataLoader workers.
+    """
+
+    model: str = "models/tiny-tasks"
+    output: str = "outputs/harvest/tiny-tasks"
+    tasks: list[str] = field(default_factory=lambda: ["sudoku4", "permutation"])
+    split: str = "train"
+    examples_per_task: int = 100
+    prompts_file: str | None = None
+    seed: int = 0
+    policies: list[str] = field(default_factory=lambda: ["low_confidence"])
+    states_per_example: int | None = 4
+    gen_length: int | None = None
+    block_length: int | None = None
+    temperature: float = 0.0
+    topk: int = 1
+    batch_size: int = 32
+    chunk_size: int | None = None
+    memory_budget_mb: int = 1024
+    dtype: str | None = None
+    capture_layers: list[int] | None = None
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("examples_per_task", self.examples_per_task >= 1, ">= 1"),
+            ("topk", self.topk >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("temperature", self.temperature >= 0, ">= 0"),
+            ("memory_budget_mb", self.memory_budget_mb >= 1, ">= 1"),
+            ("states_per_example", self.states_per_example is None or self.states_per_example >= 1, ">= 1 or None"),
+            ("chunk_size", self.chunk_size is None or self.chunk_size >= 1, ">= 1 or None"),
+            ("policies", len(self.policies) >= 1, "at least one policy"),
+            ("tasks", self.prompts_file is not None or len(self.tasks) >= 1, "at least one task (or a `prompts_file`)"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"`{name}` ({getattr(self, name)!r}) must be {expected}")
+        if self.prompts_file is not None and self.gen_length is None:
+            raise ValueError("`gen_length` must be set when `prompts_file` is given (there is no task answer length)")
+
+    def identity(self) -> dict:
+        """The fields that decide the harvested data (compared on resume)."""
+        d = asdict(self)
+        return {k: d[k] for k in IDENTITY_FIELDS}

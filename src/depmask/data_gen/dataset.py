@@ -1,0 +1,41 @@
+"""Open a harvest for reading: verified first, then memory-mapped (never loaded whole).
+
+`load_harvest(dir)` returns one `datasets.Dataset` over every shard; the Arrow files stay on disk
+and pages come in as rows are read, so a harvest larger than RAM trains fine. It refuses a
+directory that `verify_harvest` finds a problem in, with the report as the message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datasets import Dataset, concatenate_datasets
+
+from depmask.data_gen.shards import HARVEST_JSON, shard_paths
+from depmask.data_gen.verify import verify_harvest
+
+
+class HarvestError(ValueError):
+    """A harvest directory that cannot be used (the message lists every problem)."""
+
+
+def load_harvest(directory: str | Path, verify: bool = True) -> Dataset:
+    """All states of a harvest as one memory-mapped `Dataset` (numpy format)."""
+    directory = Path(directory)
+    if verify:
+        report = verify_harvest(directory)
+        if not report.ok:
+            raise HarvestError(f"harvest at {directory} failed verification:\n{report.text()}")
+    parts = [Dataset.from_file(str(p), in_memory=False) for p in shard_paths(directory)]
+    if not parts:
+        raise HarvestError(f"harvest at {directory} has no shards")
+    return concatenate_datasets(parts).with_format("numpy")
+
+
+def harvest_info(directory: str | Path) -> dict:
+    """The harvest's `harvest.json` (model fingerprint, hidden size, config)."""
+    path = Path(directory) / HARVEST_JSON
+    if not path.is_file():
+        raise HarvestError(f"{path} is missing: {directory} is not a harvest directory")
+    return json.loads(path.read_text())

@@ -1,0 +1,83 @@
+"""Harvest one group of examples: decode their trajectories and record the kept states.
+
+Plain torch around the shared loop; the Lightning `predict` wrapper (`depmask.train.harvest`)
+calls `harvest_group` once per batch and writes what it returns. The harvest directory's
+`harvest.json` (what was asked, the model's fingerprint) is made and checked here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from depmask.data_gen.config import HarvestConfig
+from depmask.data_gen.prompts import PromptItem, parse_policy, stable_int
+from depmask.data_gen.recorder import Recorder
+from depmask.data_gen.schema import SCHEMA_VERSION, StateRecord
+from depmask.data_gen.shards import HARVEST_JSON, write_json_atomic
+from depmask.decoding import build_policy, generate
+from depmask.decoding.influence import chunk_for_budget
+
+
+@dataclass
+class GroupResult:
+    example_ids: list[str]
+    records: list[StateRecord] = field(default_factory=list)
+    pairs: int = 0
+    forwards: int = 0  # batched forward calls (trajectory + probes)
+    probe_forwards: int = 0
+
+
+def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id: int) -> GroupResult:
+    """Decode `items` (one group: same lengths and policy) and return their kept states."""
+    first = items[0]
+    name, knobs = parse_policy(first.policy)
+    policy = build_policy(name, **knobs)
+    b, g = len(items), first.gen_length
+    keep = torch.zeros(b, g, dtype=torch.bool)
+    for r, it in enumerate(items):
+        keep[r, it.keep_steps if it.keep_steps else slice(None)] = True
+    width = max(len(it.prompt_ids) for it in items)
+    chunk = cfg.chunk_size or chunk_for_budget(cfg.memory_budget_mb << 20, width + g, denoiser.vocab_size)
+    meta = [{"example_id": it.example_id, "task": it.task, "policy": it.policy,
+             "fingerprint": denoiser.fingerprint, "prompt_length": len(it.prompt_ids)} for it in items]
+    recorder = Recorder(policy, keep, [width - len(it.prompt_ids) for it in items], meta,
+                        mask_id=denoiser.mask_id, topk=cfg.topk, chunk_size=chunk)
+    generator = None
+    if cfg.temperature > 0:
+        generator = torch.Generator(denoiser.device).manual_seed(stable_int(cfg.seed, first.example_id) % 2**63)
+    res = generate(denoiser, [it.prompt_ids for it in items], recorder, gen_length=g,
+                   block_length=first.block_length, steps=g, temperature=cfg.temperature,
+                   generator=generator, pad_id=pad_id)
+    return GroupResult(example_ids=[it.example_id for it in items], records=recorder.records,
+                       pairs=recorder.pairs, forwards=res.forwards, probe_forwards=recorder.probe_forwards)
+
+
+def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab_size: int,
+                   example_ids: list[str]) -> dict:
+    """Create `harvest.json`, or check that an existing one asked for the same data."""
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    ids_hash = hashlib.sha256("\n".join(sorted(example_ids)).encode()).hexdigest()
+    spec = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "hidden_size": hidden_size,
+            "vocab_size": vocab_size, "model": cfg.model, "config": cfg.identity(),
+            "examples": len(example_ids), "examples_sha256": ids_hash}
+    path = out / HARVEST_JSON
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diffs = [f"{k}: {old.get(k)!r} → {spec[k]!r}" for k in ("schema_version", "fingerprint", "hidden_size", "examples_sha256")
+                 if old.get(k) != spec[k]]
+        diffs += [f"config.{k}: {old['config'].get(k)!r} → {v!r}" for k, v in spec["config"].items()
+                  if old.get("config", {}).get(k) != v]
+        if diffs:
+            raise ValueError(
+                f"{path} belongs to a different harvest; resuming would mix data ({'; '.join(diffs)}). "
+                "Use another `--output`, or delete the directory to start over."
+            )
+        return old
+    write_json_atomic(path, spec)
+    return spec

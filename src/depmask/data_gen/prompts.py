@@ -1,0 +1,110 @@
+"""Harvest work items: prompts from tasks or a prompt file, the policy of each, its kept steps,
+grouped into batches that decode together.
+
+A group holds examples with the same answer length, block length and trajectory policy, at most
+`batch_size` of them; the groups and their order depend only on the config, so a resumed or
+distributed harvest sees the same groups. This module reads prompts and makes plans; it does not
+decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from depmask.data_gen.config import HarvestConfig
+
+
+@dataclass
+class PromptItem:
+    example_id: str
+    task: str
+    prompt_ids: list[int]
+    policy: str  # a policy spec, `name[:knob=value,...]`
+    gen_length: int
+    block_length: int
+    keep_steps: list[int] = field(default_factory=list)  # forward indices whose state is kept ([] = all)
+
+
+def stable_int(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def parse_policy(spec: str) -> tuple[str, dict]:
+    """`"threshold:threshold=0.7,x=1"` → ("threshold", {"threshold": 0.7, "x": 1})."""
+    name, _, rest = spec.partition(":")
+    knobs: dict = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ValueError(f"policy spec {spec!r}: knob {part!r} must look like `name=value`")
+        try:
+            knobs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            knobs[key.strip()] = value
+    return name.strip(), knobs
+
+
+def _read_prompt_file(path: str) -> list[dict]:
+    p = Path(path)
+    if p.is_dir():
+        from datasets import load_from_disk
+
+        rows = list(load_from_disk(str(p)))
+    elif p.is_file():
+        rows = []
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{p}: line {n} is not JSON ({e})") from None
+    else:
+        raise FileNotFoundError(f"`prompts_file` ({path}) does not exist; expected a .jsonl file or a `datasets` directory")
+    if rows and "prompt" not in rows[0]:
+        raise ValueError(f"`prompts_file` ({path}) rows have no `prompt` field (fields: {sorted(rows[0])})")
+    return rows
+
+
+def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
+    """Every example of the harvest, with its policy and kept steps, in a fixed order."""
+    items: list[PromptItem] = []
+    if cfg.prompts_file is not None:
+        name = Path(cfg.prompts_file).stem
+        for n, row in enumerate(_read_prompt_file(cfg.prompts_file)):
+            ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+            items.append(PromptItem(str(row.get("id", f"{name}:{n}")), name, ids, "", cfg.gen_length, 0))
+    else:
+        from depmask.tasks import get_task
+
+        for task_name in cfg.tasks:
+            task = get_task(task_name)
+            gen = cfg.gen_length or task.answer_length
+            for ex in task.examples(cfg.split, cfg.examples_per_task, seed=cfg.seed):
+                ids = tokenizer.convert_tokens_to_ids(ex.prompt.split())
+                items.append(PromptItem(ex.id, task_name, ids, "", gen, 0))
+    seen: set[str] = set()
+    for it in items:
+        if it.example_id in seen:
+            raise ValueError(f"example id {it.example_id!r} appears twice; ids must be unique")
+        seen.add(it.example_id)
+        it.block_length = cfg.block_length or it.gen_length
+        if it.gen_length % it.block_length:
+            raise ValueError(f"`block_length` ({it.block_length}) must divide `gen_length` ({it.gen_length})")
+        it.policy = cfg.policies[stable_int(cfg.seed, it.example_id, "policy") % len(cfg.policies)]
+        if cfg.states_per_example is not None:
+            rng = random.Random(stable_int(cfg.seed, it.example_id, "steps"))
+            steps = range(it.gen_length)  # a trajectory takes at most gen_length forwards
+            it.keep_steps = sorted(rng.sample(steps, min(cfg.states_per_example, len(steps))))
+    return items
+
+
+def group_items(items: list[PromptItem], batch_size: int) -> list[list[PromptItem]]:
+    """Batches of items that can decode together (same lengths and policy), in a fixed order."""
+    by_key: dict[tuple, list[PromptItem]] = {}
+    for it in items:
+        by_key.setdefault((it.task, it.gen_length, it.block_length, it.policy), []).append(it)
+    return [group[i : i + batch_size] for group in by_key.values() for i in range(0, len(group), batch_size)]

@@ -1,0 +1,158 @@
+"""Harvest directory layout: atomic shards, their sidecars, the manifest, and memory-mapped loading.
+
+    <out>/harvest.json             what was asked (config, model fingerprint, hidden size, schema)
+    <out>/shards/<name>.arrow      one Arrow stream file per written batch of examples
+    <out>/shards/<name>.json       its sidecar: rows, example ids, states per example, sha256
+    <out>/manifest.json            the consolidated index, written when a harvest completes
+
+A shard is written to a temporary file, fsynced and renamed; its sidecar is written the same way
+*after* it. A shard is complete iff its sidecar exists, so a process killed at any moment leaves
+at worst a temporary file or a shard without a sidecar, which `clean_incomplete` removes; the
+examples of completed shards are skipped when the same command runs again. Shard names derive
+from their example ids, so every rank of a distributed harvest writes its own files without
+coordination. This module does not compute anything about states (`harvest` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+SHARDS = "shards"
+HARVEST_JSON = "harvest.json"
+MANIFEST_JSON = "manifest.json"
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class ShardInfo:
+    name: str  # file name of the .arrow shard
+    rows: int
+    example_ids: list[str]
+    states: dict[str, int]  # example id → states written
+    sha256: str
+    bytes: int
+    fingerprint: str
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never half."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def shard_name(example_ids: Iterable[str]) -> str:
+    digest = hashlib.sha1("\n".join(sorted(example_ids)).encode()).hexdigest()[:16]
+    return f"shard-{digest}.arrow"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_shard(out: Path, table: pa.Table, example_ids: list[str], fingerprint: str) -> ShardInfo:
+    """Write one shard (Arrow stream, the format `datasets` memory-maps) and then its sidecar.
+
+    `example_ids` lists every example the shard covers, including ones that produced no state.
+    """
+    directory = Path(out) / SHARDS
+    directory.mkdir(parents=True, exist_ok=True)
+    name = shard_name(example_ids)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    write_atomic(directory / name, data)
+    states: dict[str, int] = dict.fromkeys(example_ids, 0)
+    for eid in table.column("example_id").to_pylist():
+        states[eid] += 1
+    info = ShardInfo(name=name, rows=table.num_rows, example_ids=list(example_ids), states=states,
+                     sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), fingerprint=fingerprint)
+    write_json_atomic(directory / sidecar_name(name), vars(info))
+    return info
+
+
+def sidecar_name(shard: str) -> str:
+    return shard[: -len(".arrow")] + ".json"
+
+
+def read_sidecar(path: Path) -> ShardInfo:
+    """Parse a sidecar; raises ValueError naming the file when it is not one."""
+    try:
+        return ShardInfo(**json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{Path(path).name}: not a shard sidecar ({e})") from None
+
+
+def completed_shards(out: Path) -> list[ShardInfo]:
+    """Sidecars of every complete shard (sorted by name)."""
+    directory = Path(out) / SHARDS
+    if not directory.is_dir():
+        return []
+    infos = []
+    for p in sorted(directory.glob("shard-*.json")):
+        info = read_sidecar(p)
+        if (directory / info.name).is_file():
+            infos.append(info)
+    return infos
+
+
+def done_examples(out: Path) -> set[str]:
+    return {eid for info in completed_shards(out) for eid in info.example_ids}
+
+
+def clean_incomplete(out: Path) -> list[str]:
+    """Remove temporary files and shards without a sidecar; returns the removed names."""
+    directory = Path(out) / SHARDS
+    if not directory.is_dir():
+        return []
+    removed = []
+    for p in sorted(directory.iterdir()):
+        orphan = p.suffix == ".arrow" and not (directory / sidecar_name(p.name)).exists()
+        if p.name.startswith(TMP_PREFIX) or orphan:
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
+
+
+def write_manifest(out: Path, extra: dict | None = None) -> dict:
+    """Consolidate the sidecars into `manifest.json` (called once the harvest is complete)."""
+    infos = completed_shards(out)
+    manifest = {
+        "shards": [{"name": i.name, "rows": i.rows, "sha256": i.sha256, "bytes": i.bytes,
+                    "examples": len(i.example_ids)} for i in infos],
+        "rows": sum(i.rows for i in infos),
+        "examples": sum(len(i.example_ids) for i in infos),
+        **(extra or {}),
+    }
+    write_json_atomic(Path(out) / MANIFEST_JSON, manifest)
+    return manifest
+
+
+def shard_paths(out: Path) -> list[Path]:
+    """The complete shards of a harvest, in manifest order (falls back to the sidecars)."""
+    out = Path(out)
+    manifest = out / MANIFEST_JSON
+    if manifest.is_file():
+        names = [s["name"] for s in json.loads(manifest.read_text())["shards"]]
+    else:
+        names = [i.name for i in completed_shards(out)]
+    return [out / SHARDS / n for n in names]

@@ -1,0 +1,131 @@
+"""Harvesting as a Lightning `predict`: the module, the shard writer, the progress bar, the run.
+
+`Trainer.predict` over groups of examples gives scale-out from an existing engine: with
+`--trainer.devices N --trainer.strategy ddp [--trainer.num_nodes K]` every rank receives a disjoint
+share of the groups (Lightning's unrepeated distributed sampler for predict) and writes its own
+shards; rank 0 writes the manifest once every rank is done. The work itself is
+`depmask.data_gen.harvest_group`; this module only wires it into Lightning.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from depmask.data_gen import HarvestConfig, build_items, group_items, harvest_group, prepare_output
+from depmask.data_gen.prompts import PromptItem
+from depmask.data_gen.schema import records_to_table
+from depmask.data_gen.shards import clean_incomplete, done_examples, write_manifest, write_shard
+from depmask.models import HFDenoiser
+
+
+class HarvestModule(pl.LightningModule):
+    """A frozen denoiser whose `predict_step` harvests one group of examples."""
+
+    def __init__(self, denoiser: HFDenoiser, cfg: HarvestConfig):
+        super().__init__()
+        self.denoiser, self.cfg = denoiser, cfg
+        self.model = denoiser.model  # registered, so Lightning moves it to the rank's device
+        tok = denoiser.tokenizer
+        self.pad_id = getattr(tok, "pad_token_id", None)
+        if self.pad_id is None:
+            self.pad_id = denoiser.eos_ids[0] if denoiser.eos_ids else 0
+
+    def predict_step(self, batch: list[PromptItem], batch_idx: int = 0):
+        with torch.inference_mode():
+            return harvest_group(self.denoiser, batch, self.cfg, self.pad_id)
+
+
+class ShardWriter(BasePredictionWriter):
+    """Writes each group's records as one atomic shard (and its sidecar)."""
+
+    def __init__(self, output: str | Path, hidden_size: int, fingerprint: str):
+        super().__init__(write_interval="batch")
+        self.output, self.hidden_size, self.fingerprint = Path(output), hidden_size, fingerprint
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        table = records_to_table(prediction.records, self.hidden_size)
+        write_shard(self.output, table, prediction.example_ids, self.fingerprint)
+
+
+class HarvestProgress(Callback):
+    """Rank 0's tqdm bar over its batches, with states/s and influence pairs/s; its totals."""
+
+    def __init__(self):
+        self.states = self.pairs = self.examples = self.forwards = self.probe_forwards = 0
+        self.start = time.perf_counter()
+        self.bar = None
+
+    def on_predict_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+        if trainer.is_global_zero:
+            desc = "harvest" if trainer.world_size == 1 else f"harvest (rank 0 of {trainer.world_size})"
+            self.bar = tqdm(total=sum(trainer.num_predict_batches), desc=desc, unit="batch", dynamic_ncols=True)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.examples += len(outputs.example_ids)
+        self.states += len(outputs.records)
+        self.pairs += outputs.pairs
+        self.forwards += outputs.forwards
+        self.probe_forwards += outputs.probe_forwards
+        if self.bar is not None:
+            secs = max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(1)
+            self.bar.set_postfix(states_s=f"{self.states / secs:.1f}", pairs_s=f"{self.pairs / secs:.0f}")
+
+    def on_predict_end(self, trainer, pl_module):
+        if self.bar is not None:
+            self.bar.close()
+
+    def totals(self) -> dict:
+        secs = time.perf_counter() - self.start
+        return {"examples": self.examples, "states": self.states, "pairs": self.pairs,
+                "forwards": self.forwards, "probe_forwards": self.probe_forwards, "seconds": secs,
+                "states_per_s": self.states / max(secs, 1e-9), "pairs_per_s": self.pairs / max(secs, 1e-9)}
+
+
+def _one_group(batch: list[list[PromptItem]]) -> list[PromptItem]:
+    return batch[0]
+
+
+def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None) -> dict:
+    """Harvest (or resume) `cfg.output`; returns this run's summary (rank 0's view)."""
+    denoiser = HFDenoiser.from_pretrained(cfg.model, dtype=cfg.dtype, capture_layers=cfg.capture_layers)
+    if denoiser.tokenizer is None:
+        raise ValueError(f"`model` ({cfg.model}) has no tokenizer files; the harvest needs one to encode prompts")
+    items = build_items(cfg, denoiser.tokenizer)
+    prepare_output(cfg, denoiser.fingerprint, denoiser.hidden_size, denoiser.vocab_size,
+                   [it.example_id for it in items])
+    out = Path(cfg.output)
+    groups = group_items(items, cfg.batch_size)
+    done = done_examples(out)
+    todo = [g for g in groups if not all(it.example_id in done for it in g)]
+    kwargs = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+              "enable_model_summary": False, "accelerator": "auto", "devices": 1}
+    kwargs.update(trainer_kwargs or {})
+    progress = HarvestProgress()
+    writer = ShardWriter(out, denoiser.hidden_size, denoiser.fingerprint)
+    callbacks = list(kwargs.pop("callbacks", None) or [])
+    trainer = pl.Trainer(callbacks=[*callbacks, writer, progress], **kwargs)
+    if trainer.is_global_zero:
+        removed = clean_incomplete(out)
+        if removed:
+            print(f"harvest: removed {len(removed)} incomplete file(s) of an interrupted run")
+    trainer.strategy.barrier()
+    summary = {"skipped_examples": sum(len(g) for g in groups) - sum(len(g) for g in todo)}
+    if todo:
+        loader = DataLoader(todo, batch_size=1, shuffle=False, collate_fn=_one_group, num_workers=cfg.num_workers)
+        trainer.predict(HarvestModule(denoiser, cfg), dataloaders=loader, return_predictions=False)
+    summary.update(progress.totals(), world_size=trainer.world_size)
+    trainer.strategy.barrier()
+    if trainer.is_global_zero:
+        manifest = write_manifest(out, {"fingerprint": denoiser.fingerprint, "hidden_size": denoiser.hidden_size})
+        summary.update(total_rows=manifest["rows"], total_examples=manifest["examples"],
+                       shards=len(manifest["shards"]), expected_examples=len(items))
+    return summary

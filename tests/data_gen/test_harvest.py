@@ -1,0 +1,133 @@
+"""Harvest on the embedded model: trajectories unchanged, records exact, sudoku structure visible."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from depmask.data_gen import HarvestConfig, Recorder, build_items, group_items, harvest_group
+from depmask.data_gen.dataset import load_harvest
+from depmask.data_gen.prompts import parse_policy
+from depmask.data_gen.verify import verify_harvest
+from depmask.decoding import build_policy, generate
+from depmask.decoding.influence import denoiser_forward, gather_positions, pairwise_influence
+from depmask.train.harvest import run_harvest
+from tests.conftest import EMBEDDED
+
+QUIET = {"accelerator": "cpu"}
+
+
+def _items(embedded, **kw):
+    cfg = HarvestConfig(model=str(EMBEDDED), **kw)
+    return cfg, group_items(build_items(cfg, embedded.tokenizer), cfg.batch_size)
+
+
+def test_recorder_does_not_change_the_trajectory(embedded):
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=6, states_per_example=None)
+    items = groups[0]
+    prompts = [it.prompt_ids for it in items]
+    plain = generate(embedded, prompts, build_policy("threshold", threshold=0.7), gen_length=16)
+    keep = torch.ones(len(items), 16, dtype=torch.bool)
+    meta = [{"example_id": it.example_id, "task": it.task, "policy": "threshold", "fingerprint": "x",
+             "prompt_length": len(it.prompt_ids)} for it in items]
+    rec = Recorder(build_policy("threshold", threshold=0.7), keep, [0] * len(items), meta, embedded.mask_id)
+    recorded = generate(embedded, prompts, rec, gen_length=16)
+    assert torch.equal(plain.tokens, recorded.tokens)
+    assert len(rec.records) == int(plain.nfe.sum())  # one state per forward of each row
+    assert int(recorded.probe_nfe.sum()) > 0 and torch.equal(recorded.nfe - recorded.probe_nfe, plain.nfe)
+
+
+def test_kept_states_and_records_are_exact(embedded):
+    cfg, groups = _items(embedded, tasks=["sudoku4", "permutation"], examples_per_task=4, states_per_example=3,
+                         batch_size=8)
+    for group in groups:
+        res = harvest_group(embedded, group, cfg, embedded.tokenizer.pad_token_id)
+        by_example = {}
+        for r in res.records:
+            by_example.setdefault(r.example_id, []).append(r.step)
+        assert by_example == {it.example_id: it.keep_steps for it in group}
+        for r in res.records[:6]:
+            tokens = torch.as_tensor(r.tokens, dtype=torch.long)[None]
+            pos = torch.as_tensor(r.positions, dtype=torch.long)[None]
+            assert (tokens[0, pos[0]] == embedded.mask_id).all()
+            out = embedded(tokens, need_hidden=True, need_attention=True)
+            base = torch.log_softmax(gather_positions(out.logits, pos), -1)
+            cand = torch.as_tensor(r.candidate, dtype=torch.long)
+            assert torch.equal(cand, base[0].index_fill(-1, torch.tensor([embedded.mask_id]), -1e9).argmax(-1))
+            np.testing.assert_allclose(r.confidence, base[0].exp().gather(1, cand[:, None])[:, 0], atol=1e-5)
+            np.testing.assert_allclose(r.hidden, gather_positions(out.hidden, pos)[0].half().numpy(), atol=2e-3)
+            att = out.attention[0][pos[0]][:, pos[0]]
+            np.testing.assert_allclose(r.attention, att.numpy(), atol=1e-5)
+            valid = torch.ones_like(pos, dtype=torch.bool)
+            inf = pairwise_influence(denoiser_forward(embedded), tokens, pos, valid, base, cand[None, :, None])
+            np.testing.assert_allclose(r.tv, inf.tv[0].numpy(), atol=1e-4)
+            np.testing.assert_allclose(r.kl, inf.kl[0].numpy(), atol=1e-3, rtol=1e-3)
+            assert r.committed.sum() == 1  # low_confidence commits one per step
+
+
+def test_sudoku_constraints_carry_more_influence(embedded):
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=48, states_per_example=None, batch_size=48)
+    records = harvest_group(embedded, groups[0], cfg, embedded.tokenizer.pad_token_id).records
+    related, unrelated = [], []
+    for r in records:
+        cells = r.positions - r.prompt_length  # answer index = cell index (row-major 4×4)
+        for a, i in enumerate(cells):
+            for b, j in enumerate(cells):
+                if a == b:
+                    continue
+                same = i // 4 == j // 4 or i % 4 == j % 4 or (i // 8 == j // 8 and (i % 4) // 2 == (j % 4) // 2)
+                (related if same else unrelated).append(r.tv[a, b])
+    rel, unrel = float(np.mean(related)), float(np.mean(unrelated))
+    print(f"\nsudoku4 mean TV influence: same row/column/box {rel:.4f} ({len(related)} pairs), "
+          f"unrelated {unrel:.4f} ({len(unrelated)} pairs), ratio {rel / unrel:.2f}")
+    assert rel > 1.5 * unrel
+
+
+def test_topk_expectation_and_policy_mix(embedded):
+    cfg, groups = _items(embedded, tasks=["permutation"], examples_per_task=8, states_per_example=2, topk=3,
+                         policies=["low_confidence", "threshold:threshold=0.6"], batch_size=8)
+    assert {g[0].policy for g in groups} == {"low_confidence", "threshold:threshold=0.6"}
+    for g in groups:
+        res = harvest_group(embedded, g, cfg, embedded.tokenizer.pad_token_id)
+        assert all(r.policy == g[0].policy for r in res.records)
+        assert all((r.tv >= 0).all() and (r.tv <= 1).all() for r in res.records)
+    assert parse_policy("threshold:threshold=0.6,x=a") == ("threshold", {"threshold": 0.6, "x": "a"})
+    with pytest.raises(ValueError, match="name=value"):
+        parse_policy("threshold:0.6")
+
+
+def test_run_harvest_resume_and_identity(embedded, tmp_path):
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"], examples_per_task=12,
+                        states_per_example=2, batch_size=4)
+    first = run_harvest(cfg, QUIET)
+    assert first["states"] == 24 and first["total_examples"] == 12 and first["shards"] == 3
+    assert verify_harvest(cfg.output).ok
+    again = run_harvest(cfg, QUIET)  # nothing left to do
+    assert again["skipped_examples"] == 12 and again["states"] == 0 and again["total_rows"] == 24
+    ds = load_harvest(cfg.output)
+    assert len(ds) == 24 and len(set(zip(list(ds["example_id"]), list(ds["step"])))) == 24
+    with pytest.raises(ValueError, match=r"config.topk: 1 → 2"):
+        run_harvest(HarvestConfig(**{**vars(cfg), "topk": 2}), QUIET)
+
+
+def test_prompts_file(embedded, tmp_path):
+    from depmask.tasks import get_task
+
+    exs = get_task("sudoku4").examples("test", 3)
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps({"id": e.id, "prompt": e.prompt}) for e in exs))
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), prompts_file=str(path), gen_length=16,
+                        states_per_example=1)
+    summary = run_harvest(cfg, QUIET)
+    assert summary["total_rows"] == 3
+    assert set(load_harvest(cfg.output)["example_id"]) == {e.id for e in exs}
+
+
+def test_bad_config_values_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"`topk` \(0\)"):
+        HarvestConfig(topk=0)
+    with pytest.raises(ValueError, match="gen_length"):
+        HarvestConfig(prompts_file="x.jsonl")
+    with pytest.raises(FileNotFoundError, match="prompts_file"):
+        build_items(HarvestConfig(prompts_file=str(tmp_path / "none.jsonl"), gen_length=4), None)

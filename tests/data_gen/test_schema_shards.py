@@ -1,0 +1,132 @@
+"""Records → Arrow → datasets round trip, atomic shards, and what `verify` reports."""
+
+import json
+
+import numpy as np
+import pytest
+
+from depmask.data_gen.dataset import HarvestError, load_harvest
+from depmask.data_gen.schema import StateRecord, check_schema, record_features, records_to_table
+from depmask.data_gen.shards import (
+    MANIFEST_JSON,
+    clean_incomplete,
+    done_examples,
+    write_json_atomic,
+    write_manifest,
+    write_shard,
+)
+from depmask.data_gen.verify import verify_harvest
+
+D = 6
+FP = "mock@local:0"
+
+
+def record(eid: str, step: int, m: int, seed: int = 0, fp: str = FP) -> StateRecord:
+    rng = np.random.default_rng(seed)
+    return StateRecord(
+        fingerprint=fp, example_id=eid, task="t", policy="low_confidence", step=step, block=0,
+        prompt_length=3, tokens=np.arange(3 + m), positions=np.arange(m) + 3,
+        candidate=rng.integers(0, 9, m), confidence=rng.random(m), entropy=rng.random(m),
+        committed=np.arange(m) == 0, hidden=rng.standard_normal((m, D)).astype(np.float16),
+        attention=rng.random((m, m)), tv=rng.random((m, m)), kl=rng.random((m, m)),
+    )
+
+
+def make_harvest(tmp_path, groups=(("a", "b"), ("c",)), steps=2):
+    write_json_atomic(tmp_path / "harvest.json", {"schema_version": 1, "fingerprint": FP, "hidden_size": D,
+                                                  "examples": sum(len(g) for g in groups), "config": {}})
+    for gi, ids in enumerate(groups):
+        recs = [record(e, s, m=4 - s, seed=gi * 10 + s) for e in ids for s in range(steps)]
+        write_shard(tmp_path, records_to_table(recs, D), list(ids), FP)
+    write_manifest(tmp_path)
+    return tmp_path
+
+
+def test_round_trip_through_datasets(tmp_path):
+    recs = [record("a", 0, 4, seed=1), record("a", 1, 2, seed=2)]
+    write_shard(tmp_path, records_to_table(recs, D), ["a"], FP)  # no manifest yet: sidecars are read
+    ds = load_harvest(tmp_path, verify=False)
+    assert len(ds) == 2
+    for r, row in zip(recs, ds):
+        for name in ("positions", "candidate", "committed", "tokens"):
+            np.testing.assert_array_equal(row[name], getattr(r, name))
+        for name in ("attention", "tv", "kl", "confidence", "entropy"):
+            np.testing.assert_allclose(row[name], getattr(r, name).astype(np.float32))
+        np.testing.assert_array_equal(row["hidden"].astype(np.float16), r.hidden)
+        assert row["example_id"] == r.example_id and row["step"] == r.step
+
+
+def test_record_shapes_are_checked():
+    bad = record("a", 0, 3)
+    bad.tv = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="`tv`"):
+        records_to_table([bad], D)
+    with pytest.raises(ValueError, match="hidden"):
+        records_to_table([record("a", 0, 3)], D + 1)
+
+
+def test_check_schema_names_differences():
+    schema = record_features(D).arrow_schema
+    assert check_schema(schema, D) == []
+    assert any("hidden" in p for p in check_schema(schema, D + 2))
+    assert "missing column `tv`" in check_schema(schema.remove(schema.get_field_index("tv")), D)
+
+
+def test_verify_ok_and_done_examples(tmp_path):
+    make_harvest(tmp_path)
+    report = verify_harvest(tmp_path)
+    assert report.ok, report.text()
+    assert (report.shards, report.rows, report.examples) == (2, 6, 3)
+    assert done_examples(tmp_path) == {"a", "b", "c"}
+
+
+def test_truncated_shard_is_named(tmp_path):
+    make_harvest(tmp_path)
+    shard = sorted((tmp_path / "shards").glob("*.arrow"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    report = verify_harvest(tmp_path)
+    assert not report.ok
+    assert any(shard.name in p and "truncated" in p for p in report.problems), report.text()
+    with pytest.raises(HarvestError, match=shard.name):
+        load_harvest(tmp_path)
+
+
+def test_foreign_shard_and_files_are_named(tmp_path):
+    make_harvest(tmp_path)
+    foreign = records_to_table([record("z", 0, 3, fp="other@local:1")], D)
+    info = write_shard(tmp_path, foreign, ["z"], "other@local:1")
+    (tmp_path / "shards" / "notes.txt").write_text("hello")
+    report = verify_harvest(tmp_path)
+    text = report.text()
+    assert any(info.name in p and "foreign shard" in p for p in report.problems), text
+    assert any("notes.txt" in p for p in report.problems), text
+
+
+def test_duplicates_missing_examples_and_manifest(tmp_path):
+    make_harvest(tmp_path, groups=(("a", "b"), ("b",)))
+    (tmp_path / "harvest.json").write_text(json.dumps({"schema_version": 1, "fingerprint": FP,
+                                                       "hidden_size": D, "examples": 4, "config": {}}))
+    (tmp_path / MANIFEST_JSON).unlink()
+    problems = "\n".join(verify_harvest(tmp_path).problems)
+    assert "example 'b' is in 2 shards" in problems
+    assert "appear more than once" in problems
+    assert "incomplete: 2 of 4 examples" in problems
+    assert "manifest.json: missing" in problems
+
+
+def test_clean_incomplete_removes_partial_writes(tmp_path):
+    make_harvest(tmp_path)
+    shards = tmp_path / "shards"
+    (shards / ".tmp-shard-x.arrow.123").write_bytes(b"partial")
+    (shards / "shard-orphan.arrow").write_bytes(b"no sidecar")
+    problems = verify_harvest(tmp_path).problems
+    assert any("shard-orphan.arrow" in p and "without a sidecar" in p for p in problems)
+    assert any(".tmp-shard-x" in p for p in problems)
+    assert sorted(clean_incomplete(tmp_path)) == [".tmp-shard-x.arrow.123", "shard-orphan.arrow"]
+    assert verify_harvest(tmp_path).ok
+
+
+def test_not_a_harvest(tmp_path):
+    assert "harvest.json: missing" in verify_harvest(tmp_path).text()
+    (tmp_path / "harvest.json").write_text("{not json")
+    assert "unreadable" in verify_harvest(tmp_path).text()
