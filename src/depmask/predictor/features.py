@@ -1,0 +1,90 @@
+"""Per-slot and per-pair input features of the dependency head.
+
+Shapes: `b` batch, `m` masked slots (padded), `d` base-model hidden size, `dim` head width.
+
+What it does: turns one decoding state's masked slots (final hidden states, canvas positions,
+optionally confidence and entropy) into slot embeddings `[b, m, dim]`, and canvas positions into
+the signed, clipped relative-distance index `[b, m, m]` that the encoder and the pairwise scorer
+embed. Positions enter only through differences (to the first valid slot, and between slots), so
+shifting every position of a row by a constant changes nothing.
+
+What it does not do: attention between slots or pair scoring (`head.py`); it never reads a padded
+slot's values (they are zeroed first, so garbage or NaN padding cannot leak into valid slots).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_LOG_EPS = 1e-6
+
+
+def pair_mask(valid: torch.Tensor) -> torch.Tensor:
+    """`[b, m, m]` bool: `valid[i] & valid[j] & (i != j)`, the pairs whose dependency is defined."""
+    if valid.dim() != 2:
+        raise ValueError(f"`valid` must be [b, m], got shape {tuple(valid.shape)}")
+    valid = valid.bool()
+    m = valid.shape[1]
+    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=valid.device)  # [m, m]
+    return valid[:, :, None] & valid[:, None, :] & off_diagonal  # [b, m, m]
+
+
+def relative_index(positions: torch.Tensor, valid: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """`[b, m, m]` long in `[0, 2 * max_distance]`: `clip(pos[j] - pos[i], ±max_distance) + max_distance`.
+
+    Row `i` is the slot whose prediction moves, column `j` the committed one. Pairs touching a
+    padded slot get the index of distance 0 (they are masked downstream; this only keeps them
+    in range).
+    """
+    positions = positions.masked_fill(~valid, 0)  # [b, m]
+    rel = positions[:, None, :] - positions[:, :, None]  # [b, m, m]: pos[j] - pos[i]
+    rel = rel.clamp(-max_distance, max_distance)
+    rel = rel.masked_fill(~(valid[:, :, None] & valid[:, None, :]), 0)
+    return rel + max_distance
+
+
+def offset_from_first(positions: torch.Tensor, valid: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """`[b, m]` long in `[0, max_distance]`: each slot's canvas distance to the row's first valid
+    slot, clipped; 0 on padded slots and on rows with no valid slot."""
+    big = torch.iinfo(positions.dtype).max
+    first = positions.masked_fill(~valid, big).amin(dim=1, keepdim=True)  # [b, 1]
+    first = torch.where(valid.any(dim=1, keepdim=True), first, torch.zeros_like(first))
+    offset = (positions - first).clamp(0, max_distance)  # [b, m]
+    return offset.masked_fill(~valid, 0)
+
+
+class SlotEncoder(nn.Module):
+    """Slot embedding = Linear(LayerNorm(hidden)) + Embedding(offset from first slot)
+    [+ MLP(confidence, log confidence, entropy)], then LayerNorm. Output `[b, m, dim]`."""
+
+    def __init__(self, hidden_size: int, dim: int, max_distance: int, use_confidence: bool):
+        super().__init__()
+        self.max_distance = max_distance
+        self.use_confidence = use_confidence
+        self.norm_in = nn.LayerNorm(hidden_size)
+        self.proj = nn.Linear(hidden_size, dim)
+        self.offset = nn.Embedding(max_distance + 1, dim)
+        nn.init.normal_(self.offset.weight, std=0.02)
+        if use_confidence:
+            self.scalars = nn.Sequential(nn.Linear(3, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.norm_out = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,  # [b, m, d] in the head's dtype
+        positions: torch.Tensor,  # [b, m] long
+        valid: torch.Tensor,  # [b, m] bool
+        confidence: torch.Tensor | None,  # [b, m] in the head's dtype, or None
+        entropy: torch.Tensor | None,  # [b, m] in the head's dtype, or None
+    ) -> torch.Tensor:
+        keep = valid[:, :, None]  # [b, m, 1]
+        hidden = hidden.masked_fill(~keep, 0)
+        x = self.proj(self.norm_in(hidden))  # [b, m, dim]
+        x = x + self.offset(offset_from_first(positions, valid, self.max_distance))
+        if self.use_confidence:
+            conf = confidence.masked_fill(~valid, 1.0).clamp(0.0, 1.0)  # [b, m]
+            ent = entropy.masked_fill(~valid, 0.0).clamp_min(0.0)  # [b, m]
+            scalars = torch.stack([conf, conf.clamp_min(_LOG_EPS).log(), ent], dim=-1)  # [b, m, 3]
+            x = x + self.scalars(scalars)
+        return self.norm_out(x).masked_fill(~keep, 0)  # [b, m, dim]

@@ -1,0 +1,156 @@
+"""Dependency-head checkpoints on disk: `config.json` + `model.safetensors` in one directory.
+
+What it does: writes a checkpoint atomically (temporary files, then `os.replace`), reads it back
+with errors that name the file and what is wrong, and checks a head against a denoiser (base-model
+fingerprint and hidden size) so that a head is never silently used with another model.
+
+What it does not do: build the module (`DependencyHead.from_pretrained` does, from the config read
+here) or know anything about training; the training manifest is stored as an opaque JSON object.
+
+`config.json` holds the architecture arguments of `DependencyHead.__init__` (flat, including
+`hidden_size` and `base_fingerprint`), plus `training_manifest`, `format_version` and
+`depmask_version`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+# architecture argument -> accepted JSON types (bool is checked before int: bool is an int)
+ARCHITECTURE_KEYS: dict[str, tuple[type, ...]] = {
+    "hidden_size": (int,),
+    "dim": (int,),
+    "layers": (int,),
+    "heads": (int,),
+    "max_distance": (int,),
+    "use_confidence": (bool,),
+    "dropout": (float, int),
+    "base_fingerprint": (str, type(None)),
+}
+
+
+def depmask_version() -> str:
+    try:
+        return metadata.version("depmask")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_checkpoint(
+    directory: str | Path,
+    config: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    training_manifest: dict | None = None,
+) -> Path:
+    """Write `config.json` and `model.safetensors` into `directory` (created if missing)."""
+    if training_manifest is not None and not isinstance(training_manifest, dict):
+        raise TypeError(f"`training_manifest` must be a dict or None, got {type(training_manifest).__name__}")
+    payload = {
+        **config,
+        "training_manifest": training_manifest,
+        "format_version": FORMAT_VERSION,
+        "depmask_version": depmask_version(),
+    }
+    try:
+        text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`training_manifest` must be JSON-serialisable (finite numbers, str keys): {err}") from err
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"`directory` ({directory}) exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    meta = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text + "\n"))
+    return directory
+
+
+def _validate_config(config: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: `format_version` is {version!r}, this depmask reads {FORMAT_VERSION}")
+    missing = [k for k in ARCHITECTURE_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; expected all of {list(ARCHITECTURE_KEYS)}")
+    for key, types in ARCHITECTURE_KEYS.items():
+        value = config[key]
+        wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+        if wrong or (isinstance(value, float) and not math.isfinite(value)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{path}: `{key}` is {value!r}, expected {names}")
+    manifest = config.get("training_manifest")
+    if manifest is not None and not isinstance(manifest, dict):
+        raise ValueError(f"{path}: `training_manifest` is {type(manifest).__name__}, expected an object or null")
+    return config
+
+
+def read_checkpoint(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and validate a checkpoint: returns `(config, state_dict)`.
+
+    Raises FileNotFoundError (missing directory or file) or ValueError (unreadable or invalid
+    config, unreadable weights), each naming the path.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"head checkpoint directory {directory} does not exist (or is not a directory)")
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"head checkpoint file {path} is missing; expected {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err})") from err
+    config = _validate_config(config, config_path)
+    try:
+        state_dict = load_file(weights_path, device=str(torch.device(map_location)))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{weights_path}: cannot read safetensors weights ({err})") from err
+    return config, state_dict
+
+
+def check_compatible(base_fingerprint: str | None, hidden_size: int, denoiser: Any) -> None:
+    """Raise ValueError if `denoiser` (anything with `.fingerprint` and `.hidden_size`) is not the
+    model the head was trained on. A head without a recorded fingerprint is checked on hidden
+    size only."""
+    missing = [a for a in ("fingerprint", "hidden_size") if not hasattr(denoiser, a)]
+    if missing:
+        raise TypeError(f"`denoiser` ({type(denoiser).__name__}) lacks attribute(s) {missing}")
+    problems = []
+    if int(denoiser.hidden_size) != hidden_size:
+        problems.append(f"hidden size: head expects {hidden_size}, denoiser has {denoiser.hidden_size}")
+    if base_fingerprint is not None and denoiser.fingerprint != base_fingerprint:
+        problems.append(
+            f"fingerprint: head was trained on {base_fingerprint!r}, denoiser is {denoiser.fingerprint!r}"
+        )
+    if problems:
+        raise ValueError("dependency head does not match the denoiser — " + "; ".join(problems))

@@ -1,0 +1,172 @@
+"""Behaviour of `DependencyHead`: shapes, masking, padding and translation invariance, dtypes,
+trainability, and the lightweight budget on LLaDA-8B shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from depmask.predictor import DependencyHead, pair_mask
+
+D = 32  # tiny hidden size for fast tests
+
+
+def _state(b: int = 2, m: int = 6, d: int = D, seed: int = 0, start: int = 10):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(b, m, d, generator=g)  # [b, m, d]
+    positions = start + torch.randperm(3 * m, generator=g)[:m].sort().values.repeat(b, 1)  # [b, m]
+    valid = torch.ones(b, m, dtype=torch.bool)
+    confidence = torch.rand(b, m, generator=g)
+    entropy = 3 * torch.rand(b, m, generator=g)
+    return hidden, positions, valid, confidence, entropy
+
+
+def _head(**kw) -> DependencyHead:
+    torch.manual_seed(0)
+    return DependencyHead(D, dim=32, layers=2, heads=4, max_distance=8, **kw).eval()
+
+
+def test_pair_mask():
+    valid = torch.tensor([[True, False, True]])
+    expected = torch.tensor([[[False, False, True], [False, False, False], [True, False, False]]])
+    assert torch.equal(pair_mask(valid), expected)
+
+
+def test_forward_shape_dtype_and_predict_range():
+    head = _head()
+    hidden, positions, valid, conf, ent = _state()
+    valid[1, -2:] = False
+    logits = head(hidden, positions, valid, conf, ent)
+    assert logits.shape == (2, 6, 6) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    probs = head.predict(hidden, positions, valid, conf, ent)
+    assert probs.dtype == torch.float32 and probs.shape == (2, 6, 6)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert (probs.diagonal(dim1=1, dim2=2) == 0).all()
+    assert (probs[~pair_mask(valid)] == 0).all()
+    assert (probs[pair_mask(valid)] > 0).all()
+    assert not torch.allclose(probs, probs.transpose(1, 2))  # asymmetric by design
+
+
+def test_empty_and_fully_padded_rows():
+    head = _head()
+    hidden, positions, valid, conf, ent = _state(m=0)
+    assert head(hidden, positions, valid, conf, ent).shape == (2, 0, 0)
+    assert head.predict(hidden, positions, valid, conf, ent).shape == (2, 0, 0)
+    hidden, positions, valid, conf, ent = _state()
+    valid[0] = False  # a row with nothing masked
+    logits = head(hidden, positions, valid, conf, ent)
+    assert torch.isfinite(logits).all()
+    assert (head.predict(hidden, positions, valid, conf, ent)[0] == 0).all()
+    # gradients stay finite with a fully padded row
+    head.train()
+    head(hidden, positions, valid, conf, ent)[pair_mask(valid)].sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("where", ["end", "interleaved"])
+def test_padding_invariance(where: str):
+    head = _head()
+    hidden, positions, valid, conf, ent = _state(b=1, m=5)
+    ref = head.predict(hidden, positions, valid, conf, ent)  # [1, 5, 5]
+    pad = 4
+    big_h = torch.full((1, 5 + pad, D), float("nan"))  # garbage in padded slots must not leak
+    big_p = torch.full((1, 5 + pad), -7, dtype=torch.long)
+    big_c, big_e = torch.full((1, 5 + pad), float("nan")), torch.full((1, 5 + pad), float("nan"))
+    idx = torch.arange(5) if where == "end" else torch.tensor([1, 2, 4, 6, 8])
+    big_h[:, idx], big_p[:, idx], big_c[:, idx], big_e[:, idx] = hidden, positions, conf, ent
+    big_v = torch.zeros(1, 5 + pad, dtype=torch.bool)
+    big_v[:, idx] = True
+    out = head.predict(big_h, big_p, big_v, big_c, big_e)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, idx][:, :, idx], ref, atol=1e-5, rtol=0)
+    assert (out[:, ~big_v[0]] == 0).all() and (out[:, :, ~big_v[0]] == 0).all()
+
+
+def test_translation_invariance_and_position_sensitivity():
+    head = _head()
+    hidden, positions, valid, conf, ent = _state()
+    ref = head(hidden, positions, valid, conf, ent)
+    assert torch.equal(head(hidden, positions + 137, valid, conf, ent), ref)
+    spread = positions.clone()
+    spread[:, -1] += 5  # one slot further away changes relative distances
+    assert not torch.allclose(head(hidden, spread, valid, conf, ent), ref)
+
+
+def test_float16_and_float64_inputs():
+    head = _head()
+    hidden, positions, valid, conf, ent = _state()
+    ref = head(hidden.half().float(), positions, valid, conf, ent)
+    out = head(hidden.half(), positions, valid, conf.double(), ent.double())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    half_head = _head().half()
+    assert half_head(hidden, positions, valid, conf, ent).dtype == torch.float16
+
+
+def test_confidence_inputs():
+    head = _head()
+    hidden, positions, valid, conf, ent = _state()
+    with pytest.raises(ValueError, match="confidence"):
+        head(hidden, positions, valid)
+    assert not torch.allclose(head(hidden, positions, valid, conf, ent), head(hidden, positions, valid, 1 - conf, ent))
+    plain = _head(use_confidence=False)
+    assert torch.equal(plain(hidden, positions, valid), plain(hidden, positions, valid, conf, ent))
+
+
+def test_bad_inputs_and_args_are_named():
+    head = _head()
+    hidden, positions, valid, conf, ent = _state()
+    with pytest.raises(ValueError, match=r"`hidden` must be \[b, m, 32\]"):
+        head(hidden[..., :8], positions, valid, conf, ent)
+    with pytest.raises(ValueError, match="`positions`"):
+        head(hidden, positions[:, :3], valid, conf, ent)
+    with pytest.raises(ValueError, match=r"`heads` \(3\) must divide `dim` \(32\)"):
+        DependencyHead(D, dim=32, heads=3)
+    with pytest.raises(ValueError, match="`dropout`"):
+        DependencyHead(D, dropout=1.5)
+
+
+def test_training_reduces_bce_on_neighbour_target():
+    torch.manual_seed(0)
+    head = DependencyHead(D, dim=32, layers=1, heads=4, max_distance=8)
+    b, m = 8, 7
+    hidden, positions, valid, conf, ent = _state(b=b, m=m, seed=1)
+    positions = torch.stack([torch.randperm(20)[:m].sort().values for _ in range(b)])  # varied gaps
+    valid[::3, -2:] = False
+    target = ((positions[:, :, None] - positions[:, None, :]).abs() == 1).float()  # [b, m, m]
+    pairs = pair_mask(valid)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        logits = head(hidden, positions, valid, conf, ent)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[pairs], target[pairs])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0], losses[::10]
+    probs = head.eval().predict(hidden, positions, valid, conf, ent)
+    assert ((probs[pairs] > 0.5) == (target[pairs] > 0.5)).float().mean() > 0.95
+
+
+def test_budget_llada_8b():
+    """≤ 1 % of LLaDA-8B's parameters and ≤ 1 % of one base forward (l = 512) in FLOPs."""
+    base_params, d, m, l = 8.0e9, 4096, 32, 512
+    head = DependencyHead(d)
+    params = sum(p.numel() for p in head.parameters())
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1, m, d, generator=g).half()  # [1, m, d] as harvested
+    positions = torch.arange(m)[None] + 100
+    valid = torch.ones(1, m, dtype=torch.bool)
+    conf, ent = torch.rand(1, m, generator=g), torch.rand(1, m, generator=g)
+    with FlopCounterMode(display=False) as counter:
+        head(hidden, positions, valid, conf, ent)
+    flops = counter.get_total_flops()
+    base_flops = 2 * base_params * l
+    print(f"\nDependencyHead(4096): {params:,} params = {params / base_params:.3e} of LLaDA-8B; "
+          f"forward [1, {m}, {d}] = {flops:.3e} FLOPs = {flops / base_flops:.3e} of one base forward (l={l})")
+    assert params == 1_025_929  # the figure in the class docstring
+    assert params / base_params <= 0.01
+    assert 0 < flops / base_flops <= 0.01

@@ -1,0 +1,135 @@
+"""Head checkpoints: round trip, compatibility checks against a denoiser, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from depmask.predictor import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, DependencyHead
+
+D = 24
+FP = "tiny@local:abc-123"
+
+
+def _head(**kw) -> DependencyHead:
+    torch.manual_seed(0)
+    kw = {"dim": 16, "layers": 1, "heads": 2, "max_distance": 4, "base_fingerprint": FP, **kw}
+    return DependencyHead(D, **kw).eval()
+
+
+def _inputs(b: int = 2, m: int = 5):
+    g = torch.Generator().manual_seed(3)
+    valid = torch.ones(b, m, dtype=torch.bool)
+    valid[1, -1] = False
+    return (torch.randn(b, m, D, generator=g), torch.arange(m).repeat(b, 1) * 2 + 7, valid,
+            torch.rand(b, m, generator=g), torch.rand(b, m, generator=g))
+
+
+def test_round_trip(tmp_path):
+    head = _head(dropout=0.1)
+    manifest = {"shards": ["a", "b"], "states": 1234}
+    out = head.save_pretrained(tmp_path / "ckpt", training_manifest=manifest)
+    assert (out / CONFIG_NAME).is_file() and (out / WEIGHTS_NAME).is_file()
+    saved = json.loads((out / CONFIG_NAME).read_text())
+    assert saved["base_fingerprint"] == FP and saved["hidden_size"] == D
+    assert saved["training_manifest"] == manifest and saved["format_version"] == FORMAT_VERSION
+    assert "depmask_version" in saved
+    loaded = DependencyHead.from_pretrained(out)
+    assert not loaded.training and loaded.config == head.config
+    assert loaded.training_manifest == manifest
+    x = _inputs()
+    assert torch.equal(loaded(*x), head(*x))
+    assert torch.equal(loaded.predict(*x), head.predict(*x))
+    # saving again keeps the manifest it was loaded with
+    again = loaded.save_pretrained(tmp_path / "again")
+    assert json.loads((again / CONFIG_NAME).read_text())["training_manifest"] == manifest
+
+
+def test_round_trip_keeps_dtype(tmp_path):
+    head = _head(use_confidence=False).to(torch.bfloat16)
+    loaded = DependencyHead.from_pretrained(head.save_pretrained(tmp_path))
+    assert loaded.norm.weight.dtype == torch.bfloat16
+    x = _inputs()[:3]
+    assert torch.equal(loaded(*x), head(*x))
+
+
+def test_compatible_denoiser(tmp_path):
+    path = _head().save_pretrained(tmp_path)
+    ok = SimpleNamespace(fingerprint=FP, hidden_size=D)
+    head = DependencyHead.from_pretrained(path, denoiser=ok)
+    head.check_compatible(ok)
+
+
+def test_mismatched_fingerprint_names_both(tmp_path):
+    path = _head().save_pretrained(tmp_path)
+    other = SimpleNamespace(fingerprint="llada@deadbeef:xyz-999", hidden_size=D)
+    with pytest.raises(ValueError) as err:
+        DependencyHead.from_pretrained(path, denoiser=other)
+    assert FP in str(err.value) and "llada@deadbeef:xyz-999" in str(err.value)
+    with pytest.raises(ValueError, match="llada@deadbeef"):
+        _head().check_compatible(other)
+
+
+def test_mismatched_hidden_size_names_both(tmp_path):
+    path = _head().save_pretrained(tmp_path)
+    other = SimpleNamespace(fingerprint=FP, hidden_size=4096)
+    with pytest.raises(ValueError, match=rf"hidden size: head expects {D}, denoiser has 4096"):
+        DependencyHead.from_pretrained(path, denoiser=other)
+    with pytest.raises(TypeError, match="fingerprint"):
+        _head().check_compatible(SimpleNamespace(hidden_size=D))
+
+
+def test_missing_directory_and_files(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        DependencyHead.from_pretrained(missing)
+    path = _head().save_pretrained(tmp_path / "ckpt")
+    (path / WEIGHTS_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_NAME):
+        DependencyHead.from_pretrained(path)
+
+
+@pytest.mark.parametrize(
+    "corrupt, expected",
+    [
+        (lambda p: p.write_text("{not json"), "not valid JSON"),
+        (lambda p: p.write_text("[1, 2]"), "expected a JSON object"),
+        (lambda p: _edit(p, dim="wide"), r"`dim` is 'wide', expected int"),
+        (lambda p: _edit(p, use_confidence=1), r"`use_confidence` is 1, expected bool"),
+        (lambda p: _edit(p, heads=True), r"`heads` is True, expected int"),
+        (lambda p: _edit(p, format_version=99), "`format_version` is 99"),
+        (lambda p: _edit(p, drop="layers"), r"missing key\(s\) \['layers'\]"),
+        (lambda p: _edit(p, heads=3), r"invalid architecture .*`heads` \(3\) must divide"),
+        (lambda p: _edit(p, dim=32, heads=2), "does not match"),
+    ],
+)
+def test_bad_config(tmp_path, corrupt, expected):
+    path = _head().save_pretrained(tmp_path)
+    corrupt(path / CONFIG_NAME)
+    with pytest.raises(ValueError, match=expected) as err:
+        DependencyHead.from_pretrained(path)
+    assert str(path) in str(err.value)
+
+
+def _edit(path, drop: str | None = None, **changes):
+    config = json.loads(path.read_text())
+    config.update(changes)
+    config.pop(drop, None)
+    path.write_text(json.dumps(config))
+
+
+def test_corrupt_weights(tmp_path):
+    path = _head().save_pretrained(tmp_path)
+    (path / WEIGHTS_NAME).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=WEIGHTS_NAME):
+        DependencyHead.from_pretrained(path)
+
+
+def test_manifest_must_be_json(tmp_path):
+    with pytest.raises(TypeError, match="training_manifest"):
+        _head().save_pretrained(tmp_path, training_manifest={"when": object()})
+    assert not (tmp_path / CONFIG_NAME).exists()
