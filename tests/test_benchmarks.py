@@ -18,3 +18,16 @@ def test_decode_overhead_benchmark_runs(tmp_path):
     row = json.loads(out.read_text())
     assert row["forwards"] >= 1 and row["ratio"] > 0 and row["params"] > 1_000_000
     assert "ratio" in done.stdout
+
+
+def test_harvest_throughput_benchmark_runs(tmp_path):
+    out = tmp_path / "harvest.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "harvest_throughput.py"), "--examples", "4", "--batch_size", "4",
+         "--repeats", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    row = json.loads(out.read_text())
+    assert row["states"] == 4 * 16 and row["perturbed_forwards"] >= 1 and row["ratio"] > 0
+    assert "pairs/s" in done.stdout
