@@ -60,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         mdlm_cli(argv[1:])
         return
+    if argv[:1] == ["train"]:
+        from depmask.train.head_cli import head_cli
+
+        head_cli(argv[1:])
+        return
     if argv[:1] == ["harvest"] and argv[1:2] != ["verify"]:
         from depmask.train.harvest_cli import harvest_cli
 

@@ -1,0 +1,119 @@
+"""`HeadDataModule`: harvested states as padded batches for the dependency head.
+
+Shapes: `b` states in a batch, `m` masked positions (padded to the batch's widest), `d` hidden.
+
+The harvest is verified and opened memory-mapped (`load_harvest`) when the module is built, so a
+corrupted or foreign directory fails before training starts, with the verify report as the
+message. Train / val are split *by example id* (a stable hash decides), never by state, so no
+example has states on both sides. Batches carry everything the head and the metrics need:
+hidden [b, m, d], positions, valid, confidence, entropy, the TV target [b, m, m], the captured
+attention [b, m, m] (for the attention baseline) and a state index (for per-state ranking).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from depmask.data_gen.dataset import HarvestError, harvest_info, load_harvest
+
+COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "attention", "tv"]
+
+
+def in_val(example_id: str, val_fraction: float, seed: int) -> bool:
+    """Stable split: an example is in val iff its hash falls below `val_fraction`."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}\x1f{example_id}".encode()).digest()[:8], "big")
+    return h / 2**64 < val_fraction
+
+
+class _States(Dataset):
+    def __init__(self, data, indices: list[int]):
+        self.data, self.indices = data, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.data[self.indices[i]]
+        row["state"] = self.indices[i]
+        return row
+
+
+def collate_states(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad a list of harvest rows to one batch."""
+    b = len(rows)
+    m = max(len(r["positions"]) for r in rows)
+    d = rows[0]["hidden"].shape[-1] if len(rows[0]["positions"]) else 1
+    hidden = torch.zeros(b, m, d, dtype=torch.float16)
+    positions = torch.zeros(b, m, dtype=torch.long)
+    valid = torch.zeros(b, m, dtype=torch.bool)
+    conf, ent = torch.zeros(b, m), torch.zeros(b, m)
+    tv, att = torch.zeros(b, m, m), torch.zeros(b, m, m)
+    for i, r in enumerate(rows):
+        k = len(r["positions"])
+        if k == 0:
+            continue
+        hidden[i, :k] = torch.from_numpy(np.asarray(r["hidden"], dtype=np.float16))
+        positions[i, :k] = torch.from_numpy(np.asarray(r["positions"], dtype=np.int64))
+        valid[i, :k] = True
+        conf[i, :k] = torch.from_numpy(np.asarray(r["confidence"], dtype=np.float32))
+        ent[i, :k] = torch.from_numpy(np.asarray(r["entropy"], dtype=np.float32))
+        tv[i, :k, :k] = torch.from_numpy(np.stack(r["tv"]).astype(np.float32))
+        att[i, :k, :k] = torch.from_numpy(np.stack(r["attention"]).astype(np.float32))
+    state = torch.tensor([r["state"] for r in rows], dtype=torch.long)
+    return {"hidden": hidden, "positions": positions, "valid": valid, "confidence": conf, "entropy": ent,
+            "tv": tv, "attention": att, "state": state}
+
+
+class HeadDataModule(L.LightningDataModule):
+    def __init__(self, harvest: str, val_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0,
+                 split_seed: int = 0, max_train_states: int | None = None):
+        """Args:
+            harvest: a harvest directory (`depmask harvest`), verified before use.
+            val_fraction: share of *examples* held out for validation.
+            batch_size: states per batch.
+            num_workers: DataLoader workers.
+            split_seed: seeds the example-level split.
+            max_train_states: use at most this many training states (None: all).
+        """
+        super().__init__()
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"`val_fraction` ({val_fraction}) must lie in (0, 1)")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
+        self.harvest, self.batch_size, self.num_workers = harvest, batch_size, num_workers
+        info = harvest_info(harvest)
+        self.hidden_size: int = int(info["hidden_size"])
+        self.fingerprint: str = info["fingerprint"]
+        data = load_harvest(harvest).select_columns(COLUMNS)
+        ids = data["example_id"]
+        val_mask = np.array([in_val(e, val_fraction, split_seed) for e in ids])
+        self.train_idx = np.flatnonzero(~val_mask).tolist()[: max_train_states]
+        self.val_idx = np.flatnonzero(val_mask).tolist()
+        if not self.train_idx or not self.val_idx:
+            raise HarvestError(
+                f"harvest at {harvest} has {len(set(ids))} examples: too few for a train/val split at "
+                f"`val_fraction` {val_fraction} ({len(self.train_idx)} train / {len(self.val_idx)} val states)"
+            )
+        self.data = data
+        self.train_examples = {ids[i] for i in self.train_idx}
+        self.val_examples = {ids[i] for i in self.val_idx}
+        self.manifest = {"harvest": str(harvest), "fingerprint": self.fingerprint,
+                         "train_states": len(self.train_idx), "val_states": len(self.val_idx),
+                         "train_examples": len(self.train_examples), "val_examples": len(self.val_examples),
+                         "val_fraction": val_fraction, "split_seed": split_seed}
+
+    def _loader(self, idx: list[int], shuffle: bool) -> DataLoader:
+        return DataLoader(_States(self.data, idx), batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=collate_states, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_idx, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_idx, False)

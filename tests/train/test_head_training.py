@@ -1,0 +1,119 @@
+"""The dependency head's training: data split, LightningCLI wiring, export, loggers, resume, errors."""
+
+import os
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from depmask.cli import main
+from depmask.data_gen import HarvestConfig
+from depmask.data_gen.dataset import HarvestError
+from depmask.data_gen.schema import records_to_table
+from depmask.data_gen.shards import write_shard
+from depmask.predictor import DependencyHead
+from depmask.train.harvest import run_harvest
+from depmask.train.head_data import HeadDataModule, collate_states
+from tests.conftest import EMBEDDED, ROOT
+from tests.data_gen.test_schema_shards import record
+
+CONFIG = ROOT / "configs" / "train" / "head-tiny.yaml"
+FAST = ["--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1", "--model.dim", "32", "--model.layers", "1",
+        "--data.batch_size", "16", "--data.val_fraction", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def harvest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("harvest") / "h"
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(out), tasks=["sudoku4", "permutation"],
+                        examples_per_task=12, states_per_example=3, batch_size=12)
+    run_harvest(cfg, {"accelerator": "cpu"})
+    return out
+
+
+def fit(harvest, tmp_path, *extra):
+    main(["train", "fit", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest),
+          "--model.export_dir", str(tmp_path / "head"), "--checkpoint.dirpath", str(tmp_path / "run"), *extra])
+
+
+def test_val_split_is_by_example(harvest):
+    dm = HeadDataModule(str(harvest), val_fraction=0.3)
+    assert dm.train_examples and dm.val_examples
+    assert not dm.train_examples & dm.val_examples
+    ids = dm.data["example_id"]
+    assert {ids[i] for i in dm.train_idx} == dm.train_examples and {ids[i] for i in dm.val_idx} == dm.val_examples
+    batch = next(iter(dm.val_dataloader()))
+    b, m = batch["valid"].shape
+    assert batch["hidden"].shape == (b, m, dm.hidden_size) and batch["tv"].shape == (b, m, m)
+    assert (batch["tv"][~batch["valid"]] == 0).all()
+
+
+def test_collate_pads_ragged_states():
+    rows = [{**vars(record("a", 0, 4)), "state": 0}, {**vars(record("b", 0, 2)), "state": 1}]
+    batch = collate_states(rows)
+    assert batch["valid"].tolist() == [[True] * 4, [True, True, False, False]]
+    assert torch.equal(batch["tv"][1, :2, :2], torch.as_tensor(rows[1]["tv"], dtype=torch.float32))
+    assert (batch["tv"][1, 2:] == 0).all()
+
+
+def test_fast_dev_run_exports_a_loadable_head(harvest, tmp_path):
+    fit(harvest, tmp_path, "--trainer.fast_dev_run", "true")
+    from depmask.models import HFDenoiser
+
+    head = DependencyHead.from_pretrained(tmp_path / "head", denoiser=HFDenoiser.from_pretrained(EMBEDDED))
+    assert head.training_manifest["harvest"] == str(harvest) and head.training_manifest["val_examples"] > 0
+
+
+def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):
+    logs = tmp_path / "logs"
+    fit(harvest, tmp_path, "--trainer.max_epochs", "2", "--trainer.logger", "CSVLogger",
+        "--trainer.logger.save_dir", str(logs))
+    metrics = next(logs.rglob("metrics.csv")).read_text().splitlines()[0].split(",")
+    for name in ("train/loss", "val/loss", "val/auroc", "val/ap", "val/spearman", "val/precision_at_k",
+                 "val/auroc_attention", "val/ap_attention"):
+        assert name in metrics, name
+    run = tmp_path / "run"
+    assert (run / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    cfg = yaml.safe_load((tmp_path / "head" / "train_config.yaml").read_text())  # the resolved config
+    assert cfg["data"]["harvest"] == str(harvest) and cfg["model"]["dim"] == 32
+    assert any(p.name.startswith("head-") for p in run.glob("*.ckpt"))
+    fit(harvest, tmp_path, "--trainer.max_epochs", "3", "--trainer.logger", "false",
+        "--ckpt_path", str(run / "last.ckpt"))
+    assert torch.load(run / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_default_logger_is_wandb_offline_with_the_head_artifact(harvest, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    fit(harvest, tmp_path, "--trainer.max_steps", "2")
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert list(tmp_path.rglob("offline-run-*")), "no offline wandb run written"
+    assert list(tmp_path.rglob("*.wandb"))
+
+
+def test_corrupted_or_mismatched_harvest_fails_before_training(harvest, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(harvest, broken)
+    shard = sorted((broken / "shards").glob("*.arrow"))[0]
+    shard.write_bytes(shard.read_bytes()[:50])
+    with pytest.raises(HarvestError, match=shard.name):
+        HeadDataModule(str(broken))
+    foreign = tmp_path / "foreign"
+    shutil.copytree(harvest, foreign)
+    info = write_shard(foreign, records_to_table([record("z", 0, 3, fp="other@local:1")], 6), ["z"], "other@local:1")
+    with pytest.raises(HarvestError, match=info.name):
+        HeadDataModule(str(foreign))
+    with pytest.raises(HarvestError, match="not a harvest directory"):
+        HeadDataModule(str(tmp_path))
+
+
+def test_every_train_yaml_parses(capsys):
+    for path in sorted((ROOT / "configs" / "train").glob("*.yaml")):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "fit", "--config", str(path), "--print_config"])
+        assert e.value.code in (0, None)
+        cfg = yaml.safe_load(capsys.readouterr().out)
+        assert cfg["data"]["harvest"] and cfg["model"]["export_dir"] and cfg["checkpoint"]["monitor"] == "val/auroc"
