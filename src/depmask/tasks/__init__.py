@@ -3,7 +3,9 @@ evaluate the embedded tiny MDLM.
 
 `TASKS` maps a task name to its class; `get_task(name, **kw)` builds one. This package generates
 and verifies examples as text; it does not tokenize (see `depmask.models.tiny_mdlm.tokenizer`)
-or decode.
+or decode. The real benchmarks read from local files (GSM8K, MATH-500, HumanEval, MBPP) live in
+`depmask.tasks.benchmarks`, registered apart in `BENCHMARKS` (`get_benchmark(name, **kw)`), so
+`TASKS` stays the synthetic tasks only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from depmask.tasks.addition import Addition
 from depmask.tasks.base import SPLITS, Example, SyntheticTask, Task, check_split, split_of
+from depmask.tasks.benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from depmask.tasks.permutation import Permutation
 from depmask.tasks.sort import Sort
 from depmask.tasks.sudoku4 import Sudoku4
@@ -33,6 +36,7 @@ def get_task(name: str, **kwargs: Any) -> SyntheticTask:
 
 
 __all__ = [
+    "BENCHMARKS",
     "EOS",
     "MASK",
     "PAD",
@@ -41,6 +45,7 @@ __all__ = [
     "TASKS",
     "UNK",
     "Addition",
+    "Benchmark",
     "Example",
     "Permutation",
     "Sort",
@@ -49,6 +54,7 @@ __all__ = [
     "Task",
     "check_split",
     "completion_tokens",
+    "get_benchmark",
     "get_task",
     "pad_answer",
     "split_of",

@@ -1,0 +1,173 @@
+"""Post-process a code completion into the program the tests run against.
+
+A completion comes in one of two shapes:
+- a **body continuation** (base models given a HumanEval prompt): the lines that follow the
+  prompt's signature and docstring. The program is `prompt + completion`.
+- a **full definition** (instruct models, MBPP): a markdown answer or bare code that defines the
+  function itself. The program is that code, plus the prompt's imports and helper definitions
+  that the code does not define itself.
+
+Either way the text is cut to its longest prefix that parses (diffusion decoders fill a fixed
+canvas, so text after the solution is often garbage), and then only what the solution needs is
+kept: every top-level import, and the definitions (functions, classes, assignments) reachable by
+name from the entry points and from whatever the prompt defines (tests may call a prompt's helper) — so a trailing `if __name__ == "__main__":`, `print(...)`, example
+calls, asserts, stray prose, a second (broken) copy of the function or an unrelated definition
+after it are dropped. This module does not run code (`depmask.eval.sandbox` does).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Sequence
+
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+# where code starts after leading prose: an import, def, class, decorator or `NAME = ...`
+_CODE_START = re.compile(r"^(?:from\s+\S+\s+import\s|import\s|def\s|async\s+def\s|class\s|@|[A-Za-z_]\w*\s*(?::[^=]+)?=(?!=))")
+
+
+def strip_fences(text: str, prefer: Iterable[str] = ()) -> str:
+    """The code inside markdown fences: the first fenced block that defines one of `prefer`
+    (else the first python/unlabelled block, else the first block); an unclosed fence runs to
+    the end. Text without fences is returned unchanged."""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    if not blocks:
+        return text
+    names = list(prefer)
+    for _, body in blocks:
+        if any(_defines(body, name) for name in names):
+            return body
+    for lang, body in blocks:
+        if lang in ("", "python", "py", "python3"):
+            return body
+    return blocks[0][1]
+
+
+def _defines(code: str, name: str) -> bool:
+    return re.search(rf"^(?:async\s+)?(?:def|class)\s+{re.escape(name)}\b", code, re.MULTILINE) is not None
+
+
+def parse_prefix(code: str) -> tuple[ast.Module, list[str]]:
+    """The longest prefix of `code` (whole lines) that parses, with its lines."""
+    lines = code.splitlines()
+    for end in range(len(lines), 0, -1):
+        head = lines[:end]
+        try:
+            return ast.parse("\n".join(head)), head
+        except (SyntaxError, ValueError):
+            continue
+    return ast.parse(""), []
+
+
+def _names_used(node: ast.AST) -> set[str]:
+    used = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            used.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            root = sub
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name):
+                used.add(root.id)
+    return used
+
+
+def _defined_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    names = []
+    for target in targets:
+        names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return names
+
+
+def _source(node: ast.stmt, lines: Sequence[str]) -> str:
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    return "\n".join(lines[first - 1 : node.end_lineno])
+
+
+class _Module:
+    """Top-level statements of one parsed source, split into imports and definitions."""
+
+    def __init__(self, code: str):
+        tree, self.lines = parse_prefix(code)
+        self.imports: list[str] = []
+        self.defs: dict[str, tuple[ast.stmt, str]] = {}  # first definition of each name wins
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                self.imports.append(_source(node, self.lines))
+            for name in _defined_names(node):
+                self.defs.setdefault(name, (node, _source(node, self.lines)))
+
+
+def select_definitions(modules: Sequence[_Module], roots: Iterable[str]) -> str:
+    """Imports of every module, then the definitions reachable from `roots` (earlier modules'
+    definitions first: a name is taken from the *last* module that defines it)."""
+    owner: dict[str, tuple[int, ast.stmt, str]] = {}
+    for i, module in enumerate(modules):
+        for name, (node, text) in module.defs.items():
+            owner[name] = (i, node, text)
+    keep: dict[int, tuple[int, int, str]] = {}  # id(node) -> (module, line, text)
+    todo = [r for r in roots if r in owner]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        i, node, text = owner[name]
+        keep[id(node)] = (i, node.lineno, text)
+        todo += [n for n in _names_used(node) if n in owner and n not in seen]
+    imports: list[str] = []
+    for module in modules:
+        imports += [imp for imp in module.imports if imp not in imports]
+    body = [text for _, _, text in sorted(keep.values())]
+    return "\n".join(imports) + ("\n\n\n" if imports and body else "") + "\n\n\n".join(body) + "\n"
+
+
+def extract_code(completion: str, entry_points: Sequence[str], prompt: str = "") -> str:
+    """The program text for a completion that should define `entry_points`.
+
+    Args:
+        completion: the decoded model output (markdown fences allowed).
+        entry_points: the names the tests call (HumanEval: the entry point; MBPP: the functions
+            named in the test asserts).
+        prompt: code the completion continues (HumanEval's signature + docstring); empty for MBPP.
+            Everything it defines is kept (tests may call its helpers directly).
+    """
+    code = strip_fences(completion, prefer=entry_points)
+    lines = code.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    continues = bool(prompt) and first[:1] in (" ", "\t")
+    if not continues and any(_defines(code, name) for name in entry_points):  # a full definition
+        start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), 0)
+        modules = [_Module(prompt)] if prompt else []
+        modules.append(_Module("\n".join(lines[start:])))
+    else:  # a body continuation of the prompt (a later copy of the function loses: first wins)
+        modules = [_Module(prompt + code)]
+    roots = [*entry_points, *_Module(prompt).defs] if prompt else list(entry_points)
+    return select_definitions(modules, roots)
+
+
+def called_names(tests: Iterable[str]) -> list[str]:
+    """Names called in test statements (`assert f(x) == 1` → `f`), builtins excluded, in order."""
+    import builtins
+
+    names: list[str] = []
+    for test in tests:
+        try:
+            tree = ast.parse(test)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                name = node.func.id
+                if not hasattr(builtins, name) and name not in names:
+                    names.append(name)
+    return names

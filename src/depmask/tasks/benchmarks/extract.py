@@ -1,0 +1,286 @@
+r"""Answer extraction and comparison for the math benchmarks.
+
+- GSM8K: the final number of a completion — after `####` if present, else the last `\boxed{}`,
+  else the last "the answer is ...", else the last number in the text. Commas, `$`, a trailing
+  period, negative numbers and decimals are handled; numbers compare by value (`72.00 == 72`).
+- MATH: the content of the last `\boxed{}` / `\fbox{}` (nested braces kept), else the Minerva
+  "Final Answer: The final answer is X." line, else "the answer is X". Answers are normalised the
+  usual way (Hendrycks' `strip_string` plus Minerva's unit/number clean-up): `\left`/`\right`,
+  `\!` and spacing commands, `\dfrac`/`\tfrac`, `\frac12` → `\frac{1}{2}`, `a/b` → `\frac{a}{b}`,
+  `\text{ cm}` units, degrees, `\%`, `$`, thousands separators, trailing `.0`, leading zeros,
+  `x = ` prefixes and all spaces. Two answers are equal when the normalised strings are, or when
+  both parse as exact rationals (integers, decimals, `\frac{a}{b}`, `a/b`) of equal value.
+
+No symbolic algebra (sympy): `\sqrt{2}/2` and `\frac{\sqrt{2}}{2}` are different strings and
+neither is a rational, so they do not match. This module does not tokenize or run code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+# ---- generic ---------------------------------------------------------------------------------
+
+
+def truncate_at(text: str, stops: Iterable[str]) -> str:
+    """`text` up to the earliest occurrence of any string in `stops` (all of it if none)."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            i = text.find(stop)
+            if 0 <= i < cut:
+                cut = i
+    return text[:cut]
+
+
+# ---- numbers (GSM8K) -------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"(?<![\w.])[-−]?\s?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+_ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
+
+
+def normalize_number(text: str) -> str | None:
+    """A number as a canonical string (`"1,234.50"` → `"1234.5"`, `"-$3."` → `"-3"`), or None.
+
+    Accepts `$`, thousands commas, a trailing `.`, `%`, the Unicode minus and surrounding spaces.
+    """
+    s = text.strip().replace("−", "-").replace("$", "").replace(",", "").replace(" ", "")
+    s = s.rstrip(".%")
+    try:
+        value = Decimal(s)
+    except InvalidOperation:
+        return None
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def _last_number(text: str) -> str | None:
+    for match in reversed(_NUMBER.findall(text)):
+        value = normalize_number(match)
+        if value is not None:
+            return value
+    return None
+
+
+def extract_gsm8k(completion: str) -> str | None:
+    """The final numeric answer of a GSM8K completion as a canonical string, or None."""
+    hashes = re.search(r"####\s*(.*)", completion)
+    if hashes:
+        found = _first_number(hashes.group(1))
+        if found is not None:
+            return found
+    boxed = last_boxed(completion)
+    if boxed is not None:
+        found = _last_number(_strip_latex_number(boxed))
+        if found is not None:
+            return found
+    matches = list(_ANSWER_IS.finditer(completion))
+    if matches:
+        found = _first_number(completion[matches[-1].end():])
+        if found is not None:
+            return found
+    return _last_number(completion)
+
+
+def _first_number(text: str) -> str | None:
+    for match in _NUMBER.findall(text):
+        value = normalize_number(match)
+        if value is not None:
+            return value
+    return None
+
+
+def _strip_latex_number(s: str) -> str:
+    return re.sub(r"\\text\{[^{}]*\}|\\[,!;: ]|\\\$|\\%", " ", s).replace("{", "").replace("}", "")
+
+
+def gsm8k_reference(answer_field: str) -> str:
+    """The reference number of a GSM8K `answer` field (the text after `####`)."""
+    tail = answer_field.split("####")[-1]
+    value = normalize_number(tail)
+    if value is None:
+        raise ValueError(f"GSM8K answer field has no number after '####': {answer_field[-80:]!r}")
+    return value
+
+
+def numbers_equal(a: str | None, b: str | None) -> bool:
+    """True iff both are numbers of equal value (strings as `normalize_number` accepts)."""
+    if a is None or b is None:
+        return False
+    na, nb = normalize_number(a), normalize_number(b)
+    return na is not None and nb is not None and Decimal(na) == Decimal(nb)
+
+
+# ---- boxed answers and MATH normalisation ----------------------------------------------------
+
+
+def last_boxed(text: str) -> str | None:
+    r"""The content of the last `\boxed{...}` / `\fbox{...}` (nested braces kept), or of the last
+    `\boxed x` (space form, up to `$` or end of line); None if there is none or it never closes."""
+    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\s*(\{)?", text)]
+    if not starts:
+        return None
+    m = starts[-1]
+    if m.group(1) is None:  # `\boxed 5$`
+        rest = text[m.end():]
+        return re.split(r"[$\n]", rest, maxsplit=1)[0].strip() or None
+    depth, i = 1, m.end()
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":  # skip escaped braces `\{` `\}`
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[m.end():i]
+        i += 1
+    return None
+
+
+_FINAL_ANSWER = re.compile(r"final answer is\s*(.+?)\.?\s*(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE)
+
+
+def extract_math(completion: str) -> str | None:
+    r"""The raw (unnormalised) final answer of a MATH completion: the last `\boxed{}`, else the
+    Minerva `Final Answer: The final answer is X.` line, else the last `the answer is X`."""
+    boxed = last_boxed(completion)
+    if boxed is not None:
+        return boxed
+    finals = _FINAL_ANSWER.findall(completion)
+    if finals:
+        return _strip_dollars(finals[-1])
+    matches = list(_ANSWER_IS.finditer(completion))
+    if matches:
+        rest = completion[matches[-1].end():].strip()
+        line = re.split(r"\n|(?<![\d\\])\.(?:\s|$)", rest, maxsplit=1)[0]
+        return _strip_dollars(line) or None
+    return None
+
+
+def _strip_dollars(s: str) -> str:
+    s = s.strip()
+    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s[1:-1].strip()
+    return s
+
+
+_UNIT_WORDS = (
+    "units", "unit", "sq", "square", "cubic", "degrees", "degree", "cm", "mm", "km", "m", "meters",
+    "meter", "inches", "inch", "feet", "foot", "ft", "yards", "yard", "miles", "mile", "hours",
+    "hour", "minutes", "minute", "seconds", "second", "days", "day", "weeks", "week", "dollars",
+    "dollar", "cents", "cent", "pounds", "pound", "mph", "points", "cups", "gallons", "liters",
+    "ounces",
+)  # fmt: skip
+_UNITS = "|".join(sorted(_UNIT_WORDS, key=len, reverse=True))
+# `\text{ cm}^2`, `\mbox{inches}`, `\mathrm{m}`: group 1 the text, group 2 a power after it
+_TEXT = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{\s*([^{}]*?)\s*\}(\s*\^\s*\{?\d\}?)?")
+_PLAIN_UNIT = re.compile(rf"(?<=[\d}}])\s*(?:(?:{_UNITS})\b\s*)+(?:\^\s*\{{?\d\}}?)?\s*$")
+
+
+def _unit_or_text(m: re.Match) -> str:
+    """Drop `\text{...}` that is a unit (with its power); keep other text (`\text{(A)}` → `(A)`)."""
+    words = m.group(1).lower().split()
+    if words and all(w.rstrip(".") in _UNIT_WORDS for w in words):
+        return ""
+    return m.group(1) + (m.group(2) or "")
+
+
+def _fix_fracs(s: str) -> str:
+    r"""`\frac12` → `\frac{1}{2}`, `\frac1{b}` → `\frac{1}{b}`, `\frac{a}2` → `\frac{a}{2}`."""
+    parts = s.split("\\frac")
+    out = parts[0]
+    for part in parts[1:]:
+        out += "\\frac"
+        if part.startswith("{"):
+            close = _matching_brace(part, 0)
+            if close is not None and close + 1 < len(part) and part[close + 1] != "{":
+                part = part[: close + 1] + "{" + part[close + 1] + "}" + part[close + 2:]
+            out += part
+        elif len(part) >= 2:
+            a, b, rest = part[0], part[1], part[2:]
+            out += "{" + a + "}" + ("{" + b + "}" if b != "{" else "{") + rest
+        else:
+            out += part
+    return out
+
+
+def _matching_brace(s: str, start: int) -> int | None:
+    depth = 0
+    for i in range(start, len(s)):
+        if s[i] == "{":
+            depth += 1
+        elif s[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _fix_sqrt(s: str) -> str:
+    r"""`\sqrt3` → `\sqrt{3}`."""
+    return re.sub(r"\\sqrt\s*([^{\s\\])", r"\\sqrt{\1}", s)
+
+
+def normalize_math(answer: str) -> str:
+    """The normalised form of a MATH answer (see the module docstring for every rule)."""
+    s = _strip_dollars(answer.strip().replace("\n", " "))
+    s = s.replace("\\!", "").replace("\\\\", "\\")
+    s = re.sub(r"\\(?:displaystyle|textstyle)", "", s)
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
+    s = re.sub(r"\\left\s*|\\right\s*", "", s)
+    s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree", "", s)
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
+    s = _TEXT.sub(_unit_or_text, s)
+    s = _PLAIN_UNIT.sub("", s)
+    s = re.sub(r"\\[,;: ]", " ", s).strip().rstrip(".").strip()
+    if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2:  # `x = 5` -> `5`
+        s = s.split("=")[1]
+    s = _fix_sqrt(s).replace(" ", "")
+    s = _fix_fracs(s)
+    m = re.fullmatch(r"(-?\d+)/(\d+)", s)  # a/b -> \frac{a}{b}
+    if m:
+        s = f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}"
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):  # thousands separators
+        s = s.replace(",", "")
+    if re.fullmatch(r"-?\d*\.?\d+", s):  # plain numbers: no leading zeros, no trailing .0
+        s = normalize_number(s) or s
+    return s
+
+
+def _as_rational(s: str) -> Fraction | None:
+    r"""An exact rational for an integer, decimal, `a/b` or `\frac{a}{b}` (optionally signed)."""
+    t = s.replace(" ", "")
+    sign = 1
+    if t.startswith("-"):
+        sign, t = -1, t[1:]
+    m = re.fullmatch(r"\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", t) or re.fullmatch(
+        r"(-?\d+(?:\.\d+)?)/(-?\d+(?:\.\d+)?)", t)
+    try:
+        if m:
+            den = Fraction(m.group(2))
+            return None if den == 0 else sign * Fraction(m.group(1)) / den
+        if re.fullmatch(r"\d*\.?\d+", t):
+            return sign * Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def math_equal(prediction: str | None, reference: str) -> bool:
+    """True iff the two MATH answers agree after normalisation, or as exact rationals."""
+    if prediction is None:
+        return False
+    a, b = normalize_math(prediction), normalize_math(reference)
+    if a == b:
+        return True
+    ra, rb = _as_rational(a), _as_rational(b)
+    return ra is not None and ra == rb

