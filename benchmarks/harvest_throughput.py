@@ -24,7 +24,13 @@ from pathlib import Path
 
 import torch
 
-from depmask.data_gen import HarvestConfig, build_items, group_items, harvest_group, records_to_table
+from depmask.data_gen import (
+    HarvestConfig,
+    build_items,
+    group_items,
+    harvest_group,
+    records_to_table,
+)
 from depmask.data_gen.shards import write_shard
 from depmask.models import HFDenoiser
 
