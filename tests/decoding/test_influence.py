@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from depmask.decoding.influence import (
-    denoiser_forward,
     chunk_for_budget,
+    denoiser_forward,
     gather_positions,
     pairwise_influence,
     top_values,
