@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from jsonargparse import CLI
 
 from depmask.commands.decode import decode
+from depmask.commands.eval_decode import eval_decode
 from depmask.commands.harvest_verify import harvest_verify
 from depmask.commands.mdlm_evaluate import mdlm_evaluate
 from depmask.commands.quickstart import quickstart
@@ -22,7 +23,8 @@ COMMANDS: dict = {
     "quickstart": quickstart,
     "decode": decode,
     "tasks": {"show": tasks_show},
-    "harvest": {"verify": harvest_verify},  # `depmask harvest --config ...` runs the harvest, below
+    "harvest": {"verify": harvest_verify},
+    "eval": {"decode": eval_decode},  # `depmask harvest --config ...` runs the harvest, below
     "mdlm": {"evaluate": mdlm_evaluate},  # `mdlm fit|validate` go to LightningCLI, below
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")

@@ -1,0 +1,34 @@
+"""The accuracy-vs-TPF frontier plot: one panel per task, one line per policy across its sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_frontier(rows: list[dict], path: str | Path, x: str = "tpf") -> Path:
+    """Save the frontier of `rows` (summary rows) to `path` (PNG); returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.5 * max(len(tasks), 1), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [r for r in rows if r["task"] == task]
+        for policy in dict.fromkeys(r["policy"] for r in mine):
+            pts = sorted((r[x], 100 * r["accuracy"]) for r in mine if r["policy"] == policy)
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, label=policy)
+        ax.set_title(task)
+        ax.set_xlabel("tokens per forward (TPF)" if x == "tpf" else x)
+        ax.set_ylim(-5, 105)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,123 @@
+"""The decoding benchmark: tasks × policies × knob sweeps through the shared loop.
+
+Every run (task, policy preset, knob values) decodes the same items in batches, grades them,
+appends one JSONL row per item (`items/<task>/<run>.jsonl`: id, completion, correct, NFE, probe
+NFE, TPF, AFP, Kendall τ, commit steps, seconds) and is summarised into one row (`summary.py`).
+Re-running skips items already written. The per-item file is the source of truth: summaries,
+`summary.json` and the frontier plot are recomputed from it. It does not train or harvest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from depmask.decoding import build_policy, generate
+from depmask.eval.items import append_items, done_ids, read_items, run_slug
+from depmask.eval.summary import summarize
+from depmask.eval.task_adapter import TaskAdapter
+
+
+@dataclass
+class PolicySweep:
+    """A policy preset, fixed knobs, and a grid of knob values to sweep.
+
+    Example: `{name: threshold, sweep: {threshold: [0.5, 0.7, 0.9]}}` is three runs;
+    `{name: demask, knobs: {head: models/tiny-tasks-head}, sweep: {epsilon: [0.05, 0.2]}}` two.
+    """
+
+    name: str
+    knobs: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
+
+    def expand(self) -> list[dict[str, Any]]:
+        keys = list(self.sweep)
+        for k in keys:
+            if not isinstance(self.sweep[k], list) or not self.sweep[k]:
+                raise ValueError(f"policy {self.name!r}: `sweep.{k}` ({self.sweep[k]!r}) must be a non-empty list")
+        combos = itertools.product(*(self.sweep[k] for k in keys)) if keys else [()]
+        return [{**self.knobs, **dict(zip(keys, values))} for values in combos]
+
+
+def _row_items(res, b: int, committed, seconds: float, examples, completions, correct) -> list[dict]:
+    tpf, afp, tau = res.tpf().tolist(), res.afp().tolist(), res.kendall_tau().tolist()
+    probe = res.probe_nfe.tolist() if res.probe_nfe is not None else [0] * b
+    return [{"id": ex.id, "completion": comp, "correct": bool(ok), "nfe": int(res.nfe[i]), "probe_nfe": int(probe[i]),
+             "tpf": tpf[i], "afp": afp[i] if afp[i] == afp[i] else None,
+             "kendall_tau": tau[i] if tau[i] == tau[i] else None, "committed": int(committed[i]),
+             "commit_step": res.commit_step[i].tolist(), "seconds": seconds / b}
+            for i, (ex, comp, ok) in enumerate(zip(examples, completions, correct))]
+
+
+def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examples, items_path: Path, *,
+            batch_size: int, temperature: float, gen_length: int, block_length: int, steps: int | None,
+            seed: int, bar=None) -> dict:
+    """Decode the items of one run that are not in `items_path` yet; returns its summary row."""
+    tokenizer = denoiser.tokenizer
+    rows = read_items(items_path)
+    have = done_ids(rows)
+    todo = [ex for ex in examples if ex.id not in have]
+    if bar is not None:
+        bar.update(len(examples) - len(todo))
+    policy = build_policy(policy_name, **knobs) if todo else None
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        prompts = [adapter.prompt_ids(ex, tokenizer) for ex in chunk]
+        gen = torch.Generator(denoiser.device).manual_seed(seed) if temperature > 0 else None
+        t0 = time.perf_counter()
+        res = generate(denoiser, prompts, policy, gen_length=gen_length, block_length=block_length,
+                       steps=steps or gen_length, temperature=temperature, generator=gen, pad_id=pad_id)
+        seconds = time.perf_counter() - t0
+        completions = [adapter.completion(r, tokenizer, denoiser.eos_ids) for r in res.generated.tolist()]
+        correct = adapter.grade(chunk, completions)
+        new = _row_items(res, len(chunk), res.committed.tolist(), seconds, chunk, completions, correct)
+        append_items(items_path, new)
+        rows += new
+        if bar is not None:
+            bar.update(len(chunk))
+    wanted = {ex.id for ex in examples}
+    return summarize(adapter.name, policy_name, _plain(knobs), [r for r in rows if r["id"] in wanted])
+
+
+def _plain(knobs: dict) -> dict:
+    return {k: v for k, v in knobs.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], output: str | Path, *,
+                    n: int | None = 200, split: str = "test", seed: int = 0, batch_size: int = 64,
+                    temperature: float = 0.0, gen_length: int | None = None, block_length: int | None = None,
+                    steps: int | None = None, task_kwargs: dict[str, dict] | None = None) -> list[dict]:
+    """Every task × every expanded policy run; returns the summary rows (and writes items)."""
+    out = Path(output)
+    plan = []
+    for task_name in tasks:
+        adapter = TaskAdapter.build(task_name, **(task_kwargs or {}).get(task_name, {}))
+        examples = adapter.examples(split, n, seed)
+        g = gen_length or adapter.gen_length
+        blk = block_length or (g if gen_length else adapter.block_length)
+        for sweep in policies:
+            for knobs in sweep.expand():
+                plan.append((adapter, examples, sweep.name, knobs, g, blk))
+    rows = []
+    total = sum(len(p[1]) for p in plan)
+    index = {}
+    with tqdm(total=total, desc="eval decode", unit="item", dynamic_ncols=True) as bar:
+        for adapter, examples, name, knobs, g, blk in plan:
+            slug = run_slug(name, knobs)
+            bar.set_postfix(task=adapter.name, policy=name)
+            path = out / "items" / adapter.name / f"{slug}.jsonl"
+            rows.append(run_one(denoiser, adapter, name, knobs, examples, path, batch_size=batch_size,
+                                temperature=temperature, gen_length=g, block_length=blk, steps=steps,
+                                seed=seed, bar=bar))
+            index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": name, "knobs": knobs,
+                                               "gen_length": g, "block_length": blk}
+    (out / "runs.json").write_text(json.dumps(index, indent=2, default=str))
+    return rows

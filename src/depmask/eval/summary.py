@@ -1,0 +1,60 @@
+"""From per-item rows to one summary row per run, and the printed table.
+
+A summary row holds `task`, `policy` (the preset name), the knob values, `accuracy` with its 95 %
+Wilson interval (`accuracy_lo`, `accuracy_hi`), mean `nfe`, `probe_nfe`, `tpf`, `afp`,
+`kendall_tau`, `tokens_per_s` (committed answer tokens per second of decoding), `seconds` and `n`
+— plain JSON that other tools read without depmask. It does not decode.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion (sensible at 0 % and 100 %)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _mean(values) -> float:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def summarize(task: str, policy: str, knobs: dict, items: list[dict]) -> dict:
+    n = len(items)
+    correct = sum(bool(r["correct"]) for r in items)
+    lo, hi = wilson_interval(correct, n)
+    seconds = sum(r["seconds"] for r in items)
+    tokens = sum(r["committed"] for r in items)
+    return {
+        "task": task, "policy": policy, **knobs,
+        "accuracy": correct / n if n else math.nan, "accuracy_lo": lo, "accuracy_hi": hi,
+        "nfe": _mean(r["nfe"] for r in items), "probe_nfe": _mean(r.get("probe_nfe", 0) for r in items),
+        "tpf": _mean(r["tpf"] for r in items), "afp": _mean(r["afp"] for r in items),
+        "kendall_tau": _mean(r["kendall_tau"] for r in items),
+        "tokens_per_s": tokens / seconds if seconds > 0 else math.nan, "seconds": seconds, "n": n,
+    }
+
+
+def knob_text(row: dict) -> str:
+    skip = {"task", "policy", "accuracy", "accuracy_lo", "accuracy_hi", "nfe", "probe_nfe", "tpf", "afp",
+            "kendall_tau", "tokens_per_s", "seconds", "n", "head"}
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in skip)
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'task':<12} {'policy':<15} {'knobs':<28} {'accuracy (95% CI)':>22} {'NFE':>7} {'TPF':>6} "
+            f"{'AFP':>6} {'tok/s':>8} {'tau':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        acc = f"{100 * r['accuracy']:.1f} [{100 * r['accuracy_lo']:.1f}, {100 * r['accuracy_hi']:.1f}]"
+        lines.append(f"{r['task']:<12} {r['policy']:<15} {knob_text(r)[:28]:<28} {acc:>22} {r['nfe']:>7.2f} "
+                     f"{r['tpf']:>6.2f} {r['afp']:>6.2f} {r['tokens_per_s']:>8.1f} {r['kendall_tau']:>6.2f}")
+    return "\n".join(lines)

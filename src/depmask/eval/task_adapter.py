@@ -1,0 +1,61 @@
+"""One interface over the synthetic tasks and the real benchmarks, for the decode runner.
+
+A synthetic task (`sudoku4`, ...) speaks space-separated tokens of the embedded tokenizer and has
+a fixed answer length; a benchmark (`gsm8k`, ...) speaks text, has a prompt format and a
+generation length, and grades in batches (code in a sandbox). `TaskAdapter` gives both the same
+five operations: examples, prompt ids, completion text, grading, and the canvas lengths. It
+does not decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from depmask.tasks import BENCHMARKS, TASKS, Example, get_benchmark, get_task
+
+
+@dataclass
+class TaskAdapter:
+    name: str
+    task: Any
+    synthetic: bool
+
+    @classmethod
+    def build(cls, name: str, **kwargs) -> TaskAdapter:
+        if name in TASKS:
+            return cls(name, get_task(name, **kwargs), True)
+        if name in BENCHMARKS:
+            return cls(name, get_benchmark(name, **kwargs), False)
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS) + sorted(BENCHMARKS)}")
+
+    @property
+    def gen_length(self) -> int:
+        return self.task.answer_length if self.synthetic else self.task.gen_length
+
+    @property
+    def block_length(self) -> int:
+        return self.gen_length if self.synthetic else self.task.block_length
+
+    def examples(self, split: str, n: int | None, seed: int) -> list[Example]:
+        if self.synthetic:
+            if n is None:
+                raise ValueError(f"task {self.name!r} is generated: give `n`, the number of items")
+            return self.task.examples(split, n, seed=seed)
+        return self.task.examples(split, n, seed=seed if seed else None)
+
+    def prompt_ids(self, example: Example, tokenizer) -> list[int]:
+        if self.synthetic:
+            return tokenizer.convert_tokens_to_ids(example.prompt.split())
+        return self.task.prompt_ids(example, tokenizer)
+
+    def completion(self, ids: Sequence[int], tokenizer, eos_ids: Sequence[int] = ()) -> str:
+        if self.synthetic:
+            return " ".join(tokenizer.convert_ids_to_tokens(list(ids)))
+        return self.task.completion_text(ids, tokenizer, eos_ids)
+
+    def grade(self, examples: Sequence[Example], completions: Sequence[str]) -> list[bool]:
+        if self.synthetic:
+            return [bool(self.task.score(e, c)) for e, c in zip(examples, completions)]
+        return [g.correct for g in self.task.grade(examples, completions)]

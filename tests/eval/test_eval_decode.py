@@ -1,0 +1,74 @@
+"""`depmask eval decode`: sweeps, per-item JSONL, resume, summary format, plots, configs."""
+
+import json
+
+import pytest
+
+from depmask.cli import main
+from depmask.eval.items import read_items, run_slug
+from depmask.eval.runner import PolicySweep
+from depmask.eval.summary import wilson_interval
+from tests.conftest import EMBEDDED, ROOT
+
+SMALL = ["--model.path", str(EMBEDDED), "--tasks", "[sort, permutation]", "--n", "6", "--batch_size", "4",
+         "--policies", "[{name: low_confidence}, {name: threshold, sweep: {threshold: [0.5, 0.9]}}]"]
+
+
+def test_sweep_expansion_and_errors():
+    runs = PolicySweep("threshold", knobs={"x": 1}, sweep={"threshold": [0.5, 0.9], "y": [1, 2]}).expand()
+    assert len(runs) == 4 and {"x": 1, "threshold": 0.5, "y": 2} in runs
+    assert PolicySweep("low_confidence").expand() == [{}]
+    with pytest.raises(ValueError, match=r"sweep.threshold"):
+        PolicySweep("threshold", sweep={"threshold": []}).expand()
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(20, 20)
+    assert hi == 1.0 and 0.8 < lo < 0.85
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.35
+    lo, hi = wilson_interval(50, 100)
+    assert lo < 0.5 < hi and abs((hi - lo) - 0.19) < 0.01
+
+
+def test_eval_decode_writes_items_summary_plot_and_resumes(tmp_path, capsys):
+    out = tmp_path / "ev"
+    main(["eval", "decode", *SMALL, "--output", str(out)])
+    rows = json.loads((out / "summary.json").read_text())
+    assert len(rows) == 6  # 2 tasks × 3 runs
+    for r in rows:
+        for key in ("task", "policy", "accuracy", "accuracy_lo", "accuracy_hi", "nfe", "tpf", "afp", "tokens_per_s", "n"):
+            assert key in r, key
+        assert r["n"] == 6 and r["accuracy_lo"] <= r["accuracy"] <= r["accuracy_hi"]
+    low = next(r for r in rows if r["task"] == "permutation" and r["policy"] == "low_confidence")
+    assert low["nfe"] == 6 and low["tpf"] == 1.0
+    assert {r.get("threshold") for r in rows if r["policy"] == "threshold"} == {0.5, 0.9}
+    assert (out / "frontier.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
+    table = capsys.readouterr().out
+    assert "accuracy (95% CI)" in table
+
+    items = out / "items" / "sort" / f"{run_slug('threshold', {'threshold': 0.5})}.jsonl"
+    first = read_items(items)
+    assert len(first) == 6 and {"id", "completion", "correct", "nfe", "commit_step"} <= set(first[0])
+    # interrupt: drop two rows and tear the last line, then run again
+    lines = items.read_text().splitlines(keepends=True)
+    items.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+    main(["eval", "decode", *SMALL, "--output", str(out)])
+    again = read_items(items)
+    assert [r["id"] for r in again] == [r["id"] for r in first[:3]] + [r["id"] for r in first[3:]]
+    assert [r["completion"] for r in again] == [r["completion"] for r in first]
+    assert len(json.loads((out / "summary.json").read_text())) == 6
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "eval").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_eval_configs_parse(path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "decode", "--config", str(path), "--print_config"])
+    assert e.value.code in (0, None)
+    import yaml
+
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["tasks"] and cfg["policies"] and cfg["model"]["path"]
+    from depmask.decoding.policies import POLICIES
+
+    assert all(p["name"] in POLICIES for p in cfg["policies"])
