@@ -31,3 +31,14 @@ def test_harvest_throughput_benchmark_runs(tmp_path):
     row = json.loads(out.read_text())
     assert row["states"] == 4 * 16 and row["perturbed_forwards"] >= 1 and row["ratio"] > 0
     assert "pairs/s" in done.stdout
+
+
+def test_selection_overhead_benchmark_runs(tmp_path):
+    out = tmp_path / "sel.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--batch", "2", "--repeats", "1",
+         "--threads", "1", "--head", str(ROOT / "models" / "tiny-tasks-head"), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "ratio" in done.stdout

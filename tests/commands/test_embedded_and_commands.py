@@ -30,17 +30,29 @@ def test_shipped_model_quality_and_the_parallel_gap(embedded):
 
 
 @pytest.mark.slow
-def test_quickstart_writes_table_summary_and_plot(tmp_path, capsys):
-    main(["quickstart", "--n", "12", "--tasks", "[sudoku4, permutation]", "--out_dir", str(tmp_path)])
+def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
+    args = ["quickstart", "--out_dir", str(tmp_path), "--harvest_examples", "12", "--states_per_example", "2",
+            "--head_epochs", "1", "--n", "8"]
+    main(args)
     rows = json.loads((tmp_path / "summary.json").read_text())
-    assert {r["policy"] for r in rows} >= {"low_confidence", "threshold", "entropy_bound", "dilated", "factor"}
+    assert {r["policy"] for r in rows} == {"low_confidence", "threshold", "entropy_bound", "dilated", "clad",
+                                           "demask", "oracle"}
+    assert {r["task"] for r in rows} == {"sudoku4", "permutation"}
     for r in rows:
-        assert {"task", "policy", "accuracy", "nfe", "tpf", "seconds"} <= set(r)
-        assert 0 <= r["accuracy"] <= 1 and r["nfe"] >= 1
-    thr = next(r for r in rows if r["policy"] == "threshold")
-    assert thr["threshold"] == 0.9  # knob values are in the rows
+        assert {"task", "policy", "accuracy", "nfe", "tpf", "afp", "n"} <= set(r)
+        assert 0 <= r["accuracy"] <= 1 and r["nfe"] >= 1 and r["n"] == 8
+    assert any(r["policy"] == "oracle" and r["probe_nfe"] > 0 for r in rows)
+    assert {r.get("threshold") for r in rows if r["policy"] == "threshold"} == {0.5, 0.7, 0.9, 0.99}
     assert (tmp_path / "frontier.png").stat().st_size > 1000
-    assert "low_confidence" in capsys.readouterr().out
+    assert (tmp_path / "head" / "model.safetensors").is_file() and (tmp_path / "harvest" / "manifest.json").is_file()
+    top = json.loads((tmp_path / "headline.json").read_text())
+    assert {(r["task"], r["policy"]) for r in top} >= {("sudoku4", "demask"), ("permutation", "oracle")}
+    printed = capsys.readouterr().out
+    assert "TPF at the accuracy of one-token-per-step" in printed
+    # every stage's output is reused: a second run decodes nothing new and trains nothing
+    main(args)
+    assert json.loads((tmp_path / "summary.json").read_text())[0]["n"] == 8
+    assert "[2/3]" in capsys.readouterr().out
 
 
 def test_decode_command_on_the_embedded_model(capsys):

@@ -6,8 +6,26 @@ import torch
 from depmask.decoding import POLICIES, StepState, generate
 from depmask.decoding.policies import build_policy
 
+
+class FakeHead:
+    """Stands in for a trained `DependencyHead`: influence = sigmoid(h_i · h_j), valid pairs only."""
+
+    def predict(self, hidden, positions, valid, confidence=None, entropy=None):
+        pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(valid.shape[1], dtype=torch.bool)
+        return torch.sigmoid(hidden.float() @ hidden.float().transpose(1, 2)) * pair
+
+    def __repr__(self) -> str:  # stable test ids
+        return "FakeHead()"
+
+
+# Defaults that cannot run alone: `demask` needs a trained head (a fake one here); `oracle` needs
+# the loop's probe forwards, which hand-made states lack — tests/decoding/test_scorers.py runs it
+# through `generate()` and checks the same contract there.
+NEEDS_INPUT = {"demask": {"head": FakeHead()}}
+PROBING = {"oracle"}
+
 # every policy at its defaults, plus knob settings that stress the rule
-CASES = [(name, {}) for name in POLICIES] + [
+CASES = [(name, NEEDS_INPUT.get(name, {})) for name in POLICIES if name not in PROBING] + [
     ("threshold", {"threshold": 1.0}),
     ("threshold", {"threshold": 0.05}),
     ("factor", {"factor": 0.1}),
@@ -15,6 +33,15 @@ CASES = [(name, {}) for name in POLICIES] + [
     ("entropy_bound", {"gamma": 0.0}),
     ("entropy_bound", {"gamma": 100.0}),
     ("dilated", {"base": 3}),
+    ("clad", {"threshold": 0.0}),
+    ("clad", {"threshold": 1.0}),
+    ("demask", {"head": FakeHead(), "epsilon": 0.0}),
+    ("demask", {"head": FakeHead(), "epsilon": 100.0, "confidence_floor": 0.5}),
+    ("guided", {"units": "cluster", "rule": "budget", "scorer": "attention", "epsilon": 0.05}),
+    ("guided", {"units": "token", "rule": "conflict", "scorer": "head", "head": FakeHead()}),
+    ("guided", {"units": "cluster", "rule": "conflict", "scorer": "none"}),
+    ("guided", {"rule": "budget", "skip_blocked": True, "epsilon": 0.02}),
+    ("guided", {"units": "cluster", "rule": "conflict", "edge_threshold": 0.0}),
 ]
 IDS = [f"{n}-{k}" if k else n for n, k in CASES]
 

@@ -86,9 +86,12 @@ def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):
 def test_default_logger_is_wandb_offline_with_the_head_artifact(harvest, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    fit(harvest, tmp_path, "--trainer.max_steps", "2")
+    import wandb
+
+    try:
+        fit(harvest, tmp_path, "--trainer.max_steps", "2", "--trainer.logger.init_args.save_dir", str(tmp_path))
+    finally:
+        wandb.finish()  # a live run would be reused by the next WandbLogger in this process
     assert os.environ["WANDB_MODE"] == "offline"
     assert list(tmp_path.rglob("offline-run-*")), "no offline wandb run written"
     assert list(tmp_path.rglob("*.wandb"))

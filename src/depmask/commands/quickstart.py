@@ -1,10 +1,15 @@
-"""`depmask quickstart`: the main job on the embedded default model, with no arguments.
+"""`depmask quickstart`: the tour of the whole mission on the embedded model, with no arguments.
 
-Decodes a sample of each task's held-out test split with every decoding policy depmask ships (at
-its default knobs, temperature 0), scores each completion with the task's exact verifier, prints
-a task × policy table (accuracy, NFE, TPF, seconds), and writes `summary.json` (a list of rows:
-task, policy, its knob values, accuracy, nfe, tpf, seconds, n) and `frontier.png` (accuracy
-against tokens per forward). It does not train or harvest anything.
+1. harvest — decoding states of `sudoku4` and `permutation` (train split) with their empirical
+   pairwise influences (`<out>/harvest`, a normal harvest directory: `depmask harvest verify` it);
+2. head — a dependency head trained on them (`<out>/head`, loadable by
+   `depmask decode --policy demask --policy.head <out>/head`);
+3. decode — the held-out test split with one-token-per-step, `threshold`, `entropy_bound`,
+   `dilated`, `clad`, `demask` and `oracle`, each over a small knob sweep (`<out>/eval`, the same
+   layout as `depmask eval decode`; re-running resumes);
+then the table, the headline (the TPF each policy reaches at one-token-per-step accuracy),
+`summary.json` (one row per run: task, policy, knobs, accuracy, nfe, tpf, ...) and
+`frontier.png`. Each stage reuses what an earlier run left in `<out>`.
 """
 
 from __future__ import annotations
@@ -12,11 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
-from depmask.decoding import POLICIES, build_policy
-from depmask.eval import DEFAULT_TASKS, score_task
-from depmask.tasks import get_task
+from depmask.eval.headline import headline, headline_table
+from depmask.eval.plots import plot_frontier
+from depmask.eval.runner import PolicySweep
+from depmask.eval.summary import table
 
 
 def embedded_model_path() -> Path:
@@ -27,79 +31,77 @@ def embedded_model_path() -> Path:
     return Path(__file__).resolve().parents[3] / "models" / "tiny-tasks"
 
 
+def comparison_policies(head: str) -> list[PolicySweep]:
+    """Today's decoders and the dependency-guided ones, each over a small sweep."""
+    return [
+        PolicySweep("low_confidence"),
+        PolicySweep("threshold", sweep={"threshold": [0.5, 0.7, 0.9, 0.99]}),
+        PolicySweep("entropy_bound", sweep={"gamma": [0.1, 0.3, 1.0]}),
+        PolicySweep("dilated", sweep={"base": [2]}),
+        PolicySweep("clad", sweep={"threshold": [0.5, 0.7, 0.9]}),
+        PolicySweep("demask", knobs={"head": head}, sweep={"epsilon": [0.3, 1.0, 3.0]}),
+        PolicySweep("oracle", sweep={"epsilon": [0.3, 1.0, 3.0]}),
+    ]
+
+
 def quickstart(
     model: str | None = None,
-    tasks: list[str] = DEFAULT_TASKS,  # noqa: B006
-    policies: list[str] | None = None,
+    out_dir: str = "outputs/quickstart",
+    tasks: list[str] | None = None,
+    harvest_examples: int = 150,
+    states_per_example: int = 4,
+    head_epochs: int = 3,
     n: int = 100,
     seed: int = 0,
-    out_dir: str = "outputs/quickstart",
     device: str | None = None,
 ) -> list[dict]:
-    """Decode every task with every policy on the embedded model; table, summary.json, plot.
+    """Harvest → train a head → decode with every policy; table, headline, summary.json, plot.
 
     Args:
         model: model directory (default: the shipped `models/tiny-tasks`).
-        tasks: task names.
-        policies: policy presets (default: all of them).
-        n: test items per task.
-        seed: seed of the test-item draw.
-        out_dir: where `summary.json` and `frontier.png` go.
-        device: torch device (default: cpu).
+        out_dir: where every stage writes (and, when re-run, resumes from).
+        tasks: tasks to harvest and decode (default: sudoku4, permutation).
+        harvest_examples: train examples per task for the harvest.
+        states_per_example: decoding states kept per harvested example.
+        head_epochs: training epochs of the head.
+        n: held-out test items per task for the decoding comparison.
+        seed: seeds the harvest, the head and the test-item draw.
+        device: torch device for the harvest and decoding (default: cpu).
     """
+    from depmask.data_gen import HarvestConfig
+    from depmask.data_gen.verify import verify_harvest
+    from depmask.eval.runner import run_decode_eval
     from depmask.models import HFDenoiser
+    from depmask.train.harvest import run_harvest
+    from depmask.train.head_fit import train_head
 
+    tasks = tasks or ["sudoku4", "permutation"]
     path = Path(model) if model else embedded_model_path()
-    policies = list(policies or POLICIES)
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        raise ValueError(f"`policies` has unknown presets {unknown}; expected some of {sorted(POLICIES)}")
-    den = HFDenoiser.from_pretrained(path, device=device or "cpu")
-    if den.tokenizer is None:
-        raise ValueError(f"model {str(path)!r} has no tokenizer; the tasks need one")
-    rows = []
-    jobs = [(t, p) for t in tasks for p in policies]
-    for task_name, policy_name in tqdm(jobs, desc="quickstart", unit="decode"):
-        task = get_task(task_name)
-        policy = build_policy(policy_name)
-        result = score_task(den, den.tokenizer, task, policy, n, seed)
-        rows.append({"task": task_name, "policy": policy_name, **policy.knobs(), **result})
-    print(_table(rows))
     out = Path(out_dir)
+    accel = "cpu" if (device or "cpu") == "cpu" else "gpu"
+
+    print(f"[1/3] harvest → {out / 'harvest'}")
+    cfg = HarvestConfig(model=str(path), output=str(out / "harvest"), tasks=tasks, examples_per_task=harvest_examples,
+                        states_per_example=states_per_example, seed=seed, batch_size=50)
+    if not verify_harvest(cfg.output).ok:
+        run_harvest(cfg, {"accelerator": accel})
+
+    head_dir = out / "head"
+    print(f"[2/3] dependency head → {head_dir}")
+    if not (head_dir / "model.safetensors").is_file():
+        _, metrics = train_head(cfg.output, head_dir, epochs=head_epochs, seed=seed)
+        print("head: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+
+    print(f"[3/3] decode the test split → {out / 'eval'}")
+    den = HFDenoiser.from_pretrained(path, device=device or "cpu")
+    rows = run_decode_eval(den, tasks, comparison_policies(str(head_dir)), out / "eval", n=n, seed=seed,
+                           batch_size=n)
+    print(table(rows))
+    top = headline(rows)
+    print(headline_table(top))
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
+    (out / "headline.json").write_text(json.dumps(top, indent=2))
     plot_frontier(rows, out / "frontier.png")
-    print(f"wrote {out / 'summary.json'} and {out / 'frontier.png'}")
+    print(f"wrote {out / 'summary.json'}, {out / 'headline.json'} and {out / 'frontier.png'}")
     return rows
-
-
-def _table(rows: list[dict]) -> str:
-    lines = [f"{'task':<12} {'policy':<15} {'accuracy':>9} {'NFE':>7} {'TPF':>6} {'seconds':>8}"]
-    for r in rows:
-        lines.append(f"{r['task']:<12} {r['policy']:<15} {100 * r['accuracy']:>8.1f}% {r['nfe']:>7.2f} "
-                     f"{r['tpf']:>6.2f} {r['seconds']:>8.2f}")
-    return "\n".join(lines)
-
-
-def plot_frontier(rows: list[dict], path: Path) -> None:
-    """One panel per task: accuracy against tokens per forward, one labelled point per policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for r in (r for r in rows if r["task"] == task):
-            ax.scatter(r["tpf"], 100 * r["accuracy"], s=25)
-            ax.annotate(r["policy"], (r["tpf"], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.set_title(task)
-        ax.set_xlabel("tokens per forward (TPF)")
-        ax.set_ylim(-5, 105)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

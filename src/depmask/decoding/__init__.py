@@ -1,17 +1,24 @@
-"""The decoding loop, its step state, its metrics and the parallel-unmasking policies."""
+"""The decoding loop, its step state, its metrics, the parallel-unmasking policies, the dependency
+scorers and the shared greedy selector."""
 
 from depmask.decoding.loop import build_canvas, check_lengths, generate
 from depmask.decoding.policies import POLICIES, Policy, build_policy
 from depmask.decoding.result import DecodeResult
+from depmask.decoding.scorers import SCORERS, Scorer, build_scorer
+from depmask.decoding.selector import greedy_select
 from depmask.decoding.state import StepState
 
 __all__ = [
     "POLICIES",
+    "SCORERS",
     "DecodeResult",
     "Policy",
+    "Scorer",
     "StepState",
     "build_canvas",
     "build_policy",
+    "build_scorer",
     "check_lengths",
     "generate",
+    "greedy_select",
 ]

@@ -113,6 +113,8 @@ def generate(
         raise ValueError(f"`temperature` ({temperature}) must be >= 0")
     if not isinstance(policy, Policy):
         raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
+    if hasattr(policy, "bind"):  # e.g. a learned scorer refuses a model it was not trained for
+        policy.bind(denoiser)
     eos_ids = tuple(denoiser.eos_ids)
     if (logits_eos_inf or confidence_eos_eot_inf or stop_at_eos) and not eos_ids:
         raise ValueError("an EOS option is set but the denoiser has no `eos_ids`")

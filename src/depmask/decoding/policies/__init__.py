@@ -1,18 +1,23 @@
 """Decoding policies, one file each, and the registry that maps preset names to classes."""
 
 from depmask.decoding.policies.base import Policy, commit_top
+from depmask.decoding.policies.clad import Clad
+from depmask.decoding.policies.demask import Demask
 from depmask.decoding.policies.dilated import Dilated
 from depmask.decoding.policies.entropy import Entropy
 from depmask.decoding.policies.entropy_bound import EntropyBound
 from depmask.decoding.policies.factor import Factor
+from depmask.decoding.policies.guided import Guided
 from depmask.decoding.policies.low_confidence import LowConfidence
 from depmask.decoding.policies.margin import Margin
+from depmask.decoding.policies.oracle import Oracle
 from depmask.decoding.policies.random import Random
 from depmask.decoding.policies.threshold import Threshold
 
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
-    for cls in (LowConfidence, Random, Threshold, Factor, EntropyBound, Dilated, Margin, Entropy)
+    for cls in (LowConfidence, Random, Threshold, Factor, EntropyBound, Dilated, Margin, Entropy,
+                Clad, Demask, Oracle, Guided)
 }
 
 
@@ -26,12 +31,16 @@ def build_policy(name: str, **knobs) -> Policy:
 
 __all__ = [
     "POLICIES",
+    "Clad",
+    "Demask",
     "Dilated",
     "Entropy",
     "EntropyBound",
     "Factor",
+    "Guided",
     "LowConfidence",
     "Margin",
+    "Oracle",
     "Policy",
     "Random",
     "Threshold",

@@ -1,0 +1,248 @@
+"""Selection overhead of the dependency-guided policies: time per step of scoring + greedy selection
+divided by the time of the base forward of that step.
+
+    python benchmarks/selection_overhead.py --out outputs/bench/selection_overhead.json
+    python benchmarks/selection_overhead.py --simulate llada --out outputs/bench/selection_overhead_llada.json
+
+Default mode: the shipped embedded model (`models/tiny-tasks`), a batch of `--batch` test prompts
+of `--task`, decoded with `demask` and `clad` on `--device` (cpu). The steps of one real decode
+are recorded; each is then replayed: `policy.select(state)` (scorer + selector), the scorer alone,
+the bare forward on the same canvas, and the forward with what the policy asks for (hidden states
+for `demask`, attention capture for `clad`). `demask` uses a randomly initialised head of the
+default architecture unless `--head DIR` gives a trained one (timing does not depend on weights).
+
+`--simulate llada`: LLaDA-8B-like shapes on random tensors — batch 8, canvas 512, hidden 4096,
+block 32 — on the GPU when there is one. The base forward is a random-weight model of LLaDA-8B's
+shape (`--sim_*` flags; bf16), unless `--base_ms` gives a measured one.
+
+Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part), `forward_ms` (bare
+forward), `capture_ms` (the forward with hidden/attention minus the bare one), `ratio` =
+select / forward (target ≤ 0.05), `ratio_with_capture` = (select + capture) / forward. Every time is
+the median of `--repeats` after a warm-up. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from depmask.decoding import Policy, StepState, build_policy, generate
+from depmask.decoding.clusters import candidate_positions
+from depmask.models import HFDenoiser
+from depmask.predictor import DependencyHead
+
+TARGET = 0.05
+
+
+class Recorder(Policy):
+    """Wraps a policy in the real loop and keeps every step state it sees."""
+
+    name = "recorder"
+
+    def __init__(self, inner: Policy):
+        self.inner, self.states = inner, []
+
+    @property
+    def needs_hidden(self):  # type: ignore[override]
+        return self.inner.needs_hidden
+
+    @property
+    def needs_attention(self):  # type: ignore[override]
+        return self.inner.needs_attention
+
+    def bind(self, denoiser):
+        self.inner.bind(denoiser)
+
+    def select(self, state):
+        self.states.append(state)
+        return self.inner.select(state)
+
+
+def timed(fns: dict, device: torch.device, repeats: int) -> dict:
+    """Median seconds of each `fns[name]()` over `repeats` rounds after one warm-up round. The
+    functions run interleaved within a round, so a machine shared with other jobs slows them alike."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if r:
+                out[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in out.items()}
+
+
+def scorer_of(policy: Policy):
+    return policy._guided._scorer  # the preset's scorer, to time it alone
+
+
+def candidates_of(policy: Policy, state: StepState) -> torch.Tensor:
+    s, e = state.block_start, state.block_end
+    cand = torch.zeros_like(state.mask)
+    cand[:, s:e] = candidate_positions(state.confidence[:, s:e], state.mask[:, s:e], policy._guided.threshold)
+    return cand
+
+
+def measure(den, policy: Policy, states: list[StepState], repeats: int) -> dict:
+    """Mean over steps (ms) of: select, its scorer, and — with a model — the bare forward and the
+    forward with the policy's needs, on each step's own canvas."""
+    device = states[0].mask.device
+    totals: dict[str, float] = {}
+    for st in states:
+        cand = candidates_of(policy, st)
+        fns = {"select": lambda st=st: policy.select(st),
+               "score": lambda st=st, cand=cand: scorer_of(policy).score(st, cand)}
+        if den is not None:
+            fns["forward"] = lambda st=st: den(st.tokens)
+            fns["forward_needs"] = lambda st=st: den(
+                st.tokens, need_hidden=policy.needs_hidden, need_attention=policy.needs_attention)
+        for name, sec in timed(fns, device, repeats).items():
+            totals[name] = totals.get(name, 0.0) + sec
+    return {name: 1e3 * sec / len(states) for name, sec in totals.items()}
+
+
+def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
+    capture = max(0.0, mean["forward_needs"] - mean["forward"])
+    return {
+        "policy": policy.name, **policy.knobs(), "steps": steps, "select_ms": mean["select"],
+        "score_ms": mean["score"], "forward_ms": mean["forward"], "capture_ms": capture,
+        "ratio": mean["select"] / mean["forward"], "ratio_with_capture": (mean["select"] + capture) / mean["forward"],
+        "target": TARGET, **extra,
+    }
+
+
+def embedded(args) -> list[dict]:
+    from depmask.tasks import get_task
+
+    den = HFDenoiser.from_pretrained(args.model, device=args.device)
+    task = get_task(args.task)
+    examples = task.examples("test", args.batch, seed=args.seed)
+    prompts = [den.tokenizer.convert_tokens_to_ids(ex.prompt.split()) for ex in examples]
+    torch.manual_seed(args.seed)
+    head = args.head or DependencyHead(hidden_size=den.hidden_size, base_fingerprint=den.fingerprint).eval()
+    policies = [build_policy("demask", head=head, epsilon=args.epsilon), build_policy("clad", threshold=args.tau)]
+    out = []
+    for policy in policies:
+        rec = Recorder(policy)
+        generate(den, prompts, rec, gen_length=task.answer_length, pad_id=den.tokenizer.pad_token_id)
+        mean = measure(den, policy, rec.states, args.repeats)
+        out.append(summary_row(policy, mean, len(rec.states), {
+            "mode": "embedded", "model": args.model, "task": args.task, "batch": args.batch,
+            "canvas": int(rec.states[0].tokens.shape[1]), "block": task.answer_length,
+            "device": str(den.device), "threads": torch.get_num_threads(), "repeats": args.repeats}))
+    return out
+
+
+def simulated_states(args, device, n: int) -> list[StepState]:
+    g = torch.Generator(device="cpu").manual_seed(args.seed)
+    b, l, d, c = args.batch, args.sim_length, args.sim_hidden, args.sim_block
+    s = l - args.sim_gen  # the first block of the answer
+    states = []
+    for i in range(n):
+        mask = torch.zeros(b, l, dtype=torch.bool)
+        mask[:, s : s + c] = torch.rand(b, c, generator=g) < 1.0 - i / (n + 1)  # blocks empty over steps
+        mask[:, s] = True
+        probs = torch.rand(b, l, 64, generator=g).pow(6).softmax(-1)  # peaked: a mix of confidences
+        conf, x0 = probs.max(-1)
+        attn = (torch.randn(b, l, l, generator=g) * 2).softmax(-1)
+        states.append(StepState(
+            tokens=torch.where(mask, 0, x0).to(device), mask=mask.to(device), x0=x0.to(device),
+            confidence=conf.double().to(device), entropy=(-(probs * probs.log()).sum(-1)).double().to(device),
+            margin=torch.zeros(b, l, dtype=torch.float64, device=device), step=i, steps_per_block=c, block=0,
+            block_start=s, block_end=s + c, block_masked=mask.sum(1).to(device),
+            hidden=torch.randn(b, l, d, generator=g, dtype=torch.bfloat16).to(device), attention=attn.to(device),
+        ))
+    return states
+
+
+def llada_shaped(args, device) -> HFDenoiser:
+    from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM
+
+    cfg = TinyMDLMConfig(
+        vocab_size=args.sim_vocab, hidden_size=args.sim_hidden, num_hidden_layers=args.sim_layers,
+        num_attention_heads=args.sim_heads, intermediate_size=args.sim_intermediate,
+        max_position_embeddings=args.sim_length, mask_token_id=args.sim_vocab - 1, pad_token_id=0, eos_token_id=1,
+    )
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = TinyMDLMForMaskedLM(cfg).eval()
+    finally:
+        torch.set_default_dtype(default)
+    return HFDenoiser(model)
+
+
+def simulate(args) -> list[dict]:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    states = simulated_states(args, device, args.sim_steps)
+    torch.manual_seed(args.seed)
+    head = DependencyHead(hidden_size=args.sim_hidden).to(device).eval()
+    policies = [build_policy("demask", head=head, epsilon=args.epsilon), build_policy("clad", threshold=args.tau)]
+    den = None if args.base_ms else llada_shaped(args, device)
+    out = []
+    for policy in policies:
+        mean = measure(den, policy, states, args.repeats)
+        if den is None:
+            mean["forward"] = mean["forward_needs"] = args.base_ms
+        out.append(summary_row(policy, mean, len(states), {
+            "mode": "simulate-llada", "batch": args.batch, "canvas": args.sim_length, "hidden": args.sim_hidden,
+            "block": args.sim_block, "layers": args.sim_layers, "vocab": args.sim_vocab,
+            "base_forward": "given (--base_ms)" if args.base_ms else "random-weight LLaDA-shaped model, bf16",
+            "device": str(device), "repeats": args.repeats}))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--simulate", choices=["llada"], default=None)
+    ap.add_argument("--model", default="models/tiny-tasks")
+    ap.add_argument("--task", default="sudoku4")
+    ap.add_argument("--head", default=None, help="trained DependencyHead directory (default: random init)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--epsilon", type=float, default=0.1)
+    ap.add_argument("--tau", type=float, default=0.7)
+    ap.add_argument("--device", default=None, help="default: cpu (embedded), cuda if available (simulate)")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sim_length", type=int, default=512)
+    ap.add_argument("--sim_gen", type=int, default=256)
+    ap.add_argument("--sim_block", type=int, default=32)
+    ap.add_argument("--sim_hidden", type=int, default=4096)
+    ap.add_argument("--sim_heads", type=int, default=32)
+    ap.add_argument("--sim_layers", type=int, default=32)
+    ap.add_argument("--sim_intermediate", type=int, default=12288)
+    ap.add_argument("--sim_vocab", type=int, default=126464)
+    ap.add_argument("--sim_steps", type=int, default=8, help="simulated steps timed")
+    ap.add_argument("--base_ms", type=float, default=None, help="simulate: a measured base forward (ms)")
+    ap.add_argument("--out", default="outputs/bench/selection_overhead.json")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.simulate is None and args.device is None:
+        args.device = "cpu"
+    rows = simulate(args) if args.simulate else embedded(args)
+    print(f"{'policy':<8}{'steps':>6}{'select ms':>11}{'score ms':>10}{'forward ms':>12}{'capture ms':>12}"
+          f"{'ratio':>8}{'w/ capture':>12}")
+    for r in rows:
+        print(f"{r['policy']:<8}{r['steps']:>6}{r['select_ms']:>11.3f}{r['score_ms']:>10.3f}{r['forward_ms']:>12.3f}"
+              f"{r['capture_ms']:>12.3f}{r['ratio']:>8.3f}{r['ratio_with_capture']:>12.3f}")
+    for r in rows:
+        print(f"{r['policy']}: target ratio <= {TARGET}: {'met' if r['ratio'] <= TARGET else 'NOT met'} "
+              f"({r['device']}, {r.get('mode')})")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

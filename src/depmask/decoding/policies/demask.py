@@ -1,0 +1,27 @@
+"""DEMASK, dependency-guided unmasking (arXiv 2604.02560), as a preset of the shared selector:
+token units, the budget rule, the learned head scorer.
+
+A trained `DependencyHead` predicts, from this forward's final hidden states, the pairwise
+influence `D[i, j]` between the masked positions of the block; positions are visited in
+confidence order and join while the summed influence over ordered pairs of the chosen set stays
+≤ ε (the most confident always commits; positions below the confidence floor never do). Under
+sub-additivity that sum bounds the TV distance between committing the set in parallel and the
+model's sequential joint. The head comes from `head=DIR` (`--policy.head DIR`); one trained for
+another model is refused when decoding starts (`bind`).
+"""
+
+from __future__ import annotations
+
+from depmask.decoding.policies.guided import Guided, GuidedPreset
+
+
+class Demask(GuidedPreset):
+    name = "demask"
+
+    def __init__(self, head: str | None = None, epsilon: float = 0.1, confidence_floor: float = 0.0):
+        if not 0 <= confidence_floor <= 1:
+            raise ValueError(f"`confidence_floor` ({confidence_floor}) must lie in [0, 1]")
+        self._guided = Guided(units="token", rule="budget", scorer="head", head=head, epsilon=epsilon,
+                              threshold=confidence_floor)
+        self.head = self._guided.head
+        self.epsilon, self.confidence_floor = epsilon, confidence_floor

@@ -1,0 +1,162 @@
+"""`Guided`: the dependency-guided policy, any crossing of units × rule × scorer from config; the
+`clad`, `demask` and `oracle` presets are thin wrappers around it (`clad.py`, `demask.py`,
+`oracle.py`), so every difference between them comes from the knobs, not the plumbing.
+
+Per step: the scorer estimates `D[b, l, l]` (`decoding/scorers/`), the shared greedy selector
+turns the block's slice into a commit mask (`decoding/selector.py`). What the loop must provide
+(hidden states, attention, probe forwards) follows from the scorer, so `needs_hidden`,
+`needs_attention` and `needs_probe` are instance properties here. `bind(denoiser)` is called by
+`generate()` before decoding; it lets a learned head refuse a model it was not trained for.
+
+CLAD's edge floor with ≤ 2 units is 1.2 / L, L the number of keys a query attends over: counted
+per row from the captured attention (keys with non-zero weight, i.e. the canvas minus its left
+padding); without attention, the canvas width.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from depmask.decoding.clusters import candidate_positions, most_confident
+from depmask.decoding.policies.base import Policy
+from depmask.decoding.scorers import build_scorer
+from depmask.decoding.selector import RULES, UNIFORM_MULTIPLE, UNITS, greedy_select
+from depmask.decoding.state import StepState
+
+
+class Guided(Policy):
+    """Greedy dependency-guided selection (see `decoding/selector.py` for the rules).
+
+    Args:
+        units: `token`, or `cluster` (confidence-induced clusters, CLAD's CICs).
+        rule: `budget` (DEMASK: summed pairwise dependency ≤ ε) or `conflict` (CLAD: no conflict
+            edge between chosen units, conflicts resolved as a maximum-weight independent set).
+        scorer: `attention`, `head`, `oracle` or `none`.
+        epsilon: the dependency budget ε of the budget rule.
+        threshold: confidence floor τ — masked positions below it are never candidates (the most
+            confident one always is); for cluster units it also draws the clusters.
+        skip_blocked: budget rule: skip a unit that would break the budget and keep visiting
+            (default: stop there, so the chosen set is a confidence-ordered prefix).
+        edge_threshold: conflict rule: an edge joins every pair of units whose affinity reaches it
+            (default None: CLAD's mutual top-1 edges).
+        edge_floor: conflict rule: affinity an edge needs when there are ≤ 2 units (default None:
+            CLAD's 1.2 / L).
+        head: checkpoint directory of a trained `DependencyHead` (head scorer).
+        chunk_size: perturbed copies per forward (oracle scorer).
+    """
+
+    name = "guided"
+
+    def __init__(
+        self,
+        units: Literal["token", "cluster"] = "token",
+        rule: Literal["budget", "conflict"] = "budget",
+        scorer: Literal["attention", "head", "oracle", "none"] = "attention",
+        epsilon: float = 0.1,
+        threshold: float = 0.0,
+        skip_blocked: bool = False,
+        edge_threshold: float | None = None,
+        edge_floor: float | None = None,
+        head: str | None = None,
+        chunk_size: int = 64,
+    ):
+        if units not in UNITS:
+            raise ValueError(f"`units` ({units!r}) must be one of {UNITS}")
+        if rule not in RULES:
+            raise ValueError(f"`rule` ({rule!r}) must be one of {RULES}")
+        if epsilon < 0:
+            raise ValueError(f"`epsilon` ({epsilon}) must be >= 0")
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"`threshold` ({threshold}) must lie in [0, 1]")
+        for knob, value in (("edge_threshold", edge_threshold), ("edge_floor", edge_floor)):
+            if value is not None and value < 0:
+                raise ValueError(f"`{knob}` ({value}) must be >= 0 or None")
+        self.units, self.rule, self.scorer = units, rule, scorer
+        self.epsilon, self.threshold, self.skip_blocked = epsilon, threshold, skip_blocked
+        self.edge_threshold, self.edge_floor = edge_threshold, edge_floor
+        self._scorer = build_scorer(scorer, head=head, chunk_size=chunk_size)
+        self.head = _describe(head) if scorer == "head" else None
+        self.chunk_size = chunk_size
+
+    # what the loop must provide follows from the scorer (the base class has class constants)
+    @property
+    def needs_hidden(self) -> bool:  # type: ignore[override]
+        return self._scorer.needs_hidden
+
+    @property
+    def needs_attention(self) -> bool:  # type: ignore[override]
+        return self._scorer.needs_attention
+
+    @property
+    def needs_probe(self) -> bool:  # type: ignore[override]
+        return self._scorer.needs_probe
+
+    def bind(self, denoiser) -> None:
+        """Check the scorer against the model before decoding (a head trained for another model
+        raises ValueError here) and move what it holds to the model's device."""
+        self._scorer.bind(denoiser)
+
+    def select(self, state: StepState) -> torch.Tensor:
+        s, e = state.block_start, state.block_end
+        mask = state.mask[:, s:e]  # [b, c]
+        conf = state.confidence[:, s:e]  # [b, c]
+        top = most_confident(conf, mask)  # [b, 1]
+        cand = candidate_positions(conf, mask, self.threshold, top)  # [b, c]
+        candidates = None
+        if self._scorer.needs_probe:  # only a probing scorer saves work by skipping the others
+            candidates = torch.zeros_like(state.mask)  # [b, l]
+            candidates[:, s:e] = cand
+        dep = self._scorer.score(state, candidates)[:, s:e, s:e]  # [b, c, c]
+        floor = None
+        if self.rule == "conflict" and self.edge_threshold is None:
+            floor = self.edge_floor if self.edge_floor is not None else UNIFORM_MULTIPLE / _keys(state, s + top)
+        chosen = greedy_select(
+            dep, conf, mask, units=self.units, rule=self.rule, threshold=self.threshold,
+            epsilon=self.epsilon, skip_blocked=self.skip_blocked, edge_threshold=self.edge_threshold,
+            edge_floor=floor, candidates=cand,
+        )  # [b, c]
+        return F.pad(chosen, (s, state.mask.shape[1] - e))  # [b, l]
+
+
+class GuidedPreset(Policy):
+    """A named preset of `Guided`: keeps its own knobs (for tables and YAML) and delegates."""
+
+    _guided: Guided
+
+    @property
+    def needs_hidden(self) -> bool:  # type: ignore[override]
+        return self._guided.needs_hidden
+
+    @property
+    def needs_attention(self) -> bool:  # type: ignore[override]
+        return self._guided.needs_attention
+
+    @property
+    def needs_probe(self) -> bool:  # type: ignore[override]
+        return self._guided.needs_probe
+
+    def bind(self, denoiser) -> None:
+        self._guided.bind(denoiser)
+
+    def select(self, state: StepState) -> torch.Tensor:
+        return self._guided.select(state)
+
+
+def _keys(state: StepState, query: torch.Tensor) -> torch.Tensor | float:
+    """[b] L: keys each row attends over — keys with non-zero attention from `query` [b, 1] (its
+    most confident masked position) — or the canvas width when no attention was captured."""
+    if state.attention is None:
+        return float(state.mask.shape[1])
+    row = state.attention.gather(1, query[:, :, None].expand(-1, 1, state.attention.shape[2]))  # [b, 1, l]
+    return (row[:, 0] > 0).sum(dim=1).to(torch.float64)
+
+
+def _describe(head: str | PathLike | Any | None) -> str | None:
+    """The `head` knob as shown in tables: the path, or the class of an in-memory head."""
+    if head is None or isinstance(head, (str, PathLike)):
+        return None if head is None else str(head)
+    return f"<{type(head).__name__}>"

@@ -1,0 +1,46 @@
+"""The `oracle` scorer: the exact empirical pairwise influence at this step, measured with extra
+forwards (the upper bound of any learned predictor).
+
+For the candidate positions j of the block it runs one perturbed copy of the canvas with
+`x_j := x̂_j` (the value the decoder would commit) and reads the TV change of every candidate's
+prediction, `D[i, j] = TV(p_i(· | x), p_i(· | x, x_j := x̂_j))`, through
+`depmask.decoding.influence.pairwise_influence`. The copies go through `state.probe`, which the
+loop gives policies with `needs_probe` and counts per row in NFE and in `probe_nfe`; they are
+batched `chunk_size` copies per forward. Only candidates are probed (the selector never commits
+anything else), so a step costs as many copies as it has candidates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from depmask.decoding.influence import pairwise_influence
+from depmask.decoding.scorers.base import Scorer, block_slots, scatter_block
+from depmask.decoding.state import StepState
+
+
+class OracleScorer(Scorer):
+    name = "oracle"
+    needs_probe = True
+
+    def __init__(self, chunk_size: int = 64):
+        if chunk_size < 1:
+            raise ValueError(f"`chunk_size` ({chunk_size}) must be >= 1")
+        self.chunk_size = chunk_size
+
+    def score(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        if state.probe is None or state.block_log_probs is None:
+            raise ValueError("the oracle scorer needs `state.probe` and `state.block_log_probs`; "
+                             "`generate()` provides them for policies whose `needs_probe` is True")
+        order, positions, valid = block_slots(state, candidates)
+        s = state.block_start
+        v = state.block_log_probs.shape[-1]
+        base = state.block_log_probs.gather(1, (positions - s)[:, :, None].expand(-1, -1, v))  # [b, m, v]
+        values = state.x0.gather(1, positions)[:, :, None]  # [b, m, 1]
+        influence = pairwise_influence(
+            state.probe, state.tokens, positions, valid, base, values, chunk_size=self.chunk_size
+        )  # the probe has pairwise_influence's `forward(copies, states)` signature
+        return scatter_block(influence.tv, order, state)  # [b, l, l]
+
+    def __repr__(self) -> str:
+        return f"OracleScorer(chunk_size={self.chunk_size})"

@@ -1,0 +1,322 @@
+"""Dependency scorers (none, attention, head, oracle) and the guided policies that use them, through
+`select` and through the real loop with the mock denoiser."""
+
+import json
+
+import pytest
+import torch
+
+from depmask.cli import main
+from depmask.decoding import StepState, build_policy, generate
+from depmask.decoding.influence import denoiser_forward, gather_positions, pairwise_influence
+from depmask.decoding.scorers import (
+    AttentionScorer,
+    HeadScorer,
+    NoneScorer,
+    OracleScorer,
+    build_scorer,
+)
+from depmask.models import HFDenoiser
+from depmask.predictor import DependencyHead
+from tests.conftest import EMBEDDED
+from tests.decoding.mock import MockDenoiser
+from tests.decoding.test_policy_contract import FakeHead, random_state
+
+
+class KnownHead:
+    """Returns P[i, j] = 100 · pos_i + pos_j on valid pairs, and records what it was given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, hidden, positions, valid, confidence=None, entropy=None):
+        self.calls.append(dict(hidden=hidden, positions=positions, valid=valid, confidence=confidence,
+                               entropy=entropy))
+        p = positions.float()
+        pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(valid.shape[1], dtype=torch.bool)
+        return (100 * p[:, :, None] + p[:, None, :]) * pair
+
+
+class Counting:
+    """Wraps a denoiser: records the flags of each main forward and the rows of each probe forward."""
+
+    def __init__(self, den):
+        self.den, self.main, self.probe_rows = den, [], 0
+
+    def __getattr__(self, name):
+        return getattr(self.den, name)
+
+    def __call__(self, tokens, attention_mask=None, need_hidden=None, need_attention=False):
+        if need_hidden is None:  # the loop's probe passes no flags
+            self.probe_rows += tokens.shape[0]
+        else:
+            self.main.append((tokens.shape[0], need_hidden, need_attention))
+        return self.den(tokens, attention_mask, need_hidden=bool(need_hidden), need_attention=need_attention)
+
+
+def test_none_scorer_is_zero():
+    state = random_state(0)
+    d = NoneScorer().score(state)
+    assert d.shape == (4, 20, 20) and not d.any()
+
+
+def test_attention_scorer_is_the_captured_attention():
+    state = random_state(1)
+    assert torch.equal(AttentionScorer().score(state), state.attention)
+    state.attention = None
+    with pytest.raises(ValueError, match="state.attention"):
+        AttentionScorer().score(state)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_head_scorer_gathers_and_scatters(seed):
+    state = random_state(seed)
+    head = KnownHead()
+    d = HeadScorer(head).score(state)
+    s, e = state.block_start, state.block_end
+    call = head.calls[0]
+    for r in range(4):
+        masked = (state.mask[r].nonzero().flatten()).tolist()
+        n = len(masked)
+        assert call["positions"][r, :n].tolist() == masked and call["valid"][r].sum() == n
+        assert torch.equal(call["hidden"][r, :n], state.hidden[r, masked])
+        assert torch.equal(call["confidence"][r, :n], state.confidence[r, masked])
+        assert torch.equal(call["entropy"][r, :n], state.entropy[r, masked])
+        want = torch.zeros(20, 20)
+        for i in masked:
+            for j in masked:
+                if i != j:
+                    want[i, j] = 100 * i + j
+        assert torch.equal(d[r], want)
+        assert all(s <= i < e for i in masked)
+
+
+def test_head_scorer_without_a_head_names_the_flag():
+    with pytest.raises(ValueError, match="--policy.head"):
+        HeadScorer(None).score(random_state(0))
+    policy = build_policy("demask")  # builds (its YAML has `head: null`) ...
+    with pytest.raises(ValueError, match="--policy.head"):  # ... but refuses to decode
+        generate(MockDenoiser(), [[1, 2]], policy, gen_length=4)
+
+
+def _real_head(tmp_path, fingerprint):
+    torch.manual_seed(0)
+    head = DependencyHead(hidden_size=8, dim=16, layers=1, heads=2, max_distance=16, base_fingerprint=fingerprint)
+    return str(head.save_pretrained(tmp_path / "head"))
+
+
+def test_demask_decodes_with_a_real_head_checkpoint(tmp_path, prompts):
+    den = Counting(MockDenoiser())
+    path = _real_head(tmp_path, den.fingerprint)
+    policy = build_policy("demask", head=path, epsilon=0.5)
+    assert policy.head == path and policy.needs_hidden and not policy.needs_attention
+    res = generate(den, prompts, policy, gen_length=16, block_length=8)
+    assert not (res.generated == den.mask_id).any()
+    assert all((hidden, attention) == (True, False) for _, hidden, attention in den.main)  # the loop asked for hidden states
+    assert (res.nfe < 16).all()  # a budget of 0.5 lets some steps commit several positions
+
+
+def test_a_head_for_another_model_is_refused_before_decoding(tmp_path, prompts):
+    den = MockDenoiser()
+    path = _real_head(tmp_path, "some-other-model@rev:abc")
+    policy = build_policy("demask", head=path)
+    with pytest.raises(ValueError, match="some-other-model") as err:
+        generate(den, prompts, policy, gen_length=8)
+    assert den.fingerprint in str(err.value)
+    assert den.calls == 0, "the model ran before the head was checked"
+
+
+def test_a_wrong_head_path_fails_when_the_policy_is_built(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        build_policy("demask", head=str(tmp_path / "nowhere"))
+
+
+# --- oracle -----------------------------------------------------------------------------------
+
+
+def probing_state(den, seed: int = 0, b: int = 3, l: int = 12, block=(4, 12)):
+    """A state as the loop builds it for a probing policy, plus a probe that counts copies."""
+    g = torch.Generator().manual_seed(seed)
+    s, e = block
+    tokens = torch.randint(0, den.mask_id, (b, l), generator=g)
+    tokens[:, s:] = den.mask_id
+    tokens[1, s + 2] = 3  # a committed position inside the block
+    mask = tokens == den.mask_id
+    mask[:, :s] = False
+    logits = den(tokens).logits.float()  # [b, l, v]
+    probs = logits.softmax(-1).double()
+    conf, x0 = probs.max(-1)
+    copies = torch.zeros(b, dtype=torch.long)
+
+    def probe(batch, rows):
+        copies.index_add_(0, rows, torch.ones_like(rows))
+        return den(batch).logits
+
+    state = StepState(
+        tokens=tokens, mask=mask, x0=torch.where(mask, x0, tokens), confidence=conf.masked_fill(~mask, 0),
+        entropy=torch.zeros(b, l, dtype=torch.float64), margin=torch.zeros(b, l, dtype=torch.float64), step=0,
+        steps_per_block=e - s, block=0, block_start=s, block_end=e, block_masked=mask.sum(1),
+        block_log_probs=torch.log_softmax(logits[:, s:e], -1), probe=probe,
+    )
+    return state, copies
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_oracle_scorer_equals_a_direct_pairwise_influence_call(chunk):
+    den = MockDenoiser(seed=1)
+    state, copies = probing_state(den)
+    d = OracleScorer(chunk_size=chunk).score(state)
+    b, l = state.mask.shape
+    m = int(state.mask.sum(1).max())
+    positions = torch.zeros(b, m, dtype=torch.long)
+    valid = torch.zeros(b, m, dtype=torch.bool)
+    for r in range(b):
+        idx = state.mask[r].nonzero().flatten()
+        positions[r, : len(idx)], valid[r, : len(idx)] = idx, True
+    base = torch.log_softmax(gather_positions(den(state.tokens).logits, positions).float(), -1)
+    values = state.x0.gather(1, positions)
+    direct = pairwise_influence(denoiser_forward(den), state.tokens, positions, valid, base, values)
+    for r in range(b):
+        n = int(valid[r].sum())
+        p = positions[r, :n]
+        torch.testing.assert_close(d[r][p][:, p], direct.tv[r, :n, :n], atol=1e-6, rtol=1e-5)
+        assert d[r].sum() == pytest.approx(float(direct.tv[r].sum()), abs=1e-5)  # zero elsewhere
+    assert copies.tolist() == state.mask.sum(1).tolist()  # one copy per masked position
+    assert d.sum() > 0
+
+
+def test_the_oracle_probes_only_candidates():
+    den = MockDenoiser(seed=2)
+    state, copies = probing_state(den)
+    policy = build_policy("oracle", confidence_floor=0.3)
+    commit = policy.select(state)
+    s, e = state.block_start, state.block_end
+    cand = state.mask & (state.confidence >= 0.3)
+    top = state.confidence.masked_fill(~state.mask, -1).argmax(1)
+    cand[torch.arange(3), top] = True
+    assert copies.tolist() == cand.sum(1).tolist()
+    assert not (commit & ~cand).any() and commit[:, s:e].any(1).all()
+
+
+def test_oracle_scorer_refuses_a_state_without_a_probe():
+    with pytest.raises(ValueError, match="state.probe"):
+        OracleScorer().score(random_state(0))
+
+
+def test_oracle_decoding_counts_its_probe_forwards(prompts):
+    den = Counting(MockDenoiser())
+    res = generate(den, prompts, build_policy("oracle", epsilon=0.2), gen_length=16, block_length=8)
+    width = res.prompt_width
+    assert not (res.generated == den.mask_id).any()
+    for i, p in enumerate(prompts):
+        assert res.tokens[i, width - len(p) : width].tolist() == p
+    assert (res.probe_nfe > 0).all()
+    assert int(res.probe_nfe.sum()) == den.probe_rows  # every copy is counted, per row
+    assert int((res.nfe - res.probe_nfe).sum()) == sum(n for n, *_ in den.main)  # the rest are main forwards
+    assert res.summary()["probe_nfe"] > 0
+    again = generate(MockDenoiser(), prompts, build_policy("oracle", epsilon=0.2), gen_length=16, block_length=8)
+    assert torch.equal(res.tokens, again.tokens) and torch.equal(res.nfe, again.nfe)
+
+
+def test_oracle_with_a_large_budget_commits_a_block_per_step(prompts):
+    res = generate(MockDenoiser(), prompts, build_policy("oracle", epsilon=1e9), gen_length=16, block_length=8)
+    assert ((res.nfe - res.probe_nfe) == 2).all()  # one main forward per block
+
+
+# --- the guided policy ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("knobs", "flags"),
+    [
+        ({"scorer": "attention"}, (False, True, False)),
+        ({"scorer": "head", "head": FakeHead()}, (True, False, False)),
+        ({"scorer": "oracle"}, (False, False, True)),
+        ({"scorer": "none"}, (False, False, False)),
+    ],
+)
+def test_needs_follow_the_scorer(knobs, flags):
+    policy = build_policy("guided", **knobs)
+    assert (policy.needs_hidden, policy.needs_attention, policy.needs_probe) == flags
+
+
+def test_presets_declare_their_needs():
+    assert build_policy("clad").needs_attention and not build_policy("clad").needs_hidden
+    assert build_policy("demask", head=FakeHead()).needs_hidden
+    assert build_policy("oracle").needs_probe
+    assert build_policy("clad").knobs() == {"threshold": 0.7}
+    assert build_policy("oracle").knobs() == {"epsilon": 0.1, "confidence_floor": 0.0, "chunk_size": 64}
+
+
+@pytest.mark.parametrize(
+    ("name", "knobs", "message"),
+    [
+        ("guided", {"rule": "sometimes"}, r"`rule` \('sometimes'\)"),
+        ("guided", {"units": "word"}, r"`units` \('word'\)"),
+        ("guided", {"epsilon": -1.0}, r"`epsilon` \(-1.0\)"),
+        ("guided", {"threshold": 1.5}, r"`threshold` \(1.5\)"),
+        ("guided", {"scorer": "magic"}, "unknown scorer 'magic'"),
+        ("guided", {"scorer": "oracle", "chunk_size": 0}, r"`chunk_size` \(0\)"),
+        ("clad", {"threshold": 2.0}, r"`threshold` \(2.0\)"),
+        ("demask", {"confidence_floor": 1.5}, r"`confidence_floor` \(1.5\)"),
+        ("oracle", {"confidence_floor": -0.1}, r"`confidence_floor` \(-0.1\)"),
+        ("oracle", {"epsilon": -1.0}, r"`epsilon` \(-1.0\)"),
+    ],
+)
+def test_bad_knobs_are_named(name, knobs, message):
+    with pytest.raises(ValueError, match=message):
+        build_policy(name, **knobs)
+
+
+CROSSINGS = [
+    ("clad", {"threshold": 0.5}),
+    ("demask", {"head": FakeHead(), "epsilon": 0.3}),
+    ("oracle", {"epsilon": 0.1}),
+    ("guided", {"units": "cluster", "rule": "conflict", "scorer": "head", "head": FakeHead(), "threshold": 0.5}),
+    ("guided", {"units": "token", "rule": "budget", "scorer": "attention", "epsilon": 0.2}),
+    ("guided", {"units": "cluster", "rule": "conflict", "scorer": "oracle", "threshold": 0.5}),
+    ("guided", {"units": "token", "rule": "budget", "scorer": "oracle", "skip_blocked": True}),
+]
+
+
+@pytest.mark.parametrize(("name", "knobs"), CROSSINGS, ids=[f"{n}-{k}" for n, k in CROSSINGS])
+def test_rows_decode_the_same_alone_and_in_a_batch(name, knobs, prompts):
+    den = MockDenoiser()
+    batch = generate(den, prompts, build_policy(name, **knobs), gen_length=16, block_length=8)
+    for i, p in enumerate(prompts):
+        alone = generate(den, [p], build_policy(name, **knobs), gen_length=16, block_length=8)
+        assert alone.generated[0].tolist() == batch.generated[i].tolist()
+        assert torch.equal(alone.commit_step[0], batch.commit_step[i])
+        assert int(alone.probe_nfe[0]) == int(batch.probe_nfe[i])
+
+
+def test_build_scorer_names_unknown_scorers():
+    with pytest.raises(ValueError, match="unknown scorer 'magic'"):
+        build_scorer("magic")
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def _embedded_head(tmp_path, fingerprint: str | None) -> str:
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    head = DependencyHead(hidden_size=den.hidden_size, dim=16, layers=1, heads=2,
+                          base_fingerprint=fingerprint or den.fingerprint)
+    return str(head.save_pretrained(tmp_path / "head"))
+
+
+@pytest.mark.parametrize("policy", ["clad", "demask", "oracle"])
+def test_depmask_decode_with_the_presets(tmp_path, capsys, policy):
+    extra = ["--policy.head", _embedded_head(tmp_path, None)] if policy == "demask" else []
+    main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3 3 9 5 7 2", "--gen_length", "8",
+          "--policy", policy, *extra, "--json_output", "true"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["policy"] == policy and out["nfe"] >= 1
+    assert len(out["rows"][0]["completion_ids"]) == 8
+
+
+def test_depmask_decode_refuses_a_head_for_another_model(tmp_path):
+    path = _embedded_head(tmp_path, "llada-8b@rev:0")
+    with pytest.raises(ValueError, match="llada-8b@rev:0"):
+        main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3", "--gen_length", "4",
+              "--policy", "demask", "--policy.head", path])
