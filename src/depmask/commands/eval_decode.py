@@ -4,8 +4,9 @@ Loads the model (`--model.path`, plus any `HFDenoiser.from_pretrained` setting; 
 settings works too: `--model configs/model/llada-8b-instruct.yaml`), runs tasks × policies × knob
 sweeps (`depmask.eval.runner`), prints the summary table, and writes into `--output`:
 `items/<task>/<run>.jsonl` (per item, the resume log), `summary.json` (one row per run),
-`summary.csv`, and `frontier.png`; with `--wandb true` the same table and plot go to wandb
-(offline unless `WANDB_MODE` / an API key say otherwise).
+`summary.csv`, `frontier.png`, and — when `low_confidence` is among the policies — the headline
+(`headline.json`: the TPF each policy reaches at one-token-per-step accuracy). With `--wandb true`
+the same table and plot go to wandb (offline unless `WANDB_MODE` / an API key say otherwise).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from depmask.eval.headline import headline, headline_table
 from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import PolicySweep, run_decode_eval
 from depmask.eval.summary import table
@@ -87,6 +89,10 @@ def eval_decode(
     out = Path(output)
     print(table(rows))
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
+    if any(r["policy"] == "low_confidence" for r in rows):
+        top = headline(rows)
+        print(headline_table(top))
+        (out / "headline.json").write_text(json.dumps(top, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
