@@ -1,4 +1,8 @@
-"""The accuracy-vs-TPF frontier plot: one panel per task, one line per policy across its sweep."""
+"""The accuracy-vs-TPF frontier plot: one panel per task, one line per policy across its sweep.
+
+A probing policy (the oracle: its perturbed forwards are counted in TPF) is drawn dashed at its
+decoding-step TPF (AFP), the parallelism a perfect predictor would allow.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,12 @@ def plot_frontier(rows: list[dict], path: str | Path, x: str = "tpf") -> Path:
     for ax, task in zip(axes[0], tasks):
         mine = [r for r in rows if r["task"] == task]
         for policy in dict.fromkeys(r["policy"] for r in mine):
-            pts = sorted((r[x], 100 * r["accuracy"]) for r in mine if r["policy"] == policy)
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, label=policy)
+            runs = [r for r in mine if r["policy"] == policy]
+            probing = x == "tpf" and any(r.get("probe_nfe", 0) > 0 for r in runs)
+            key = "afp" if probing else x
+            xs, ys = zip(*sorted((r[key], 100 * r["accuracy"]) for r in runs))
+            ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls="--" if probing else "-",
+                    label=f"{policy} (decode steps)" if probing else policy)
         ax.set_title(task)
         ax.set_xlabel("tokens per forward (TPF)" if x == "tpf" else x)
         ax.set_ylim(-5, 105)
