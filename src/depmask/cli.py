@@ -14,6 +14,8 @@ from jsonargparse import CLI
 
 from depmask.commands.decode import decode
 from depmask.commands.eval_decode import eval_decode
+from depmask.commands.eval_predictor import eval_predictor
+from depmask.commands.eval_subadditivity import eval_subadditivity
 from depmask.commands.harvest_verify import harvest_verify
 from depmask.commands.mdlm_evaluate import mdlm_evaluate
 from depmask.commands.quickstart import quickstart
@@ -24,7 +26,7 @@ COMMANDS: dict = {
     "decode": decode,
     "tasks": {"show": tasks_show},
     "harvest": {"verify": harvest_verify},
-    "eval": {"decode": eval_decode},  # `depmask harvest --config ...` runs the harvest, below
+    "eval": {"decode": eval_decode, "predictor": eval_predictor, "subadditivity": eval_subadditivity},  # `depmask harvest --config ...` runs the harvest, below
     "mdlm": {"evaluate": mdlm_evaluate},  # `mdlm fit|validate` go to LightningCLI, below
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")

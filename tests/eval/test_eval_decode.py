@@ -60,7 +60,13 @@ def test_eval_decode_writes_items_summary_plot_and_resumes(tmp_path, capsys):
     assert len(json.loads((out / "summary.json").read_text())) == 6
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "eval").glob("*.yaml")), ids=lambda p: p.name)
+def _decode_configs():
+    """The `eval decode` configs (each names its command on its first line)."""
+    return [p for p in sorted((ROOT / "configs" / "eval").glob("*.yaml"))
+            if "depmask eval decode" in p.read_text().splitlines()[0]]
+
+
+@pytest.mark.parametrize("path", _decode_configs(), ids=lambda p: p.name)
 def test_shipped_eval_configs_parse(path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "decode", "--config", str(path), "--print_config"])
