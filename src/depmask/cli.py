@@ -25,8 +25,8 @@ COMMANDS: dict = {
     "quickstart": quickstart,
     "decode": decode,
     "tasks": {"show": tasks_show},
-    "harvest": {"verify": harvest_verify},
-    "eval": {"decode": eval_decode, "predictor": eval_predictor, "subadditivity": eval_subadditivity},  # `depmask harvest --config ...` runs the harvest, below
+    "harvest": {"verify": harvest_verify},  # `depmask harvest --config ...` runs the harvest, below
+    "eval": {"decode": eval_decode, "predictor": eval_predictor, "subadditivity": eval_subadditivity},
     "mdlm": {"evaluate": mdlm_evaluate},  # `mdlm fit|validate` go to LightningCLI, below
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")
