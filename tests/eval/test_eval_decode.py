@@ -99,3 +99,16 @@ def test_benchmark_config_runs_with_a_local_model_path(tmp_path):
     rows = json.loads((out / "summary.json").read_text())
     assert [(r["task"], r["policy"], r["n"]) for r in rows] == [("gsm8k", "low_confidence", 3), ("gsm8k", "threshold", 3)]
     assert rows[0]["nfe"] == 16 and rows[0]["accuracy"] == 0.0
+
+
+def test_wandb_logging_is_offline_by_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "ev"
+    main(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "4", "--output", str(out),
+          "--policies", "[{name: threshold, sweep: {threshold: [0.9]}}]", "--wandb", "true"])
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"
+    runs = list(out.rglob("offline-run-*"))
+    assert runs and list(runs[0].glob("*.wandb"))
