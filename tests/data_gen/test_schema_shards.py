@@ -130,3 +130,12 @@ def test_not_a_harvest(tmp_path):
     assert "harvest.json: missing" in verify_harvest(tmp_path).text()
     (tmp_path / "harvest.json").write_text("{not json")
     assert "unreadable" in verify_harvest(tmp_path).text()
+
+
+def test_loaded_harvest_is_memory_mapped(tmp_path):
+    from datasets.table import MemoryMappedTable
+
+    make_harvest(tmp_path)
+    ds = load_harvest(tmp_path)
+    blocks = [t for row in ds.data.blocks for t in row] if hasattr(ds.data, "blocks") else [ds.data]
+    assert blocks and all(isinstance(t, MemoryMappedTable) for t in blocks)  # pages come from disk on demand
