@@ -90,15 +90,17 @@ def candidates_of(policy: Policy, state: StepState) -> torch.Tensor:
     return cand
 
 
+@torch.inference_mode()  # as `generate()` runs them
 def measure(den, policy: Policy, states: list[StepState], repeats: int) -> dict:
     """Mean over steps (ms) of: select, its scorer, and — with a model — the bare forward and the
-    forward with the policy's needs, on each step's own canvas."""
+    forward with the policy's needs, on each step's own canvas. Under inference mode, as in the
+    decode loop."""
     device = states[0].mask.device
     totals: dict[str, float] = {}
     for st in states:
         cand = candidates_of(policy, st)
         fns = {"select": lambda st=st: policy.select(st),
-               "score": lambda st=st, cand=cand: scorer_of(policy).score(st, cand)}
+               "score": lambda st=st, cand=cand: scorer_of(policy).score_block(st, cand)}
         if den is not None:
             fns["forward"] = lambda st=st: den(st.tokens)
             fns["forward_needs"] = lambda st=st: den(

@@ -69,19 +69,20 @@ def test_attention_scorer_is_the_captured_attention():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_head_scorer_gathers_and_scatters(seed):
+def test_head_scorer_reads_the_block_in_place(seed):
     state = random_state(seed)
     head = KnownHead()
     d = HeadScorer(head).score(state)
     s, e = state.block_start, state.block_end
     call = head.calls[0]
+    assert call["positions"].tolist() == [list(range(s, e))] * 4
+    assert torch.equal(call["valid"], state.mask[:, s:e])  # committed columns are padding slots
+    assert torch.equal(call["hidden"], state.hidden[:, s:e])
+    assert torch.equal(call["confidence"], state.confidence[:, s:e])
+    assert torch.equal(call["entropy"], state.entropy[:, s:e])
+    assert torch.equal(HeadScorer(head).score_block(state), d[:, s:e, s:e])
     for r in range(4):
         masked = (state.mask[r].nonzero().flatten()).tolist()
-        n = len(masked)
-        assert call["positions"][r, :n].tolist() == masked and call["valid"][r].sum() == n
-        assert torch.equal(call["hidden"][r, :n], state.hidden[r, masked])
-        assert torch.equal(call["confidence"][r, :n], state.confidence[r, masked])
-        assert torch.equal(call["entropy"][r, :n], state.entropy[r, masked])
         want = torch.zeros(20, 20)
         for i in masked:
             for j in masked:
@@ -89,6 +90,30 @@ def test_head_scorer_gathers_and_scatters(seed):
                     want[i, j] = 100 * i + j
         assert torch.equal(d[r], want)
         assert all(s <= i < e for i in masked)
+
+
+@pytest.mark.parametrize("layers,pair_mlp", [(2, True), (0, False), (1, False)])
+def test_a_real_head_predicts_the_same_in_place_as_on_gathered_slots(layers, pair_mlp):
+    """Reading the block in place (padding between slots) is exact: the head is equivariant to
+    where its padding sits. Reference: the masked positions gathered to the front, as harvested."""
+    torch.manual_seed(layers)
+    state = random_state(7)
+    head = DependencyHead(hidden_size=state.hidden.shape[-1], dim=16, layers=layers, heads=2,
+                          max_distance=8, pair_mlp=pair_mlp).eval()
+    for p in head.parameters():  # random, not the near-constant initial logits
+        torch.nn.init.normal_(p, std=0.3)
+    got = HeadScorer(head).score(state)
+    assert (state.mask.sum(dim=1) >= 2).any()
+    for r in range(4):
+        masked = state.mask[r].nonzero().flatten()
+        n = len(masked)
+        pred = head.predict(state.hidden[r : r + 1, masked], masked[None], torch.ones(1, n, dtype=torch.bool),
+                            state.confidence[r : r + 1, masked].float(), state.entropy[r : r + 1, masked].float())[0]
+        assert torch.allclose(got[r][masked[:, None], masked[None, :]], pred, atol=1e-5)
+        assert n < 2 or pred.abs().sum() > 0
+        keep = torch.zeros(20, dtype=torch.bool)
+        keep[masked] = True
+        assert not got[r][~(keep[:, None] & keep[None, :])].any()
 
 
 def test_head_scorer_without_a_head_names_the_flag():

@@ -200,7 +200,7 @@ def test_on_a_matching_the_closed_form_is_the_maximum_weight_independent_set(see
         has_edge[0, a] = has_edge[0, b] = True
     order = heaviest_first(weight)
     valid = torch.ones(1, k, dtype=torch.bool)
-    closed = resolve_matching(partner, has_edge, order, valid)
+    closed = resolve_matching(partner, has_edge, torch.tensor(weight, dtype=torch.float64)[None], valid)
     greedy = resolve_conflicts(edge_tensor(k, edges), order, valid)
     assert torch.equal(closed, greedy)
     got = sum(w for w, keep in zip(weight, closed[0].tolist()) if keep)

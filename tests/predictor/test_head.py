@@ -24,7 +24,11 @@ def _state(b: int = 2, m: int = 6, d: int = D, seed: int = 0, start: int = 10):
 
 def _head(**kw) -> DependencyHead:
     torch.manual_seed(0)
-    return DependencyHead(D, dim=32, layers=2, heads=4, max_distance=8, **kw).eval()
+    return DependencyHead(D, **{"dim": 32, "layers": 2, "heads": 4, "max_distance": 8, **kw}).eval()
+
+
+LEAN = {"layers": 0, "pair_mlp": False}  # the lean variant: no encoder, bilinear + distance bias
+VARIANTS = pytest.mark.parametrize("variant", [{}, LEAN], ids=["default", "lean"])
 
 
 def test_pair_mask():
@@ -33,8 +37,9 @@ def test_pair_mask():
     assert torch.equal(pair_mask(valid), expected)
 
 
-def test_forward_shape_dtype_and_predict_range():
-    head = _head()
+@VARIANTS
+def test_forward_shape_dtype_and_predict_range(variant):
+    head = _head(**variant)
     hidden, positions, valid, conf, ent = _state()
     valid[1, -2:] = False
     logits = head(hidden, positions, valid, conf, ent)
@@ -65,9 +70,10 @@ def test_empty_and_fully_padded_rows():
     assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
 
 
+@VARIANTS
 @pytest.mark.parametrize("where", ["end", "interleaved"])
-def test_padding_invariance(where: str):
-    head = _head()
+def test_padding_invariance(where: str, variant):
+    head = _head(**variant)
     hidden, positions, valid, conf, ent = _state(b=1, m=5)
     ref = head.predict(hidden, positions, valid, conf, ent)  # [1, 5, 5]
     pad = 4
@@ -84,8 +90,12 @@ def test_padding_invariance(where: str):
     assert (out[:, ~big_v[0]] == 0).all() and (out[:, :, ~big_v[0]] == 0).all()
 
 
-def test_translation_invariance_and_position_sensitivity():
-    head = _head()
+@VARIANTS
+def test_translation_invariance_and_position_sensitivity(variant):
+    head = _head(**variant)
+    with torch.no_grad():  # random weights: the lean variant's distance bias starts constant
+        for p in head.parameters():
+            p.normal_(std=0.3)
     hidden, positions, valid, conf, ent = _state()
     ref = head(hidden, positions, valid, conf, ent)
     assert torch.equal(head(hidden, positions + 137, valid, conf, ent), ref)
@@ -126,11 +136,27 @@ def test_bad_inputs_and_args_are_named():
         DependencyHead(D, dim=32, heads=3)
     with pytest.raises(ValueError, match="`dropout`"):
         DependencyHead(D, dropout=1.5)
+    with pytest.raises(ValueError, match=r"`pair_mlp` \('no'\) must be a bool"):
+        DependencyHead(D, pair_mlp="no")
 
 
-def test_training_reduces_bce_on_neighbour_target():
+def test_the_lean_variant_is_a_fraction_of_the_default():
+    """`pair_mlp=False, layers=0` builds no [b, m, m, ·] tensor: far fewer FLOPs and parameters."""
+    hidden, positions, valid, conf, ent = _state(b=4, m=16)
+
+    def cost(head):
+        with FlopCounterMode(display=False) as counter:
+            head(hidden, positions, valid, conf, ent)
+        return counter.get_total_flops(), sum(p.numel() for p in head.parameters())
+
+    (flops, params), (lean_flops, lean_params) = cost(_head()), cost(_head(**LEAN))
+    assert lean_flops < flops / 4 and lean_params < params / 4, (flops, lean_flops, params, lean_params)
+
+
+@pytest.mark.parametrize("variant", [{"layers": 1}, LEAN], ids=["default", "lean"])
+def test_training_reduces_bce_on_neighbour_target(variant):
     torch.manual_seed(0)
-    head = DependencyHead(D, dim=32, layers=1, heads=4, max_distance=8)
+    head = DependencyHead(D, **{"dim": 32, "heads": 4, "max_distance": 8, **variant})
     b, m = 8, 7
     hidden, positions, valid, conf, ent = _state(b=b, m=m, seed=1)
     positions = torch.stack([torch.randperm(20)[:m].sort().values for _ in range(b)])  # varied gaps

@@ -49,6 +49,17 @@ def test_round_trip(tmp_path):
     assert json.loads((again / CONFIG_NAME).read_text())["training_manifest"] == manifest
 
 
+def test_lean_round_trip_and_checkpoints_from_before_pair_mlp(tmp_path):
+    lean = _head(layers=0, pair_mlp=False)
+    loaded = DependencyHead.from_pretrained(lean.save_pretrained(tmp_path / "lean"))
+    assert loaded.config["pair_mlp"] is False
+    x = _inputs()
+    assert torch.equal(loaded.predict(*x), lean.predict(*x))
+    old = _head().save_pretrained(tmp_path / "old")  # written before `pair_mlp` existed: no key
+    _edit(old / CONFIG_NAME, drop="pair_mlp")
+    assert DependencyHead.from_pretrained(old).config["pair_mlp"] is True
+
+
 def test_round_trip_keeps_dtype(tmp_path):
     head = _head(use_confidence=False).to(torch.bfloat16)
     loaded = DependencyHead.from_pretrained(head.save_pretrained(tmp_path))
@@ -101,6 +112,7 @@ def test_missing_directory_and_files(tmp_path):
         (lambda p: _edit(p, dim="wide"), r"`dim` is 'wide', expected int"),
         (lambda p: _edit(p, use_confidence=1), r"`use_confidence` is 1, expected bool"),
         (lambda p: _edit(p, heads=True), r"`heads` is True, expected int"),
+        (lambda p: _edit(p, pair_mlp="yes"), r"`pair_mlp` is 'yes', expected bool"),
         (lambda p: _edit(p, format_version=99), "`format_version` is 99"),
         (lambda p: _edit(p, drop="layers"), r"missing key\(s\) \['layers'\]"),
         (lambda p: _edit(p, heads=3), r"invalid architecture .*`heads` \(3\) must divide"),

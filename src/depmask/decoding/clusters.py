@@ -38,10 +38,10 @@ def most_confident(confidence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 
 def cluster_ids(candidates: torch.Tensor) -> torch.Tensor:
     """[b, c] long: the CIC index of every candidate (0, 1, … left to right), −1 elsewhere."""
-    return _run_number(candidates) - 1
+    return run_number(candidates) - 1
 
 
-def _run_number(candidates: torch.Tensor) -> torch.Tensor:
+def run_number(candidates: torch.Tensor) -> torch.Tensor:
     """[b, c] long: 1 + the CIC index of every candidate, 0 elsewhere."""
     start = candidates.clone()
     start[:, 1:] &= ~candidates[:, :-1]  # [b, c]: first position of each run
@@ -53,11 +53,12 @@ def max_units(columns: int, units: str) -> int:
     return columns if units == "token" else (columns + 1) // 2
 
 
-def unit_members(candidates: torch.Tensor, units: str) -> torch.Tensor:
+def unit_members(candidates: torch.Tensor, units: str, run: torch.Tensor | None = None) -> torch.Tensor:
     """[b, k, c] bool: `member[r, u, i]` — candidate `i` of row `r` belongs to unit `u`.
 
     `units="token"`: unit `u` is position `u` (k = c); `units="cluster"`: unit `u` is the u-th CIC
-    from the left (k = ⌈c / 2⌉: runs are separated by at least one non-candidate).
+    from the left (k = ⌈c / 2⌉: runs are separated by at least one non-candidate). `run`:
+    `run_number(candidates)`, if at hand.
     """
     c = candidates.shape[1]
     if units == "token":
@@ -65,7 +66,8 @@ def unit_members(candidates: torch.Tensor, units: str) -> torch.Tensor:
     if units != "cluster":
         raise ValueError(f"`units` ({units!r}) must be 'token' or 'cluster'")
     k = max_units(c, units)
-    return _run_number(candidates)[:, None, :] == cached_arange(1, k + 1, candidates.device)[None, :, None]  # [b, k, c]
+    run = run_number(candidates) if run is None else run
+    return run[:, None, :] == cached_arange(1, k + 1, candidates.device)[None, :, None]  # [b, k, c]
 
 
 @lru_cache(maxsize=64)

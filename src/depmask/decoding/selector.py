@@ -33,11 +33,13 @@ the ≤ k units, with batched tensor operations. It does not compute dependencie
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from depmask.decoding.clusters import (
     cached_arange,
     cached_off_diagonal,
     candidate_positions,
+    run_number,
     unit_confidence,
     unit_members,
 )
@@ -72,28 +74,38 @@ def greedy_select(
         raise ValueError("the conflict rule needs `edge_floor` (CLAD: 1.2 / L) or `edge_threshold`")
     if candidates is None:
         candidates = candidate_positions(confidence, mask, threshold)  # [b, c]
-    member = unit_members(candidates, units)  # [b, k, c]
+    dep = dependency.to(torch.float64)
+    if units == "token":  # unit u is column u: no membership matrices
+        conf = confidence.to(torch.float64).masked_fill(~candidates, float("-inf"))  # [b, c]
+        if rule == "budget":  # the diagonal (a position on itself) is never counted
+            return _budget(dep, conf, candidates, epsilon, skip_blocked, inner_on_diagonal=False)
+        return _conflict(dep, conf, candidates, None, None, edge_threshold, edge_floor)
+    run = run_number(candidates)  # [b, c]: 1 + the cluster of each candidate, 0 elsewhere
+    member = unit_members(candidates, units, run)  # [b, k, c]
     valid = member.any(dim=-1)  # [b, k]
     conf = unit_confidence(member, confidence)  # [b, k]
-    dep = dependency.to(torch.float64)
     m = member.to(dep.dtype)  # [b, k, c]
     if rule == "budget":
         dep = dep.clone() if dep is dependency else dep
         dep.diagonal(dim1=1, dim2=2).zero_()  # a position never depends on itself
         unit_dep = m @ dep @ m.transpose(1, 2)  # [b, k, k] Σ over members; diagonal: inner pairs
-        chosen = _budget(unit_dep, conf, valid, epsilon, skip_blocked)
+        chosen = _budget(unit_dep, conf, valid, epsilon, skip_blocked, inner_on_diagonal=True)
     else:
-        sym = torch.maximum(dep, dep.transpose(1, 2))  # [b, c, c]
-        sym.diagonal(dim1=1, dim2=2).zero_()
-        affinity = cluster_affinity(sym, member, m)  # [b, k, k]
-        order = _order(conf, m.sum(dim=-1))  # [b, k]: heaviest first
-        if edge_threshold is None:
-            partner, has_edge = mutual_edges(affinity, valid, edge_floor)
-            chosen = resolve_matching(partner, has_edge, order, valid)
-        else:
-            edges = (affinity >= edge_threshold) & _pairs(valid)
-            chosen = resolve_conflicts(edges, order, valid)
-    return (member & chosen[:, :, None]).any(dim=1)  # [b, c]
+        chosen = _conflict(dep, conf, valid, member, m, edge_threshold, edge_floor)
+    return F.pad(chosen, (1, 0)).gather(1, run)  # [b, c]: a candidate's unit is chosen
+
+
+def _conflict(dep, conf, valid, member, m, edge_threshold, edge_floor) -> torch.Tensor:
+    """[b, k] bool: the conflict rule over units (`member`/`m` None: token units, k = c)."""
+    sym = torch.maximum(dep, dep.transpose(1, 2))  # [b, c, c]
+    sym.diagonal(dim1=1, dim2=2).zero_()
+    affinity = sym if member is None else cluster_affinity(sym, member, m)  # [b, k, k]
+    size = valid.to(conf.dtype) if m is None else m.sum(dim=-1)  # [b, k]
+    if edge_threshold is None:
+        partner, has_edge = mutual_edges(affinity, valid, edge_floor)
+        return resolve_matching(partner, has_edge, _key(conf, size), valid)
+    edges = (affinity >= edge_threshold) & _pairs(valid)
+    return resolve_conflicts(edges, _order(conf, size), valid)
 
 
 def _pairs(valid: torch.Tensor) -> torch.Tensor:
@@ -101,26 +113,36 @@ def _pairs(valid: torch.Tensor) -> torch.Tensor:
     return valid[:, :, None] & valid[:, None, :] & cached_off_diagonal(valid.shape[1], valid.device)
 
 
+def _key(conf: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
+    """[b, k] the visiting key: confidence, or size first (then confidence); −inf on padding."""
+    return conf if size is None else size + conf / 2  # conf in [0, 1]: never outweighs one position
+
+
 def _order(conf: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
     """[b, k] long: units by confidence (highest first; ties to the left), or by size first
     (then confidence). Padding units (confidence −inf) come last."""
-    key = conf if size is None else size + conf / 2  # conf in [0, 1]: never outweighs one position
-    return key.argsort(dim=1, descending=True, stable=True)
+    return _key(conf, size).argsort(dim=1, descending=True, stable=True)
 
 
-def _budget(unit_dep, conf, valid, epsilon: float, skip_blocked: bool) -> torch.Tensor:
-    """[b, k] bool: the budget rule over units (unit_dep [b, k, k]: summed dependency)."""
+def _budget(unit_dep, conf, valid, epsilon: float, skip_blocked: bool, inner_on_diagonal: bool) -> torch.Tensor:
+    """[b, k] bool: the budget rule over units (unit_dep [b, k, k]: summed dependency; its
+    diagonal counts a unit's inner pairs when `inner_on_diagonal`, else it is ignored)."""
     b, k = valid.shape
     order = _order(conf)  # [b, k]
     valid_sorted = valid.gather(1, order)  # [b, k]
     if not skip_blocked:  # a prefix: cost of the first t units = Σ of the top-left t × t block
         idx = order[:, :, None].expand(b, k, k)
         perm = unit_dep.gather(1, idx).gather(2, idx.transpose(1, 2))  # [b, k, k] in visiting order
+        if not inner_on_diagonal:
+            perm.diagonal(dim1=1, dim2=2).zero_()
         cost = perm.cumsum(dim=1).cumsum(dim=2).diagonal(dim1=1, dim2=2)  # [b, k]
         ok = valid_sorted & (cost <= epsilon)
-        ok[:, :1] = valid_sorted[:, :1]  # the first unit always joins
-        keep = (~ok).cumsum(dim=1) == 0  # stop at the first failure
+        ok[:, 0] = valid_sorted[:, 0]  # the first unit always joins
+        keep = ok.cummin(dim=1).values  # stop at the first failure
         return torch.zeros_like(valid).scatter_(1, order, keep)
+    if not inner_on_diagonal:
+        unit_dep = unit_dep.clone()
+        unit_dep.diagonal(dim1=1, dim2=2).zero_()
     chosen = torch.zeros_like(valid)
     cost = torch.zeros(b, dtype=unit_dep.dtype, device=unit_dep.device)
     rows = torch.arange(b, device=valid.device)
@@ -154,23 +176,26 @@ def mutual_edges(
     k = valid.shape[1]
     others = _pairs(valid)  # [b, k, k]
     masked = affinity.masked_fill(~others, float("-inf"))
-    top = masked.argmax(dim=-1)  # [b, k]: the first maximum
-    weight = masked.gather(2, top[:, :, None])[:, :, 0]  # [b, k]; −inf without another unit
+    top = masked.argmax(dim=-1, keepdim=True)  # [b, k, 1]: the first maximum
+    weight = masked.gather(2, top)[:, :, 0]  # [b, k]; −inf without another unit
+    top = top[:, :, 0]
     mutual = top.gather(1, top) == cached_arange(0, k, valid.device)
-    row_mean = torch.where(others, affinity, 0.0).sum(dim=-1) / others.sum(dim=-1).clamp_min(1)  # [b, k]
+    count = valid.sum(dim=1, keepdim=True)  # [b, 1]
+    row_mean = torch.where(others, affinity, 0.0).sum(dim=-1) / (count - 1).clamp_min(1)  # [b, k]
     above = (weight >= row_mean) & (weight >= row_mean.gather(1, top))
     if isinstance(edge_floor, torch.Tensor) and edge_floor.dim():
         edge_floor = edge_floor[:, None]  # [b, 1]
-    few = valid.sum(dim=1, keepdim=True) <= 2  # [b, 1]: the row-mean test is vacuous
-    strong = ~few | (weight >= edge_floor)
+    strong = (count > 2) | (weight >= edge_floor)  # with ≤ 2 units the row-mean test is vacuous
     return top, mutual & above & strong & (weight > 0)  # 0 affinity: no dependency
 
 
-def resolve_matching(partner, has_edge, order, valid) -> torch.Tensor:
+def resolve_matching(partner, has_edge, key, valid) -> torch.Tensor:
     """[b, k] bool: the maximum-weight independent set of a matching — of every edge, the unit
-    visited first (`order` [b, k], heaviest first) stays; every unit without an edge stays."""
-    rank = order.argsort(dim=1)  # [b, k]: the inverse permutation
-    return valid & ~(has_edge & (rank.gather(1, partner) < rank))
+    visited first stays (`key` [b, k], `_key`: higher first, ties to the left); every unit without
+    an edge stays."""
+    mine, theirs = key, key.gather(1, partner)
+    first = (theirs > mine) | ((theirs == mine) & (partner < cached_arange(0, key.shape[1], key.device)))
+    return valid & ~(has_edge & first)
 
 
 def resolve_conflicts(edges, order, valid) -> torch.Tensor:

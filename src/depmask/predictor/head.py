@@ -72,6 +72,23 @@ class _EncoderLayer(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))  # [b, m, dim]
 
 
+class _BilinearScorer(nn.Module):
+    """One logit per ordered pair (i, j): `q_i·k_j / sqrt(dim) + b(pos_j − pos_i)`, a bilinear
+    term plus a learned bias per clipped signed distance — the lean scorer (`pair_mlp=False`)."""
+
+    def __init__(self, dim: int, num_rel: int):
+        super().__init__()
+        self.dim = dim
+        self.qk = nn.Linear(dim, 2 * dim, bias=False)
+        self.rel_logit = nn.Embedding(num_rel, 1)
+        nn.init.constant_(self.rel_logit.weight, _INIT_LOGIT)
+
+    def forward(self, u: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        q, k = self.qk(u).split(self.dim, dim=-1)  # [b, m, dim] each
+        bias = self.rel_logit.weight[:, 0][rel]  # [b, m, m]
+        return torch.baddbmm(bias, q, k.transpose(-1, -2), alpha=1.0 / math.sqrt(self.dim))  # [b, m, m]
+
+
 class _PairScorer(nn.Module):
     """One logit per ordered pair (i, j): bilinear term + small MLP over pair features."""
 
@@ -117,6 +134,10 @@ class DependencyHead(nn.Module):
             the pairwise scorer).
         heads: attention heads per layer (must divide `dim`).
         max_distance: canvas distances are clipped to `±max_distance` before embedding.
+        pair_mlp: score pairs with the bilinear term plus an MLP over pair features (default);
+            False: the lean scorer, bilinear term plus a learned bias per distance — no
+            `[b, m, m, ·]` tensor, for base models so small that the MLP would cost a visible
+            fraction of their forward (the embedded model).
         use_confidence: add an MLP of (confidence, log confidence, entropy) to each slot; then
             `forward` requires `confidence` and `entropy`.
         dropout: dropout in the encoder and the pairwise MLP.
@@ -133,6 +154,7 @@ class DependencyHead(nn.Module):
         use_confidence: bool = True,
         dropout: float = 0.0,
         base_fingerprint: str | None = None,
+        pair_mlp: bool = True,
     ):
         super().__init__()
         for name, value, low in (("hidden_size", hidden_size, 1), ("dim", dim, 1), ("layers", layers, 0),
@@ -143,6 +165,8 @@ class DependencyHead(nn.Module):
             raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` ({dropout}) must lie in [0, 1)")
+        if not isinstance(pair_mlp, bool):
+            raise ValueError(f"`pair_mlp` ({pair_mlp!r}) must be a bool")
         if base_fingerprint is not None and not isinstance(base_fingerprint, str):
             raise ValueError(f"`base_fingerprint` ({base_fingerprint!r}) must be a str or None")
         self.hidden_size = hidden_size
@@ -152,14 +176,15 @@ class DependencyHead(nn.Module):
         self.config: dict[str, Any] = {
             "hidden_size": hidden_size, "dim": dim, "layers": layers, "heads": heads,
             "max_distance": max_distance, "use_confidence": bool(use_confidence),
-            "dropout": float(dropout), "base_fingerprint": base_fingerprint,
+            "dropout": float(dropout), "base_fingerprint": base_fingerprint, "pair_mlp": pair_mlp,
         }
         self.training_manifest: dict | None = None  # set by `from_pretrained`
         num_rel = 2 * max_distance + 1
         self.slots = SlotEncoder(hidden_size, dim, max_distance, self.use_confidence)
         self.encoder = nn.ModuleList(_EncoderLayer(dim, heads, num_rel, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        self.scorer = _PairScorer(dim, max(16, dim // 2), num_rel, dropout)
+        self.scorer = (_PairScorer(dim, max(16, dim // 2), num_rel, dropout) if pair_mlp
+                       else _BilinearScorer(dim, num_rel))
 
     def _check_inputs(self, hidden, positions, valid, confidence, entropy) -> None:
         if hidden.dim() != 3 or hidden.shape[-1] != self.hidden_size:
@@ -251,7 +276,7 @@ class DependencyHead(nn.Module):
             io.check_compatible(config["base_fingerprint"], config["hidden_size"], denoiser)
         config_path = Path(directory) / io.CONFIG_NAME
         try:
-            head = cls(**{k: config[k] for k in io.ARCHITECTURE_KEYS})
+            head = cls(**{k: config[k] for k in (*io.ARCHITECTURE_KEYS, *io.OPTIONAL_ARCHITECTURE_KEYS)})
         except ValueError as err:
             raise ValueError(f"{config_path}: invalid architecture ({err})") from err
         dtypes = {t.dtype for t in state_dict.values() if t.is_floating_point()}

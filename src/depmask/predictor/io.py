@@ -40,6 +40,10 @@ ARCHITECTURE_KEYS: dict[str, tuple[type, ...]] = {
     "dropout": (float, int),
     "base_fingerprint": (str, type(None)),
 }
+# architecture arguments added later -> (accepted JSON types, value of checkpoints written before)
+OPTIONAL_ARCHITECTURE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "pair_mlp": ((bool,), True),
+}
 
 
 def depmask_version() -> str:
@@ -102,7 +106,10 @@ def _validate_config(config: Any, path: Path) -> dict[str, Any]:
     missing = [k for k in ARCHITECTURE_KEYS if k not in config]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}; expected all of {list(ARCHITECTURE_KEYS)}")
-    for key, types in ARCHITECTURE_KEYS.items():
+    for key, (_, default) in OPTIONAL_ARCHITECTURE_KEYS.items():
+        config.setdefault(key, default)
+    checked = {**ARCHITECTURE_KEYS, **{k: types for k, (types, _) in OPTIONAL_ARCHITECTURE_KEYS.items()}}
+    for key, types in checked.items():
         value = config[key]
         wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
         if wrong or (isinstance(value, float) and not math.isfinite(value)):

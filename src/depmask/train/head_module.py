@@ -45,6 +45,7 @@ class HeadModule(L.LightningModule):
         max_distance: int = 64,
         use_confidence: bool = True,
         dropout: float = 0.0,
+        pair_mlp: bool = True,
         loss: str = "bce",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -56,7 +57,8 @@ class HeadModule(L.LightningModule):
     ):
         """Args:
             hidden_size, base_fingerprint: the base model's, linked from the data module.
-            dim, layers, heads, max_distance, use_confidence, dropout: the head's architecture.
+            dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp: the head's
+                architecture (`DependencyHead`).
             loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse".
             lr, weight_decay, warmup_steps: AdamW with linear warm-up, then cosine decay to 10 %.
             positive_threshold: TV at or above which a pair counts as dependent (AUROC / AP).
@@ -73,7 +75,8 @@ class HeadModule(L.LightningModule):
             raise ValueError(f"`hidden_size` ({hidden_size}) must be >= 1 (the CLI links it from the harvest)")
         self.save_hyperparameters()
         self.head = DependencyHead(hidden_size, dim=dim, layers=layers, heads=heads, max_distance=max_distance,
-                                   use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint)
+                                   use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint,
+                                   pair_mlp=pair_mlp)
         self.val_head = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision()})
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()

@@ -110,7 +110,7 @@ class Guided(Policy):
         if self._scorer.needs_probe:  # only a probing scorer saves work by skipping the others
             candidates = torch.zeros_like(state.mask)  # [b, l]
             candidates[:, s:e] = cand
-        dep = self._scorer.score(state, candidates)[:, s:e, s:e]  # [b, c, c]
+        dep = self._scorer.score_block(state, candidates)  # [b, c, c]
         floor = None
         if self.rule == "conflict" and self.edge_threshold is None:
             floor = self.edge_floor if self.edge_floor is not None else UNIFORM_MULTIPLE / _keys(state, s + top)

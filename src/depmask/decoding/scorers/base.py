@@ -7,9 +7,12 @@ positions of the block, padded to the widest row).
 `j` changes the model's prediction at position `i`. Only entries between masked positions of the
 current block are meaningful; everything else is 0. `candidates` [b, l] (optional) names the
 positions the selector may commit; a scorer may leave the rows and columns of other positions 0
-(the oracle does, to spend fewer forwards). A scorer declares what the loop must provide
-(`needs_hidden`, `needs_attention`, `needs_probe`); `bind(denoiser)` is called once before
-decoding, so a scorer tied to one model can refuse another. Scorers never choose positions.
+(the oracle does, to spend fewer forwards). `scorer.score_block(state, candidates) -> [b, c, c]`
+is the same matrix restricted to the block, `D[:, s:e, s:e]` — what the selector reads; the
+default slices `score`, a scorer that works on the block overrides it and skips the canvas-sized
+tensor. A scorer declares what the loop must provide (`needs_hidden`, `needs_attention`,
+`needs_probe`); `bind(denoiser)` is called once before decoding, so a scorer tied to one model
+can refuse another. Scorers never choose positions.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ class Scorer:
 
     def score(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:  # [b, l, l]
         raise NotImplementedError
+
+    def score_block(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:  # [b, c, c]
+        """`score(state, candidates)` restricted to the current block's rows and columns."""
+        s, e = state.block_start, state.block_end
+        return self.score(state, candidates)[:, s:e, s:e]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -66,4 +74,13 @@ def scatter_block(values: torch.Tensor, order: torch.Tensor, state: StepState) -
     block.scatter_(1, index, values.to(device=block.device, dtype=block.dtype).reshape(b, m * m))
     out = torch.zeros(b, l, l, dtype=torch.float32, device=state.mask.device)
     out[:, s:e, s:e] = block.view(b, c, c)
+    return out
+
+
+def block_to_canvas(block: torch.Tensor, state: StepState) -> torch.Tensor:
+    """[b, c, c] block matrix → [b, l, l] canvas matrix, 0 outside the block."""
+    b, l = state.mask.shape
+    s, e = state.block_start, state.block_end
+    out = torch.zeros(b, l, l, dtype=block.dtype, device=block.device)
+    out[:, s:e, s:e] = block
     return out

@@ -2,8 +2,12 @@
 final hidden states of this forward at the masked positions of the block and predicts their
 pairwise influence, `D[i, j] ≈ TV(p_i(· | x), p_i(· | x, x_j := x̂_j))`.
 
-The head sees every masked position of the block (the set it was trained on), in canvas order,
-with their confidence and entropy; its `[b, m, m]` prediction is scattered back to `[b, l, l]`.
+The head sees every masked position of the block (the set it was trained on), with their
+confidence and entropy. It reads the block's columns in place — `valid` is the block's mask, the
+committed columns are padding slots — instead of gathering the masked positions to the front: the
+head is equivariant to where its padding sits (padded slots are zeroed and masked out of its
+attention, distances come from canvas positions), so the prediction is the same and the step
+saves the sort, the gathers and the scatter back. `score_block` returns that `[b, c, c]` matrix.
 `bind(denoiser)` refuses a head trained for another model (fingerprint or hidden size) before
 decoding starts, and moves the head to the denoiser's device. The head is loaded when the scorer
 is built (from a directory), so a wrong path fails at once.
@@ -16,7 +20,8 @@ from typing import Any
 
 import torch
 
-from depmask.decoding.scorers.base import Scorer, block_slots, scatter_block
+from depmask.decoding.clusters import cached_arange
+from depmask.decoding.scorers.base import Scorer, block_to_canvas
 from depmask.decoding.state import StepState
 
 
@@ -51,18 +56,20 @@ class HeadScorer(Scorer):
             head.to(denoiser.device)
 
     def score(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        return block_to_canvas(self.score_block(state, candidates), state)  # [b, l, l]
+
+    def score_block(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:
         head = self._require()
         if state.hidden is None:
             raise ValueError("the head scorer needs `state.hidden`; the loop provides it for policies "
                              "whose `needs_hidden` is True")
-        order, positions, valid = block_slots(state)  # all masked positions of the block
-        hidden = state.hidden.gather(1, positions[:, :, None].expand(-1, -1, state.hidden.shape[-1]))  # [b, m, d]
+        s, e = state.block_start, state.block_end
+        valid = state.mask[:, s:e]  # [b, c]: masked columns are the head's slots, the rest padding
+        positions = cached_arange(s, e, valid.device).expand_as(valid)  # [b, c]
         pred = head.predict(
-            hidden, positions, valid,
-            state.confidence.gather(1, positions), state.entropy.gather(1, positions),
-        )  # [b, m, m]
-        pred = pred * (valid[:, :, None] & valid[:, None, :]).to(pred.device)
-        return scatter_block(pred, order, state)  # [b, l, l]
+            state.hidden[:, s:e], positions, valid, state.confidence[:, s:e], state.entropy[:, s:e],
+        )  # [b, c, c], 0 on pairs touching a padded slot and on the diagonal
+        return pred.to(device=valid.device, dtype=torch.float32)
 
     def __repr__(self) -> str:
         return f"HeadScorer(head={type(self.head).__name__ if self.head is not None else None})"
