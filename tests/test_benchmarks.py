@@ -42,3 +42,19 @@ def test_selection_overhead_benchmark_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert out.is_file() and "ratio" in done.stdout
+
+
+def test_selection_overhead_simulate_mode_runs_on_cpu(tmp_path):
+    """The LLaDA-shape mode (meant for a GPU) at toy sizes: same code path, random tensors."""
+    out = tmp_path / "sim.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--simulate", "llada", "--device", "cpu",
+         "--sim_length", "32", "--sim_gen", "16", "--sim_block", "8", "--sim_hidden", "64", "--sim_heads", "2",
+         "--sim_layers", "1", "--sim_intermediate", "64", "--sim_vocab", "100", "--sim_steps", "2", "--repeats", "1",
+         "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert [r["policy"] for r in rows] == ["demask", "clad"]
+    assert all(r["mode"] == "simulate-llada" and r["forward_ms"] > 0 and r["select_ms"] > 0 for r in rows)
