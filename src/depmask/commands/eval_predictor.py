@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depmask.eval.plots import pyplot, save_figure
 from depmask.eval.predictor_quality import (
     BASELINES,
     baseline_scores,
@@ -109,10 +110,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def _plot_reliability(pred: np.ndarray, tv: np.ndarray, bins: list[dict], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, hist) = plt.subplots(1, 2, figsize=(9, 3.8))
     rng = np.random.default_rng(0)
@@ -129,11 +127,7 @@ def _plot_reliability(pred: np.ndarray, tv: np.ndarray, bins: list[dict], path: 
              width=[b["hi"] - b["lo"] for b in bins], color="tab:blue", alpha=0.7, edgecolor="white")
     hist.set(yscale="log", xlim=(0, 1), xlabel="predicted TV (head)", ylabel="pairs per bin")
     hist.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def eval_predictor(

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from depmask.eval.plots import pyplot, save_figure
 from depmask.eval.runner import PolicySweep
 from depmask.eval.subadditivity import HOLD_TOLERANCE
 
@@ -165,10 +166,7 @@ def table(rows: list[dict]) -> str:
 
 def plot_scatter(states: list[dict], path: str | Path) -> Path:
     """TV against the k = 1 bound, one panel per task, one colour per policy run; log-log, y = x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = list(dict.fromkeys(s["task"] for s in states)) or ["(no states)"]
     top = 1.5 * max([2.0] + [s["bound"] for s in states])  # the bound can exceed 1 (up to |S|(|S| − 1))
@@ -189,9 +187,4 @@ def plot_scatter(states: list[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6, loc="upper left")
     axes[0][0].set_ylabel(f"TV(product, sequential joint)  (< {FLOOR:g} drawn at {FLOOR:g})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

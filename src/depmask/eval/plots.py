@@ -1,7 +1,8 @@
 """The accuracy-vs-TPF frontier plot: one panel per task, one line per policy across its sweep.
 
 A probing policy (the oracle: its perturbed forwards are counted in TPF) is drawn dashed at its
-decoding-step TPF (AFP), the parallelism a perfect predictor would allow.
+decoding-step TPF (AFP), the parallelism a perfect predictor would allow. `pyplot()` and
+`save_figure()` are the headless matplotlib set-up and PNG writing every eval plot shares.
 """
 
 from __future__ import annotations
@@ -9,13 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_frontier(rows: list[dict], path: str | Path, x: str = "tpf") -> Path:
-    """Save the frontier of `rows` (summary rows) to `path` (PNG); returns the path."""
+def pyplot():
+    """`matplotlib.pyplot` on the headless Agg backend (imported lazily: plotting is optional)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out `fig`, write it to `path` (PNG, parents created), close it; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
+def plot_frontier(rows: list[dict], path: str | Path, x: str = "tpf") -> Path:
+    """Save the frontier of `rows` (summary rows) to `path` (PNG); returns the path."""
+    plt = pyplot()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.5 * max(len(tasks), 1), 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -33,9 +50,4 @@ def plot_frontier(rows: list[dict], path: str | Path, x: str = "tpf") -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
