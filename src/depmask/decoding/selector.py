@@ -12,7 +12,8 @@ visited always joins (so every row with a mask commits something). Two rules:
   unit that would break the budget, so the chosen set is a confidence-ordered prefix — monotone in
   ε, and computed in closed form with a 2-D cumulative sum. With `skip_blocked=True` such a unit is
   skipped and later ones may still join (a larger set, no longer monotone in ε).
-- `conflict` (CLAD). Dependencies are symmetrised, `S = max(D, Dᵀ)` with a zero diagonal; the
+- `conflict` (CLAD). Dependencies are symmetrised, `S = max(D, Dᵀ)` with a zero diagonal (the
+  diagonal never enters an affinity between distinct units, so it is not actually cleared); the
   affinity of units a, b is the maximum over rows i ∈ a of the mean over columns j ∈ b of S[i, j],
   symmetrised by max. A conflict edge joins a and b when each is the other's top-1 and the
   affinity is at least both row means (mean over the other units); with ≤ 2 units the row-mean
@@ -97,8 +98,8 @@ def greedy_select(
 
 def _conflict(dep, conf, valid, member, m, edge_threshold, edge_floor) -> torch.Tensor:
     """[b, k] bool: the conflict rule over units (`member`/`m` None: token units, k = c)."""
-    sym = torch.maximum(dep, dep.transpose(1, 2))  # [b, c, c]
-    sym.diagonal(dim1=1, dim2=2).zero_()
+    # [b, c, c]; its diagonal is never read: affinities of a unit with itself are masked out
+    sym = torch.maximum(dep, dep.transpose(1, 2))
     affinity = sym if member is None else cluster_affinity(sym, member, m)  # [b, k, k]
     size = valid.to(conf.dtype) if m is None else m.sum(dim=-1)  # [b, k]
     if edge_threshold is None:
@@ -159,7 +160,8 @@ def _budget(unit_dep, conf, valid, epsilon: float, skip_blocked: bool, inner_on_
 def cluster_affinity(sym: torch.Tensor, member: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
     """[b, k, k] W[a, b] = max over rows i ∈ a of the mean over columns j ∈ b of sym[i, j],
     symmetrised by max. `sym` [b, c, c], `member` [b, k, c] (`m`: it as a float, if at hand).
-    Entries of padding units are not meaningful (0 or −inf)."""
+    Entries of padding units are not meaningful (0 or −inf), nor is the diagonal W[a, a] (it
+    reads `sym`'s diagonal, which callers need not clear)."""
     m = member.to(sym.dtype) if m is None else m
     share = m / m.sum(dim=-1, keepdim=True).clamp_min(1)  # [b, k, c]: 1/|b| on members of b
     row_to_unit = sym @ share.transpose(1, 2)  # [b, c, k]: mean over j ∈ unit
@@ -176,9 +178,7 @@ def mutual_edges(
     k = valid.shape[1]
     others = _pairs(valid)  # [b, k, k]
     masked = affinity.masked_fill(~others, float("-inf"))
-    top = masked.argmax(dim=-1, keepdim=True)  # [b, k, 1]: the first maximum
-    weight = masked.gather(2, top)[:, :, 0]  # [b, k]; −inf without another unit
-    top = top[:, :, 0]
+    weight, top = masked.max(dim=-1)  # [b, k]: the first maximum; weight −inf without another unit
     mutual = top.gather(1, top) == cached_arange(0, k, valid.device)
     count = valid.sum(dim=1, keepdim=True)  # [b, 1]
     row_mean = torch.where(others, affinity, 0.0).sum(dim=-1) / (count - 1).clamp_min(1)  # [b, k]

@@ -14,6 +14,8 @@ slot's values (they are zeroed first, so garbage or NaN padding cannot leak into
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
@@ -26,8 +28,12 @@ def pair_mask(valid: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"`valid` must be [b, m], got shape {tuple(valid.shape)}")
     valid = valid.bool()
     m = valid.shape[1]
-    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=valid.device)  # [m, m]
-    return valid[:, :, None] & valid[:, None, :] & off_diagonal  # [b, m, m]
+    return valid[:, :, None] & valid[:, None, :] & _off_diagonal(m, valid.device)  # [b, m, m]
+
+
+@lru_cache(maxsize=64)
+def _off_diagonal(m: int, device: torch.device) -> torch.Tensor:
+    return ~torch.eye(m, dtype=torch.bool, device=device)  # [m, m]
 
 
 def relative_index(positions: torch.Tensor, valid: torch.Tensor, max_distance: int) -> torch.Tensor:
