@@ -133,6 +133,19 @@ def test_the_diagonal_never_counts():
     assert greedy_select(dep, conf, mask, epsilon=0.0).all()
 
 
+@pytest.mark.parametrize("units", ["token", "cluster"])
+@pytest.mark.parametrize("edges", [dict(edge_floor=0.03), dict(edge_threshold=0.04)])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_conflict_rule_never_reads_the_diagonal(units, edges, seed):
+    dep, conf, mask = random_inputs(seed)
+    zeroed = dep.clone()
+    zeroed.diagonal(dim1=1, dim2=2).zero_()
+    loud = zeroed.clone()
+    loud.diagonal(dim1=1, dim2=2).fill_(5.0)  # far above every off-diagonal entry
+    kw = dict(units=units, rule="conflict", threshold=0.3, **edges)
+    assert torch.equal(greedy_select(loud, conf, mask, **kw), greedy_select(zeroed, conf, mask, **kw))
+
+
 def test_budget_over_clusters_counts_inner_pairs():
     conf = torch.tensor([[0.9, 0.9, 0.2, 0.8, 0.8]], dtype=torch.float64)
     mask = torch.ones(1, 5, dtype=torch.bool)
