@@ -97,6 +97,26 @@ def test_topk_expectation_and_policy_mix(embedded):
         parse_policy("threshold:0.6")
 
 
+def test_on_policy_trajectories_of_a_learned_head(embedded, tmp_path):
+    """A harvest can follow `demask` itself (DAgger-style data); the recorder binds the wrapped
+    policy, so a head trained for another model is refused before the first forward."""
+    from depmask.predictor import DependencyHead
+
+    torch.manual_seed(0)
+    ours = DependencyHead(embedded.hidden_size, dim=16, layers=0, base_fingerprint=embedded.fingerprint)
+    ours.save_pretrained(tmp_path / "ours")
+    spec = f"demask:head={tmp_path / 'ours'},epsilon=0.5"
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=4, states_per_example=2, policies=[spec])
+    res = harvest_group(embedded, groups[0], cfg, embedded.tokenizer.pad_token_id)
+    assert res.records and all(r.policy == spec for r in res.records)
+    DependencyHead(embedded.hidden_size, dim=16, layers=0, base_fingerprint="other@local:1").save_pretrained(
+        tmp_path / "foreign")
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=4, states_per_example=2,
+                         policies=[f"demask:head={tmp_path / 'foreign'}"])
+    with pytest.raises(ValueError, match="other@local:1"):
+        harvest_group(embedded, groups[0], cfg, embedded.tokenizer.pad_token_id)
+
+
 def test_run_harvest_resume_and_identity(embedded, tmp_path):
     cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"], examples_per_task=12,
                         states_per_example=2, batch_size=4)

@@ -120,3 +120,20 @@ def test_every_train_yaml_parses(capsys):
         assert e.value.code in (0, None)
         cfg = yaml.safe_load(capsys.readouterr().out)
         assert cfg["data"]["harvest"] and cfg["model"]["export_dir"] and cfg["checkpoint"]["monitor"] == "val/auroc"
+
+
+@pytest.mark.parametrize("command", [["train", "fit", "--config", str(CONFIG)], ["mdlm", "fit"]])
+def test_the_console_script_parses_without_lightnings_args_warning(command, monkeypatch, recwarn, capsys):
+    """`depmask train fit ...` hands LightningCLI the arguments that `sys.argv` also holds; Lightning
+    would warn about it on every run. The warning is ours to silence, and sys.argv stays intact
+    (Lightning's DDP launcher re-runs it)."""
+    argv = ["depmask", *command, "--print_config"]
+    monkeypatch.setattr("sys.argv", list(argv))
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code in (0, None)
+    assert yaml.safe_load(capsys.readouterr().out)["trainer"]
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]
+    import sys
+
+    assert sys.argv == argv

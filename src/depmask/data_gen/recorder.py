@@ -48,6 +48,11 @@ class Recorder(Policy):
         self.pairs = 0  # influence entries measured (ordered pairs i ≠ j)
         self.probe_forwards = 0  # batched perturbed forwards spent
 
+    def bind(self, denoiser) -> None:
+        """Let the wrapped policy check the model and move what it holds (a learned head) to it."""
+        if hasattr(self.policy, "bind"):
+            self.policy.bind(denoiser)
+
     def select(self, state: StepState) -> torch.Tensor:
         commit = self.policy.select(state)  # [b, l]
         rows = state.rows.cpu()

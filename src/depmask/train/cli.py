@@ -9,12 +9,24 @@ logging off and `--trainer.logger CSVLogger` writes CSV. Lightning lives only in
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
 from depmask.train.mdlm_data import TaskMixtureDataModule
 from depmask.train.mdlm_module import MDLMModule
+
+
+class DepmaskCLI(LightningCLI):
+    """LightningCLI that parses the `args` `depmask` hands it without warning that `sys.argv`
+    holds them too (it does: `depmask train fit ...`). `sys.argv` itself is left alone, since
+    Lightning's DDP launcher re-runs it in the child processes."""
+
+    def parse_arguments(self, parser, args) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
 
 
 def wandb_offline_by_default() -> None:
@@ -29,7 +41,7 @@ def default_logger(save_dir: str = "runs", project: str = "depmask", name: str |
 
 def mdlm_cli(args: Sequence[str] | None = None) -> LightningCLI:
     wandb_offline_by_default()
-    return LightningCLI(
+    return DepmaskCLI(
         MDLMModule,
         TaskMixtureDataModule,
         args=list(args) if args is not None else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from depmask.train.cli import default_logger, wandb_offline_by_default
+from depmask.train.cli import DepmaskCLI, default_logger, wandb_offline_by_default
 from depmask.train.head_data import HeadDataModule
 from depmask.train.head_module import HeadModule
 
@@ -39,7 +39,7 @@ class SaveConfigToRunDir(SaveConfigCallback):
             self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
 
 
-class HeadCLI(LightningCLI):
+class HeadCLI(DepmaskCLI):
     def add_arguments_to_parser(self, parser) -> None:
         run_dir = f"runs/head/{time.strftime('%Y%m%d-%H%M%S')}"
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
