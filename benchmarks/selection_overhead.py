@@ -18,7 +18,10 @@ shape (`--sim_*` flags; bf16), unless `--base_ms` gives a measured one.
 Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part), `forward_ms` (bare
 forward), `capture_ms` (the forward with hidden/attention minus the bare one), `ratio` =
 select / forward (target ≤ 0.05), `ratio_with_capture` = (select + capture) / forward. Every time is
-the median of `--repeats` after a warm-up. Prints a table, writes JSON.
+the median of `--repeats` after a warm-up. Alongside, hardware-independent: `flops_ratio`, the
+matmul FLOPs of one select over those of the base forward (summed over the steps, counted by
+`torch.utils.flop_counter`) — the part of `ratio` that no implementation can remove; the rest is
+per-operation latency. Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from depmask.decoding import Policy, StepState, build_policy, generate
 from depmask.decoding.clusters import candidate_positions
@@ -79,6 +83,13 @@ def timed(fns: dict, device: torch.device, repeats: int) -> dict:
     return {name: statistics.median(v) for name, v in out.items()}
 
 
+def flops(fn) -> int:
+    """Matmul FLOPs of one call of `fn` (FlopCounterMode: mm, bmm, addmm, baddbmm, attention)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def scorer_of(policy: Policy):
     return policy._guided._scorer  # the preset's scorer, to time it alone
 
@@ -97,6 +108,7 @@ def measure(den, policy: Policy, states: list[StepState], repeats: int) -> dict:
     decode loop."""
     device = states[0].mask.device
     totals: dict[str, float] = {}
+    counts = {"select": 0, "forward": 0}
     for st in states:
         cand = candidates_of(policy, st)
         fns = {"select": lambda st=st: policy.select(st),
@@ -107,7 +119,12 @@ def measure(den, policy: Policy, states: list[StepState], repeats: int) -> dict:
                 st.tokens, need_hidden=policy.needs_hidden, need_attention=policy.needs_attention)
         for name, sec in timed(fns, device, repeats).items():
             totals[name] = totals.get(name, 0.0) + sec
-    return {name: 1e3 * sec / len(states) for name, sec in totals.items()}
+        if den is not None:
+            counts["select"] += flops(fns["select"])
+            counts["forward"] += flops(fns["forward"])
+    mean = {name: 1e3 * sec / len(states) for name, sec in totals.items()}
+    mean["flops_ratio"] = counts["select"] / counts["forward"] if counts["forward"] else None
+    return mean
 
 
 def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
@@ -116,7 +133,7 @@ def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
         "policy": policy.name, **policy.knobs(), "steps": steps, "select_ms": mean["select"],
         "score_ms": mean["score"], "forward_ms": mean["forward"], "capture_ms": capture,
         "ratio": mean["select"] / mean["forward"], "ratio_with_capture": (mean["select"] + capture) / mean["forward"],
-        "target": TARGET, **extra,
+        "flops_ratio": mean["flops_ratio"], "target": TARGET, **extra,
     }
 
 
@@ -233,10 +250,11 @@ def main() -> None:
         args.device = "cpu"
     rows = simulate(args) if args.simulate else embedded(args)
     print(f"{'policy':<8}{'steps':>6}{'select ms':>11}{'score ms':>10}{'forward ms':>12}{'capture ms':>12}"
-          f"{'ratio':>8}{'w/ capture':>12}")
+          f"{'ratio':>8}{'w/ capture':>12}{'FLOPs ratio':>13}")
     for r in rows:
         print(f"{r['policy']:<8}{r['steps']:>6}{r['select_ms']:>11.3f}{r['score_ms']:>10.3f}{r['forward_ms']:>12.3f}"
-              f"{r['capture_ms']:>12.3f}{r['ratio']:>8.3f}{r['ratio_with_capture']:>12.3f}")
+              f"{r['capture_ms']:>12.3f}{r['ratio']:>8.3f}{r['ratio_with_capture']:>12.3f}"
+              + (f"{r['flops_ratio']:>13.4f}" if r["flops_ratio"] is not None else f"{'-':>13}"))
     for r in rows:
         print(f"{r['policy']}: target ratio <= {TARGET}: {'met' if r['ratio'] <= TARGET else 'NOT met'} "
               f"({r['device']}, {r.get('mode')})")

@@ -156,3 +156,15 @@ def test_head_for_another_model_is_refused(harvest, tmp_path):
 def test_bad_split_is_named(harvest, tmp_path):
     with pytest.raises(ValueError, match="`split` \\('test'\\)"):
         eval_predictor(str(harvest), split="test", output=str(tmp_path / "o"))
+
+
+def test_confident_pairs_get_their_own_rows(harvest, tmp_path):
+    """`confident`: the same scores again on the pairs whose two positions are both confident."""
+    rows = eval_predictor(str(harvest), head=None, split="all", confident=0.5, output=str(tmp_path / "c"))
+    names = [r["score"] for r in rows]
+    assert names[len(names) // 2:] == [f"{n} | c ≥ 0.5" for n in names[:len(names) // 2]]
+    everything, confident = rows[0], rows[len(rows) // 2]
+    assert 0 < confident["n_pairs"] < everything["n_pairs"]
+    assert confident["n_positive"] <= everything["n_positive"]
+    with pytest.raises(ValueError, match="`confident` \\(1.5\\)"):
+        eval_predictor(str(harvest), head=None, split="all", confident=1.5, output=str(tmp_path / "o"))

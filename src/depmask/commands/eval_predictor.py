@@ -76,12 +76,12 @@ def _select(data, split: str, val_fraction: float, split_seed: int) -> list[int]
     return [i for i, e in enumerate(data["example_id"]) if in_val(str(e), val_fraction, split_seed)]
 
 
-def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str, list], list, list]:
+def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str, list], list, list, list]:
     from depmask.train.head_data import collate_states
 
     names = (["head"] if model is not None else []) + list(BASELINES)
     scores: dict[str, list] = {n: [] for n in names}
-    tvs, states = [], []
+    tvs, states, lows = [], [], []
     for start in range(0, len(indices), batch_size):
         rows = [{**data[i], "state": i} for i in indices[start:start + batch_size]]
         batch = collate_states(rows)
@@ -94,17 +94,19 @@ def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str
             scores[n].append(flatten_pairs(per_batch[n], valid))
         tvs.append(flatten_pairs(batch["tv"], valid))
         states.append(pair_states(batch["state"], valid))
-    return scores, tvs, states
+        conf = batch["confidence"]
+        lows.append(flatten_pairs(torch.minimum(conf[:, :, None], conf[:, None, :]), valid))  # the pair's lower
+    return scores, tvs, states, lows
 
 
 def _table(rows: list[dict]) -> str:
     def fmt(v) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    head = f"{'score':<20}" + "".join(f"{m:>16}" for m in METRICS) + f"{'pairs':>10}{'positive':>10}{'states':>8}"
+    head = f"{'score':<24}" + "".join(f"{m:>16}" for m in METRICS) + f"{'pairs':>10}{'positive':>10}{'states':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['score']:<20}" + "".join(f"{fmt(r[m]):>16}" for m in METRICS)
+        lines.append(f"{r['score']:<24}" + "".join(f"{fmt(r[m]):>16}" for m in METRICS)
                      + f"{r['n_pairs']:>10}{r['n_positive']:>10}{r['n_states']:>8}")
     return "\n".join(lines)
 
@@ -139,6 +141,7 @@ def eval_predictor(
     positive_threshold: float = 0.1,
     k: int = 5,
     batch_size: int = 256,
+    confident: float | None = None,
     output: str = "outputs/eval/predictor",
 ) -> list[dict]:
     """Score the head and the baselines against the empirical TV influence on held-out states.
@@ -153,6 +156,9 @@ def eval_predictor(
         positive_threshold: TV at or above which a pair counts as dependent (AUROC, AP, precision@k).
         k: top-k pairs per state for precision@k.
         batch_size: states per head forward.
+        confident: also score only the pairs whose two positions both have confidence ≥ this —
+            the pairs a confidence-ordered rule (threshold, the budget rule's prefix) decides
+            between; extra rows named `<score> | c ≥ <confident>`. None: all pairs only.
         output: directory for predictor.json, reliability.png and reliability.json.
 
     Returns:
@@ -170,6 +176,8 @@ def eval_predictor(
         raise ValueError(f"`k` ({k}) must be >= 1")
     if batch_size < 1:
         raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
+    if confident is not None and not 0 <= confident < 1:
+        raise ValueError(f"`confident` ({confident}) must lie in [0, 1) or be None")
     info = harvest_info(harvest)
     model = _load_head(head, info, harvest) if head is not None else None
     if model is not None:
@@ -180,10 +188,15 @@ def eval_predictor(
         raise HarvestError(f"`split` {split!r} selects no state of {harvest} ({len(data)} states; "
                            f"val_fraction={val_fraction}, split_seed={split_seed})")
     with torch.inference_mode():
-        scores, tvs, states = _collect(data, indices, model, batch_size)
-    tv, state = np.concatenate(tvs), np.concatenate(states)
+        scores, tvs, states, lows = _collect(data, indices, model, batch_size)
+    tv, state, low = np.concatenate(tvs), np.concatenate(states), np.concatenate(lows)
     rows = [{"score": name, **score_metrics(np.concatenate(parts), tv, state, positive_threshold, k)}
             for name, parts in scores.items()]
+    if confident is not None:
+        keep = low >= confident
+        rows += [{"score": f"{name} | c ≥ {confident:g}",
+                  **score_metrics(np.concatenate(parts)[keep], tv[keep], state[keep], positive_threshold, k)}
+                 for name, parts in scores.items()]
     print(f"{len(indices)} {split} states of {harvest}; positives: TV >= {positive_threshold}; precision@{k}")
     print(_table(rows))
     out = Path(output)

@@ -1,4 +1,6 @@
-"""The accuracy-vs-TPF frontier plot: one panel per task, one line per policy across its sweep.
+"""The accuracy-vs-TPF frontier plot: one panel per task, one line per policy across its sweep;
+below it, the same runs zoomed on the top of the accuracy axis, where the headline is read (the
+reference policy's accuracy and its 1-point window drawn as lines).
 
 A probing policy (the oracle: its perturbed forwards are counted in TPF) is drawn dashed at its
 decoding-step TPF (AFP), the parallelism a perfect predictor would allow. `pyplot()` and
@@ -30,24 +32,47 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_frontier(rows: list[dict], path: str | Path, x: str = "tpf") -> Path:
-    """Save the frontier of `rows` (summary rows) to `path` (PNG); returns the path."""
+def plot_frontier(
+    rows: list[dict], path: str | Path, x: str = "tpf", reference: str = "low_confidence", zoom: float = 4.0
+) -> Path:
+    """Save the frontier of `rows` (summary rows) to `path` (PNG); returns the path. The second row
+    shows accuracies within `zoom` points of the `reference` policy's (of the best run without it)."""
     plt = pyplot()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.5 * max(len(tasks), 1), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    cols = max(len(tasks), 1)
+    fig, axes = plt.subplots(2, cols, figsize=(4.5 * cols, 7.0), squeeze=False, height_ratios=[1.0, 0.85])
+    for ax, zoomed, task in [(axes[0][i], False, t) for i, t in enumerate(tasks)] + \
+            [(axes[1][i], True, t) for i, t in enumerate(tasks)]:
         mine = [r for r in rows if r["task"] == task]
+        refs = [r["accuracy"] for r in mine if r["policy"] == reference] or [r["accuracy"] for r in mine]
+        top = 100 * max(refs)
+        low = top - zoom
+        shown = []
         for policy in dict.fromkeys(r["policy"] for r in mine):
             runs = [r for r in mine if r["policy"] == policy]
             probing = x == "tpf" and any(r.get("probe_nfe", 0) > 0 for r in runs)
             key = "afp" if probing else x
-            xs, ys = zip(*sorted((r[key], 100 * r["accuracy"]) for r in runs))
+            points = sorted((r[key], 100 * r["accuracy"]) for r in runs)
+            if policy != reference:  # the zoom spans the parallel decoders (the reference sits at TPF 1)
+                shown += [px for px, py in points if py >= low]
+            xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls="--" if probing else "-",
                     label=f"{policy} (decode steps)" if probing else policy)
-        ax.set_title(task)
         ax.set_xlabel("tokens per forward (TPF)" if x == "tpf" else x)
-        ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
+        if not zoomed:
+            ax.set_title(task)
+            ax.set_ylim(-5, 105)
+            continue
+        ax.set_title(f"{task}: within {zoom:g} points of {reference if reference in {r['policy'] for r in mine} else 'the best'}",
+                     fontsize=9)
+        ax.axhline(top, color="0.4", lw=0.8)
+        ax.axhline(top - 1, color="0.4", lw=0.8, ls=":")  # the headline's 1-point window
+        ax.set_ylim(low, min(top, 100.0) + zoom / 10)
+        if shown:
+            pad = 0.05 * (max(shown) - min(shown)) + 0.05
+            ax.set_xlim(min(shown) - pad, max(shown) + pad)
     axes[0][0].set_ylabel("accuracy (%)")
+    axes[1][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7, loc="lower left")
     return save_figure(fig, path)

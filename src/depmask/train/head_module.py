@@ -8,6 +8,10 @@ cross-entropy with a sigmoid output is a proper scoring rule for such targets, s
 output stays calibrated *on the linear scale the decoder sums* (DEMASK's budget adds predicted TVs
 and compares with ε). A regression on log TV would spend capacity ordering 1e-4 against 1e-3,
 differences no decision depends on; `loss="mse"` and `loss="log_mse"` are kept for comparison.
+`loss="bce_prefix"` adds a set-level term aimed at the decision the budget rule makes: per state,
+masked positions in confidence order (the order the selector visits them), the summed influence
+of every prefix, `C_t = Σ_{i ≠ j < t} D[i, j]`, predicted against harvested, as
+`prefix_weight · mean_t (log1p Ĉ_t − log1p C_t)²`.
 
 Metrics (torchmetrics): `train/loss`, `val/loss`, `val/auroc` and `val/ap` (positives: pairs with
 TV ≥ `positive_threshold`), `val/spearman` (rank correlation with TV over all pairs),
@@ -31,7 +35,7 @@ from torchmetrics.retrieval import RetrievalPrecision
 
 from depmask.predictor import DependencyHead, pair_mask
 
-LOSSES = ("bce", "mse", "log_mse")
+LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
 
 
 class HeadModule(L.LightningModule):
@@ -47,6 +51,7 @@ class HeadModule(L.LightningModule):
         dropout: float = 0.0,
         pair_mlp: bool = True,
         loss: str = "bce",
+        prefix_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -59,7 +64,9 @@ class HeadModule(L.LightningModule):
             hidden_size, base_fingerprint: the base model's, linked from the data module.
             dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp: the head's
                 architecture (`DependencyHead`).
-            loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse".
+            loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse",
+                "bce_prefix" (BCE plus the prefix-cost term).
+            prefix_weight: weight of the prefix-cost term of `bce_prefix`.
             lr, weight_decay, warmup_steps: AdamW with linear warm-up, then cosine decay to 10 %.
             positive_threshold: TV at or above which a pair counts as dependent (AUROC / AP).
             precision_k: k of `val/precision_at_k`.
@@ -69,6 +76,8 @@ class HeadModule(L.LightningModule):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"`loss` ({loss!r}) must be one of {LOSSES}")
+        if prefix_weight < 0:
+            raise ValueError(f"`prefix_weight` ({prefix_weight}) must be >= 0")
         if not 0 < positive_threshold < 1:
             raise ValueError(f"`positive_threshold` ({positive_threshold}) must lie in (0, 1)")
         if hidden_size < 1:
@@ -83,27 +92,44 @@ class HeadModule(L.LightningModule):
         self.val_precision = RetrievalPrecision(top_k=precision_k)
 
     def _pairs(self, batch):
-        logits = self.head(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"], batch["entropy"])
+        full = self.head(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"], batch["entropy"])
         pairs = pair_mask(batch["valid"])  # [b, m, m]
-        return logits[pairs].float(), batch["tv"][pairs].float(), pairs
+        return full[pairs].float(), batch["tv"][pairs].float(), pairs, full
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.hparams.loss == "bce":
-            return F.binary_cross_entropy_with_logits(logits, target)
+    def _prefix_term(self, full: torch.Tensor, batch) -> torch.Tensor:
+        """mean over states and prefixes t of (log1p Ĉ_t − log1p C_t)², positions in confidence order."""
+        valid, pairs = batch["valid"], pair_mask(batch["valid"])
+        order = batch["confidence"].float().masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
+        idx = order[:, :, None].expand_as(pairs)
+
+        def prefix_cost(d: torch.Tensor) -> torch.Tensor:  # [b, m, m] → [b, m]: cost of the first t + 1
+            d = (d * pairs).gather(1, idx).gather(2, idx.transpose(1, 2))
+            return d.cumsum(dim=1).cumsum(dim=2).diagonal(dim1=1, dim2=2)
+
+        pred, true = prefix_cost(torch.sigmoid(full.float())), prefix_cost(batch["tv"].float())
+        live = valid.gather(1, order)  # [b, m]: prefixes that end on a real position
+        return ((torch.log1p(pred) - torch.log1p(true)) ** 2)[live].mean()
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, full: torch.Tensor, batch) -> torch.Tensor:
+        if self.hparams.loss in ("bce", "bce_prefix"):
+            loss = F.binary_cross_entropy_with_logits(logits, target)
+            if self.hparams.loss == "bce_prefix":
+                loss = loss + self.hparams.prefix_weight * self._prefix_term(full, batch)
+            return loss
         pred = torch.sigmoid(logits)
         if self.hparams.loss == "mse":
             return F.mse_loss(pred, target)
         return F.mse_loss(torch.log(pred + 1e-4), torch.log(target + 1e-4))
 
     def training_step(self, batch, batch_idx):
-        logits, target, _ = self._pairs(batch)
-        loss = self._loss(logits, target)
+        logits, target, _, full = self._pairs(batch)
+        loss = self._loss(logits, target, full, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=target.numel())
         return loss
 
     def validation_step(self, batch, batch_idx):
-        logits, target, pairs = self._pairs(batch)
-        self.log("val/loss", self._loss(logits, target), prog_bar=True, batch_size=target.numel())
+        logits, target, pairs, full = self._pairs(batch)
+        self.log("val/loss", self._loss(logits, target, full, batch), prog_bar=True, batch_size=target.numel())
         positive = (target >= self.hparams.positive_threshold).long()
         pred = torch.sigmoid(logits)
         att = batch["attention"]

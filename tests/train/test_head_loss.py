@@ -1,0 +1,49 @@
+"""The head's training losses: the prefix-cost term of `bce_prefix` against a hand computation."""
+
+import pytest
+import torch
+
+from depmask.train.head_module import HeadModule
+
+
+def batch_of(tv, confidence, valid):
+    b, m = valid.shape
+    return {"tv": tv, "confidence": confidence, "valid": valid, "hidden": torch.zeros(b, m, 8),
+            "positions": torch.arange(m).expand(b, m), "entropy": torch.zeros(b, m)}
+
+
+def module(**kw):
+    return HeadModule(hidden_size=8, dim=16, layers=0, heads=2, loss="bce_prefix", export_dir=None, **kw)
+
+
+def test_the_prefix_term_is_zero_for_a_perfect_prediction_and_follows_confidence_order():
+    torch.manual_seed(0)
+    tv = torch.rand(2, 4, 4) * 0.3
+    confidence = torch.tensor([[0.2, 0.9, 0.5, 0.7], [0.9, 0.8, 0.1, 0.0]])
+    valid = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    batch = batch_of(tv, confidence, valid)
+    mod = module()
+    assert mod._prefix_term(torch.logit(tv.clamp(1e-6, 1 - 1e-6)), batch).item() == pytest.approx(0.0, abs=1e-6)
+    # halve one pair's predicted influence: only prefixes that contain both of its positions move
+    pred = tv.clone()
+    pred[0, 1, 2] /= 2  # row 0 visits 1 (0.9), 3 (0.7), 2 (0.5), 0 (0.2): pair (1, 2) enters at the 3rd prefix
+    order = [1, 3, 2, 0]
+    true_cost = [sum(tv[0, i, j] for i in order[:t + 1] for j in order[:t + 1] if i != j) for t in range(4)]
+    pred_cost = [c - (tv[0, 1, 2] / 2 if t >= 2 else 0) for t, c in enumerate(true_cost)]
+    expected = sum((torch.log1p(torch.as_tensor(p)) - torch.log1p(torch.as_tensor(c))) ** 2
+                   for p, c in zip(pred_cost, true_cost)) / 7  # 4 + 3 live prefixes
+    got = mod._prefix_term(torch.logit(pred.clamp(1e-6, 1 - 1e-6)), batch)
+    assert got.item() == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_bce_prefix_is_bce_plus_the_weighted_term_and_bad_weights_are_named():
+    torch.manual_seed(0)
+    mod = module(prefix_weight=2.0)
+    tv = torch.rand(1, 3, 3) * 0.2
+    batch = batch_of(tv, torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3, dtype=torch.bool))
+    logits, target, pairs, full = mod._pairs(batch)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert mod._loss(logits, target, full, batch).item() == pytest.approx(
+        (bce + 2.0 * mod._prefix_term(full, batch)).item())
+    with pytest.raises(ValueError, match="prefix_weight"):
+        module(prefix_weight=-1.0)
