@@ -132,11 +132,7 @@ def _budget(unit_dep, conf, valid, epsilon: float, skip_blocked: bool, inner_on_
     order = _order(conf)  # [b, k]
     valid_sorted = valid.gather(1, order)  # [b, k]
     if not skip_blocked:  # a prefix: cost of the first t units = Σ of the top-left t × t block
-        idx = order[:, :, None].expand(b, k, k)
-        perm = unit_dep.gather(1, idx).gather(2, idx.transpose(1, 2))  # [b, k, k] in visiting order
-        if not inner_on_diagonal:
-            perm.diagonal(dim1=1, dim2=2).zero_()
-        cost = perm.cumsum(dim=1).cumsum(dim=2).diagonal(dim1=1, dim2=2)  # [b, k]
+        cost = prefix_cost(unit_dep, order, diagonal=inner_on_diagonal)  # [b, k]
         ok = valid_sorted & (cost <= epsilon)
         ok[:, 0] = valid_sorted[:, 0]  # the first unit always joins
         keep = ok.cummin(dim=1).values  # stop at the first failure
@@ -155,6 +151,17 @@ def _budget(unit_dep, conf, valid, epsilon: float, skip_blocked: bool, inner_on_
         cost = torch.where(join, cost + delta, cost)
         chosen[rows, u] |= join
     return chosen
+
+
+def prefix_cost(dep: torch.Tensor, order: torch.Tensor, diagonal: bool = True) -> torch.Tensor:
+    """[b, k] C[:, t] = Σ of `dep` [b, k, k] over the ordered pairs among the first t + 1 units of
+    `order` [b, k] — the summed dependency of every visiting prefix (the diagonal counts only when
+    `diagonal`). The budget rule stops where it passes ε; head training fits it (`bce_prefix`)."""
+    idx = order[:, :, None].expand_as(dep)
+    perm = dep.gather(1, idx).gather(2, idx.transpose(1, 2))  # [b, k, k] in visiting order
+    if not diagonal:
+        perm.diagonal(dim1=1, dim2=2).zero_()
+    return perm.cumsum(dim=1).cumsum(dim=2).diagonal(dim1=1, dim2=2)
 
 
 def cluster_affinity(sym: torch.Tensor, member: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:

@@ -33,6 +33,7 @@ from torchmetrics import MetricCollection, SpearmanCorrCoef
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 from torchmetrics.retrieval import RetrievalPrecision
 
+from depmask.decoding.selector import prefix_cost
 from depmask.predictor import DependencyHead, pair_mask
 
 LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
@@ -100,13 +101,8 @@ class HeadModule(L.LightningModule):
         """mean over states and prefixes t of (log1p Ĉ_t − log1p C_t)², positions in confidence order."""
         valid, pairs = batch["valid"], pair_mask(batch["valid"])
         order = batch["confidence"].float().masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
-        idx = order[:, :, None].expand_as(pairs)
-
-        def prefix_cost(d: torch.Tensor) -> torch.Tensor:  # [b, m, m] → [b, m]: cost of the first t + 1
-            d = (d * pairs).gather(1, idx).gather(2, idx.transpose(1, 2))
-            return d.cumsum(dim=1).cumsum(dim=2).diagonal(dim1=1, dim2=2)
-
-        pred, true = prefix_cost(torch.sigmoid(full.float())), prefix_cost(batch["tv"].float())
+        pred = prefix_cost(torch.sigmoid(full.float()) * pairs, order)  # [b, m]
+        true = prefix_cost(batch["tv"].float() * pairs, order)
         live = valid.gather(1, order)  # [b, m]: prefixes that end on a real position
         return ((torch.log1p(pred) - torch.log1p(true)) ** 2)[live].mean()
 
