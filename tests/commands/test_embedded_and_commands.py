@@ -47,6 +47,7 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     assert (tmp_path / "head" / "model.safetensors").is_file() and (tmp_path / "harvest" / "manifest.json").is_file()
     top = json.loads((tmp_path / "headline.json").read_text())
     assert {(r["task"], r["policy"]) for r in top} >= {("sudoku4", "demask"), ("permutation", "oracle")}
+    assert {r["measure"] for r in top} == {"tpf", "tpf_pooled"}
     printed = capsys.readouterr().out
     assert "TPF at the accuracy of one-token-per-step" in printed
     # every stage's output is reused: a second run decodes nothing new and trains nothing

@@ -37,19 +37,25 @@ def test_eval_decode_writes_items_summary_plot_and_resumes(tmp_path, capsys):
     rows = json.loads((out / "summary.json").read_text())
     assert len(rows) == 6  # 2 tasks × 3 runs
     for r in rows:
-        for key in ("task", "policy", "accuracy", "accuracy_lo", "accuracy_hi", "nfe", "tpf", "afp", "tokens_per_s", "n"):
+        for key in ("task", "policy", "accuracy", "accuracy_lo", "accuracy_hi", "nfe", "tpf", "afp", "tpf_pooled",
+                    "decode_tpf_pooled", "tokens_per_s", "n"):
             assert key in r, key
         assert r["n"] == 6 and r["accuracy_lo"] <= r["accuracy"] <= r["accuracy_hi"]
     low = next(r for r in rows if r["task"] == "permutation" and r["policy"] == "low_confidence")
     assert low["nfe"] == 6 and low["tpf"] == 1.0
     assert {r.get("threshold") for r in rows if r["policy"] == "threshold"} == {0.5, 0.9}
     assert (out / "frontier.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
+    assert (out / "frontier-pooled.png").stat().st_size > 1000
+    top = json.loads((out / "headline.json").read_text())
+    assert {r["measure"] for r in top} == {"tpf", "tpf_pooled"}
     table = capsys.readouterr().out
     assert "accuracy (95% CI)" in table
 
     items = out / "items" / "sort" / f"{run_slug('threshold', {'threshold': 0.5})}.jsonl"
     first = read_items(items)
     assert len(first) == 6 and {"id", "completion", "correct", "nfe", "commit_step"} <= set(first[0])
+    run = next(r for r in rows if r["task"] == "sort" and r.get("threshold") == 0.5)
+    assert run["tpf_pooled"] == pytest.approx(sum(i["committed"] for i in first) / sum(i["nfe"] for i in first))
     # interrupt: drop two rows and tear the last line, then run again
     lines = items.read_text().splitlines(keepends=True)
     items.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])

@@ -4,9 +4,10 @@ Loads the model (`--model.path`, plus any `HFDenoiser.from_pretrained` setting; 
 settings works too: `--model configs/model/llada-8b-instruct.yaml`), runs tasks × policies × knob
 sweeps (`depmask.eval.runner`), prints the summary table, and writes into `--output`:
 `items/<task>/<run>.jsonl` (per item, the resume log), `summary.json` (one row per run),
-`summary.csv`, `frontier.png`, and — when `low_confidence` is among the policies — the headline
-(`headline.json`: the TPF each policy reaches at one-token-per-step accuracy). With `--wandb true`
-the same table and plot go to wandb (offline unless `WANDB_MODE` / an API key say otherwise).
+`summary.csv`, `frontier.png` (x: the mean over items of TPF), `frontier-pooled.png` (x: all
+tokens / all forwards), and — when `low_confidence` is among the policies — the headline
+(`headline.json`: the TPF each policy reaches at one-token-per-step accuracy, under both
+measures). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE` / an API key say otherwise).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from depmask.eval.headline import headline, headline_table
+from depmask.eval.headline import headline_report
 from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import PolicySweep, run_decode_eval
 from depmask.eval.summary import table
@@ -90,8 +91,8 @@ def eval_decode(
     print(table(rows))
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     if any(r["policy"] == "low_confidence" for r in rows):
-        top = headline(rows)
-        print(headline_table(top))
+        top, text = headline_report(rows)
+        print(text)
         (out / "headline.json").write_text(json.dumps(top, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "summary.csv", "w", newline="") as f:
@@ -99,13 +100,14 @@ def eval_decode(
         writer.writeheader()
         writer.writerows(rows)
     png = plot_frontier(rows, out / "frontier.png")
-    print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png} and items/ under {out}")
+    pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled")
+    print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png}, {pooled.name} and items/ under {out}")
     if wandb:
-        _log_wandb(rows, png, out)
+        _log_wandb(rows, [png, pooled], out)
     return rows
 
 
-def _log_wandb(rows: list[dict], png: Path, out: Path) -> None:
+def _log_wandb(rows: list[dict], pngs: list[Path], out: Path) -> None:
     if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
         os.environ["WANDB_MODE"] = "offline"
     import wandb
@@ -113,5 +115,5 @@ def _log_wandb(rows: list[dict], png: Path, out: Path) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     run = wandb.init(project="depmask", job_type="eval-decode", dir=str(out), config={"output": str(out)})
     run.log({"summary": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows]),
-             "frontier": wandb.Image(str(png))})
+             **{png.stem: wandb.Image(str(png)) for png in pngs}})
     run.finish()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from depmask.eval.headline import headline, headline_table
+from depmask.eval.headline import headline_report
 from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import PolicySweep
 from depmask.eval.summary import table
@@ -97,8 +97,8 @@ def quickstart(
     rows = run_decode_eval(den, tasks, comparison_policies(str(head_dir)), out / "eval", n=n, seed=seed,
                            batch_size=n)
     print(table(rows))
-    top = headline(rows)
-    print(headline_table(top))
+    top, text = headline_report(rows)
+    print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     (out / "headline.json").write_text(json.dumps(top, indent=2))

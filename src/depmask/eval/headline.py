@@ -3,16 +3,27 @@
 For each task, the reference is the accuracy of `low_confidence` (one token per forward); a run
 qualifies when its accuracy is within `tolerance` (1 point) of it, and a policy's figure is its
 best qualifying TPF over its sweep (None when no run qualifies). Probing policies (the oracle)
-pay extra forwards that TPF counts; their `decode_tpf` — tokens per *decoding* step, i.e. AFP —
-is the parallelism a perfect predictor would allow, and is reported beside it. It does not decode.
+pay extra forwards that TPF counts; their `decode_tpf` — tokens per *decoding* forward — is the
+parallelism a perfect predictor would allow, and is reported beside it.
+
+`measure` picks which TPF (`summary.py` says how they differ): `tpf`, the mean over items of each
+item's tokens per forward, or `tpf_pooled`, all tokens over all forwards (the compute per token).
+Each headline row names its measure; the best knobs may differ between the two. It does not decode.
 """
 
 from __future__ import annotations
 
 from depmask.eval.summary import knob_text
 
+MEASURES = {"tpf": "afp", "tpf_pooled": "decode_tpf_pooled"}  # measure -> its decoding-forward twin
+TITLES = {"tpf": "mean over items of tokens / forwards", "tpf_pooled": "pooled: all tokens / all forwards"}
 
-def headline(rows: list[dict], reference: str = "low_confidence", tolerance: float = 0.01) -> list[dict]:
+
+def headline(
+    rows: list[dict], reference: str = "low_confidence", tolerance: float = 0.01, measure: str = "tpf"
+) -> list[dict]:
+    if measure not in MEASURES:
+        raise ValueError(f"`measure` ({measure!r}) must be one of {tuple(MEASURES)}")
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]
@@ -23,25 +34,34 @@ def headline(rows: list[dict], reference: str = "low_confidence", tolerance: flo
         for policy in dict.fromkeys(r["policy"] for r in mine):
             ok = [r for r in mine if r["policy"] == policy and r["accuracy"] >= ref_acc - tolerance - 1e-12]
             probing = any(r.get("probe_nfe", 0) > 0 for r in mine if r["policy"] == policy)
-            key = "afp" if probing else "tpf"
+            key = MEASURES[measure] if probing else measure
             best = max(ok, key=lambda r: r[key]) if ok else None
-            out.append({"task": task, "policy": policy, "reference_accuracy": ref_acc,
+            out.append({"task": task, "policy": policy, "measure": measure, "reference_accuracy": ref_acc,
                         "accuracy": best["accuracy"] if best else None, "knobs": knob_text(best) if best else "",
-                        "tpf": best["tpf"] if best else None, "decode_tpf": best["afp"] if best else None,
-                        "probing": probing})
+                        "nfe": best["nfe"] if best else None, "tpf": best[measure] if best else None,
+                        "decode_tpf": best[MEASURES[measure]] if best else None, "probing": probing})
     return out
 
 
 def headline_table(rows: list[dict]) -> str:
-    head = f"{'task':<12} {'policy':<15} {'best knobs':<22} {'accuracy':>9} {'TPF':>6} {'decode TPF':>11}"
-    lines = ["TPF at the accuracy of one-token-per-step decoding (within 1 point):", head, "-" * len(head)]
+    measure = rows[0]["measure"] if rows else "tpf"
+    head = (f"{'task':<12} {'policy':<15} {'best knobs':<22} {'accuracy':>9} {'NFE':>6} {'TPF':>6} "
+            f"{'decode TPF':>11}")
+    lines = [f"TPF at the accuracy of one-token-per-step decoding (within 1 point); TPF = {TITLES[measure]}:",
+             head, "-" * len(head)]
     for r in rows:
         if r["accuracy"] is None:
             lines.append(f"{r['task']:<12} {r['policy']:<15} {'(no run within 1 point)':<22}")
             continue
         dec = f"{r['decode_tpf']:.2f}" + ("*" if r["probing"] else "")
         lines.append(f"{r['task']:<12} {r['policy']:<15} {r['knobs'][:22]:<22} {100 * r['accuracy']:>8.1f}% "
-                     f"{r['tpf']:>6.2f} {dec:>11}")
+                     f"{r['nfe']:>6.2f} {r['tpf']:>6.2f} {dec:>11}")
     if any(r["probing"] for r in rows):
         lines.append("* the oracle's extra (probe) forwards excluded: the parallelism a perfect predictor allows")
     return "\n".join(lines)
+
+
+def headline_report(rows: list[dict], reference: str = "low_confidence") -> tuple[list[dict], str]:
+    """The headline under both measures: its rows (for `headline.json`) and the printed tables."""
+    tops = [headline(rows, reference, measure=m) for m in MEASURES]
+    return [r for top in tops for r in top], "\n\n".join(headline_table(top) for top in tops)

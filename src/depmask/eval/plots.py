@@ -2,14 +2,17 @@
 below it, the same runs zoomed on the top of the accuracy axis, where the headline is read (the
 reference policy's accuracy and its 1-point window drawn as lines).
 
-A probing policy (the oracle: its perturbed forwards are counted in TPF) is drawn dashed at its
-decoding-step TPF (AFP), the parallelism a perfect predictor would allow. `pyplot()` and
+The x axis is a summary column, by default `tpf` (`tpf_pooled`: all tokens / all forwards). A
+probing policy (the oracle: its perturbed forwards are counted in TPF) is drawn dashed at its
+decoding-forward TPF, the parallelism a perfect predictor would allow. `pyplot()` and
 `save_figure()` are the headless matplotlib set-up and PNG writing every eval plot shares.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from depmask.eval.headline import MEASURES, TITLES
 
 
 def pyplot():
@@ -50,15 +53,15 @@ def plot_frontier(
         shown = []  # TPF of the parallel decoders' points inside the zoom
         for policy in dict.fromkeys(r["policy"] for r in mine):
             runs = [r for r in mine if r["policy"] == policy]
-            probing = x == "tpf" and any(r.get("probe_nfe", 0) > 0 for r in runs)
-            key = "afp" if probing else x
+            probing = x in MEASURES and any(r.get("probe_nfe", 0) > 0 for r in runs)
+            key = MEASURES[x] if probing else x
             points = sorted((r[key], 100 * r["accuracy"]) for r in runs)
             if policy != reference:  # the reference sits at TPF 1, left of everything
                 shown += [px for px, py in points if py >= low]
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls="--" if probing else "-",
                     label=f"{policy} (decode steps)" if probing else policy)
-        ax.set_xlabel("tokens per forward (TPF)" if x == "tpf" else x)
+        ax.set_xlabel(f"tokens per forward ({TITLES[x]})" if x in TITLES else x, fontsize=8)
         ax.grid(alpha=0.3)
         if not zoomed:
             ax.set_title(task)

@@ -2,8 +2,18 @@
 
 A summary row holds `task`, `policy` (the preset name), the knob values, `accuracy` with its 95 %
 Wilson interval (`accuracy_lo`, `accuracy_hi`), mean `nfe`, `probe_nfe`, `tpf`, `afp`,
-`kendall_tau`, `tokens_per_s` (committed answer tokens per second of decoding), `seconds` and `n`
-— plain JSON that other tools read without depmask. It does not decode.
+`tpf_pooled`, `decode_tpf_pooled`, `kendall_tau`, `tokens_per_s` (committed answer tokens per
+second of decoding), `seconds` and `n` — plain JSON that other tools read without depmask. It does
+not decode.
+
+Two tokens-per-forward measures, because they rank policies differently:
+- `tpf` is the mean over items of each item's committed tokens / forwards (`afp`: / decoding
+  steps). An item decoded in one forward counts 16 on a 16-token answer, one in two forwards 8,
+  so it rewards policies that finish many easy items in one step even when they spend many
+  forwards on the hard ones.
+- `tpf_pooled` is all committed tokens / all forwards of the run (`decode_tpf_pooled`: / decoding
+  forwards, the probes of a probing policy left out): the inverse of the compute per token, the
+  number a throughput claim rests on. At a fixed answer length it is that length / mean `nfe`.
 """
 
 from __future__ import annotations
@@ -22,6 +32,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+METRICS = ("accuracy", "accuracy_lo", "accuracy_hi", "nfe", "probe_nfe", "tpf", "afp", "tpf_pooled",
+           "decode_tpf_pooled", "kendall_tau", "tokens_per_s", "seconds", "n")
+
+
 def _mean(values) -> float:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(vals) / len(vals) if vals else math.nan
@@ -33,28 +47,31 @@ def summarize(task: str, policy: str, knobs: dict, items: list[dict]) -> dict:
     lo, hi = wilson_interval(correct, n)
     seconds = sum(r["seconds"] for r in items)
     tokens = sum(r["committed"] for r in items)
+    forwards = sum(r["nfe"] for r in items)
+    decode_forwards = forwards - sum(r.get("probe_nfe", 0) for r in items)
     return {
         "task": task, "policy": policy, **knobs,
         "accuracy": correct / n if n else math.nan, "accuracy_lo": lo, "accuracy_hi": hi,
         "nfe": _mean(r["nfe"] for r in items), "probe_nfe": _mean(r.get("probe_nfe", 0) for r in items),
         "tpf": _mean(r["tpf"] for r in items), "afp": _mean(r["afp"] for r in items),
+        "tpf_pooled": tokens / forwards if forwards else math.nan,
+        "decode_tpf_pooled": tokens / decode_forwards if decode_forwards else math.nan,
         "kendall_tau": _mean(r["kendall_tau"] for r in items),
         "tokens_per_s": tokens / seconds if seconds > 0 else math.nan, "seconds": seconds, "n": n,
     }
 
 
 def knob_text(row: dict) -> str:
-    skip = {"task", "policy", "accuracy", "accuracy_lo", "accuracy_hi", "nfe", "probe_nfe", "tpf", "afp",
-            "kendall_tau", "tokens_per_s", "seconds", "n", "head"}
+    skip = {"task", "policy", "head", *METRICS}
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in skip)
 
 
 def table(rows: list[dict]) -> str:
     head = (f"{'task':<12} {'policy':<15} {'knobs':<28} {'accuracy (95% CI)':>22} {'NFE':>7} {'TPF':>6} "
-            f"{'AFP':>6} {'tok/s':>8} {'tau':>6}")
+            f"{'pooled':>6} {'AFP':>6} {'tok/s':>8} {'tau':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         acc = f"{100 * r['accuracy']:.1f} [{100 * r['accuracy_lo']:.1f}, {100 * r['accuracy_hi']:.1f}]"
         lines.append(f"{r['task']:<12} {r['policy']:<15} {knob_text(r)[:28]:<28} {acc:>22} {r['nfe']:>7.2f} "
-                     f"{r['tpf']:>6.2f} {r['afp']:>6.2f} {r['tokens_per_s']:>8.1f} {r['kendall_tau']:>6.2f}")
+                     f"{r['tpf']:>6.2f} {r['tpf_pooled']:>6.2f} {r['afp']:>6.2f} {r['tokens_per_s']:>8.1f} {r['kendall_tau']:>6.2f}")
     return "\n".join(lines)
