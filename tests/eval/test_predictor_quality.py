@@ -168,3 +168,14 @@ def test_confident_pairs_get_their_own_rows(harvest, tmp_path):
     assert confident["n_positive"] <= everything["n_positive"]
     with pytest.raises(ValueError, match="`confident` \\(1.5\\)"):
         eval_predictor(str(harvest), head=None, split="all", confident=1.5, output=str(tmp_path / "o"))
+
+
+def test_eval_predictor_writes_the_decisions(harvest, tmp_path, capsys):
+    out = tmp_path / "d"
+    eval_predictor(str(harvest), head=str(HEAD), split="all", decisions=[0.5], output=str(out))
+    rows = json.loads((out / "decisions.json").read_text())
+    assert [r["rule"] for r in rows] == ["oracle", "head", "threshold"]
+    assert rows[0]["exceed"] == 0.0 and all(r["mean_length"] >= 1 for r in rows)
+    assert "exceed ε" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"`decisions` \(\[-1\]\)"):
+        eval_predictor(str(harvest), head=str(HEAD), split="all", decisions=[-1], output=str(out))

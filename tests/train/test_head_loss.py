@@ -47,3 +47,16 @@ def test_bce_prefix_is_bce_plus_the_weighted_term_and_bad_weights_are_named():
         (bce + 2.0 * mod._prefix_term(full, batch)).item())
     with pytest.raises(ValueError, match="prefix_weight"):
         module(prefix_weight=-1.0)
+
+
+def test_tv_weight_weighs_each_pairs_bce_by_its_influence():
+    torch.manual_seed(0)
+    plain = HeadModule(hidden_size=8, dim=16, layers=0, heads=2, export_dir=None)
+    weighted = HeadModule(hidden_size=8, dim=16, layers=0, heads=2, export_dir=None, tv_weight=10.0)
+    logits, target = torch.tensor([0.0, -3.0, 2.0]), torch.tensor([0.5, 0.0, 0.2])
+    per_pair = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    assert plain._loss(logits, target, None, {}).item() == pytest.approx(per_pair.mean().item())
+    assert weighted._loss(logits, target, None, {}).item() == pytest.approx(
+        (per_pair * torch.tensor([6.0, 1.0, 3.0])).mean().item())
+    with pytest.raises(ValueError, match=r"`tv_weight` \(-1.0\) must be >= 0"):
+        HeadModule(hidden_size=8, export_dir=None, tv_weight=-1.0)

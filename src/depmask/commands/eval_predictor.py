@@ -10,7 +10,9 @@ compares each with the empirical TV influence: AUROC, AP, Spearman, precision@k.
 Prints the table (score × metric) and writes into `--output`: `predictor.json` (one row per
 score: score, auroc, ap, spearman, precision_at_k, n_pairs, n_positive, n_states),
 and, with a head, `reliability.png` (the head's binned predicted TV against the empirical TV, and
-the pair counts per bin) and `reliability.json` (the bins behind the plot).
+the pair counts per bin), `reliability.json` (the bins behind the plot) and `decisions.json` (the
+prefixes the oracle, the head and the threshold rule commit at equal mean length, and how
+dangerous they are: `eval/prefix_decisions.py`).
 
 It refuses a head whose base-model fingerprint or hidden size differs from the harvest's. It does
 not run the base model (the harvest holds everything) nor train anything.
@@ -34,6 +36,7 @@ from depmask.eval.predictor_quality import (
     reliability_bins,
     score_metrics,
 )
+from depmask.eval.prefix_decisions import decision_table, decision_text, prefix_costs
 
 SPLITS = ("val", "all")
 METRICS = ("auroc", "ap", "spearman", "precision_at_k")
@@ -76,12 +79,12 @@ def _select(data, split: str, val_fraction: float, split_seed: int) -> list[int]
     return [i for i, e in enumerate(data["example_id"]) if in_val(str(e), val_fraction, split_seed)]
 
 
-def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str, list], list, list, list]:
+def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str, list], list, list, list, list]:
     from depmask.train.head_data import collate_states
 
     names = (["head"] if model is not None else []) + list(BASELINES)
     scores: dict[str, list] = {n: [] for n in names}
-    tvs, states, lows = [], [], []
+    tvs, states, lows, prefixes = [], [], [], []
     for start in range(0, len(indices), batch_size):
         rows = [{**data[i], "state": i} for i in indices[start:start + batch_size]]
         batch = collate_states(rows)
@@ -90,13 +93,26 @@ def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str
         if model is not None:
             per_batch["head"] = model.predict(batch["hidden"], batch["positions"], valid,
                                               batch["confidence"], batch["entropy"])  # [b, m, m]
+            prefixes.append(prefix_costs(batch["tv"], per_batch["head"], batch["confidence"], valid))
         for n in names:
             scores[n].append(flatten_pairs(per_batch[n], valid))
         tvs.append(flatten_pairs(batch["tv"], valid))
         states.append(pair_states(batch["state"], valid))
         conf = batch["confidence"]
         lows.append(flatten_pairs(torch.minimum(conf[:, :, None], conf[:, None, :]), valid))  # the pair's lower
-    return scores, tvs, states, lows
+    return scores, tvs, states, lows, prefixes
+
+
+def _stack_prefixes(prefixes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-batch `prefix_costs` arrays as one, padded to the widest batch (+inf / −inf)."""
+    width = max(t.shape[1] for t, _, _ in prefixes)
+
+    def pad(a: np.ndarray, value: float) -> np.ndarray:
+        return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value)
+
+    true, guess, conf = (np.concatenate([pad(parts[i], v) for parts in prefixes])
+                         for i, v in ((0, np.inf), (1, np.inf), (2, -np.inf)))
+    return true, guess, conf
 
 
 def _table(rows: list[dict]) -> str:
@@ -142,6 +158,7 @@ def eval_predictor(
     k: int = 5,
     batch_size: int = 256,
     confident: float | None = None,
+    decisions: list[float] | None = None,
     output: str = "outputs/eval/predictor",
 ) -> list[dict]:
     """Score the head and the baselines against the empirical TV influence on held-out states.
@@ -159,6 +176,10 @@ def eval_predictor(
         confident: also score only the pairs whose two positions both have confidence ≥ this —
             the pairs a confidence-ordered rule (threshold, the budget rule's prefix) decides
             between; extra rows named `<score> | c ≥ <confident>`. None: all pairs only.
+        decisions: oracle budgets ε at which to compare the prefixes that the oracle, the head
+            and the threshold rule commit at equal mean length (`eval/prefix_decisions.py`):
+            their true cost, and how often it exceeds ε; printed and written to decisions.json.
+            Default [0.3, 1, 2]; [] skips it. Needs a head.
         output: directory for predictor.json, reliability.png and reliability.json.
 
     Returns:
@@ -178,6 +199,9 @@ def eval_predictor(
         raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
     if confident is not None and not 0 <= confident < 1:
         raise ValueError(f"`confident` ({confident}) must lie in [0, 1) or be None")
+    decisions = [0.3, 1.0, 2.0] if decisions is None else list(decisions)
+    if any(e <= 0 for e in decisions):
+        raise ValueError(f"`decisions` ({decisions}) must be oracle budgets ε > 0")
     info = harvest_info(harvest)
     model = _load_head(head, info, harvest) if head is not None else None
     if model is not None:
@@ -188,7 +212,7 @@ def eval_predictor(
         raise HarvestError(f"`split` {split!r} selects no state of {harvest} ({len(data)} states; "
                            f"val_fraction={val_fraction}, split_seed={split_seed})")
     with torch.inference_mode():
-        scores, tvs, states, lows = _collect(data, indices, model, batch_size)
+        scores, tvs, states, lows, prefixes = _collect(data, indices, model, batch_size)
     tv, state, low = np.concatenate(tvs), np.concatenate(states), np.concatenate(lows)
     rows = [{"score": name, **score_metrics(np.concatenate(parts), tv, state, positive_threshold, k)}
             for name, parts in scores.items()]
@@ -212,5 +236,11 @@ def eval_predictor(
         ece = sum(b["n"] * abs(b["mean_pred"] - b["mean_tv"]) for b in bins) / max(len(tv), 1)
         if math.isfinite(ece):
             print(f"head calibration: mean |predicted − empirical TV| over bins (ECE) = {ece:.4f}")
+        if decisions:
+            table = decision_table(*_stack_prefixes(prefixes), epsilons=tuple(decisions))
+            print("prefixes committed at equal mean length; true cost = summed empirical TV of the prefix:")
+            print(decision_text(table))
+            (out / "decisions.json").write_text(json.dumps(table, indent=2))
+            written.append(out / "decisions.json")
     print("wrote " + ", ".join(str(p) for p in written))
     return rows

@@ -53,6 +53,7 @@ class HeadModule(L.LightningModule):
         pair_mlp: bool = True,
         loss: str = "bce",
         prefix_weight: float = 1.0,
+        tv_weight: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -68,6 +69,8 @@ class HeadModule(L.LightningModule):
             loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse",
                 "bce_prefix" (BCE plus the prefix-cost term).
             prefix_weight: weight of the prefix-cost term of `bce_prefix`.
+            tv_weight: BCE losses weigh each pair by `1 + tv_weight · TV` (0: unweighted), so a
+                missed strong dependency costs more than a small one over-predicted.
             lr, weight_decay, warmup_steps: AdamW with linear warm-up, then cosine decay to 10 %.
             positive_threshold: TV at or above which a pair counts as dependent (AUROC / AP).
             precision_k: k of `val/precision_at_k`.
@@ -77,8 +80,9 @@ class HeadModule(L.LightningModule):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"`loss` ({loss!r}) must be one of {LOSSES}")
-        if prefix_weight < 0:
-            raise ValueError(f"`prefix_weight` ({prefix_weight}) must be >= 0")
+        for knob, value in (("prefix_weight", prefix_weight), ("tv_weight", tv_weight)):
+            if value < 0:
+                raise ValueError(f"`{knob}` ({value}) must be >= 0")
         if not 0 < positive_threshold < 1:
             raise ValueError(f"`positive_threshold` ({positive_threshold}) must lie in (0, 1)")
         if hidden_size < 1:
@@ -108,7 +112,8 @@ class HeadModule(L.LightningModule):
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor, full: torch.Tensor, batch) -> torch.Tensor:
         if self.hparams.loss in ("bce", "bce_prefix"):
-            loss = F.binary_cross_entropy_with_logits(logits, target)
+            weight = 1 + self.hparams.tv_weight * target if self.hparams.tv_weight else None
+            loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
             if self.hparams.loss == "bce_prefix":
                 loss = loss + self.hparams.prefix_weight * self._prefix_term(full, batch)
             return loss
