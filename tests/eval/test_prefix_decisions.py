@@ -52,6 +52,8 @@ def test_the_oracle_never_exceeds_a_perfect_head_matches_it_and_confidence_can_m
     assert by["threshold"]["mean_length"] == pytest.approx(2.5)
     assert by["threshold"]["exceed"] == pytest.approx(0.5)
     assert by["threshold"]["mean_true_cost"] == pytest.approx((0.8 + 0.01) / 2)
+    assert by["threshold"]["far"] == 0.0  # 0.8 is past ε = 0.5 but not past 2ε
+    assert decision_table(true, true, conf, epsilons=(0.3,))[2]["far"] == pytest.approx(0.5)
     assert {r["n_states"] for r in rows} == {2}
     with pytest.raises(ValueError, match="> 0"):
         decision_table(true, true, conf, epsilons=(0.0,))

@@ -13,8 +13,8 @@ budget ε, three rules at the same mean prefix length:
 - `oracle`: the longest prefix whose true cost is ≤ ε (it never exceeds ε, by construction);
 - `head`: the longest prefix whose predicted cost is ≤ ε', ε' chosen so its mean length matches;
 - `threshold`: the positions with confidence ≥ τ (at least one), τ chosen the same way;
-and reports each rule's mean true cost and `exceed`, the share of states whose committed prefix
-has a true cost above ε — sets the oracle would have refused. A predictor whose `exceed` is near 0
+and reports each rule's mean true cost, `exceed`, the share of states whose committed prefix has
+a true cost above ε — sets the oracle would have refused — and `far`, the share above 2ε. A predictor whose `exceed` is near 0
 at large ε would decode like the oracle; confidence alone shows how much a dependency score adds.
 
 What it does not do: load harvests or heads, print or plot (`commands/eval_predictor.py` does).
@@ -89,14 +89,15 @@ def decision_table(
             cost = true[states, lengths - 1]
             rows.append({"epsilon": eps, "rule": rule, "knob": knob, "mean_length": float(lengths.mean()),
                          "mean_true_cost": float(cost.mean()), "exceed": float((cost > eps).mean()),
-                         "n_states": len(true)})
+                         "far": float((cost > 2 * eps).mean()), "n_states": len(true)})
     return rows
 
 
 def decision_text(rows: list[dict]) -> str:
-    head = f"{'oracle ε':>9} {'rule':<10} {'knob':>8} {'mean length':>12} {'mean true cost':>15} {'exceed ε':>9}"
+    head = (f"{'oracle ε':>9} {'rule':<10} {'knob':>8} {'mean length':>12} {'mean true cost':>15} {'exceed ε':>9} "
+            f"{'over 2ε':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['epsilon']:>9g} {r['rule']:<10} {r['knob']:>8.3g} {r['mean_length']:>12.2f} "
-                     f"{r['mean_true_cost']:>15.4f} {100 * r['exceed']:>8.1f}%")
+                     f"{r['mean_true_cost']:>15.4f} {100 * r['exceed']:>8.1f}% {100 * r['far']:>7.1f}%")
     return "\n".join(lines)
