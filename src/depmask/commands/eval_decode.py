@@ -7,7 +7,8 @@ sweeps (`depmask.eval.runner`), prints the summary table, and writes into `--out
 `summary.csv`, `frontier.png` (x: the mean over items of TPF), `frontier-pooled.png` (x: all
 tokens / all forwards), and — when `low_confidence` is among the policies — the headline
 (`headline.json`: the TPF each policy reaches at one-token-per-step accuracy, under both
-measures). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE` / an API key say otherwise).
+measures). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE`
+/ an API key say otherwise).
 """
 
 from __future__ import annotations

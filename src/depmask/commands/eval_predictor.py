@@ -180,7 +180,7 @@ def eval_predictor(
             and the threshold rule commit at equal mean length (`eval/prefix_decisions.py`):
             their true cost, and how often it exceeds ε; printed and written to decisions.json.
             Default [0.3, 1, 2]; [] skips it. Needs a head.
-        output: directory for predictor.json, reliability.png and reliability.json.
+        output: directory for predictor.json, reliability.png, reliability.json and decisions.json.
 
     Returns:
         One row per score: score, auroc, ap, spearman, precision_at_k, n_pairs, n_positive, n_states.

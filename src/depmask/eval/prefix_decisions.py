@@ -14,8 +14,9 @@ budget ε, three rules at the same mean prefix length:
 - `head`: the longest prefix whose predicted cost is ≤ ε', ε' chosen so its mean length matches;
 - `threshold`: the positions with confidence ≥ τ (at least one), τ chosen the same way;
 and reports each rule's mean true cost, `exceed`, the share of states whose committed prefix has
-a true cost above ε — sets the oracle would have refused — and `far`, the share above 2ε. A predictor whose `exceed` is near 0
-at large ε would decode like the oracle; confidence alone shows how much a dependency score adds.
+a true cost above ε — sets the oracle would have refused — and `far`, the share above 2ε. A
+predictor with `exceed` near 0 makes the oracle's decisions on these states; the threshold rule
+shows what confidence alone does.
 
 What it does not do: load harvests or heads, print or plot (`commands/eval_predictor.py` does).
 """
