@@ -22,6 +22,11 @@ the median of `--repeats` after a warm-up. Alongside, hardware-independent: `flo
 matmul FLOPs of one select over those of the base forward (summed over the steps, counted by
 `torch.utils.flop_counter`) — the part of `ratio` that no implementation can remove; the rest is
 per-operation latency. Prints a table, writes JSON.
+
+`--compile`: time `select` and the scorer as `generate(..., compile_select=True)` runs them,
+compiled with `torch.compile` (`depmask.decoding.compile`); the forward stays eager. Each is
+compiled on every recorded step before timing (`compile_s`: that one-off time); FLOPs are counted
+on the eager functions (the same arithmetic).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from depmask.decoding import Policy, StepState, build_policy, generate
+from depmask.decoding import Policy, StepState, build_policy, compiled_select, generate
 from depmask.decoding.clusters import candidate_positions
 from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
@@ -102,17 +107,26 @@ def candidates_of(policy: Policy, state: StepState) -> torch.Tensor:
 
 
 @torch.inference_mode()  # as `generate()` runs them
-def measure(den, policy: Policy, states: list[StepState], repeats: int) -> dict:
+def measure(den, policy: Policy, states: list[StepState], repeats: int, compile_select: bool = False) -> dict:
     """Mean over steps (ms) of: select, its scorer, and — with a model — the bare forward and the
     forward with the policy's needs, on each step's own canvas. Under inference mode, as in the
-    decode loop."""
+    decode loop. `compile_select`: select and scorer compiled, after a compile pass over every
+    step (its seconds in `compile_s`)."""
     device = states[0].mask.device
     totals: dict[str, float] = {}
     counts = {"select": 0, "forward": 0}
+    select, score = policy.select, scorer_of(policy).score_block
+    compile_s = None
+    if compile_select:
+        select, score = compiled_select(policy), torch.compile(score)
+        start = time.perf_counter()
+        for st in states:
+            select(st)
+            score(st, candidates_of(policy, st))
+        compile_s = time.perf_counter() - start
     for st in states:
         cand = candidates_of(policy, st)
-        fns = {"select": lambda st=st: policy.select(st),
-               "score": lambda st=st, cand=cand: scorer_of(policy).score_block(st, cand)}
+        fns = {"select": lambda st=st: select(st), "score": lambda st=st, cand=cand: score(st, cand)}
         if den is not None:
             fns["forward"] = lambda st=st: den(st.tokens)
             fns["forward_needs"] = lambda st=st: den(
@@ -120,10 +134,11 @@ def measure(den, policy: Policy, states: list[StepState], repeats: int) -> dict:
         for name, sec in timed(fns, device, repeats).items():
             totals[name] = totals.get(name, 0.0) + sec
         if den is not None:
-            counts["select"] += flops(fns["select"])
+            counts["select"] += flops(lambda st=st: policy.select(st))  # eager: the same arithmetic
             counts["forward"] += flops(fns["forward"])
     mean = {name: 1e3 * sec / len(states) for name, sec in totals.items()}
     mean["flops_ratio"] = counts["select"] / counts["forward"] if counts["forward"] else None
+    mean["compile_s"] = compile_s
     return mean
 
 
@@ -133,7 +148,8 @@ def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
         "policy": policy.name, **policy.knobs(), "steps": steps, "select_ms": mean["select"],
         "score_ms": mean["score"], "forward_ms": mean["forward"], "capture_ms": capture,
         "ratio": mean["select"] / mean["forward"], "ratio_with_capture": (mean["select"] + capture) / mean["forward"],
-        "flops_ratio": mean["flops_ratio"], "target": TARGET, **extra,
+        "flops_ratio": mean["flops_ratio"], "compiled": mean["compile_s"] is not None,
+        "compile_s": mean["compile_s"], "target": TARGET, **extra,
     }
 
 
@@ -151,7 +167,7 @@ def embedded(args) -> list[dict]:
     for policy in policies:
         rec = Recorder(policy)
         generate(den, prompts, rec, gen_length=task.answer_length, pad_id=den.tokenizer.pad_token_id)
-        mean = measure(den, policy, rec.states, args.repeats)
+        mean = measure(den, policy, rec.states, args.repeats, args.compile)
         out.append(summary_row(policy, mean, len(rec.states), {
             "mode": "embedded", "model": args.model, "task": args.task, "batch": args.batch,
             "canvas": int(rec.states[0].tokens.shape[1]), "block": task.answer_length,
@@ -208,7 +224,7 @@ def simulate(args) -> list[dict]:
     den = None if args.base_ms else llada_shaped(args, device)
     out = []
     for policy in policies:
-        mean = measure(den, policy, states, args.repeats)
+        mean = measure(den, policy, states, args.repeats, args.compile)
         if den is None:
             mean["forward"] = mean["forward_needs"] = args.base_ms
         out.append(summary_row(policy, mean, len(states), {
@@ -232,6 +248,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action="store_true", help="time select and scorer compiled (torch.compile)")
     ap.add_argument("--sim_length", type=int, default=512)
     ap.add_argument("--sim_gen", type=int, default=256)
     ap.add_argument("--sim_block", type=int, default=32)
@@ -256,8 +273,9 @@ def main() -> None:
               f"{r['capture_ms']:>12.3f}{r['ratio']:>8.3f}{r['ratio_with_capture']:>12.3f}"
               + (f"{r['flops_ratio']:>13.4f}" if r["flops_ratio"] is not None else f"{'-':>13}"))
     for r in rows:
+        how = f"compiled, {r['compile_s']:.1f} s to compile" if r["compiled"] else "eager"
         print(f"{r['policy']}: target ratio <= {TARGET}: {'met' if r['ratio'] <= TARGET else 'NOT met'} "
-              f"({r['device']}, {r.get('mode')})")
+              f"({r['device']}, {r.get('mode')}, {how})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2))

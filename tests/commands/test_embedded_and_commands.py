@@ -56,9 +56,11 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     assert "[2/3]" in capsys.readouterr().out
 
 
-def test_decode_command_on_the_embedded_model(capsys):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile_select"])
+def test_decode_command_on_the_embedded_model(capsys, compiled):
     main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3 3 9 5 7 2", "--gen_length", "8",
-          "--policy", "threshold", "--policy.threshold", "0.9", "--json_output", "true"])
+          "--policy", "threshold", "--policy.threshold", "0.9", "--json_output", "true",
+          "--compile_select", str(compiled).lower()])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["rows"][0]["completion"] == "1 2 3 3 5 7 8 9"
     assert out["policy"] == "threshold" and out["nfe"] >= 1 and out["tpf"] > 1

@@ -31,6 +31,7 @@ def decode(
     device: str | None = None,
     dtype: str | None = None,
     json_output: bool = False,
+    compile_select: bool = False,
 ) -> dict:
     """Decode prompts with a parallel-unmasking policy.
 
@@ -52,6 +53,8 @@ def decode(
         device: torch device (default: cuda if available, else cpu).
         dtype: model dtype, e.g. bfloat16 (default: as saved).
         json_output: print one JSON object instead of text.
+        compile_select: compile the policy's step with `torch.compile` (fewer, fused operations
+            per step after a one-off compile; not for the oracle, which probes the model).
     """
     from depmask.models import HFDenoiser
 
@@ -71,6 +74,7 @@ def decode(
         den, prompt_ids, policy, gen_length=gen_length, block_length=block_length, steps=steps,
         temperature=temperature, generator=gen, logits_eos_inf=logits_eos_inf,
         confidence_eos_eot_inf=confidence_eos_eot_inf, stop_at_eos=stop_at_eos,
+        compile_select=compile_select,
     )
     rows = []
     for i, ids in enumerate(res.generated.tolist()):
