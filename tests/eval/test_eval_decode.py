@@ -48,8 +48,14 @@ def test_eval_decode_writes_items_summary_plot_and_resumes(tmp_path, capsys):
     assert (out / "frontier-pooled.png").stat().st_size > 1000
     top = json.loads((out / "headline.json").read_text())
     assert {r["measure"] for r in top} == {"tpf", "tpf_pooled"}
+    ci = json.loads((out / "headline_ci.json").read_text())
+    assert {(r["task"], r["policy"], r["measure"]) for r in ci} == {(r["task"], r["policy"], r["measure"]) for r in top}
+    for r in ci:  # the bootstrap's point value is the headline's (no probing policy here)
+        same = next(t for t in top if (t["task"], t["policy"], t["measure"]) == (r["task"], r["policy"], r["measure"]))
+        assert r["tpf"] == pytest.approx(same["tpf"]) if same["tpf"] is not None else r["tpf"] is None
+        assert r["n_boot"] == 1000
     table = capsys.readouterr().out
-    assert "accuracy (95% CI)" in table
+    assert "accuracy (95% CI)" in table and "bootstrap intervals" in table
 
     items = out / "items" / "sort" / f"{run_slug('threshold', {'threshold': 0.5})}.jsonl"
     first = read_items(items)

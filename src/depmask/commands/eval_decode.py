@@ -7,7 +7,8 @@ sweeps (`depmask.eval.runner`), prints the summary table, and writes into `--out
 `summary.csv`, `frontier.png` (x: the mean over items of TPF), `frontier-pooled.png` (x: all
 tokens / all forwards), and — when `low_confidence` is among the policies — the headline
 (`headline.json`: the TPF each policy reaches at one-token-per-step accuracy, under both
-measures). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE`
+measures) and its paired item bootstrap (`headline_ci.json`: intervals of each policy's headline
+and of the share of the oracle's headroom it closes; `--bootstrap 0` skips it). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE`
 / an API key say otherwise).
 """
 
@@ -19,7 +20,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from depmask.eval.headline import headline_report
+from depmask.eval.headline import MEASURES, headline_report
+from depmask.eval.headline_ci import headline_intervals, intervals_table
 from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import PolicySweep, run_decode_eval
 from depmask.eval.summary import table
@@ -58,6 +60,7 @@ def eval_decode(
     output: str = "outputs/eval/tiny-tasks",
     task_kwargs: dict[str, dict] | None = None,
     wandb: bool = False,
+    bootstrap: int = 1000,
 ) -> list[dict]:
     """Decode tasks × policies × sweeps; table, items JSONL, summary.json, frontier.png.
 
@@ -77,6 +80,7 @@ def eval_decode(
         output: results directory (re-running resumes).
         task_kwargs: per-task constructor arguments, e.g. `{gsm8k: {path: data/gsm8k.jsonl, shots: 8}}`.
         wandb: also log the table and the frontier plot to wandb.
+        bootstrap: paired item resamples for the headline's intervals (`headline_ci.json`); 0: none.
     """
     from depmask.models import HFDenoiser
 
@@ -85,9 +89,12 @@ def eval_decode(
     den = HFDenoiser.from_pretrained(**asdict(model))
     if den.tokenizer is None:
         raise ValueError(f"model {model.path!r} has no tokenizer files; the tasks need one")
+    if bootstrap < 0:
+        raise ValueError(f"`bootstrap` ({bootstrap}) must be >= 0 (0: no intervals)")
+    items: list[list[dict]] = []
     rows = run_decode_eval(den, tasks, policies, output, n=n, split=split, seed=seed, batch_size=batch_size,
                            temperature=temperature, gen_length=gen_length, block_length=block_length,
-                           steps=steps, task_kwargs=task_kwargs)
+                           steps=steps, task_kwargs=task_kwargs, items=items)
     out = Path(output)
     print(table(rows))
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
@@ -95,6 +102,11 @@ def eval_decode(
         top, text = headline_report(rows)
         print(text)
         (out / "headline.json").write_text(json.dumps(top, indent=2))
+        if bootstrap:
+            ci = [r for m in MEASURES for r in headline_intervals(rows, items, measure=m, n_boot=bootstrap, seed=seed)]
+            for m in MEASURES:
+                print("\n" + intervals_table([r for r in ci if r["measure"] == m]))
+            (out / "headline_ci.json").write_text(json.dumps(ci, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

@@ -58,8 +58,9 @@ def _row_items(res, b: int, committed, seconds: float, examples, completions, co
 
 def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examples, items_path: Path, *,
             batch_size: int, temperature: float, gen_length: int, block_length: int, steps: int | None,
-            seed: int, bar=None) -> dict:
-    """Decode the items of one run that are not in `items_path` yet; returns its summary row."""
+            seed: int, bar=None, keep: list | None = None) -> dict:
+    """Decode the items of one run that are not in `items_path` yet; returns its summary row.
+    `keep`: a list that receives the run's graded items (those of `examples`), for the bootstrap."""
     tokenizer = denoiser.tokenizer
     rows = read_items(items_path)
     have = done_ids(rows)
@@ -84,7 +85,10 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
         if bar is not None:
             bar.update(len(chunk))
     wanted = {ex.id for ex in examples}
-    return summarize(adapter.name, policy_name, _plain(knobs), [r for r in rows if r["id"] in wanted])
+    mine = [r for r in rows if r["id"] in wanted]
+    if keep is not None:
+        keep.append(mine)
+    return summarize(adapter.name, policy_name, _plain(knobs), mine)
 
 
 def _plain(knobs: dict) -> dict:
@@ -94,8 +98,10 @@ def _plain(knobs: dict) -> dict:
 def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], output: str | Path, *,
                     n: int | None = 200, split: str = "test", seed: int = 0, batch_size: int = 64,
                     temperature: float = 0.0, gen_length: int | None = None, block_length: int | None = None,
-                    steps: int | None = None, task_kwargs: dict[str, dict] | None = None) -> list[dict]:
-    """Every task × every expanded policy run; returns the summary rows (and writes items)."""
+                    steps: int | None = None, task_kwargs: dict[str, dict] | None = None,
+                    items: list | None = None) -> list[dict]:
+    """Every task × every expanded policy run; returns the summary rows (and writes items).
+    `items`: a list that receives each row's graded items, in the order of the rows."""
     out = Path(output)
     plan = []
     for task_name in tasks:
@@ -116,7 +122,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
             path = out / "items" / adapter.name / f"{slug}.jsonl"
             rows.append(run_one(denoiser, adapter, name, knobs, examples, path, batch_size=batch_size,
                                 temperature=temperature, gen_length=g, block_length=blk, steps=steps,
-                                seed=seed, bar=bar))
+                                seed=seed, bar=bar, keep=items))
             index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": name, "knobs": knobs,
                                                "gen_length": g, "block_length": blk}
     (out / "runs.json").write_text(json.dumps(index, indent=2, default=str))
