@@ -8,14 +8,19 @@ Default mode: the shipped embedded model (`models/tiny-tasks`), a batch of `--ba
 of `--task`, decoded with `demask` and `clad` on `--device` (cpu). The steps of one real decode
 are recorded; each is then replayed: `policy.select(state)` (scorer + selector), the scorer alone,
 the bare forward on the same canvas, and the forward with what the policy asks for (hidden states
-for `demask`, attention capture for `clad`). `demask` uses a randomly initialised head of the
+for `demask`, attention capture for `clad`). A selection is timed where the loop runs it: right
+after that forward and the step statistics every policy needs (`decoding.loop.step_state`:
+argmax, softmax, confidence), so caches and the core are in the state decoding leaves them in;
+`select_after_forward_ms` times it right after the forward instead (on this project's CPU VM the
+first operations after a forward run several times slower than warm ones, whatever they are). `demask` uses a randomly initialised head of the
 default architecture unless `--head DIR` gives a trained one (timing does not depend on weights).
 
 `--simulate llada`: LLaDA-8B-like shapes on random tensors — batch 8, canvas 512, hidden 4096,
 block 32 — on the GPU when there is one. The base forward is a random-weight model of LLaDA-8B's
 shape (`--sim_*` flags; bf16), unless `--base_ms` gives a measured one.
 
-Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part), `forward_ms` (bare
+Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part), `select_after_forward_ms`,
+`forward_ms` (bare
 forward), `capture_ms` (the forward with hidden/attention minus the bare one), `ratio` =
 select / forward (target ≤ 0.05), `ratio_with_capture` = (select + capture) / forward. Every time is
 the median of `--repeats` after a warm-up. Alongside, hardware-independent: `flops_ratio`, the
@@ -35,6 +40,7 @@ import argparse
 import json
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -42,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from depmask.decoding import Policy, StepState, build_policy, compiled_select, generate
 from depmask.decoding.clusters import candidate_positions
+from depmask.decoding.loop import step_state
 from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
 
@@ -73,12 +80,17 @@ class Recorder(Policy):
 
 
 def timed(fns: dict, device: torch.device, repeats: int) -> dict:
-    """Median seconds of each `fns[name]()` over `repeats` rounds after one warm-up round. The
-    functions run interleaved within a round, so a machine shared with other jobs slows them alike."""
+    """Median seconds of each `fns[name]` over `repeats` rounds after one warm-up round. An entry
+    is a function, or `(prelude, function)`: the prelude runs untimed right before it (what the
+    loop runs before a selection). The entries run interleaved within a round, so a machine
+    shared with other jobs slows them alike."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out = {name: [] for name in fns}
     for r in range(repeats + 1):
-        for name, fn in fns.items():
+        for name, entry in fns.items():
+            prelude, fn = entry if isinstance(entry, tuple) else (None, entry)
+            if prelude is not None:
+                prelude()
             sync()
             start = time.perf_counter()
             fn()
@@ -86,6 +98,13 @@ def timed(fns: dict, device: torch.device, repeats: int) -> dict:
             if r:
                 out[name].append(time.perf_counter() - start)
     return {name: statistics.median(v) for name, v in out.items()}
+
+
+def loop_step(den, forward, st: StepState) -> StepState:
+    """What `generate()` runs before `policy.select` at this step: the forward (with the policy's
+    needs) and the step statistics (`step_state`: argmax, softmax, confidence, entropy)."""
+    s, e = st.block_start, st.block_end
+    return step_state(forward(), st.tokens, st.mask[:, s:e], s, e, mask_id=den.mask_id)
 
 
 def flops(fn) -> int:
@@ -128,9 +147,13 @@ def measure(den, policy: Policy, states: list[StepState], repeats: int, compile_
         cand = candidates_of(policy, st)
         fns = {"select": lambda st=st: select(st), "score": lambda st=st, cand=cand: score(st, cand)}
         if den is not None:
-            fns["forward"] = lambda st=st: den(st.tokens)
-            fns["forward_needs"] = lambda st=st: den(
-                st.tokens, need_hidden=policy.needs_hidden, need_attention=policy.needs_attention)
+            forward_needs = partial(den, st.tokens, need_hidden=policy.needs_hidden,
+                                    need_attention=policy.needs_attention)
+            # as in the loop: right after this step's forward and its statistics (`step_state`)
+            prelude = partial(loop_step, den, forward_needs, st)
+            fns = {"select": (prelude, fns["select"]), "score": (prelude, fns["score"]),
+                   "select_after_forward": (forward_needs, fns["select"]),
+                   "forward": partial(den, st.tokens), "forward_needs": forward_needs}
         for name, sec in timed(fns, device, repeats).items():
             totals[name] = totals.get(name, 0.0) + sec
         if den is not None:
@@ -146,7 +169,8 @@ def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
     capture = max(0.0, mean["forward_needs"] - mean["forward"])
     return {
         "policy": policy.name, **policy.knobs(), "steps": steps, "select_ms": mean["select"],
-        "score_ms": mean["score"], "forward_ms": mean["forward"], "capture_ms": capture,
+        "score_ms": mean["score"], "select_after_forward_ms": mean.get("select_after_forward"),
+        "forward_ms": mean["forward"], "capture_ms": capture,
         "ratio": mean["select"] / mean["forward"], "ratio_with_capture": (mean["select"] + capture) / mean["forward"],
         "flops_ratio": mean["flops_ratio"], "compiled": mean["compile_s"] is not None,
         "compile_s": mean["compile_s"], "target": TARGET, **extra,
@@ -266,10 +290,12 @@ def main() -> None:
     if args.simulate is None and args.device is None:
         args.device = "cpu"
     rows = simulate(args) if args.simulate else embedded(args)
-    print(f"{'policy':<8}{'steps':>6}{'select ms':>11}{'score ms':>10}{'forward ms':>12}{'capture ms':>12}"
-          f"{'ratio':>8}{'w/ capture':>12}{'FLOPs ratio':>13}")
+    print(f"{'policy':<8}{'steps':>6}{'select ms':>11}{'score ms':>10}{'after fwd':>11}{'forward ms':>12}"
+          f"{'capture ms':>12}{'ratio':>8}{'w/ capture':>12}{'FLOPs ratio':>13}")
     for r in rows:
-        print(f"{r['policy']:<8}{r['steps']:>6}{r['select_ms']:>11.3f}{r['score_ms']:>10.3f}{r['forward_ms']:>12.3f}"
+        after = r["select_after_forward_ms"]
+        print(f"{r['policy']:<8}{r['steps']:>6}{r['select_ms']:>11.3f}{r['score_ms']:>10.3f}"
+              + (f"{after:>11.3f}" if after is not None else f"{'-':>11}") + f"{r['forward_ms']:>12.3f}"
               f"{r['capture_ms']:>12.3f}{r['ratio']:>8.3f}{r['ratio_with_capture']:>12.3f}"
               + (f"{r['flops_ratio']:>13.4f}" if r["flops_ratio"] is not None else f"{'-':>13}"))
     for r in rows:

@@ -45,6 +45,8 @@ def test_selection_overhead_benchmark_runs(tmp_path):
     rows = {r["policy"]: r for r in json.loads(out.read_text())}
     # the trained head does real matmuls; CLAD's selection only a small cluster-affinity product
     assert rows["demask"]["flops_ratio"] > rows["clad"]["flops_ratio"] > 0
+    # timed where the loop runs it (after the forward and step_state) and right after the forward
+    assert all(r["select_ms"] > 0 and r["select_after_forward_ms"] > 0 for r in rows.values())
 
 
 def test_selection_overhead_simulate_mode_runs_on_cpu_compiled(tmp_path):

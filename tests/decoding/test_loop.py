@@ -148,3 +148,31 @@ def test_a_model_that_proposes_the_mask_token_still_finishes(prompts):
     res = generate(den, prompts, build_policy("threshold"), gen_length=8, block_length=4, steps=8)
     assert not (res.generated == den.mask_id).any()
     assert int(res.nfe.max()) <= 8
+
+
+class _Keep(Policy):
+    """Low-confidence decoding that keeps every state it is handed."""
+
+    name = "keep"
+
+    def __init__(self):
+        self.states, self.inner = [], build_policy("low_confidence")
+
+    def select(self, state):
+        self.states.append(state)
+        return self.inner.select(state)
+
+
+def test_step_state_replays_the_loops_state(mock_denoiser):
+    """`step_state` is how the loop builds a step's state (benchmarks replay it): on a recorded
+    canvas (prompts of one length: no padding mask to replay) it gives the same statistics."""
+    from depmask.decoding.loop import step_state
+
+    keep = _Keep()
+    generate(mock_denoiser, [[1, 2, 3], [4, 5, 6], [7, 8, 9]], keep, gen_length=8, block_length=4, steps=8)
+    assert len(keep.states) == 8
+    for st in keep.states:
+        s, e = st.block_start, st.block_end
+        again = step_state(mock_denoiser(st.tokens), st.tokens, st.mask[:, s:e], s, e, mask_id=mock_denoiser.mask_id)
+        for field in ("mask", "x0", "confidence", "entropy", "margin"):
+            assert torch.equal(getattr(again, field), getattr(st, field)), field

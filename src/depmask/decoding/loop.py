@@ -157,14 +157,10 @@ def generate(
             )
             forwards[0] += 1
             nfe[rows] += 1
-            logits = out.logits[:, s:e].float()  # [b', c, v]
-            if logits_eos_inf:
-                logits[..., eos_tensor] = float("-inf")
-            x0_blk = gumbel_argmax(logits, temperature, generator, forbid=mask_id)  # [b', c]
-            conf, ent, margin = token_statistics(logits, x0_blk)
-            if confidence_eos_eot_inf:
-                conf = conf.masked_fill(torch.isin(x0_blk, eos_tensor), 0.0)
-            state = _state(x, in_block[rows], x0_blk, conf, ent, margin, s, e, out, generator)
+            state = step_state(
+                out, x, in_block[rows], s, e, mask_id=mask_id, temperature=temperature, generator=generator,
+                eos=eos_tensor, logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf,
+            )
             state.step, state.steps_per_block, state.block = step, steps_per_block, blk
             state.block_masked = block_masked[rows]
             state.rows = rows
@@ -212,6 +208,34 @@ def _probe(denoiser, attn, rows, nfe, probe_nfe, forwards):
         return out.logits
 
     return probe
+
+
+def step_state(
+    out,
+    x: torch.Tensor,  # [b, l] the canvas of this forward
+    in_block: torch.Tensor,  # [b, c] bool: masked positions of the block
+    s: int,
+    e: int,
+    *,
+    mask_id: int,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    eos: torch.Tensor | None = None,  # EOS ids, when an EOS option is set
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: bool = False,
+) -> StepState:
+    """The `StepState` of one forward's output `out`, as the loop builds it before
+    `policy.select`: the block's candidate tokens and their confidence, entropy and margin
+    (`sampling.py`), the EOS options applied. Step counters are left at their defaults (the
+    loop sets them). Benchmarks replay it to time a selection where the loop runs it."""
+    logits = out.logits[:, s:e].float()  # [b, c, v]
+    if logits_eos_inf:
+        logits[..., eos] = float("-inf")
+    x0_blk = gumbel_argmax(logits, temperature, generator, forbid=mask_id)  # [b, c]
+    conf, ent, margin = token_statistics(logits, x0_blk)
+    if confidence_eos_eot_inf:
+        conf = conf.masked_fill(torch.isin(x0_blk, eos), 0.0)
+    return _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator)
 
 
 def _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator) -> StepState:
