@@ -1,10 +1,15 @@
 """The README's benchmark command runs and writes its JSON (a tiny setting; no timing asserted)."""
 
 import json
+import math
 import subprocess
 import sys
 
+import torch
+
+from depmask.decoding import build_policy, generate
 from tests.conftest import ROOT
+from tests.decoding.mock import MockDenoiser
 
 
 def test_decode_overhead_benchmark_runs(tmp_path):
@@ -47,6 +52,27 @@ def test_selection_overhead_benchmark_runs(tmp_path):
     assert rows["demask"]["flops_ratio"] > rows["clad"]["flops_ratio"] > 0
     # timed where the loop runs it (after the forward and step_state) and right after the forward
     assert all(r["select_ms"] > 0 and r["select_after_forward_ms"] > 0 for r in rows.values())
+    assert all(math.isfinite(r["decode_added_ms"]) and math.isfinite(r["decode_ratio"]) for r in rows.values())
+
+
+def test_replay_reproduces_the_recorded_decode():
+    """`decode_added_ms` subtracts a decode that replays the policy's recorded commits: it must be
+    the same decode (same tokens, commit steps, forwards) without the policy's work."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from selection_overhead import Recorder, Replay
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    rec = Recorder(build_policy("clad", threshold=0.5))
+    mock_denoiser = MockDenoiser()
+    first = generate(mock_denoiser, prompts, rec, gen_length=8)
+    replay = Replay(rec.inner, rec.commits)
+    assert replay.needs_attention and not replay.needs_hidden  # the same forwards, captures included
+    for _ in range(2):  # replays from its first step each time
+        again = generate(mock_denoiser, prompts, replay, gen_length=8)
+        assert torch.equal(again.tokens, first.tokens) and torch.equal(again.commit_step, first.commit_step)
+        assert again.forwards == first.forwards == len(rec.commits) and replay.step == len(rec.commits)
 
 
 def test_selection_overhead_simulate_mode_runs_on_cpu_compiled(tmp_path):
