@@ -33,9 +33,11 @@ matmul FLOPs of one select over those of the base forward (summed over the steps
 `torch.utils.flop_counter`) — the part of `ratio` that no implementation can remove; the rest is
 per-operation latency. Prints a table, writes JSON.
 
-`--compile`: time `select` and the scorer as `generate(..., compile_select=True)` runs them,
-compiled with `torch.compile` (`depmask.decoding.compile`); the forward stays eager. Each is
-compiled on every recorded step before timing (`compile_s`: that one-off time); FLOPs are counted
+`--compile` (or `--compile jit`): time `select` and the scorer as `generate(...,
+compile_select=True)` runs them, compiled with `torch.compile` (`depmask.decoding.compile`);
+`--compile aot`: `select` as `compile_select="aot"` runs it (AOTInductor, `decoding/aot.py`; the
+scorer alone is then timed eager). The forward stays eager. Selections are compiled on every
+recorded step before timing (`compile_s`: that one-off time); FLOPs are counted
 on the eager functions (the same arithmetic).
 """
 
@@ -104,7 +106,7 @@ class Replay(Recorder):
 
 
 def decode_overhead(den, policy: Policy, prompts, gen_length: int, commits: list, repeats: int,
-                    compile_select: bool) -> float:
+                    compile_select: str | None) -> float:
     """Milliseconds a policy adds to each step of a whole `generate()` call: median wall time of
     the decode minus that of the same decode replaying its recorded commits (`Replay`), over
     the number of steps. Decodes alternate, after one warm-up of each."""
@@ -164,18 +166,19 @@ def candidates_of(policy: Policy, state: StepState) -> torch.Tensor:
 
 
 @torch.inference_mode()  # as `generate()` runs them
-def measure(den, policy: Policy, states: list[StepState], repeats: int, compile_select: bool = False) -> dict:
+def measure(den, policy: Policy, states: list[StepState], repeats: int, compile_select: str | None = None) -> dict:
     """Mean over steps (ms) of: select, its scorer, and — with a model — the bare forward and the
     forward with the policy's needs, on each step's own canvas. Under inference mode, as in the
-    decode loop. `compile_select`: select and scorer compiled, after a compile pass over every
-    step (its seconds in `compile_s`)."""
+    decode loop. `compile_select` ("jit" or "aot"): select (and with "jit" the scorer) compiled,
+    after a compile pass over every step (its seconds in `compile_s`)."""
     device = states[0].mask.device
     totals: dict[str, float] = {}
     counts = {"select": 0, "forward": 0}
     select, score = policy.select, scorer_of(policy).score_block
     compile_s = None
     if compile_select:
-        select, score = compiled_select(policy), torch.compile(score)
+        select = compiled_select(policy, compile_select)
+        score = torch.compile(score) if compile_select == "jit" else score
         start = time.perf_counter()
         for st in states:
             select(st)
@@ -199,7 +202,7 @@ def measure(den, policy: Policy, states: list[StepState], repeats: int, compile_
             counts["forward"] += flops(fns["forward"])
     mean = {name: 1e3 * sec / len(states) for name, sec in totals.items()}
     mean["flops_ratio"] = counts["select"] / counts["forward"] if counts["forward"] else None
-    mean["compile_s"] = compile_s
+    mean["compile_s"], mean["compile_mode"] = compile_s, compile_select
     return mean
 
 
@@ -213,6 +216,7 @@ def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
         "forward_ms": mean["forward"], "capture_ms": capture,
         "ratio": mean["select"] / mean["forward"], "ratio_with_capture": (mean["select"] + capture) / mean["forward"],
         "flops_ratio": mean["flops_ratio"], "compiled": mean["compile_s"] is not None,
+        "compile_mode": mean.get("compile_mode"),
         "compile_s": mean["compile_s"], "target": TARGET, **extra,
     }
 
@@ -313,7 +317,7 @@ def print_table(rows: list[dict]) -> None:
               f"{cell(r['capture_ms'], 12)}{cell(r['ratio'], 8)}{cell(r['decode_ratio'], 14)}"
               f"{cell(r['ratio_with_capture'], 12)}{cell(r['flops_ratio'], 13, 4)}")
     for r in rows:
-        how = f"compiled, {r['compile_s']:.1f} s to compile" if r["compiled"] else "eager"
+        how = f"compiled ({r['compile_mode']}), {r['compile_s']:.1f} s to compile" if r["compiled"] else "eager"
         decode = "" if r["decode_ratio"] is None else f"; in a whole decode {r['decode_ratio']:.3f}"
         print(f"{r['policy']}: target ratio <= {TARGET}: {'met' if r['ratio'] <= TARGET else 'NOT met'} "
               f"(ratio {r['ratio']:.3f}{decode}; {r['device']}, {r.get('mode')}, {how})")
@@ -332,7 +336,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--compile", action="store_true", help="time select and scorer compiled (torch.compile)")
+    ap.add_argument("--compile", nargs="?", const="jit", default=None, choices=["jit", "aot"],
+                    help="time select compiled: jit (torch.compile, the default of a bare --compile) or aot")
     ap.add_argument("--sim_length", type=int, default=512)
     ap.add_argument("--sim_gen", type=int, default=256)
     ap.add_argument("--sim_block", type=int, default=32)

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from depmask.decoding import build_policy, generate
@@ -75,20 +76,22 @@ def test_replay_reproduces_the_recorded_decode():
         assert again.forwards == first.forwards == len(rec.commits) and replay.step == len(rec.commits)
 
 
-def test_selection_overhead_simulate_mode_runs_on_cpu_compiled(tmp_path):
+@pytest.mark.parametrize("mode", ["jit", "aot"])
+def test_selection_overhead_simulate_mode_runs_on_cpu_compiled(tmp_path, mode):
     """The LLaDA-shape mode (meant for a GPU) at toy sizes: same code path, random tensors; with
-    `--compile` (the embedded test above covers the eager timing)."""
+    `--compile jit` / `aot` (the embedded test above covers the eager timing)."""
     out = tmp_path / "sim.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--simulate", "llada", "--device", "cpu",
          "--sim_length", "32", "--sim_gen", "16", "--sim_block", "8", "--sim_hidden", "64", "--sim_heads", "2",
          "--sim_layers", "1", "--sim_intermediate", "64", "--sim_vocab", "100", "--sim_steps", "2", "--repeats", "1",
-         "--threads", "1", "--compile", "--out", str(out)],
+         "--threads", "1", "--compile", mode, "--out", str(out)],
         capture_output=True, text=True, timeout=500, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())
     assert [r["policy"] for r in rows] == ["demask", "clad"]
-    assert all(r["compiled"] and r["compile_s"] > 0 for r in rows) and "compiled," in done.stdout
+    assert all(r["compiled"] and r["compile_s"] > 0 and r["compile_mode"] == mode for r in rows)
+    assert f"compiled ({mode})," in done.stdout
     assert all(r["mode"] == "simulate-llada" and r["forward_ms"] > 0 and r["select_ms"] > 0 for r in rows)
     assert all(r["flops_ratio"] > 0 for r in rows)  # toy sizes: the default head outweighs the toy model

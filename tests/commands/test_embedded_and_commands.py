@@ -66,6 +66,17 @@ def test_decode_command_on_the_embedded_model(capsys, compiled):
     assert out["policy"] == "threshold" and out["nfe"] >= 1 and out["tpf"] > 1
 
 
+def test_decode_command_compiles_clad_ahead_of_time(capsys):
+    args = ["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3 3 9 5 7 2", "--gen_length", "8",
+            "--policy", "clad", "--policy.threshold", "0.9", "--json_output", "true"]
+    main(args)
+    eager = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    main([*args, "--compile_select", "aot"])
+    aot = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert aot["rows"][0]["completion"] == eager["rows"][0]["completion"] == "1 2 3 3 5 7 8 9"
+    assert aot["nfe"] == eager["nfe"] and aot["policy"] == "clad"
+
+
 def test_decode_command_names_bad_lengths():
     with pytest.raises(ValueError, match=r"`block_length` \(5\) must be >= 1 and divide `gen_length` \(8\)"):
         main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 1 2", "--gen_length", "8",

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from depmask.decoding.compile import compiled_select
+from depmask.decoding.compile import compile_mode, compiled_select
 from depmask.decoding.policies.base import Policy
 from depmask.decoding.result import DecodeResult
 from depmask.decoding.sampling import gumbel_argmax, token_statistics
@@ -91,7 +91,7 @@ def generate(
     confidence_eos_eot_inf: bool = False,
     stop_at_eos: bool = False,
     pad_id: int | None = None,
-    compile_select: bool = False,
+    compile_select: bool | str = False,
 ) -> DecodeResult:
     """Decode `gen_length` tokens after each prompt with `policy`.
 
@@ -107,9 +107,11 @@ def generate(
         stop_at_eos: a row stops once it has committed an EOS with everything before it
             unmasked; its remaining masks are filled with that EOS and are not counted as
             committed (`commit_step` 0). Off by default: LLaDA fills the whole canvas.
-        compile_select: run `policy.select` compiled with `torch.compile` (`decoding/compile.py`):
-            fewer, fused operations per step, after a one-off compile; refused for policies that
-            probe the model (the oracle).
+        compile_select: run `policy.select` compiled: True or "jit" with `torch.compile`
+            (`decoding/compile.py`), "aot" ahead of time with AOTInductor (`decoding/aot.py`;
+            policies that declare `state_fields`: the dependency-guided ones) — fewer, fused
+            operations per step after a one-off compile. Refused for policies that probe the
+            model (the oracle).
     """
     block_length = gen_length if block_length is None else block_length
     steps = gen_length if steps is None else steps
@@ -120,7 +122,8 @@ def generate(
         raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
     if hasattr(policy, "bind"):  # e.g. a learned scorer refuses a model it was not trained for
         policy.bind(denoiser)
-    select = compiled_select(policy) if compile_select else policy.select
+    mode = compile_mode(compile_select)
+    select = policy.select if mode is None else compiled_select(policy, mode)
     eos_ids = tuple(denoiser.eos_ids)
     if (logits_eos_inf or confidence_eos_eot_inf or stop_at_eos) and not eos_ids:
         raise ValueError("an EOS option is set but the denoiser has no `eos_ids`")

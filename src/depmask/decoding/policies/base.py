@@ -21,6 +21,10 @@ class Policy:
     needs_hidden: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
     needs_probe: ClassVar[bool] = False  # extra forwards via `state.probe` (counted in NFE)
+    # the StepState tensor fields `select` reads besides the block bounds, when it reads nothing
+    # else (no step counters, no generator): what ahead-of-time compiling feeds it (`aot.py`);
+    # None: not declared
+    state_fields: ClassVar[tuple[str, ...] | None] = None
 
     def select(self, state: StepState) -> torch.Tensor:  # [b, l] bool
         raise NotImplementedError

@@ -95,6 +95,13 @@ class Guided(Policy):
     def needs_probe(self) -> bool:  # type: ignore[override]
         return self._scorer.needs_probe
 
+    @property
+    def state_fields(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        if self._scorer.needs_probe:  # reads the probe and the block's log-probabilities too
+            return None
+        # `_keys` reads the attention exactly when the scorer captured it (else the canvas width)
+        return ("mask", "confidence", *(f for f in self._scorer.state_fields if f not in ("mask", "confidence")))
+
     def bind(self, denoiser) -> None:
         """Check the scorer against the model before decoding (a head trained for another model
         raises ValueError here) and move what it holds to the model's device."""
@@ -138,6 +145,10 @@ class GuidedPreset(Policy):
     @property
     def needs_probe(self) -> bool:  # type: ignore[override]
         return self._guided.needs_probe
+
+    @property
+    def state_fields(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        return self._guided.state_fields
 
     def bind(self, denoiser) -> None:
         self._guided.bind(denoiser)

@@ -14,6 +14,7 @@ from depmask.decoding.state import StepState
 class AttentionScorer(Scorer):
     name = "attention"
     needs_attention = True
+    state_fields = ("attention",)
 
     def score(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:
         if state.attention is None:

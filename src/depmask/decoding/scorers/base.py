@@ -31,6 +31,8 @@ class Scorer:
     needs_hidden: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
     needs_probe: ClassVar[bool] = False
+    # StepState tensor fields `score_block` reads besides `mask` and the block bounds
+    state_fields: ClassVar[tuple[str, ...]] = ()
 
     def bind(self, denoiser) -> None:
         """Called by `generate()` before the first forward; the default accepts any model."""

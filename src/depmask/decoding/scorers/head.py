@@ -37,6 +37,7 @@ def load_head(head: str | PathLike | Any | None) -> Any | None:
 class HeadScorer(Scorer):
     name = "head"
     needs_hidden = True
+    state_fields = ("hidden", "confidence", "entropy")
 
     def __init__(self, head: str | PathLike | Any | None = None):
         self.head = load_head(head)

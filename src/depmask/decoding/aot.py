@@ -1,0 +1,105 @@
+"""Ahead-of-time compiled selection: `AotSelect(policy)`, a policy's `select` exported with
+`torch.export` and compiled by AOTInductor into a shared library
+(`generate(..., compile_select="aot")`, `depmask decode --compile_select aot`).
+
+Why, next to `torch.compile` (`compile.py`): on a small model on CPU, a `torch.compile`d function
+costs 130–200 µs per call when it runs right after a model forward (its dynamo guards and
+wrappers are cold), which on the embedded MDLM is 3–4.5 % of a forward before any work is done.
+An AOTInductor library is called without dynamo: `clad`'s whole step then costs about a third
+of its eager time (README, "Benchmarks").
+
+What it compiles: the policy's `select` on a `StepState` rebuilt from the tensor fields the policy
+declares it reads (`Policy.state_fields`; the other fields are None, so reading one fails while
+exporting, not silently) and the block bounds, which are baked in. One library per block
+geometry (block bounds, and each field's shape beyond the batch, dtype and device), compiled on
+the first step that needs it; the batch is dynamic, so rows leaving the batch reuse it. The
+policy's knobs and any trained weights are baked in too: build a new policy to change them.
+
+Costs: about 10–20 s of compiling per geometry on a 2-core CPU (a C++ compiler is needed), so
+semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
+model (the oracle) or that declare no `state_fields` (their step reads the step counters, which
+change every step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from depmask.decoding.policies.base import Policy
+from depmask.decoding.state import StepState
+
+_TRACE_NOISE = r"(`isinstance\(treespec, LeafSpec\)` is deprecated|`torch\._prims_common\.check` is deprecated)"
+
+
+class _Step(torch.nn.Module):
+    """`policy.select` as a module of the declared state tensors, for one block geometry."""
+
+    def __init__(self, policy: Policy, fields: tuple[str, ...], block_start: int, block_end: int):
+        super().__init__()
+        self.policy, self.fields = policy, fields
+        self.block_start, self.block_end = block_start, block_end
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        values = {f.name: None for f in dataclasses.fields(StepState)}
+        values.update(zip(self.fields, tensors), block_start=self.block_start, block_end=self.block_end)
+        return self.policy.select(StepState(**values))
+
+
+class AotSelect:
+    """`select(state) -> commit [b, l]`, run from AOTInductor libraries (see the module docstring).
+
+    Raises ValueError for a policy that probes the model or declares no `state_fields`, and when
+    a declared field is missing from a state.
+    """
+
+    def __init__(self, policy: Policy):
+        if not isinstance(policy, Policy):
+            raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
+        if policy.needs_probe:
+            raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} "
+                             "probes the model at every step (needs_probe) — decode it without compiling")
+        if policy.state_fields is None:
+            raise ValueError(f"policy {policy.name!r} does not declare the state it reads (`state_fields`), "
+                             "which ahead-of-time compiling needs; use compile_select='jit' (torch.compile)")
+        self.policy, self.fields = policy, tuple(policy.state_fields)
+        self._runners: dict[tuple, object] = {}
+        self._dir = tempfile.TemporaryDirectory(prefix="depmask-aot-")  # removed with this object
+
+    def __call__(self, state: StepState) -> torch.Tensor:
+        tensors = self._inputs(state)
+        key = (state.block_start, state.block_end,
+               tuple((tuple(t.shape[1:]), t.dtype, str(t.device)) for t in tensors))
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = self._runners[key] = self._compile(state, tensors)
+        return runner(*tensors)
+
+    @property
+    def geometries(self) -> int:
+        """How many libraries have been compiled so far."""
+        return len(self._runners)
+
+    def _inputs(self, state: StepState) -> tuple[torch.Tensor, ...]:
+        tensors = tuple(getattr(state, name) for name in self.fields)
+        missing = [name for name, t in zip(self.fields, tensors) if t is None]
+        if missing:
+            raise ValueError(f"policy {self.policy.name!r} reads state fields {missing}, which this step "
+                             "does not have (the loop provides them when the policy's needs_* say so)")
+        return tensors
+
+    def _compile(self, state: StepState, tensors: tuple[torch.Tensor, ...]):
+        step = _Step(self.policy, self.fields, state.block_start, state.block_end)
+        if tensors[0].shape[0] == 1:  # trace with two rows, or export specialises the batch to 1
+            tensors = tuple(torch.cat([t, t]) for t in tensors)
+        batch = torch.export.Dim("batch", min=1)
+        path = Path(self._dir.name) / f"select-{len(self._runners)}.pt2"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TRACE_NOISE)
+            exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
+            package = torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+        return torch._inductor.aoti_load_package(package)

@@ -1,0 +1,87 @@
+"""`generate(..., compile_select="aot")`: AOTInductor-compiled selection decodes exactly as eager,
+compiles once per block geometry, and refuses what it cannot compile."""
+
+import pytest
+import torch
+
+from depmask.decoding import Policy, build_policy, compiled_select, generate
+from depmask.decoding.aot import AotSelect
+from depmask.decoding.compile import compile_mode
+from depmask.predictor import DependencyHead
+
+
+def _head(den):
+    torch.manual_seed(0)
+    return DependencyHead(hidden_size=den.hidden_size, dim=16, layers=1, heads=2, max_distance=16,
+                          base_fingerprint=den.fingerprint).eval()
+
+
+def _same(a, b, name):
+    assert torch.equal(a.tokens, b.tokens), name
+    assert torch.equal(a.commit_step, b.commit_step), name
+    assert torch.equal(a.nfe, b.nfe), name
+
+
+def test_aot_decode_equals_eager_for_clad_and_demask(mock_denoiser, prompts):
+    """Both issue presets over two blocks (two geometries: two libraries each); rows finish at
+    different steps, so the batch shrinks under one library. Every commit, step and NFE agrees
+    with the eager decode."""
+    for policy in (build_policy("clad", threshold=0.99), build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)):
+        kwargs = dict(gen_length=12, block_length=6, pad_id=0)
+        eager = generate(mock_denoiser, prompts, policy, **kwargs)
+        aot = generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)
+        _same(aot, eager, policy.name)
+        assert compiled_select(policy, "aot").geometries == 2, policy.name  # one per block
+        assert eager.nfe.float().mean() > 2, policy.name  # more than one step per block
+        again = generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)  # reuses both
+        _same(again, eager, policy.name)
+        assert compiled_select(policy, "aot").geometries == 2, policy.name
+
+
+def test_aot_compiled_on_a_single_row_serves_wider_batches(mock_denoiser, prompts):
+    """A library first compiled on a one-row step (traced on two rows, so the batch stays
+    dynamic) still decodes a three-row batch."""
+    policy = build_policy("clad", threshold=0.9)
+    one = generate(mock_denoiser, prompts[:1], policy, gen_length=6, pad_id=0, compile_select="aot")
+    _same(one, generate(mock_denoiser, prompts[:1], policy, gen_length=6, pad_id=0), "one row")
+    three = [prompts[0], [4, 5, 6], [7, 8, 9]]  # same prompt width: the same geometry
+    _same(generate(mock_denoiser, three, policy, gen_length=6, pad_id=0, compile_select="aot"),
+          generate(mock_denoiser, three, policy, gen_length=6, pad_id=0), "three rows")
+    assert compiled_select(policy, "aot").geometries == 1
+
+
+def test_aot_refuses_policies_it_cannot_compile(mock_denoiser, prompts):
+    with pytest.raises(ValueError, match="'threshold' does not declare the state it reads.*compile_select='jit'"):
+        generate(mock_denoiser, prompts, build_policy("threshold", threshold=0.9), gen_length=4, compile_select="aot")
+    with pytest.raises(ValueError, match="'oracle' probes the model"):
+        compiled_select(build_policy("oracle", epsilon=0.5), "aot")
+    with pytest.raises(TypeError, match="must be a depmask Policy"):
+        AotSelect(lambda state: state.mask)
+    with pytest.raises(ValueError, match=r"`compile_select` \('fast'\) must be"):
+        generate(mock_denoiser, prompts, build_policy("clad"), gen_length=4, compile_select="fast")
+    with pytest.raises(ValueError, match=r"`mode` \('none'\) must be one of"):
+        compiled_select(build_policy("clad"), "none")
+    assert [compile_mode(v) for v in (False, None, "none", True, "jit", "aot")] == [None, None, None, "jit", "jit", "aot"]
+
+
+class _NoAttention(Policy):
+    """Declares the attention but is decoded without capturing it."""
+
+    name = "no_attention"
+    state_fields = ("mask", "attention")
+
+    def select(self, state):
+        return state.mask
+
+
+def test_aot_names_a_declared_field_the_step_lacks(mock_denoiser, prompts):
+    with pytest.raises(ValueError, match=r"'no_attention' reads state fields \['attention'\]"):
+        generate(mock_denoiser, prompts, _NoAttention(), gen_length=4, compile_select="aot")
+
+
+def test_compiled_select_keeps_one_function_per_policy_and_mode():
+    a, b = build_policy("clad"), build_policy("clad")
+    assert compiled_select(a, "aot") is compiled_select(a, "aot")
+    assert compiled_select(a, "aot") is not compiled_select(b, "aot")
+    assert compiled_select(a, "aot") is not compiled_select(a, "jit")
+    assert "_compiled_select" not in a.knobs()
