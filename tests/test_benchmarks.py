@@ -39,16 +39,19 @@ def test_harvest_throughput_benchmark_runs(tmp_path):
     assert "pairs/s" in done.stdout
 
 
-def test_selection_overhead_benchmark_runs(tmp_path):
+@pytest.mark.parametrize("compile_args", [[], ["--compile", "aot"]], ids=["eager", "aot"])
+def test_selection_overhead_benchmark_runs(tmp_path, compile_args):
+    """The README's two commands (eager, and `--compile aot`), at batch 2 and one repeat."""
     out = tmp_path / "sel.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--batch", "2", "--repeats", "1",
-         "--threads", "1", "--head", str(ROOT / "models" / "tiny-tasks-head"), "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+         "--threads", "1", "--head", str(ROOT / "models" / "tiny-tasks-head"), *compile_args, "--out", str(out)],
+        capture_output=True, text=True, timeout=400, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     assert out.is_file() and "ratio" in done.stdout
     rows = {r["policy"]: r for r in json.loads(out.read_text())}
+    assert all(r["compile_mode"] == (compile_args[1] if compile_args else None) for r in rows.values())
     # the trained head does real matmuls; CLAD's selection only a small cluster-affinity product
     assert rows["demask"]["flops_ratio"] > rows["clad"]["flops_ratio"] > 0
     # timed where the loop runs it (after the forward and step_state) and right after the forward
