@@ -14,9 +14,9 @@ dependencies or choose units (`selector.py` does).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
+
+from depmask.tensor_cache import tensor_cache
 
 
 def candidate_positions(
@@ -70,17 +70,17 @@ def unit_members(candidates: torch.Tensor, units: str, run: torch.Tensor | None 
     return run[:, None, :] == cached_arange(1, k + 1, candidates.device)[None, :, None]  # [b, k, c]
 
 
-@lru_cache(maxsize=64)
+@tensor_cache
 def cached_eye(n: int, device: torch.device) -> torch.Tensor:
     return torch.eye(n, dtype=torch.bool, device=device)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache
 def cached_off_diagonal(n: int, device: torch.device) -> torch.Tensor:
     return ~torch.eye(n, dtype=torch.bool, device=device)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache
 def cached_arange(start: int, end: int, device: torch.device) -> torch.Tensor:
     return torch.arange(start, end, device=device)
 

@@ -22,7 +22,6 @@ but compiles once per block geometry and only takes policies that declare `state
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -30,9 +29,6 @@ import torch
 from depmask.decoding.policies.base import Policy
 
 RECOMPILE_LIMIT = 32  # shapes × policy objects per process before torch falls back to eager
-# our `lru_cache` helpers (`cached_eye`, `cached_arange`, …) build constant index tensors; tracing
-# through them, as dynamo does (with a warning per call site), is exactly right
-_LRU_WARNING = r"Dynamo detected a call to a `functools\.lru_cache`-wrapped function at '(clusters|features|head|selector)\.py"
 
 
 MODES = ("jit", "aot")
@@ -68,7 +64,6 @@ def compiled_select(policy: Policy, mode: str = "jit") -> Callable[..., torch.Te
 def _jit(policy: Policy) -> Callable[..., torch.Tensor]:
     dynamo = torch._dynamo.config
     dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
-    warnings.filterwarnings("ignore", message=_LRU_WARNING)
     return torch.compile(policy.select)
 
 

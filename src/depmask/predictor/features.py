@@ -14,10 +14,10 @@ slot's values (they are zeroed first, so garbage or NaN padding cannot leak into
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from torch import nn
+
+from depmask.tensor_cache import tensor_cache
 
 _LOG_EPS = 1e-6
 
@@ -31,7 +31,7 @@ def pair_mask(valid: torch.Tensor) -> torch.Tensor:
     return valid[:, :, None] & valid[:, None, :] & _off_diagonal(m, valid.device)  # [b, m, m]
 
 
-@lru_cache(maxsize=64)
+@tensor_cache
 def _off_diagonal(m: int, device: torch.device) -> torch.Tensor:
     return ~torch.eye(m, dtype=torch.bool, device=device)  # [m, m]
 
