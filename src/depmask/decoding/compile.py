@@ -29,8 +29,6 @@ import torch
 from depmask.decoding.policies.base import Policy
 
 RECOMPILE_LIMIT = 32  # shapes × policy objects per process before torch falls back to eager
-
-
 MODES = ("jit", "aot")
 
 
@@ -52,6 +50,7 @@ def compiled_select(policy: Policy, mode: str = "jit") -> Callable[..., torch.Te
         raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
     if compile_mode(mode) is None:
         raise ValueError(f"`mode` ({mode!r}) must be one of {MODES}")
+    mode = compile_mode(mode)  # True → "jit"
     if policy.needs_probe:
         raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} "
                          "probes the model at every step (needs_probe) — decode it without compiling")
