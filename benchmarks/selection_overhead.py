@@ -12,8 +12,9 @@ for `demask`, attention capture for `clad`). A selection is timed where the loop
 after that forward and the step statistics every policy needs (`decoding.loop.step_state`:
 argmax, softmax, confidence), so caches and the core are in the state decoding leaves them in;
 `select_after_forward_ms` times it right after the forward instead (on this project's CPU VM the
-first operations after a forward run several times slower than warm ones, whatever they are). `demask` uses a randomly initialised head of the
-default architecture unless `--head DIR` gives a trained one (timing does not depend on weights).
+first operations after a forward run several times slower than warm ones, whatever they are).
+`demask` uses a randomly initialised head of the default architecture unless `--head DIR` gives a
+trained one (timing does not depend on weights).
 
 `--simulate llada`: LLaDA-8B-like shapes on random tensors — batch 8, canvas 512, hidden 4096,
 block 32 — on the GPU when there is one. The base forward is a random-weight model of LLaDA-8B's
@@ -24,11 +25,11 @@ minus that of the same decode replaying the policy's recorded commits (same forw
 captures, no selection), per step — what the policy adds to decoding, with nothing to attribute
 (noisier: a difference of two decode times). `decode_ratio` is it over the bare forward.
 
-Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part), `select_after_forward_ms`,
-`decode_added_ms`, `forward_ms` (bare
-forward), `capture_ms` (the forward with hidden/attention minus the bare one), `ratio` =
-select / forward (target ≤ 0.05), `ratio_with_capture` = (select + capture) / forward. Every time is
-the median of `--repeats` after a warm-up. Alongside, hardware-independent: `flops_ratio`, the
+Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part),
+`select_after_forward_ms`, `decode_added_ms`, `forward_ms` (bare forward), `capture_ms` (the
+forward with hidden/attention minus the bare one), `ratio` = select / forward (target ≤ 0.05),
+`ratio_with_capture` = (select + capture) / forward. Every time is the median of `--repeats`
+after a warm-up. Alongside, hardware-independent: `flops_ratio`, the
 matmul FLOPs of one select over those of the base forward (summed over the steps, counted by
 `torch.utils.flop_counter`) — the part of `ratio` that no implementation can remove; the rest is
 per-operation latency. Prints a table, writes JSON.

@@ -48,9 +48,10 @@ def compiled_select(policy: Policy, mode: str = "jit") -> Callable[..., torch.Te
     "aot" (`aot.AotSelect`)."""
     if not isinstance(policy, Policy):
         raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
-    if compile_mode(mode) is None:
+    normalized = compile_mode(mode)  # True → "jit"
+    if normalized is None:
         raise ValueError(f"`mode` ({mode!r}) must be one of {MODES}")
-    mode = compile_mode(mode)  # True → "jit"
+    mode = normalized
     if policy.needs_probe:
         raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} "
                          "probes the model at every step (needs_probe) — decode it without compiling")
