@@ -28,7 +28,8 @@ def _head(**kw) -> DependencyHead:
 
 
 LEAN = {"layers": 0, "pair_mlp": False}  # the lean variant: no encoder, bilinear + distance bias
-VARIANTS = pytest.mark.parametrize("variant", [{}, LEAN], ids=["default", "lean"])
+SMALL = {"layers": 0, "pair_product": False, "pair_activation": "relu"}  # pair MLP without u_i ⊙ u_j
+VARIANTS = pytest.mark.parametrize("variant", [{}, LEAN, SMALL], ids=["default", "lean", "small"])
 
 
 def test_pair_mask():
@@ -138,6 +139,10 @@ def test_bad_inputs_and_args_are_named():
         DependencyHead(D, dropout=1.5)
     with pytest.raises(ValueError, match=r"`pair_mlp` \('no'\) must be a bool"):
         DependencyHead(D, pair_mlp="no")
+    with pytest.raises(ValueError, match=r"`pair_product` \(1\) must be a bool"):
+        DependencyHead(D, pair_product=1)
+    with pytest.raises(ValueError, match=r"`pair_activation` \('tanh'\) must be one of \['gelu', 'relu'\]"):
+        DependencyHead(D, pair_activation="tanh")
 
 
 def test_the_lean_variant_is_a_fraction_of_the_default():
@@ -153,7 +158,24 @@ def test_the_lean_variant_is_a_fraction_of_the_default():
     assert lean_flops < flops / 4 and lean_params < params / 4, (flops, lean_flops, params, lean_params)
 
 
-@pytest.mark.parametrize("variant", [{"layers": 1}, LEAN], ids=["default", "lean"])
+def test_dropping_the_pair_product_removes_its_flops_and_weights():
+    """`pair_product=False` has no `prod` weight and skips the `[b, m, m, pair_dim] · dim` einsum;
+    the activation is what the config says."""
+    hidden, positions, valid, conf, ent = _state(b=4, m=16)
+
+    def flops(head):
+        with FlopCounterMode(display=False) as counter:
+            head(hidden, positions, valid, conf, ent)
+        return counter.get_total_flops()
+
+    full, small = _head(layers=0), _head(**SMALL)
+    assert not hasattr(small.scorer, "prod") and hasattr(full.scorer, "prod")
+    assert isinstance(small.scorer.mlp[0], torch.nn.ReLU) and isinstance(full.scorer.mlp[0], torch.nn.GELU)
+    b, m, pair_dim, dim = 4, 16, 16, 32
+    assert flops(full) - flops(small) == 2 * b * m * m * pair_dim * dim  # exactly the product term
+
+
+@pytest.mark.parametrize("variant", [{"layers": 1}, LEAN, SMALL], ids=["default", "lean", "small"])
 def test_training_reduces_bce_on_neighbour_target(variant):
     torch.manual_seed(0)
     head = DependencyHead(D, **{"dim": 32, "heads": 4, "max_distance": 8, **variant})

@@ -60,6 +60,19 @@ def test_lean_round_trip_and_checkpoints_from_before_pair_mlp(tmp_path):
     assert DependencyHead.from_pretrained(old).config["pair_mlp"] is True
 
 
+def test_small_round_trip_and_checkpoints_from_before_pair_product(tmp_path):
+    small = _head(layers=0, pair_product=False, pair_activation="relu")
+    loaded = DependencyHead.from_pretrained(small.save_pretrained(tmp_path / "small"))
+    assert loaded.config["pair_product"] is False and loaded.config["pair_activation"] == "relu"
+    x = _inputs()
+    assert torch.equal(loaded.predict(*x), small.predict(*x))
+    old = _head().save_pretrained(tmp_path / "old")  # written before the two keys existed
+    _edit(old / CONFIG_NAME, drop="pair_product")
+    _edit(old / CONFIG_NAME, drop="pair_activation")
+    config = DependencyHead.from_pretrained(old).config
+    assert config["pair_product"] is True and config["pair_activation"] == "gelu"
+
+
 def test_round_trip_keeps_dtype(tmp_path):
     head = _head(use_confidence=False).to(torch.bfloat16)
     loaded = DependencyHead.from_pretrained(head.save_pretrained(tmp_path))
@@ -113,6 +126,8 @@ def test_missing_directory_and_files(tmp_path):
         (lambda p: _edit(p, use_confidence=1), r"`use_confidence` is 1, expected bool"),
         (lambda p: _edit(p, heads=True), r"`heads` is True, expected int"),
         (lambda p: _edit(p, pair_mlp="yes"), r"`pair_mlp` is 'yes', expected bool"),
+        (lambda p: _edit(p, pair_activation=1), r"`pair_activation` is 1, expected str"),
+        (lambda p: _edit(p, pair_activation="tanh"), r"invalid architecture .*`pair_activation` \('tanh'\)"),
         (lambda p: _edit(p, format_version=99), "`format_version` is 99"),
         (lambda p: _edit(p, drop="layers"), r"missing key\(s\) \['layers'\]"),
         (lambda p: _edit(p, heads=3), r"invalid architecture .*`heads` \(3\) must divide"),

@@ -5,7 +5,8 @@
 Why, next to `torch.compile` (`compile.py`): on a small model on CPU, a `torch.compile`d function
 costs 130–200 µs per call when it runs right after a model forward (its dynamo guards and
 wrappers are cold), which on the embedded MDLM is 3–4.5 % of a forward before any work is done.
-An AOTInductor library is called without dynamo: `clad`'s whole step then costs about a third
+An AOTInductor library is called without dynamo, and here without the package's Python wrapper
+too (it re-parses its pytree specs on every call): `clad`'s whole step then costs about a quarter
 of its eager time (README, "Benchmarks").
 
 What it compiles: the policy's `select` on a `StepState` rebuilt from the tensor fields the policy
@@ -72,12 +73,11 @@ class AotSelect:
 
     def __call__(self, state: StepState) -> torch.Tensor:
         tensors = self._inputs(state)
-        key = (state.block_start, state.block_end,
-               tuple((tuple(t.shape[1:]), t.dtype, str(t.device)) for t in tensors))
-        runner = self._runners.get(key)
-        if runner is None:
-            runner = self._runners[key] = self._compile(state, tensors)
-        return runner(*tensors)
+        key = (state.block_start, state.block_end, tuple((t.shape[1:], t.dtype, t.device) for t in tensors))
+        run = self._runners.get(key)
+        if run is None:
+            run = self._runners[key] = self._compile(state, tensors)
+        return run([*tensors])[0]
 
     @property
     def geometries(self) -> int:
@@ -102,4 +102,11 @@ class AotSelect:
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
             exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
             package = torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
-        return torch._inductor.aoti_load_package(package)
+        compiled = torch._inductor.aoti_load_package(package)
+        # the library's own entry point: the Python wrapper re-parses the call's pytree specs from
+        # JSON on every call (~10 µs warm, several times that right after a forward); `select`
+        # takes flat tensors and returns one, so there is nothing to (un)flatten
+        out_spec = torch.utils._pytree.treespec_loads(compiled.loader.get_call_spec()[1])
+        if not out_spec.is_leaf():
+            raise RuntimeError(f"policy {self.policy.name!r}: select must return one tensor, exported {out_spec}")
+        return compiled.loader.boxed_run

@@ -89,31 +89,41 @@ class _BilinearScorer(nn.Module):
         return torch.baddbmm(bias, q, k.transpose(-1, -2), alpha=1.0 / math.sqrt(self.dim))  # [b, m, m]
 
 
-class _PairScorer(nn.Module):
-    """One logit per ordered pair (i, j): bilinear term + small MLP over pair features."""
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
-    def __init__(self, dim: int, pair_dim: int, num_rel: int, dropout: float):
+
+class _PairScorer(nn.Module):
+    """One logit per ordered pair (i, j): bilinear term + small MLP over pair features
+    `[u_i, u_j, u_i ⊙ u_j, E(pos_j − pos_i)]` (`product=False` drops `u_i ⊙ u_j`, the one
+    `[b, m, m, pair_dim]` term that costs `dim` multiply-adds per entry)."""
+
+    def __init__(self, dim: int, pair_dim: int, num_rel: int, dropout: float, product: bool = True,
+                 activation: str = "gelu"):
         super().__init__()
         self.dim = dim
+        self.product = product
         self.query = nn.Linear(dim, dim, bias=False)
         self.key = nn.Linear(dim, dim, bias=False)
         # first MLP layer on [u_i, u_j, u_i ⊙ u_j, E(rel)], split by block
         self.row = nn.Linear(dim, pair_dim)
         self.col = nn.Linear(dim, pair_dim, bias=False)
-        self.prod = nn.Parameter(torch.empty(pair_dim, dim))
-        nn.init.normal_(self.prod, std=1.0 / dim)
+        if product:
+            self.prod = nn.Parameter(torch.empty(pair_dim, dim))
+            nn.init.normal_(self.prod, std=1.0 / dim)
         self.rel = nn.Embedding(num_rel, pair_dim)
         nn.init.normal_(self.rel.weight, std=0.02)
+        act = _ACTIVATIONS[activation]
         self.mlp = nn.Sequential(
-            nn.GELU(), nn.Dropout(dropout), nn.Linear(pair_dim, pair_dim), nn.GELU(), nn.Linear(pair_dim, 1)
+            act(), nn.Dropout(dropout), nn.Linear(pair_dim, pair_dim), act(), nn.Linear(pair_dim, 1)
         )
         nn.init.constant_(self.mlp[-1].bias, _INIT_LOGIT)
 
     def forward(self, u: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         bilinear = self.query(u) @ self.key(u).transpose(-1, -2) / math.sqrt(self.dim)  # [b, m, m]
-        scaled = u[:, :, None, :] * self.prod  # [b, m, pair_dim, dim]: u_i ⊙ W_p, per output unit
-        prod = torch.einsum("bipc,bjc->bijp", scaled, u)  # [b, m, m, pair_dim]: W_p (u_i ⊙ u_j)
-        first = self.row(u)[:, :, None, :] + self.col(u)[:, None, :, :] + prod + self.rel(rel)  # [b, m, m, pair_dim]
+        first = self.row(u)[:, :, None, :] + self.col(u)[:, None, :, :] + self.rel(rel)  # [b, m, m, pair_dim]
+        if self.product:
+            scaled = u[:, :, None, :] * self.prod  # [b, m, pair_dim, dim]: u_i ⊙ W_p, per output unit
+            first = first + torch.einsum("bipc,bjc->bijp", scaled, u)  # + W_p (u_i ⊙ u_j)
         return bilinear + self.mlp(first).squeeze(-1)  # [b, m, m]
 
 
@@ -138,6 +148,9 @@ class DependencyHead(nn.Module):
             False: the lean scorer, bilinear term plus a learned bias per distance — no
             `[b, m, m, ·]` tensor, for base models so small that the MLP would cost a visible
             fraction of their forward (the embedded model).
+        pair_product: with `pair_mlp`, feed `u_i ⊙ u_j` to the pair MLP (default); False drops
+            it, the costliest part of the MLP (the bilinear term still multiplies the two slots).
+        pair_activation: the pair MLP's nonlinearity, "gelu" (default) or "relu" (cheaper on CPU).
         use_confidence: add an MLP of (confidence, log confidence, entropy) to each slot; then
             `forward` requires `confidence` and `entropy`.
         dropout: dropout in the encoder and the pairwise MLP.
@@ -155,6 +168,8 @@ class DependencyHead(nn.Module):
         dropout: float = 0.0,
         base_fingerprint: str | None = None,
         pair_mlp: bool = True,
+        pair_product: bool = True,
+        pair_activation: str = "gelu",
     ):
         super().__init__()
         for name, value, low in (("hidden_size", hidden_size, 1), ("dim", dim, 1), ("layers", layers, 0),
@@ -165,8 +180,11 @@ class DependencyHead(nn.Module):
             raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` ({dropout}) must lie in [0, 1)")
-        if not isinstance(pair_mlp, bool):
-            raise ValueError(f"`pair_mlp` ({pair_mlp!r}) must be a bool")
+        for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` ({value!r}) must be a bool")
+        if pair_activation not in _ACTIVATIONS:
+            raise ValueError(f"`pair_activation` ({pair_activation!r}) must be one of {sorted(_ACTIVATIONS)}")
         if base_fingerprint is not None and not isinstance(base_fingerprint, str):
             raise ValueError(f"`base_fingerprint` ({base_fingerprint!r}) must be a str or None")
         self.hidden_size = hidden_size
@@ -177,14 +195,15 @@ class DependencyHead(nn.Module):
             "hidden_size": hidden_size, "dim": dim, "layers": layers, "heads": heads,
             "max_distance": max_distance, "use_confidence": bool(use_confidence),
             "dropout": float(dropout), "base_fingerprint": base_fingerprint, "pair_mlp": pair_mlp,
+            "pair_product": pair_product, "pair_activation": pair_activation,
         }
         self.training_manifest: dict | None = None  # set by `from_pretrained`
         num_rel = 2 * max_distance + 1
         self.slots = SlotEncoder(hidden_size, dim, max_distance, self.use_confidence)
         self.encoder = nn.ModuleList(_EncoderLayer(dim, heads, num_rel, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        self.scorer = (_PairScorer(dim, max(16, dim // 2), num_rel, dropout) if pair_mlp
-                       else _BilinearScorer(dim, num_rel))
+        self.scorer = (_PairScorer(dim, max(16, dim // 2), num_rel, dropout, pair_product, pair_activation)
+                       if pair_mlp else _BilinearScorer(dim, num_rel))
 
     def _check_inputs(self, hidden, positions, valid, confidence, entropy) -> None:
         if hidden.dim() != 3 or hidden.shape[-1] != self.hidden_size:

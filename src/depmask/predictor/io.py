@@ -43,6 +43,8 @@ ARCHITECTURE_KEYS: dict[str, tuple[type, ...]] = {
 # architecture arguments added later -> (accepted JSON types, value of checkpoints written before)
 OPTIONAL_ARCHITECTURE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "pair_mlp": ((bool,), True),
+    "pair_product": ((bool,), True),
+    "pair_activation": ((str,), "gelu"),
 }
 
 

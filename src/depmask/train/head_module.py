@@ -51,6 +51,8 @@ class HeadModule(L.LightningModule):
         use_confidence: bool = True,
         dropout: float = 0.0,
         pair_mlp: bool = True,
+        pair_product: bool = True,
+        pair_activation: str = "gelu",
         loss: str = "bce",
         prefix_weight: float = 1.0,
         tv_weight: float = 0.0,
@@ -64,7 +66,8 @@ class HeadModule(L.LightningModule):
     ):
         """Args:
             hidden_size, base_fingerprint: the base model's, linked from the data module.
-            dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp: the head's
+            dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp, pair_product,
+                pair_activation: the head's
                 architecture (`DependencyHead`).
             loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse",
                 "bce_prefix" (BCE plus the prefix-cost term).
@@ -90,7 +93,7 @@ class HeadModule(L.LightningModule):
         self.save_hyperparameters()
         self.head = DependencyHead(hidden_size, dim=dim, layers=layers, heads=heads, max_distance=max_distance,
                                    use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint,
-                                   pair_mlp=pair_mlp)
+                                   pair_mlp=pair_mlp, pair_product=pair_product, pair_activation=pair_activation)
         self.val_head = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision()})
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()
