@@ -42,3 +42,16 @@ def test_shipped_head_refuses_another_model(tmp_path):
 
     with pytest.raises(ValueError, match="fingerprint"):
         DependencyHead.from_pretrained(HEAD, denoiser=SimpleNamespace(fingerprint="other@x", hidden_size=128))
+
+
+def test_shipped_head_has_the_architecture_of_the_shipped_train_config():
+    """`depmask train fit --config configs/train/head-tiny.yaml` builds the shipped head's architecture."""
+    import json
+
+    import yaml
+
+    model = yaml.safe_load((ROOT / "configs" / "train" / "head-tiny.yaml").read_text())["model"]
+    config = json.loads((HEAD / "config.json").read_text())
+    keys = ("dim", "layers", "heads", "max_distance", "use_confidence", "dropout", "pair_mlp", "pair_product",
+            "pair_activation")
+    assert {k: config[k] for k in keys} == {k: model[k] for k in keys}
