@@ -3,6 +3,13 @@
 Each decoded batch appends its rows and fsyncs, so an interrupted evaluation loses at most the
 batch in flight; a torn last line (the process died mid-write) is dropped when the file is read
 again. `done_ids` tells the runner what to skip. This module stores and reads; it does not decode.
+
+A run's knobs name a head by its path, and the path's weights can change (a retrained head
+exported to the same directory, a new shipped head): resuming would then mix items of two
+heads under one run. So each results file has a provenance sidecar (`<run>.provenance.json`:
+the model's fingerprint and a digest of the weights of every knob that names a checkpoint
+directory), written with the first rows; `check_provenance` refuses to resume a file whose
+sidecar disagrees, naming both.
 """
 
 from __future__ import annotations
@@ -11,7 +18,66 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path
+
+PROVENANCE_SUFFIX = ".provenance.json"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def weights_digest(directory: str | Path) -> str | None:
+    """sha256 (first 16 hex digits) of a checkpoint directory's weights file; None if it has none."""
+    for name in _WEIGHT_FILES:
+        path = Path(directory) / name
+        if path.is_file():
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return h.hexdigest()[:16]
+    return None
+
+
+def run_provenance(model_fingerprint: str | None, knobs: dict) -> dict:
+    """What decoded a run beyond its knobs: the model's fingerprint and, for every knob whose value
+    is a checkpoint directory (a head), the digest of its weights."""
+    out: dict = {"model": model_fingerprint}
+    for key, value in sorted(knobs.items()):
+        if isinstance(value, (str, Path)) and Path(value).is_dir():
+            digest = weights_digest(value)
+            if digest is not None:
+                out[f"{key}_weights"] = digest
+    return out
+
+
+def provenance_path(items_path: Path) -> Path:
+    items_path = Path(items_path)
+    return items_path.with_name(items_path.stem + PROVENANCE_SUFFIX)
+
+
+def check_provenance(items_path: Path, provenance: dict, have_rows: bool) -> None:
+    """Refuse (ValueError naming both) to resume results decoded by another model or head.
+
+    A file without a sidecar (written before sidecars existed) is resumed with a warning. With no
+    rows yet, the sidecar is (re)written: the run starts clean."""
+    side = provenance_path(items_path)
+    if not have_rows:
+        side.parent.mkdir(parents=True, exist_ok=True)
+        side.write_text(json.dumps(provenance, indent=2, sort_keys=True))
+        return
+    if not side.is_file():
+        warnings.warn(f"{items_path} has no provenance record ({side.name}): resuming it without checking "
+                      "that the same model and head decoded it", stacklevel=2)
+        return
+    found = json.loads(side.read_text())
+    if found != provenance:
+        diff = {k: (found.get(k), provenance.get(k)) for k in sorted(set(found) | set(provenance))
+                if found.get(k) != provenance.get(k)}
+        raise ValueError(
+            f"{items_path} holds items decoded with different weights: "
+            + "; ".join(f"{k} was {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
+            + ". Use another --output, or delete the file (and its sidecar) to decode it again"
+        )
 
 
 def run_slug(policy: str, knobs: dict) -> str:

@@ -20,7 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from depmask.decoding import build_policy, generate
-from depmask.eval.items import append_items, done_ids, read_items, run_slug
+from depmask.eval.items import (
+    append_items,
+    check_provenance,
+    done_ids,
+    read_items,
+    run_provenance,
+    run_slug,
+)
 from depmask.eval.summary import summarize
 from depmask.eval.task_adapter import TaskAdapter
 
@@ -63,6 +70,7 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     `keep`: a list that receives the run's graded items (those of `examples`), for the bootstrap."""
     tokenizer = denoiser.tokenizer
     rows = read_items(items_path)
+    check_provenance(items_path, run_provenance(getattr(denoiser, "fingerprint", None), knobs), bool(rows))
     have = done_ids(rows)
     todo = [ex for ex in examples if ex.id not in have]
     if bar is not None:
