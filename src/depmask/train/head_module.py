@@ -67,8 +67,7 @@ class HeadModule(L.LightningModule):
         """Args:
             hidden_size, base_fingerprint: the base model's, linked from the data module.
             dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp, pair_product,
-                pair_activation: the head's
-                architecture (`DependencyHead`).
+                pair_activation: the head's architecture (`DependencyHead`).
             loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse",
                 "bce_prefix" (BCE plus the prefix-cost term).
             prefix_weight: weight of the prefix-cost term of `bce_prefix`.
