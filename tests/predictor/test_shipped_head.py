@@ -1,12 +1,16 @@
 """The shipped head (`models/tiny-tasks-head`) on *test-split* states of the embedded model."""
 
+import json
+
 import numpy as np
 import pytest
+import yaml
 from sklearn.metrics import roc_auc_score
 
 from depmask.data_gen import HarvestConfig, build_items, group_items, harvest_group
 from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
+from depmask.predictor.io import ARCHITECTURE_KEYS, OPTIONAL_ARCHITECTURE_KEYS
 from depmask.train.head_data import collate_states
 from tests.conftest import EMBEDDED, ROOT
 
@@ -46,12 +50,8 @@ def test_shipped_head_refuses_another_model(tmp_path):
 
 def test_shipped_head_has_the_architecture_of_the_shipped_train_config():
     """`depmask train fit --config configs/train/head-tiny.yaml` builds the shipped head's architecture."""
-    import json
-
-    import yaml
-
     model = yaml.safe_load((ROOT / "configs" / "train" / "head-tiny.yaml").read_text())["model"]
     config = json.loads((HEAD / "config.json").read_text())
-    keys = ("dim", "layers", "heads", "max_distance", "use_confidence", "dropout", "pair_mlp", "pair_product",
-            "pair_activation")
+    linked = ("hidden_size", "base_fingerprint")  # from the harvest, not the config
+    keys = [k for k in (*ARCHITECTURE_KEYS, *OPTIONAL_ARCHITECTURE_KEYS) if k not in linked]
     assert {k: config[k] for k in keys} == {k: model[k] for k in keys}
