@@ -61,3 +61,20 @@ def test_unknown_policy_is_refused(capsys):
     with pytest.raises(SystemExit) as err:
         main(["decode", "--model", "x", "--prompt", "hi", "--policy", "fastest"])
     assert "unknown policy 'fastest'" in str(err.value) and "threshold" in str(err.value)
+
+
+def test_top_level_help_lists_every_command_including_the_lightning_ones(capsys):
+    from depmask.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert f"    {name} " in out  # every jsonargparse command, with its one-line help
+    # the commands main() routes to LightningCLI before jsonargparse sees them
+    for line in ("depmask harvest --config FILE", "depmask train fit|validate --config FILE",
+                 "depmask mdlm fit|validate --config FILE"):
+        assert line in out
+    for folder in ("configs/harvest/", "configs/train/", "configs/mdlm/"):
+        assert (ROOT / folder).is_dir() and folder in out  # the folders named exist

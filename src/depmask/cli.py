@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from jsonargparse import CLI
+from jsonargparse import CLI, DefaultHelpFormatter
 
 from depmask.commands.decode import decode
 from depmask.commands.eval_decode import eval_decode
@@ -24,12 +24,31 @@ from depmask.commands.tasks import tasks_show
 COMMANDS: dict = {
     "quickstart": quickstart,
     "decode": decode,
-    "tasks": {"show": tasks_show},
-    "harvest": {"verify": harvest_verify},  # `depmask harvest --config ...` runs the harvest, below
-    "eval": {"decode": eval_decode, "predictor": eval_predictor, "subadditivity": eval_subadditivity},
-    "mdlm": {"evaluate": mdlm_evaluate},  # `mdlm fit|validate` go to LightningCLI, below
+    "tasks": {"_help": "Look at the synthetic tasks (`tasks show NAME`).", "show": tasks_show},
+    # `depmask harvest --config ...` runs the harvest, below
+    "harvest": {"_help": "Check a harvest directory (`harvest verify DIR`); `harvest --config` runs one.",
+                "verify": harvest_verify},
+    "eval": {"_help": "Evaluate decoders (`eval decode`), a dependency predictor (`eval predictor`) or the "
+                      "sub-additivity bound (`eval subadditivity`).",
+             "decode": eval_decode, "predictor": eval_predictor, "subadditivity": eval_subadditivity},
+    # `mdlm fit|validate` go to LightningCLI, below
+    "mdlm": {"_help": "Evaluate a small MDLM (`mdlm evaluate`); `mdlm fit|validate` train one.",
+             "evaluate": mdlm_evaluate},
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")
+EPILOG = """\
+Commands that go to Lightning's CLI (each takes --config FILE; add --help for every flag):
+  depmask harvest --config FILE              harvest decoding states and their pairwise influences
+  depmask train fit|validate --config FILE   train or validate a dependency head
+  depmask mdlm fit|validate --config FILE    train or validate a small MDLM (the embedded model)
+Shipped configs: configs/harvest/, configs/train/, configs/mdlm/, configs/eval/, configs/decode/."""
+
+
+class _HelpFormatter(DefaultHelpFormatter):
+    """Keeps the line breaks of descriptions and of the epilog (argparse would re-wrap them)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
 def _policy_names(argv: list[str]) -> list[str]:
@@ -79,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:2] == ["harvest", "verify"] and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], "--directory", *argv[2:]]  # `depmask harvest verify DIR`
     args = _policy_names(argv)
-    CLI(COMMANDS, args=args, as_positional=False)
+    CLI(COMMANDS, args=args, as_positional=False, epilog=EPILOG, formatter_class=_HelpFormatter)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 from depmask.cli import main
 from depmask.commands.mdlm_evaluate import evaluate_rows
 from depmask.models import HFDenoiser
-from tests.conftest import EMBEDDED
+from tests.conftest import EMBEDDED, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,10 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     assert {r.get("threshold") for r in rows if r["policy"] == "threshold"} == {0.5, 0.7, 0.9, 0.99}
     assert (tmp_path / "frontier.png").stat().st_size > 1000
     assert (tmp_path / "head" / "model.safetensors").is_file() and (tmp_path / "harvest" / "manifest.json").is_file()
+    head = json.loads((tmp_path / "head" / "config.json").read_text())
+    shipped = json.loads((ROOT / "models" / "tiny-tasks-head" / "config.json").read_text())
+    for key in ("dim", "layers", "pair_mlp", "pair_product", "pair_activation"):
+        assert head[key] == shipped[key], key  # the quickstart trains the shipped head's recipe
     top = json.loads((tmp_path / "headline.json").read_text())
     assert {(r["task"], r["policy"]) for r in top} >= {("sudoku4", "demask"), ("permutation", "oracle")}
     assert {r["measure"] for r in top} == {"tpf", "tpf_pooled"}

@@ -137,3 +137,40 @@ def test_the_console_script_parses_without_lightnings_args_warning(command, monk
     import sys
 
     assert sys.argv == argv
+
+
+def test_train_head_takes_its_architecture_from_a_train_config(harvest, tmp_path):
+    from depmask.predictor.io import ARCHITECTURE_KEYS, OPTIONAL_ARCHITECTURE_KEYS
+    from depmask.train.head_fit import module_kwargs, train_head
+
+    kwargs = module_kwargs(CONFIG)
+    assert "export_dir" not in kwargs and kwargs["dim"] == 32 and kwargs["tv_weight"] == 10.0
+    out, metrics = train_head(harvest, tmp_path / "head", epochs=1, val_fraction=0.3, progress=False, **kwargs)
+    head = DependencyHead.from_pretrained(out)
+    saved = yaml.safe_load(CONFIG.read_text())["model"]
+    for key in [*ARCHITECTURE_KEYS, *OPTIONAL_ARCHITECTURE_KEYS]:
+        if key in saved:
+            assert head.config[key] == saved[key], key
+    assert 0 <= metrics["val/auroc"] <= 1
+
+
+def test_train_head_without_a_config_keeps_the_class_default_width(harvest, tmp_path):
+    from depmask.train.head_fit import train_head
+
+    out, _ = train_head(harvest, tmp_path / "head", epochs=1, val_fraction=0.3, progress=False)
+    assert DependencyHead.from_pretrained(out).config["dim"] == 128
+
+
+def test_bad_head_configs_are_named(tmp_path):
+    from depmask.train.head_fit import module_kwargs, train_head
+
+    with pytest.raises(ValueError, match="is not a file"):
+        module_kwargs(tmp_path / "missing.yaml")
+    (tmp_path / "none.yaml").write_text("trainer: {max_epochs: 1}\n")
+    with pytest.raises(ValueError, match="no `model:` mapping"):
+        module_kwargs(tmp_path / "none.yaml")
+    (tmp_path / "typo.yaml").write_text("model: {dim: 32, widht: 3}\n")
+    with pytest.raises(ValueError, match=r"unknown `model` keys \['widht'\]"):
+        module_kwargs(tmp_path / "typo.yaml")
+    with pytest.raises(ValueError, match="hidden_size"):
+        train_head(tmp_path, tmp_path / "head", hidden_size=7)

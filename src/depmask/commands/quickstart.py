@@ -3,7 +3,8 @@
 1. harvest — decoding states of `sudoku4` and `permutation` (train split) with their empirical
    pairwise influences (`<out>/harvest`, a normal harvest directory: `depmask harvest verify` it);
 2. head — a dependency head trained on them (`<out>/head`, loadable by
-   `depmask decode --policy demask --policy.head <out>/head`);
+   `depmask decode --policy demask --policy.head <out>/head`), with the architecture and loss of
+   the shipped head's config (`configs/train/head-tiny.yaml`, its `model:` section);
 3. decode — the held-out test split with one-token-per-step, `threshold`, `entropy_bound`,
    `dilated`, `clad`, `demask` and `oracle`, each over a small knob sweep (`<out>/eval`, the same
    layout as `depmask eval decode`; re-running resumes);
@@ -31,6 +32,14 @@ def embedded_model_path() -> Path:
     return Path(__file__).resolve().parents[3] / "models" / "tiny-tasks"
 
 
+def shipped_head_config() -> Path:
+    """The shipped head's training config, found like the embedded model."""
+    here = Path("configs/train/head-tiny.yaml")
+    if here.is_file():
+        return here
+    return Path(__file__).resolve().parents[3] / "configs" / "train" / "head-tiny.yaml"
+
+
 def comparison_policies(head: str) -> list[PolicySweep]:
     """Today's decoders and the dependency-guided ones, each over a small sweep."""
     return [
@@ -39,7 +48,7 @@ def comparison_policies(head: str) -> list[PolicySweep]:
         PolicySweep("entropy_bound", sweep={"gamma": [0.1, 0.3, 1.0]}),
         PolicySweep("dilated", sweep={"base": [2]}),
         PolicySweep("clad", sweep={"threshold": [0.5, 0.7, 0.9]}),
-        PolicySweep("demask", knobs={"head": head}, sweep={"epsilon": [0.3, 1.0, 3.0]}),
+        PolicySweep("demask", knobs={"head": head}, sweep={"epsilon": [0.1, 0.3, 0.6, 1.0, 3.0]}),
         PolicySweep("oracle", sweep={"epsilon": [0.3, 1.0, 3.0]}),
     ]
 
@@ -50,7 +59,8 @@ def quickstart(
     tasks: list[str] | None = None,
     harvest_examples: int = 150,
     states_per_example: int = 4,
-    head_epochs: int = 3,
+    head_epochs: int = 20,
+    head_config: str | None = None,
     n: int = 100,
     seed: int = 0,
     device: str | None = None,
@@ -63,7 +73,9 @@ def quickstart(
         tasks: tasks to harvest and decode (default: sudoku4, permutation).
         harvest_examples: train examples per task for the harvest.
         states_per_example: decoding states kept per harvested example.
-        head_epochs: training epochs of the head.
+        head_epochs: training epochs of the head (the harvest is small: 20 epochs are ~200 steps).
+        head_config: a `depmask train fit` YAML whose `model:` section sets the head's architecture
+            and loss (default: `configs/train/head-tiny.yaml`, the shipped head's).
         n: held-out test items per task for the decoding comparison.
         seed: seeds the harvest, the head and the test-item draw.
         device: torch device for the harvest and decoding (default: cpu).
@@ -73,12 +85,13 @@ def quickstart(
     from depmask.eval.runner import run_decode_eval
     from depmask.models import HFDenoiser
     from depmask.train.harvest import run_harvest
-    from depmask.train.head_fit import train_head
+    from depmask.train.head_fit import module_kwargs, train_head
 
     tasks = tasks or ["sudoku4", "permutation"]
     path = Path(model) if model else embedded_model_path()
     out = Path(out_dir)
     accel = "cpu" if (device or "cpu") == "cpu" else "gpu"
+    head_kwargs = module_kwargs(head_config or shipped_head_config())  # a bad file fails before any work
 
     print(f"[1/3] harvest → {out / 'harvest'}")
     cfg = HarvestConfig(model=str(path), output=str(out / "harvest"), tasks=tasks, examples_per_task=harvest_examples,
@@ -89,7 +102,7 @@ def quickstart(
     head_dir = out / "head"
     print(f"[2/3] dependency head → {head_dir}")
     if not (head_dir / "model.safetensors").is_file():
-        _, metrics = train_head(cfg.output, head_dir, epochs=head_epochs, seed=seed)
+        _, metrics = train_head(cfg.output, head_dir, epochs=head_epochs, seed=seed, **head_kwargs)
         print("head: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
 
     print(f"[3/3] decode the test split → {out / 'eval'}")
