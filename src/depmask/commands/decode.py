@@ -12,6 +12,7 @@ import torch
 
 from depmask.decoding import generate
 from depmask.decoding.policies import LowConfidence, Policy
+from depmask.decoding.trajectory import token_strings, trajectory_lines
 
 
 def decode(
@@ -32,6 +33,7 @@ def decode(
     dtype: str | None = None,
     json_output: bool = False,
     compile_select: bool | str = False,
+    show_steps: bool = False,
 ) -> dict:
     """Decode prompts with a parallel-unmasking policy.
 
@@ -57,6 +59,8 @@ def decode(
             ahead of time with AOTInductor (dependency-guided policies; the lowest cost per step
             on CPU) — fewer, fused operations per step after a one-off compile; not for the
             oracle, which probes the model.
+        show_steps: also print each answer's unmasking trajectory, the canvas after every
+            forward that committed something (JSON rows always carry `commit_step`).
     """
     from depmask.models import HFDenoiser
 
@@ -82,7 +86,8 @@ def decode(
     for i, ids in enumerate(res.generated.tolist()):
         text = tok.decode(ids, skip_special_tokens=False) if tok is not None else None
         rows.append({"prompt": (prompt or prompt_ids)[i], "completion": text, "completion_ids": ids,
-                     "nfe": int(res.nfe[i]), "tpf": float(res.tpf()[i])})
+                     "nfe": int(res.nfe[i]), "tpf": float(res.tpf()[i]),
+                     "commit_step": res.commit_step[i].tolist()})
     summary = {"policy": policy.name, **policy.knobs(), **res.summary(), "rows": rows}
     if json_output:
         print(json.dumps(summary))
@@ -90,6 +95,9 @@ def decode(
         for r in rows:
             shown = r["completion"] if r["completion"] is not None else r["completion_ids"]
             print(f">>> {r['prompt']}\n{shown}\n    NFE {r['nfe']}  TPF {r['tpf']:.2f}")
+            if show_steps:
+                lines = trajectory_lines(r["commit_step"], token_strings(r["completion_ids"], tok))
+                print("\n".join(f"    {line}" for line in lines))
         print(f"[{policy!r}] NFE {summary['nfe']:.1f}  TPF {summary['tpf']:.2f}  "
               f"AFP {summary['afp']:.2f}  time {summary['seconds']:.2f}s")
     return summary
