@@ -8,6 +8,7 @@ from depmask.decoding.result import DecodeResult
 from depmask.decoding.scorers import SCORERS, Scorer, build_scorer
 from depmask.decoding.selector import greedy_select
 from depmask.decoding.state import StepState
+from depmask.decoding.trajectory import trajectory_lines
 
 __all__ = [
     "POLICIES",
@@ -23,4 +24,5 @@ __all__ = [
     "compiled_select",
     "generate",
     "greedy_select",
+    "trajectory_lines",
 ]
