@@ -124,3 +124,26 @@ def test_wandb_logging_is_offline_by_default(tmp_path, monkeypatch):
     assert os.environ["WANDB_MODE"] == "offline"
     runs = list(out.rglob("offline-run-*"))
     assert runs and list(runs[0].glob("*.wandb"))
+
+
+def test_eval_decode_reports_every_accuracy_window(tmp_path, capsys):
+    out = tmp_path / "ev"
+    main(["eval", "decode", *SMALL, "--output", str(out), "--windows", "[0.01, 0.5, 0]", "--bootstrap", "50"])
+    top = json.loads((out / "headline.json").read_text())
+    ci = json.loads((out / "headline_ci.json").read_text())
+    for rows in (top, ci):
+        assert {(r["tolerance"], r["measure"]) for r in rows} == {(w, m) for w in (0.01, 0.5, 0) for m in ("tpf", "tpf_pooled")}
+    printed = capsys.readouterr().out
+    assert "(within 1 point)" in printed and "(within 50 points)" in printed and "(with no loss)" in printed
+    assert "Headline (no loss) with 95% bootstrap intervals" in printed
+    # a window can only admit more runs as it widens
+    best = {(r["task"], r["policy"], r["measure"], r["tolerance"]): r["tpf"] for r in top}
+    for (task, policy, measure, w), tpf in best.items():
+        if w == 0 and tpf is not None:
+            assert best[(task, policy, measure, 0.5)] >= tpf
+
+
+def test_eval_decode_refuses_a_bad_window_before_decoding(tmp_path):
+    with pytest.raises(ValueError, match=r"`windows` \(\[0.01, 2.0\]\) has entries outside \[0, 1\]: \[2.0\]"):
+        main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), "--windows", "[0.01, 2]"])
+    assert not (tmp_path / "ev").exists()

@@ -57,3 +57,21 @@ def test_headline_report_holds_both_measures_and_bad_measures_are_named():
     assert "mean over items" in text and "pooled: all tokens / all forwards" in text
     with pytest.raises(ValueError, match=r"`measure` \('nfe'\) must be one of"):
         headline(_rows(), measure="nfe")
+
+
+def test_stricter_windows_admit_fewer_runs_and_name_themselves():
+    rows = _rows()
+    rows.append(summarize("sudoku4", "even", {"epsilon": 0.8}, [_item(1)] * 9 + [_item(1, correct=False)]))  # 90 %
+    loose = {r["policy"]: r for r in headline(rows, tolerance=0.1, measure="tpf_pooled")}
+    one = {r["policy"]: r for r in headline(rows, measure="tpf_pooled")}
+    none = {r["policy"]: r for r in headline(rows, tolerance=0.0, measure="tpf_pooled")}
+    assert loose["even"]["knobs"] == "epsilon=0.8" and loose["even"]["tpf"] == pytest.approx(16.0)
+    assert one["even"]["knobs"] == "epsilon=0.4" and none["even"]["knobs"] == "epsilon=0.4"
+    assert {r["tolerance"] for r in none.values()} == {0.0}
+    report, text = headline_report(rows, tolerances=[0.01, 0.005, 0.0])
+    assert len(report) == 3 * 2 * 4 and {r["tolerance"] for r in report} == {0.01, 0.005, 0.0}
+    assert "(within 1 point)" in text and "(within 0.5 point)" in text and "(with no loss)" in text
+    with pytest.raises(ValueError, match=r"accuracy window `tolerance` \(1.5\) must lie in \[0, 1\]"):
+        headline(rows, tolerance=1.5)
+    with pytest.raises(ValueError, match="`tolerances` is empty"):
+        headline_report(rows, tolerances=[])

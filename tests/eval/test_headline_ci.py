@@ -77,3 +77,19 @@ def test_bad_input_is_named():
     shifted = [*items[:-1], [{**x, "id": f"u:{k}"} for k, x in enumerate(items[-1])]]
     with pytest.raises(ValueError, match="must cover the same items"):
         headline_intervals(rows, shifted)
+
+
+def test_each_window_is_bootstrapped_on_the_same_draws():
+    rows, items = _runs()
+    # at 50 points the 50 %-accurate threshold 0.5 run qualifies and becomes the best baseline
+    wide = {r["policy"]: r for r in headline_intervals(rows, items, tolerance=0.5, measure="tpf_pooled", n_boot=200)}
+    one = {r["policy"]: r for r in headline_intervals(rows, items, measure="tpf_pooled", n_boot=200)}
+    point = {r["policy"]: r for r in headline(rows, tolerance=0.5, measure="tpf_pooled")}
+    assert wide["threshold"]["tpf"] == pytest.approx(point["threshold"]["tpf"]) == pytest.approx(640 / 100)
+    assert one["threshold"]["tpf"] == pytest.approx(640 / 140)
+    assert {r["tolerance"] for r in wide.values()} == {0.5}
+    assert "(50 points)" in intervals_table(list(wide.values()))
+    # the same seed draws the same resamples at every window: demask's interval does not move
+    assert (wide["demask"]["tpf_lo"], wide["demask"]["tpf_hi"]) == (one["demask"]["tpf_lo"], one["demask"]["tpf_hi"])
+    with pytest.raises(ValueError, match=r"accuracy window `tolerance` \(-0.1\)"):
+        headline_intervals(rows, items, tolerance=-0.1)

@@ -7,8 +7,9 @@ sweeps (`depmask.eval.runner`), prints the summary table, and writes into `--out
 `summary.csv`, `frontier.png` (x: the mean over items of TPF), `frontier-pooled.png` (x: all
 tokens / all forwards), and — when `low_confidence` is among the policies — the headline
 (`headline.json`: the TPF each policy reaches at one-token-per-step accuracy, under both
-measures) and its paired item bootstrap (`headline_ci.json`: intervals of each policy's headline
-and of the share of the oracle's headroom it closes; `--bootstrap 0` skips it). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE`
+measures, at every accuracy window of `--windows`: 1 point by default) and its paired item
+bootstrap (`headline_ci.json`: intervals of each policy's headline and of the share of the
+oracle's headroom it closes, per window; `--bootstrap 0` skips it). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE`
 / an API key say otherwise).
 """
 
@@ -61,6 +62,7 @@ def eval_decode(
     task_kwargs: dict[str, dict] | None = None,
     wandb: bool = False,
     bootstrap: int = 1000,
+    windows: list[float] | None = None,
 ) -> list[dict]:
     """Decode tasks × policies × sweeps; table, items JSONL, summary.json, frontier.png.
 
@@ -81,16 +83,25 @@ def eval_decode(
         task_kwargs: per-task constructor arguments, e.g. `{gsm8k: {path: data/gsm8k.jsonl, shots: 8}}`.
         wandb: also log the table and the frontier plot to wandb.
         bootstrap: paired item resamples for the headline's intervals (`headline_ci.json`); 0: none.
+        windows: accuracy windows of the headline and its intervals, as fractions below
+            one-token-per-step accuracy (default [0.01], 1 point; e.g. [0.01, 0.005, 0.002, 0]).
     """
     from depmask.models import HFDenoiser
 
     tasks = tasks or ["sudoku4", "permutation"]
     policies = policies or _default_policies()
+    if bootstrap < 0:
+        raise ValueError(f"`bootstrap` ({bootstrap}) must be >= 0 (0: no intervals)")
+    windows = [0.01] if windows is None else list(windows)
+    if not windows:
+        raise ValueError("`windows` is empty; give at least one accuracy window, e.g. [0.01]")
+    bad = [w for w in windows if not 0 <= w <= 1]
+    if bad:  # before the model loads
+        raise ValueError(f"`windows` ({windows}) has entries outside [0, 1]: {bad}; each is a fraction below "
+                         "one-token-per-step accuracy (0.01 = 1 point, 0 = no loss)")
     den = HFDenoiser.from_pretrained(**asdict(model))
     if den.tokenizer is None:
         raise ValueError(f"model {model.path!r} has no tokenizer files; the tasks need one")
-    if bootstrap < 0:
-        raise ValueError(f"`bootstrap` ({bootstrap}) must be >= 0 (0: no intervals)")
     items: list[list[dict]] = []
     rows = run_decode_eval(den, tasks, policies, output, n=n, split=split, seed=seed, batch_size=batch_size,
                            temperature=temperature, gen_length=gen_length, block_length=block_length,
@@ -99,13 +110,15 @@ def eval_decode(
     print(table(rows))
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
     if any(r["policy"] == "low_confidence" for r in rows):
-        top, text = headline_report(rows)
+        top, text = headline_report(rows, tolerances=windows)
         print(text)
         (out / "headline.json").write_text(json.dumps(top, indent=2))
         if bootstrap:
-            ci = [r for m in MEASURES for r in headline_intervals(rows, items, measure=m, n_boot=bootstrap, seed=seed)]
-            for m in MEASURES:
-                print("\n" + intervals_table([r for r in ci if r["measure"] == m]))
+            ci = [r for w in windows for m in MEASURES
+                  for r in headline_intervals(rows, items, tolerance=w, measure=m, n_boot=bootstrap, seed=seed)]
+            for w in windows:
+                for m in MEASURES:
+                    print("\n" + intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
             (out / "headline_ci.json").write_text(json.dumps(ci, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "summary.csv", "w", newline="") as f:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from depmask.eval.headline import MEASURES
+from depmask.eval.headline import MEASURES, check_tolerance, window_text
 
 BASELINES = ("threshold", "factor", "entropy_bound", "dilated", "margin", "entropy", "random")
 ORACLE = "oracle"
@@ -51,6 +51,7 @@ def headline_intervals(
         raise ValueError(f"`level` ({level}) must lie in (0, 1)")
     if n_boot < 1:
         raise ValueError(f"`n_boot` ({n_boot}) must be >= 1")
+    check_tolerance(tolerance)
     rng = np.random.default_rng(seed)
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
@@ -64,7 +65,8 @@ def headline_intervals(
         boot = _headlines(runs, ids, counts, reference, tolerance, measure)
         point_share, boot_share = _shares(point), _shares(boot)
         for policy, values in boot.items():
-            row = {"task": task, "policy": policy, "measure": measure, "n_boot": n_boot, "level": level,
+            row = {"task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
+                   "n_boot": n_boot, "level": level,
                    "tpf": _scalar(point[policy]), **_interval(values, level, "tpf")}
             if policy in boot_share:
                 row.update({"share": _scalar(point_share[policy]), **_interval(boot_share[policy], level, "share")})
@@ -137,7 +139,8 @@ def intervals_table(rows: list[dict]) -> str:
     if not rows:
         return ""
     level = round(100 * rows[0]["level"])
-    lines = [f"Headline with {level}% bootstrap intervals ({rows[0]['n_boot']} paired item resamples; "
+    window = window_text(rows[0].get("tolerance", 0.01))
+    lines = [f"Headline ({window}) with {level}% bootstrap intervals ({rows[0]['n_boot']} paired item resamples; "
              f"TPF = {rows[0]['measure']}; share = of the oracle's headroom over the best baseline):"]
     for r in rows:
         tpf = "—" if r["tpf"] is None else f"{r['tpf']:.2f}"
