@@ -125,8 +125,8 @@ def eval_decode(
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    png = plot_frontier(rows, out / "frontier.png")
-    pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled")
+    png = plot_frontier(rows, out / "frontier.png", windows=windows)
+    pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled", windows=windows)
     print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png}, {pooled.name} and items/ under {out}")
     if wandb:
         _log_wandb(rows, [png, pooled], out)

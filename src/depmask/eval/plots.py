@@ -10,6 +10,7 @@ decoding-forward TPF, the parallelism a perfect predictor would allow. `pyplot()
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from depmask.eval.headline import MEASURES, TITLES
@@ -36,10 +37,12 @@ def save_figure(fig, path: str | Path) -> Path:
 
 
 def plot_frontier(
-    rows: list[dict], path: str | Path, x: str = "tpf", reference: str = "low_confidence", zoom: float = 4.0
+    rows: list[dict], path: str | Path, x: str = "tpf", reference: str = "low_confidence", zoom: float = 4.0,
+    windows: Sequence[float] = (0.01,),
 ) -> Path:
     """Save the frontier of `rows` (summary rows) to `path` (PNG); returns the path. The second row
-    shows accuracies within `zoom` points of the `reference` policy's (of the best run without it)."""
+    shows accuracies within `zoom` points of the `reference` policy's (of the best run without it),
+    with a dotted line at each headline window below it (`windows`, fractions: 0.01 = 1 point)."""
     plt = pyplot()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     cols = max(len(tasks), 1)
@@ -69,7 +72,9 @@ def plot_frontier(
             continue
         ax.set_title(f"{task}: within {zoom:g} points of {reference if has_reference else 'the best'}", fontsize=9)
         ax.axhline(top, color="0.4", lw=0.8)
-        ax.axhline(top - 1, color="0.4", lw=0.8, ls=":")  # the headline's 1-point window
+        for w in windows:  # the headline's accuracy windows (no loss is the solid line)
+            if 0 < 100 * w < zoom:
+                ax.axhline(top - 100 * w, color="0.4", lw=0.8, ls=":")
         ax.set_ylim(low, min(top, 100.0) + zoom / 10)
         if shown:
             pad = 0.05 * (max(shown) - min(shown)) + 0.05
