@@ -9,8 +9,8 @@ tokens / all forwards), and — when `low_confidence` is among the policies — 
 (`headline.json`: the TPF each policy reaches at one-token-per-step accuracy, under both
 measures, at every accuracy window of `--windows`: 1 point by default) and its paired item
 bootstrap (`headline_ci.json`: intervals of each policy's headline and of the share of the
-oracle's headroom it closes, per window; `--bootstrap 0` skips it). With `--wandb true` the same table and plots go to wandb (offline unless `WANDB_MODE`
-/ an API key say otherwise).
+oracle's headroom it closes, per window; `--bootstrap 0` skips it). With `--wandb true` the
+same table and plots go to wandb (offline unless `WANDB_MODE` / an API key say otherwise).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 For each task, the reference is the accuracy of `low_confidence` (one token per forward); a run
 qualifies when its accuracy is within `tolerance` (the window: 1 point by default; 0.005 is half a
 point, 0 allows no loss at all) of it, and a policy's figure is its best qualifying TPF over its
-sweep (None when no run qualifies). Every row names its window (`tolerance`). Probing policies (the oracle)
-pay extra forwards that TPF counts; their `decode_tpf` — tokens per *decoding* forward — is the
-parallelism a perfect predictor would allow, and is reported beside it.
+sweep (None when no run qualifies). Every row names its window (`tolerance`). Probing policies
+(the oracle) pay extra forwards that TPF counts; their `decode_tpf` — tokens per *decoding*
+forward — is the parallelism a perfect predictor would allow, and is reported beside it.
 
 `measure` picks which TPF (`summary.py` says how they differ): `tpf`, the mean over items of each
 item's tokens per forward, or `tpf_pooled`, all tokens over all forwards (the compute per token).
