@@ -90,6 +90,14 @@ def test_shipped_eval_configs_parse(path, capsys):
     from depmask.decoding.policies import POLICIES
 
     assert all(p["name"] in POLICIES for p in cfg["policies"])
+    sweeps = [PolicySweep(**p) for p in cfg["policies"]]  # labels are checked here
+    assert len({s.shown for s in sweeps}) == len(sweeps)  # every sweep keeps its own name in the headline
+    if (ROOT / cfg["model"]["path"]).is_dir():  # shipped model and head: every run's policy builds
+        from depmask.decoding import build_policy
+
+        for sweep in sweeps:
+            for knobs in sweep.expand():
+                build_policy(sweep.name, **{k: str(ROOT / v) if k == "head" else v for k, v in knobs.items()})
 
 
 def test_benchmark_config_runs_with_a_local_model_path(tmp_path):
@@ -147,3 +155,28 @@ def test_eval_decode_refuses_a_bad_window_before_decoding(tmp_path):
     with pytest.raises(ValueError, match=r"`windows` \(\[0.01, 2.0\]\) has entries outside \[0, 1\]: \[2.0\]"):
         main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), "--windows", "[0.01, 2]"])
     assert not (tmp_path / "ev").exists()
+
+
+def test_labels_keep_guided_crossings_apart(tmp_path):
+    out = tmp_path / "ev"
+    policies = ("[{name: low_confidence}, "
+                "{name: guided, label: attention-budget, knobs: {rule: budget, scorer: attention}, sweep: {epsilon: [0.1]}}, "
+                "{name: guided, label: attention-conflict, knobs: {rule: conflict, scorer: attention}, sweep: {threshold: [0.9]}}]")
+    main(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[permutation]", "--n", "4", "--bootstrap", "0",
+          "--policies", policies, "--output", str(out)])
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["policy"] for r in rows] == ["low_confidence", "attention-budget", "attention-conflict"]
+    top = json.loads((out / "headline.json").read_text())
+    assert {r["policy"] for r in top} == {"low_confidence", "attention-budget", "attention-conflict"}
+    runs = json.loads((out / "runs.json").read_text())
+    assert {v["label"] for v in runs.values()} == {"low_confidence", "attention-budget", "attention-conflict"}
+    assert {v["policy"] for v in runs.values()} == {"low_confidence", "guided"}
+
+
+def test_a_label_may_not_take_another_presets_name():
+    assert PolicySweep("guided", label="head-conflict").shown == "head-conflict"
+    assert PolicySweep("demask", label="demask").shown == "demask"
+    with pytest.raises(ValueError, match=r"`label` \('demask'\) must be a non-empty name that is not another preset's"):
+        PolicySweep("guided", label="demask")
+    with pytest.raises(ValueError, match="`label`"):
+        PolicySweep("guided", label="")

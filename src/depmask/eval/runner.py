@@ -38,11 +38,28 @@ class PolicySweep:
 
     Example: `{name: threshold, sweep: {threshold: [0.5, 0.7, 0.9]}}` is three runs;
     `{name: demask, knobs: {head: models/tiny-tasks-head}, sweep: {epsilon: [0.05, 0.2]}}` two.
+    `label` is the name its runs carry in tables, the headline and plots (default: `name`), so
+    that several `guided` crossings stay apart: `{name: guided, label: head-conflict, knobs: {units:
+    cluster, rule: conflict, scorer: head, head: DIR}, sweep: {threshold: [0.7, 0.9]}}`.
     """
 
     name: str
     knobs: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    label: str | None = None
+
+    def __post_init__(self):
+        if self.label is not None:
+            from depmask.decoding.policies import POLICIES
+
+            if not self.label or (self.label in POLICIES and self.label != self.name):
+                raise ValueError(f"policy {self.name!r}: `label` ({self.label!r}) must be a non-empty name that is not "
+                                 f"another preset's ({sorted(POLICIES)}), or its results would mix with that preset's")
+
+    @property
+    def shown(self) -> str:
+        """The name the runs carry in tables and the headline."""
+        return self.label or self.name
 
     def expand(self) -> list[dict[str, Any]]:
         keys = list(self.sweep)
@@ -65,8 +82,9 @@ def _row_items(res, b: int, committed, seconds: float, examples, completions, co
 
 def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examples, items_path: Path, *,
             batch_size: int, temperature: float, gen_length: int, block_length: int, steps: int | None,
-            seed: int, bar=None, keep: list | None = None) -> dict:
-    """Decode the items of one run that are not in `items_path` yet; returns its summary row.
+            seed: int, bar=None, keep: list | None = None, label: str | None = None) -> dict:
+    """Decode the items of one run that are not in `items_path` yet; returns its summary row (its
+    `policy` is `label`, default `policy_name`).
     `keep`: a list that receives the run's graded items (those of `examples`), for the bootstrap."""
     tokenizer = denoiser.tokenizer
     rows = read_items(items_path)
@@ -96,7 +114,7 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     mine = [r for r in rows if r["id"] in wanted]
     if keep is not None:
         keep.append(mine)
-    return summarize(adapter.name, policy_name, _plain(knobs), mine)
+    return summarize(adapter.name, label or policy_name, _plain(knobs), mine)
 
 
 def _plain(knobs: dict) -> dict:
@@ -119,19 +137,19 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
         blk = block_length or (g if gen_length else adapter.block_length)
         for sweep in policies:
             for knobs in sweep.expand():
-                plan.append((adapter, examples, sweep.name, knobs, g, blk))
+                plan.append((adapter, examples, sweep, knobs, g, blk))
     rows = []
     total = sum(len(p[1]) for p in plan)
     index = {}
     with tqdm(total=total, desc="eval decode", unit="item", dynamic_ncols=True) as bar:
-        for adapter, examples, name, knobs, g, blk in plan:
-            slug = run_slug(name, knobs)
-            bar.set_postfix(task=adapter.name, policy=name)
+        for adapter, examples, sweep, knobs, g, blk in plan:
+            slug = run_slug(sweep.name, knobs)
+            bar.set_postfix(task=adapter.name, policy=sweep.shown)
             path = out / "items" / adapter.name / f"{slug}.jsonl"
-            rows.append(run_one(denoiser, adapter, name, knobs, examples, path, batch_size=batch_size,
+            rows.append(run_one(denoiser, adapter, sweep.name, knobs, examples, path, batch_size=batch_size,
                                 temperature=temperature, gen_length=g, block_length=blk, steps=steps,
-                                seed=seed, bar=bar, keep=items))
-            index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": name, "knobs": knobs,
-                                               "gen_length": g, "block_length": blk}
+                                seed=seed, bar=bar, keep=items, label=sweep.label))
+            index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": sweep.name, "label": sweep.shown,
+                                               "knobs": knobs, "gen_length": g, "block_length": blk}
     (out / "runs.json").write_text(json.dumps(index, indent=2, default=str))
     return rows
