@@ -18,6 +18,8 @@ def test_sweep_expansion_and_errors():
     runs = PolicySweep("threshold", knobs={"x": 1}, sweep={"threshold": [0.5, 0.9], "y": [1, 2]}).expand()
     assert len(runs) == 4 and {"x": 1, "threshold": 0.5, "y": 2} in runs
     assert PolicySweep("low_confidence").expand() == [{}]
+    swept_first = PolicySweep("guided", knobs={"rule": "conflict", "threshold": 0.1}, sweep={"threshold": [0.9]}).expand()
+    assert swept_first == [{"threshold": 0.9, "rule": "conflict"}] and list(swept_first[0]) == ["threshold", "rule"]
     with pytest.raises(ValueError, match=r"sweep.threshold"):
         PolicySweep("threshold", sweep={"threshold": []}).expand()
 

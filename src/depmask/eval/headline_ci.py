@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from depmask.eval.headline import MEASURES, check_tolerance, window_text
+from depmask.eval.summary import policy_width
 
 BASELINES = ("threshold", "factor", "entropy_bound", "dilated", "margin", "entropy", "random")
 ORACLE = "oracle"
@@ -139,6 +140,7 @@ def intervals_table(rows: list[dict]) -> str:
     if not rows:
         return ""
     level = round(100 * rows[0]["level"])
+    pw = policy_width(rows)
     window = window_text(rows[0].get("tolerance", 0.01))
     lines = [f"Headline ({window}) with {level}% bootstrap intervals ({rows[0]['n_boot']} paired item resamples; "
              f"TPF = {rows[0]['measure']}; share = of the oracle's headroom over the best baseline):"]
@@ -150,5 +152,5 @@ def intervals_table(rows: list[dict]) -> str:
             share = f"   share {100 * r['share']:.0f}%"
             if r["share_lo"] is not None:
                 share += f" [{100 * r['share_lo']:.0f}, {100 * r['share_hi']:.0f}]"
-        lines.append(f"{r['task']:<12} {r['policy']:<15} {tpf:>6}{band:<16}{share}")
+        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {tpf:>6}{band:<16}{share}")
     return "\n".join(lines)

@@ -67,7 +67,9 @@ class PolicySweep:
             if not isinstance(self.sweep[k], list) or not self.sweep[k]:
                 raise ValueError(f"policy {self.name!r}: `sweep.{k}` ({self.sweep[k]!r}) must be a non-empty list")
         combos = itertools.product(*(self.sweep[k] for k in keys)) if keys else [()]
-        return [{**self.knobs, **dict(zip(keys, values))} for values in combos]
+        # swept knobs first (tables show the knobs in this order, truncated), then the fixed ones
+        runs = [dict(zip(keys, values)) for values in combos]
+        return [{**run, **{k: v for k, v in self.knobs.items() if k not in run}} for run in runs]
 
 
 def _row_items(res, b: int, committed, seconds: float, examples, completions, correct) -> list[dict]:

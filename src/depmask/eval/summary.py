@@ -61,17 +61,23 @@ def summarize(task: str, policy: str, knobs: dict, items: list[dict]) -> dict:
     }
 
 
+def policy_width(rows: list[dict]) -> int:
+    """Width of the tables' policy column: 15, or the longest policy name (a sweep's `label`)."""
+    return max([15, *(len(r["policy"]) for r in rows)])
+
+
 def knob_text(row: dict) -> str:
     skip = {"task", "policy", "head", *METRICS}
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in skip)
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'task':<12} {'policy':<15} {'knobs':<28} {'accuracy (95% CI)':>22} {'NFE':>7} {'TPF':>6} "
+    pw = policy_width(rows)
+    head = (f"{'task':<12} {'policy':<{pw}} {'knobs':<28} {'accuracy (95% CI)':>22} {'NFE':>7} {'TPF':>6} "
             f"{'pooled':>6} {'AFP':>6} {'tok/s':>8} {'tau':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         acc = f"{100 * r['accuracy']:.1f} [{100 * r['accuracy_lo']:.1f}, {100 * r['accuracy_hi']:.1f}]"
-        lines.append(f"{r['task']:<12} {r['policy']:<15} {knob_text(r)[:28]:<28} {acc:>22} {r['nfe']:>7.2f} "
+        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {knob_text(r)[:28]:<28} {acc:>22} {r['nfe']:>7.2f} "
                      f"{r['tpf']:>6.2f} {r['tpf_pooled']:>6.2f} {r['afp']:>6.2f} {r['tokens_per_s']:>8.1f} {r['kendall_tau']:>6.2f}")
     return "\n".join(lines)
