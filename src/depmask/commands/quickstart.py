@@ -24,20 +24,23 @@ from depmask.eval.runner import PolicySweep
 from depmask.eval.summary import table
 
 
+def _shipped(relative: str, marker: str = "") -> Path:
+    """A shipped file: `relative` in the working directory when it is there (`relative/marker`
+    exists), else in the checkout this module belongs to."""
+    here = Path(relative)
+    if (here / marker if marker else here).is_file():
+        return here
+    return Path(__file__).resolve().parents[3] / relative
+
+
 def embedded_model_path() -> Path:
     """The shipped model: `models/tiny-tasks` in the working directory, else in the checkout."""
-    here = Path("models/tiny-tasks")
-    if (here / "config.json").is_file():
-        return here
-    return Path(__file__).resolve().parents[3] / "models" / "tiny-tasks"
+    return _shipped("models/tiny-tasks", "config.json")
 
 
 def shipped_head_config() -> Path:
     """The shipped head's training config, found like the embedded model."""
-    here = Path("configs/train/head-tiny.yaml")
-    if here.is_file():
-        return here
-    return Path(__file__).resolve().parents[3] / "configs" / "train" / "head-tiny.yaml"
+    return _shipped("configs/train/head-tiny.yaml")
 
 
 def comparison_policies(head: str) -> list[PolicySweep]:

@@ -1,8 +1,8 @@
 """The unmasking trajectory of one decoded row, as text: the answer canvas after every forward that
 committed something, so a person can see what a policy commits together.
 
-    forward  1 │ · · 3 3 · · · 9 │ +3
-    forward  2 │ 1 2 3 3 5 7 8 9 │ +5
+    forward 1 │ · · 3 3 · · · 9 │ +3
+    forward 2 │ 1 2 3 3 5 7 8 9 │ +5
 
 Built from `DecodeResult.commit_step` (1-based forward of each answer position's commit; 0 for a
 position filled after an early stop, shown masked throughout) and the row's answer tokens, one
