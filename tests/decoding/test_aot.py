@@ -99,3 +99,15 @@ def test_aot_compiles_the_crossings_with_loops(mock_denoiser, prompts, knobs):
     kwargs = dict(gen_length=8, pad_id=0)
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
           generate(mock_denoiser, prompts, policy, **kwargs), str(knobs))
+
+
+def test_aot_compiles_a_head_that_reads_attention(mock_denoiser, prompts):
+    """`use_attention`: the attention joins the state fields the library takes, and decodes as eager."""
+    torch.manual_seed(0)
+    head = DependencyHead(hidden_size=mock_denoiser.hidden_size, dim=16, layers=0, heads=2, max_distance=16,
+                          use_attention=True, base_fingerprint=mock_denoiser.fingerprint).eval()
+    policy = build_policy("demask", head=head, epsilon=0.3)
+    assert "attention" in compiled_select(policy, "aot").fields
+    kwargs = dict(gen_length=8, pad_id=0)
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
+          generate(mock_denoiser, prompts, policy, **kwargs), "demask reading attention")

@@ -92,14 +92,16 @@ def test_head_scorer_reads_the_block_in_place(seed):
         assert all(s <= i < e for i in masked)
 
 
-@pytest.mark.parametrize("layers,pair_mlp", [(2, True), (0, False), (1, False)])
-def test_a_real_head_predicts_the_same_in_place_as_on_gathered_slots(layers, pair_mlp):
+@pytest.mark.parametrize("layers,pair_mlp,attention", [(2, True, False), (0, False, False), (1, False, False),
+                                                       (0, True, True), (1, False, True)])
+def test_a_real_head_predicts_the_same_in_place_as_on_gathered_slots(layers, pair_mlp, attention):
     """Reading the block in place (padding between slots) is exact: the head is equivariant to
-    where its padding sits. Reference: the masked positions gathered to the front, as harvested."""
+    where its padding sits. Reference: the masked positions gathered to the front, as harvested
+    (attention too: the harvest keeps the attention among the masked positions)."""
     torch.manual_seed(layers)
     state = random_state(7)
     head = DependencyHead(hidden_size=state.hidden.shape[-1], dim=16, layers=layers, heads=2,
-                          max_distance=8, pair_mlp=pair_mlp).eval()
+                          max_distance=8, pair_mlp=pair_mlp, use_attention=attention).eval()
     for p in head.parameters():  # random, not the near-constant initial logits
         torch.nn.init.normal_(p, std=0.3)
     got = HeadScorer(head).score(state)
@@ -107,8 +109,10 @@ def test_a_real_head_predicts_the_same_in_place_as_on_gathered_slots(layers, pai
     for r in range(4):
         masked = state.mask[r].nonzero().flatten()
         n = len(masked)
+        att = state.attention[r : r + 1, masked[:, None], masked[None, :]] if attention else None
         pred = head.predict(state.hidden[r : r + 1, masked], masked[None], torch.ones(1, n, dtype=torch.bool),
-                            state.confidence[r : r + 1, masked].float(), state.entropy[r : r + 1, masked].float())[0]
+                            state.confidence[r : r + 1, masked].float(), state.entropy[r : r + 1, masked].float(),
+                            att)[0]
         assert torch.allclose(got[r][masked[:, None], masked[None, :]], pred, atol=1e-5)
         assert n < 2 or pred.abs().sum() > 0
         keep = torch.zeros(20, dtype=torch.bool)
@@ -139,6 +143,28 @@ def test_demask_decodes_with_a_real_head_checkpoint(tmp_path, prompts):
     assert not (res.generated == den.mask_id).any()
     assert all((hidden, attention) == (True, False) for _, hidden, attention in den.main)  # the loop asked for hidden states
     assert (res.nfe < 16).all()  # a budget of 0.5 lets some steps commit several positions
+
+
+def test_a_head_that_reads_attention_makes_the_loop_capture_it(prompts):
+    den = Counting(MockDenoiser())
+    torch.manual_seed(0)
+    head = DependencyHead(hidden_size=8, dim=16, layers=0, heads=2, max_distance=16, use_attention=True,
+                          base_fingerprint=den.fingerprint).eval()
+    policy = build_policy("demask", head=head, epsilon=0.5)
+    assert policy.needs_hidden and policy.needs_attention and "attention" in policy.state_fields
+    res = generate(den, prompts, policy, gen_length=16, block_length=8)
+    assert not (res.generated == den.mask_id).any()
+    assert den.main and all((hidden, attention) == (True, True) for _, hidden, attention in den.main)
+    assert not build_policy("demask", head=_plain_head(den)).needs_attention  # the class default stays off
+    state = random_state(0)
+    state.attention = None
+    with pytest.raises(ValueError, match="use_attention=True"):
+        HeadScorer(head).score(state)
+
+
+def _plain_head(den):
+    return DependencyHead(hidden_size=8, dim=16, layers=0, heads=2, max_distance=16,
+                          base_fingerprint=den.fingerprint).eval()
 
 
 def test_a_head_for_another_model_is_refused_before_decoding(tmp_path, prompts):

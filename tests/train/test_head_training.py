@@ -65,6 +65,13 @@ def test_fast_dev_run_exports_a_loadable_head(harvest, tmp_path):
     assert head.training_manifest["harvest"] == str(harvest) and head.training_manifest["val_examples"] > 0
 
 
+def test_a_head_reading_attention_trains_on_the_harvested_attention(harvest, tmp_path):
+    """The module hands the batch's attention to the head (which refuses to run without it)."""
+    fit(harvest, tmp_path, "--trainer.fast_dev_run", "true", "--model.use_attention", "true")
+    head = DependencyHead.from_pretrained(tmp_path / "head")
+    assert head.use_attention and head.scorer.att is not None
+
+
 def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):
     logs = tmp_path / "logs"
     fit(harvest, tmp_path, "--trainer.max_epochs", "2", "--trainer.logger", "CSVLogger",

@@ -8,11 +8,17 @@ the signed, clipped relative-distance index `[b, m, m]` that the encoder and the
 embed. Positions enter only through differences (to the first valid slot, and between slots), so
 shifting every position of a row by a constant changes nothing.
 
+With `use_attention`, `attention_pair_features` turns the base model's captured attention among
+the slots into `ATTENTION_FEATURES` numbers per ordered pair (both directions, as a share of the
+row's attention to the slots, linear and log, plus each row's total attention to the slots).
+
 What it does not do: attention between slots or pair scoring (`head.py`); it never reads a padded
 slot's values (they are zeroed first, so garbage or NaN padding cannot leak into valid slots).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -20,6 +26,8 @@ from torch import nn
 from depmask.tensor_cache import tensor_cache
 
 _LOG_EPS = 1e-6
+_SHARE_EPS = 1e-3  # floor of the log share: log(1e-3) ≈ −6.9, so the log features lie in [−1, 0]
+ATTENTION_FEATURES = 6
 
 
 def pair_mask(valid: torch.Tensor) -> torch.Tensor:
@@ -94,3 +102,27 @@ class SlotEncoder(nn.Module):
             scalars = torch.stack([conf, conf.clamp_min(_LOG_EPS).log(), ent], dim=-1)  # [b, m, 3]
             x = x + self.scalars(scalars)
         return self.norm_out(x).masked_fill(~keep, 0)  # [b, m, dim]
+
+
+def attention_pair_features(attention: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """`[b, m, m, ATTENTION_FEATURES]` features of the base model's attention among the slots.
+
+    `attention[b, i, j]` is how much slot `i` attends to slot `j` (a row of the model's attention,
+    gathered at the slots, so a row sums to at most 1). Per ordered pair (i, j), with
+    `s[i, j] = A[i, j] / Σ_k A[i, k]` the share of row i's attention to the slots that goes to j:
+    `s[i, j], s[j, i], log-share(i, j), log-share(j, i), Σ_k A[i, k], Σ_k A[j, k]`, the log shares
+    scaled to [−1, 0]. Shares do not depend on how much the row attends to the prompt, the totals
+    say it. Pairs touching a padded slot are 0; NaN or negative padding cannot leak in.
+    """
+    if attention.dim() != 3 or attention.shape[1] != attention.shape[2] or attention.shape[:2] != valid.shape:
+        raise ValueError(f"`attention` must be [b, m, m] = {[*valid.shape, valid.shape[1]]} like the slots, "
+                         f"got shape {tuple(attention.shape)}")
+    pairs = valid[:, :, None] & valid[:, None, :]  # [b, m, m]
+    a = torch.where(pairs, attention, torch.zeros_like(attention)).clamp_min(0.0)  # [b, m, m]
+    total = a.sum(dim=-1, keepdim=True)  # [b, m, 1]
+    share = a / total.clamp_min(_LOG_EPS)  # [b, m, m]
+    log_share = share.clamp_min(_SHARE_EPS).log() / -math.log(_SHARE_EPS)  # [b, m, m] in [−1, 0]
+    m = a.shape[1]
+    feats = torch.stack([share, share.transpose(1, 2), log_share, log_share.transpose(1, 2),
+                         total.expand(-1, -1, m), total.transpose(1, 2).expand(-1, m, -1)], dim=-1)
+    return feats * pairs[..., None]  # [b, m, m, ATTENTION_FEATURES]

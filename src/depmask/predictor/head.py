@@ -12,8 +12,9 @@ the probabilities with the diagonal and every pair touching a padded slot set to
 Architecture: per-slot LayerNorm → Linear(d → dim) + offset-from-first-slot embedding
 [+ confidence/entropy MLP] (`features.py`); a pre-LN transformer encoder over the m slots with a
 key-padding mask and a learned per-head bias on the signed clipped distance `pos_j − pos_i`; a
-pairwise scorer `q_i·k_j / sqrt(dim) + MLP([u_i, u_j, u_i ⊙ u_j, E(pos_j − pos_i)])`. The first
-MLP layer is applied factorised (per slot, then broadcast), so no `[b, m, m, dim]` tensor is built.
+pairwise scorer `q_i·k_j / sqrt(dim) + MLP([u_i, u_j, u_i ⊙ u_j, E(pos_j − pos_i) [, attention
+features of (i, j)]])`. The first MLP layer is applied factorised (per slot, then broadcast), so no
+`[b, m, m, dim]` tensor is built.
 
 What it does not do: compute targets, losses or optimisers (training lives in `train/`), run the
 base model, or choose which positions to commit (the decoding scorer/selector does).
@@ -29,7 +30,13 @@ import torch
 from torch import nn
 
 from depmask.predictor import io
-from depmask.predictor.features import SlotEncoder, pair_mask, relative_index
+from depmask.predictor.features import (
+    ATTENTION_FEATURES,
+    SlotEncoder,
+    attention_pair_features,
+    pair_mask,
+    relative_index,
+)
 
 _INIT_LOGIT = -2.0  # most influences are small: start near sigmoid(-2) ≈ 0.12
 
@@ -76,16 +83,19 @@ class _BilinearScorer(nn.Module):
     """One logit per ordered pair (i, j): `q_i·k_j / sqrt(dim) + b(pos_j − pos_i)`, a bilinear
     term plus a learned bias per clipped signed distance — the lean scorer (`pair_mlp=False`)."""
 
-    def __init__(self, dim: int, num_rel: int):
+    def __init__(self, dim: int, num_rel: int, attention: bool = False):
         super().__init__()
         self.dim = dim
         self.qk = nn.Linear(dim, 2 * dim, bias=False)
         self.rel_logit = nn.Embedding(num_rel, 1)
         nn.init.constant_(self.rel_logit.weight, _INIT_LOGIT)
+        self.att = nn.Linear(ATTENTION_FEATURES, 1, bias=False) if attention else None
 
-    def forward(self, u: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, rel: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
         q, k = self.qk(u).split(self.dim, dim=-1)  # [b, m, dim] each
         bias = self.rel_logit.weight[:, 0][rel]  # [b, m, m]
+        if self.att is not None:
+            bias = bias + self.att(att).squeeze(-1)  # + w · attention features
         return torch.baddbmm(bias, q, k.transpose(-1, -2), alpha=1.0 / math.sqrt(self.dim))  # [b, m, m]
 
 
@@ -98,7 +108,7 @@ class _PairScorer(nn.Module):
     `[b, m, m, pair_dim]` term that costs `dim` multiply-adds per entry)."""
 
     def __init__(self, dim: int, pair_dim: int, num_rel: int, dropout: float, product: bool = True,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", attention: bool = False):
         super().__init__()
         self.dim = dim
         self.product = product
@@ -112,15 +122,18 @@ class _PairScorer(nn.Module):
             nn.init.normal_(self.prod, std=1.0 / dim)
         self.rel = nn.Embedding(num_rel, pair_dim)
         nn.init.normal_(self.rel.weight, std=0.02)
+        self.att = nn.Linear(ATTENTION_FEATURES, pair_dim, bias=False) if attention else None
         act = _ACTIVATIONS[activation]
         self.mlp = nn.Sequential(
             act(), nn.Dropout(dropout), nn.Linear(pair_dim, pair_dim), act(), nn.Linear(pair_dim, 1)
         )
         nn.init.constant_(self.mlp[-1].bias, _INIT_LOGIT)
 
-    def forward(self, u: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, rel: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
         bilinear = self.query(u) @ self.key(u).transpose(-1, -2) / math.sqrt(self.dim)  # [b, m, m]
         first = self.row(u)[:, :, None, :] + self.col(u)[:, None, :, :] + self.rel(rel)  # [b, m, m, pair_dim]
+        if self.att is not None:
+            first = first + self.att(att)  # + W_a · attention features of (i, j)
         if self.product:
             scaled = u[:, :, None, :] * self.prod  # [b, m, pair_dim, dim]: u_i ⊙ W_p, per output unit
             first = first + torch.einsum("bipc,bjc->bijp", scaled, u)  # + W_p (u_i ⊙ u_j)
@@ -153,6 +166,9 @@ class DependencyHead(nn.Module):
         pair_activation: the pair MLP's nonlinearity, "gelu" (default) or "relu" (cheaper on CPU).
         use_confidence: add an MLP of (confidence, log confidence, entropy) to each slot; then
             `forward` requires `confidence` and `entropy`.
+        use_attention: feed the base model's captured attention among the slots to the pair scorer
+            (`attention_pair_features`: both directions, share and log share, row totals); then
+            `forward` requires `attention`, and decoding captures it (as `clad` does). Default off.
         dropout: dropout in the encoder and the pairwise MLP.
         base_fingerprint: fingerprint of the denoiser whose hidden states the head reads.
     """
@@ -170,6 +186,7 @@ class DependencyHead(nn.Module):
         pair_mlp: bool = True,
         pair_product: bool = True,
         pair_activation: str = "gelu",
+        use_attention: bool = False,
     ):
         super().__init__()
         for name, value, low in (("hidden_size", hidden_size, 1), ("dim", dim, 1), ("layers", layers, 0),
@@ -180,7 +197,7 @@ class DependencyHead(nn.Module):
             raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` ({dropout}) must lie in [0, 1)")
-        for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product)):
+        for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product), ("use_attention", use_attention)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` ({value!r}) must be a bool")
         if pair_activation not in _ACTIVATIONS:
@@ -190,22 +207,24 @@ class DependencyHead(nn.Module):
         self.hidden_size = hidden_size
         self.base_fingerprint = base_fingerprint
         self.use_confidence = bool(use_confidence)
+        self.use_attention = use_attention
         self.max_distance = max_distance
         self.config: dict[str, Any] = {
             "hidden_size": hidden_size, "dim": dim, "layers": layers, "heads": heads,
             "max_distance": max_distance, "use_confidence": bool(use_confidence),
             "dropout": float(dropout), "base_fingerprint": base_fingerprint, "pair_mlp": pair_mlp,
-            "pair_product": pair_product, "pair_activation": pair_activation,
+            "pair_product": pair_product, "pair_activation": pair_activation, "use_attention": use_attention,
         }
         self.training_manifest: dict | None = None  # set by `from_pretrained`
         num_rel = 2 * max_distance + 1
         self.slots = SlotEncoder(hidden_size, dim, max_distance, self.use_confidence)
         self.encoder = nn.ModuleList(_EncoderLayer(dim, heads, num_rel, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        self.scorer = (_PairScorer(dim, max(16, dim // 2), num_rel, dropout, pair_product, pair_activation)
-                       if pair_mlp else _BilinearScorer(dim, num_rel))
+        self.scorer = (_PairScorer(dim, max(16, dim // 2), num_rel, dropout, pair_product, pair_activation,
+                                   use_attention)
+                       if pair_mlp else _BilinearScorer(dim, num_rel, use_attention))
 
-    def _check_inputs(self, hidden, positions, valid, confidence, entropy) -> None:
+    def _check_inputs(self, hidden, positions, valid, confidence, entropy, attention) -> None:
         if hidden.dim() != 3 or hidden.shape[-1] != self.hidden_size:
             raise ValueError(f"`hidden` must be [b, m, {self.hidden_size}], got shape {tuple(hidden.shape)}")
         bm = tuple(hidden.shape[:2])
@@ -214,6 +233,12 @@ class DependencyHead(nn.Module):
                 raise ValueError(f"`{name}` must be [b, m] = {list(bm)} like `hidden`, got shape {tuple(t.shape)}")
         if positions.is_floating_point() or positions.dtype == torch.bool:
             raise ValueError(f"`positions` must be an integer tensor, got {positions.dtype}")
+        if self.use_attention:
+            if attention is None:
+                raise ValueError("`attention` is required: the head was built with use_attention=True")
+            if tuple(attention.shape) != (*bm, bm[1]):
+                raise ValueError(f"`attention` must be [b, m, m] = {[*bm, bm[1]]} like `hidden`, "
+                                 f"got shape {tuple(attention.shape)}")
         if not self.use_confidence:
             return
         for name, t in (("confidence", confidence), ("entropy", entropy)):
@@ -229,12 +254,13 @@ class DependencyHead(nn.Module):
         valid: torch.Tensor,  # [b, m] bool, False on padding
         confidence: torch.Tensor | None = None,  # [b, m] p(x0), used when use_confidence
         entropy: torch.Tensor | None = None,  # [b, m] nats, used when use_confidence
+        attention: torch.Tensor | None = None,  # [b, m, m] row attends to column, used when use_attention
     ) -> torch.Tensor:
         """Logits `[b, m, m]` in the head's dtype; row i = influenced slot, column j = committed.
 
         Every entry is finite, but only `pair_mask(valid)` entries are meaningful (train with it).
         """
-        self._check_inputs(hidden, positions, valid, confidence, entropy)
+        self._check_inputs(hidden, positions, valid, confidence, entropy, attention)
         ref = self.norm.weight
         b, m = hidden.shape[:2]
         if m == 0:
@@ -245,12 +271,15 @@ class DependencyHead(nn.Module):
         if self.use_confidence:
             confidence = confidence.to(device=ref.device, dtype=ref.dtype)
             entropy = entropy.to(device=ref.device, dtype=ref.dtype)
+        att = None
+        if self.use_attention:
+            att = attention_pair_features(attention.to(device=ref.device, dtype=ref.dtype), valid)  # [b, m, m, F]
         rel = relative_index(positions, valid, self.max_distance)  # [b, m, m]
         u = self.slots(hidden, positions, valid, confidence, entropy)  # [b, m, dim]
         for layer in self.encoder:
             u = layer(u, rel, valid)
         u = self.norm(u).masked_fill(~valid[:, :, None], 0)  # [b, m, dim]
-        return self.scorer(u, rel)  # [b, m, m]
+        return self.scorer(u, rel, att)  # [b, m, m]
 
     @torch.no_grad()
     def predict(
@@ -260,10 +289,11 @@ class DependencyHead(nn.Module):
         valid: torch.Tensor,
         confidence: torch.Tensor | None = None,
         entropy: torch.Tensor | None = None,
+        attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`sigmoid(forward)` as float32 `[b, m, m]`, 0 on the diagonal and on pairs touching a
         padded slot. Uses the module's current mode (call `.eval()` to disable dropout)."""
-        logits = self(hidden, positions, valid, confidence, entropy)
+        logits = self(hidden, positions, valid, confidence, entropy, attention)
         probs = torch.sigmoid(logits.float())  # [b, m, m]
         return probs * pair_mask(valid.to(probs.device))
 

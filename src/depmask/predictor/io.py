@@ -45,6 +45,7 @@ OPTIONAL_ARCHITECTURE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "pair_mlp": ((bool,), True),
     "pair_product": ((bool,), True),
     "pair_activation": ((str,), "gelu"),
+    "use_attention": ((bool,), False),
 }
 
 

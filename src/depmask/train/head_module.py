@@ -53,6 +53,7 @@ class HeadModule(L.LightningModule):
         pair_mlp: bool = True,
         pair_product: bool = True,
         pair_activation: str = "gelu",
+        use_attention: bool = False,
         loss: str = "bce",
         prefix_weight: float = 1.0,
         tv_weight: float = 0.0,
@@ -67,7 +68,7 @@ class HeadModule(L.LightningModule):
         """Args:
             hidden_size, base_fingerprint: the base model's, linked from the data module.
             dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp, pair_product,
-                pair_activation: the head's architecture (`DependencyHead`).
+                pair_activation, use_attention: the head's architecture (`DependencyHead`).
             loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse",
                 "bce_prefix" (BCE plus the prefix-cost term).
             prefix_weight: weight of the prefix-cost term of `bce_prefix`.
@@ -92,14 +93,16 @@ class HeadModule(L.LightningModule):
         self.save_hyperparameters()
         self.head = DependencyHead(hidden_size, dim=dim, layers=layers, heads=heads, max_distance=max_distance,
                                    use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint,
-                                   pair_mlp=pair_mlp, pair_product=pair_product, pair_activation=pair_activation)
+                                   pair_mlp=pair_mlp, pair_product=pair_product, pair_activation=pair_activation,
+                                   use_attention=use_attention)
         self.val_head = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision()})
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()
         self.val_precision = RetrievalPrecision(top_k=precision_k)
 
     def _pairs(self, batch):
-        full = self.head(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"], batch["entropy"])
+        full = self.head(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"], batch["entropy"],
+                         batch["attention"] if self.head.use_attention else None)
         pairs = pair_mask(batch["valid"])  # [b, m, m]
         return full[pairs].float(), batch["tv"][pairs].float(), pairs, full
 

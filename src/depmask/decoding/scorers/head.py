@@ -3,7 +3,8 @@ final hidden states of this forward at the masked positions of the block and pre
 pairwise influence, `D[i, j] ≈ TV(p_i(· | x), p_i(· | x, x_j := x̂_j))`.
 
 The head sees every masked position of the block (the set it was trained on), with their
-confidence and entropy. It reads the block's columns in place — `valid` is the block's mask, the
+confidence and entropy — and, for a head built with `use_attention`, the captured attention among
+the block's positions (then the scorer asks the loop for attention, as `clad` does). It reads the block's columns in place — `valid` is the block's mask, the
 committed columns are padding slots — instead of gathering the masked positions to the front: the
 head is equivariant to where its padding sits (padded slots are zeroed and masked out of its
 attention, distances come from canvas positions), so the prediction is the same and the step
@@ -41,6 +42,9 @@ class HeadScorer(Scorer):
 
     def __init__(self, head: str | PathLike | Any | None = None):
         self.head = load_head(head)
+        if getattr(self.head, "use_attention", False):
+            self.needs_attention = True  # shadows the class default: this head reads attention
+            self.state_fields = (*HeadScorer.state_fields, "attention")
 
     def _require(self) -> Any:
         if self.head is None:
@@ -67,9 +71,13 @@ class HeadScorer(Scorer):
         s, e = state.block_start, state.block_end
         valid = state.mask[:, s:e]  # [b, c]: masked columns are the head's slots, the rest padding
         positions = cached_arange(s, e, valid.device).expand_as(valid)  # [b, c]
-        pred = head.predict(
-            state.hidden[:, s:e], positions, valid, state.confidence[:, s:e], state.entropy[:, s:e],
-        )  # [b, c, c], 0 on pairs touching a padded slot and on the diagonal
+        args = (state.hidden[:, s:e], positions, valid, state.confidence[:, s:e], state.entropy[:, s:e])
+        if self.needs_attention:
+            if state.attention is None:
+                raise ValueError("this head reads attention (use_attention=True) but `state.attention` is "
+                                 "None; the loop captures it for policies whose `needs_attention` is True")
+            args = (*args, state.attention[:, s:e, s:e])
+        pred = head.predict(*args)  # [b, c, c], 0 on pairs touching a padded slot and on the diagonal
         return pred.to(device=valid.device, dtype=torch.float32)
 
     def __repr__(self) -> str:
