@@ -52,6 +52,8 @@ def test_shipped_head_has_the_architecture_of_the_shipped_train_config():
     """`depmask train fit --config configs/train/head-tiny.yaml` builds the shipped head's architecture."""
     model = yaml.safe_load((ROOT / "configs" / "train" / "head-tiny.yaml").read_text())["model"]
     config = json.loads((HEAD / "config.json").read_text())
+    for key, (_, default) in OPTIONAL_ARCHITECTURE_KEYS.items():  # as `from_pretrained` reads it
+        config.setdefault(key, default)
     linked = ("hidden_size", "base_fingerprint")  # from the harvest, not the config
     keys = [k for k in (*ARCHITECTURE_KEYS, *OPTIONAL_ARCHITECTURE_KEYS) if k not in linked]
     assert {k: config[k] for k in keys} == {k: model[k] for k in keys}

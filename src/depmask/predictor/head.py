@@ -12,9 +12,8 @@ the probabilities with the diagonal and every pair touching a padded slot set to
 Architecture: per-slot LayerNorm → Linear(d → dim) + offset-from-first-slot embedding
 [+ confidence/entropy MLP] (`features.py`); a pre-LN transformer encoder over the m slots with a
 key-padding mask and a learned per-head bias on the signed clipped distance `pos_j − pos_i`; a
-pairwise scorer `q_i·k_j / sqrt(dim) + MLP([u_i, u_j, u_i ⊙ u_j, E(pos_j − pos_i) [, attention
-features of (i, j)]])`. The first MLP layer is applied factorised (per slot, then broadcast), so no
-`[b, m, m, dim]` tensor is built.
+pairwise scorer (`pair_scorers.py`) `q_i·k_j / sqrt(dim) + MLP([u_i, u_j, u_i ⊙ u_j,
+E(pos_j − pos_i) [, attention features of (i, j)]])`, or the lean bilinear one.
 
 What it does not do: compute targets, losses or optimisers (training lives in `train/`), run the
 base model, or choose which positions to commit (the decoding scorer/selector does).
@@ -31,14 +30,12 @@ from torch import nn
 
 from depmask.predictor import io
 from depmask.predictor.features import (
-    ATTENTION_FEATURES,
     SlotEncoder,
     attention_pair_features,
     pair_mask,
     relative_index,
 )
-
-_INIT_LOGIT = -2.0  # most influences are small: start near sigmoid(-2) ≈ 0.12
+from depmask.predictor.pair_scorers import ACTIVATIONS, BilinearScorer, PairScorer
 
 
 class _RelativeSelfAttention(nn.Module):
@@ -77,67 +74,6 @@ class _EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), rel, valid))
         return x + self.drop(self.ffn(self.norm2(x)))  # [b, m, dim]
-
-
-class _BilinearScorer(nn.Module):
-    """One logit per ordered pair (i, j): `q_i·k_j / sqrt(dim) + b(pos_j − pos_i)`, a bilinear
-    term plus a learned bias per clipped signed distance — the lean scorer (`pair_mlp=False`)."""
-
-    def __init__(self, dim: int, num_rel: int, attention: bool = False):
-        super().__init__()
-        self.dim = dim
-        self.qk = nn.Linear(dim, 2 * dim, bias=False)
-        self.rel_logit = nn.Embedding(num_rel, 1)
-        nn.init.constant_(self.rel_logit.weight, _INIT_LOGIT)
-        self.att = nn.Linear(ATTENTION_FEATURES, 1, bias=False) if attention else None
-
-    def forward(self, u: torch.Tensor, rel: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
-        q, k = self.qk(u).split(self.dim, dim=-1)  # [b, m, dim] each
-        bias = self.rel_logit.weight[:, 0][rel]  # [b, m, m]
-        if self.att is not None:
-            bias = bias + self.att(att).squeeze(-1)  # + w · attention features
-        return torch.baddbmm(bias, q, k.transpose(-1, -2), alpha=1.0 / math.sqrt(self.dim))  # [b, m, m]
-
-
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
-
-
-class _PairScorer(nn.Module):
-    """One logit per ordered pair (i, j): bilinear term + small MLP over pair features
-    `[u_i, u_j, u_i ⊙ u_j, E(pos_j − pos_i)]` (`product=False` drops `u_i ⊙ u_j`, the one
-    `[b, m, m, pair_dim]` term that costs `dim` multiply-adds per entry)."""
-
-    def __init__(self, dim: int, pair_dim: int, num_rel: int, dropout: float, product: bool = True,
-                 activation: str = "gelu", attention: bool = False):
-        super().__init__()
-        self.dim = dim
-        self.product = product
-        self.query = nn.Linear(dim, dim, bias=False)
-        self.key = nn.Linear(dim, dim, bias=False)
-        # first MLP layer on [u_i, u_j, u_i ⊙ u_j, E(rel)], split by block
-        self.row = nn.Linear(dim, pair_dim)
-        self.col = nn.Linear(dim, pair_dim, bias=False)
-        if product:
-            self.prod = nn.Parameter(torch.empty(pair_dim, dim))
-            nn.init.normal_(self.prod, std=1.0 / dim)
-        self.rel = nn.Embedding(num_rel, pair_dim)
-        nn.init.normal_(self.rel.weight, std=0.02)
-        self.att = nn.Linear(ATTENTION_FEATURES, pair_dim, bias=False) if attention else None
-        act = _ACTIVATIONS[activation]
-        self.mlp = nn.Sequential(
-            act(), nn.Dropout(dropout), nn.Linear(pair_dim, pair_dim), act(), nn.Linear(pair_dim, 1)
-        )
-        nn.init.constant_(self.mlp[-1].bias, _INIT_LOGIT)
-
-    def forward(self, u: torch.Tensor, rel: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
-        bilinear = self.query(u) @ self.key(u).transpose(-1, -2) / math.sqrt(self.dim)  # [b, m, m]
-        first = self.row(u)[:, :, None, :] + self.col(u)[:, None, :, :] + self.rel(rel)  # [b, m, m, pair_dim]
-        if self.att is not None:
-            first = first + self.att(att)  # + W_a · attention features of (i, j)
-        if self.product:
-            scaled = u[:, :, None, :] * self.prod  # [b, m, pair_dim, dim]: u_i ⊙ W_p, per output unit
-            first = first + torch.einsum("bipc,bjc->bijp", scaled, u)  # + W_p (u_i ⊙ u_j)
-        return bilinear + self.mlp(first).squeeze(-1)  # [b, m, m]
 
 
 class DependencyHead(nn.Module):
@@ -200,8 +136,8 @@ class DependencyHead(nn.Module):
         for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product), ("use_attention", use_attention)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` ({value!r}) must be a bool")
-        if pair_activation not in _ACTIVATIONS:
-            raise ValueError(f"`pair_activation` ({pair_activation!r}) must be one of {sorted(_ACTIVATIONS)}")
+        if pair_activation not in ACTIVATIONS:
+            raise ValueError(f"`pair_activation` ({pair_activation!r}) must be one of {sorted(ACTIVATIONS)}")
         if base_fingerprint is not None and not isinstance(base_fingerprint, str):
             raise ValueError(f"`base_fingerprint` ({base_fingerprint!r}) must be a str or None")
         self.hidden_size = hidden_size
@@ -220,9 +156,9 @@ class DependencyHead(nn.Module):
         self.slots = SlotEncoder(hidden_size, dim, max_distance, self.use_confidence)
         self.encoder = nn.ModuleList(_EncoderLayer(dim, heads, num_rel, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        self.scorer = (_PairScorer(dim, max(16, dim // 2), num_rel, dropout, pair_product, pair_activation,
+        self.scorer = (PairScorer(dim, max(16, dim // 2), num_rel, dropout, pair_product, pair_activation,
                                    use_attention)
-                       if pair_mlp else _BilinearScorer(dim, num_rel, use_attention))
+                       if pair_mlp else BilinearScorer(dim, num_rel, use_attention))
 
     def _check_inputs(self, hidden, positions, valid, confidence, entropy, attention) -> None:
         if hidden.dim() != 3 or hidden.shape[-1] != self.hidden_size:
