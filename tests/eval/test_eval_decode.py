@@ -6,8 +6,9 @@ import pytest
 
 from depmask.cli import main
 from depmask.eval.items import read_items, run_slug
-from depmask.eval.runner import PolicySweep
+from depmask.eval.runner import PolicySweep, run_decode_eval, task_prompts
 from depmask.eval.summary import wilson_interval
+from depmask.tasks import get_task
 from tests.conftest import EMBEDDED, ROOT
 
 SMALL = ["--model.path", str(EMBEDDED), "--tasks", "[sort, permutation]", "--n", "6", "--batch_size", "4",
@@ -182,3 +183,51 @@ def test_a_label_may_not_take_another_presets_name():
         PolicySweep("guided", label="demask")
     with pytest.raises(ValueError, match="`label`"):
         PolicySweep("guided", label="")
+
+
+def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
+    out = tmp_path / "ev"
+    main(["eval", "decode", *SMALL, "--output", str(out), "--bootstrap", "0", "--select_n", "5"])
+    rows = json.loads((out / "summary.json").read_text())
+    chosen = json.loads((out / "select" / "summary.json").read_text())
+    assert len(chosen) == len(rows) == 6 and all(r["n"] == 6 for r in rows)
+    assert all(1 <= r["n"] <= 5 for r in chosen)  # held-out items repeating an evaluation prompt are dropped
+    for task in ("sort", "permutation"):  # the two draws (seed 0, and seed 1 by default) share no prompt
+        prompt_of = {e.id: e.prompt for seed, n in ((0, 6), (1, 5)) for e in get_task(task).examples("test", n, seed=seed)}
+        slug = f"{run_slug('low_confidence', {})}.jsonl"
+        evaluated = {prompt_of[i["id"]] for i in read_items(out / "items" / task / slug)}
+        held_out = {prompt_of[i["id"]] for i in read_items(out / "select" / "items" / task / slug)}
+        assert len(evaluated) >= 5 and held_out and evaluated.isdisjoint(held_out)
+    held = json.loads((out / "headline_heldout.json").read_text())
+    assert {(r["task"], r["policy"], r["measure"]) for r in held} == {
+        (t, p, m) for t in ("sort", "permutation") for p in ("low_confidence", "threshold") for m in ("tpf", "tpf_pooled")}
+    for r in held:  # scored on the evaluation run with the knob chosen on the held-out one
+        if r["accuracy"] is None:
+            continue
+        same = next(x for x in rows if x["task"] == r["task"] and x["policy"] == r["policy"]
+                    and x.get("threshold") == (float(r["knobs"].split("=")[1]) if r["knobs"] else None))
+        assert r["tpf"] == same[r["measure"]] and r["accuracy"] == same["accuracy"]
+    assert "chosen on held-out items" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--select_n", "-1"], r"`select_n` \(-1\) must be an int >= 0"),
+    (["--select_n", "5", "--select_seed", "0"], r"`select_seed` \(0\) must differ from `seed` \(0\)"),
+])
+def test_eval_decode_refuses_bad_held_out_settings_before_decoding(tmp_path, args, message):
+    with pytest.raises(ValueError, match=message):
+        main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), *args])
+    assert not (tmp_path / "ev").exists()
+
+
+def test_excluded_prompts_leave_the_draw(tmp_path):
+    from depmask.models import HFDenoiser
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    drawn = task_prompts(["sort"], "test", 4, 0)["sort"]
+    keep = sorted(drawn)[0]
+    rows = run_decode_eval(den, ["sort"], [PolicySweep("low_confidence")], tmp_path / "a", n=4,
+                           exclude={"sort": drawn - {keep}})
+    assert rows[0]["n"] == 1
+    with pytest.raises(ValueError, match=r"task 'sort': every item of the draw \(split 'test', seed 0\) is an excluded"):
+        run_decode_eval(den, ["sort"], [PolicySweep("low_confidence")], tmp_path / "b", n=4, exclude={"sort": drawn})

@@ -9,8 +9,11 @@ tokens / all forwards), and — when `low_confidence` is among the policies — 
 (`headline.json`: the TPF each policy reaches at one-token-per-step accuracy, under both
 measures, at every accuracy window of `--windows`: 1 point by default) and its paired item
 bootstrap (`headline_ci.json`: intervals of each policy's headline and of the share of the
-oracle's headroom it closes, per window; `--bootstrap 0` skips it). With `--wandb true` the
-same table and plots go to wandb (offline unless `WANDB_MODE` / an API key say otherwise).
+oracle's headroom it closes, per window; `--bootstrap 0` skips it). With `--select_n N` every run
+also decodes N held-out items per task (a disjoint draw of the same split, under `select/`), each
+policy's knob is chosen on those and scored on the evaluation items (`headline_heldout.json`,
+`eval/heldout.py`). With `--wandb true` the same table and plots go to wandb (offline unless
+`WANDB_MODE` / an API key say otherwise).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from pathlib import Path
 
 from depmask.eval.headline import MEASURES, headline_report
 from depmask.eval.headline_ci import headline_intervals, intervals_table
+from depmask.eval.heldout import heldout_headline, heldout_table
 from depmask.eval.plots import plot_frontier
-from depmask.eval.runner import PolicySweep, run_decode_eval
+from depmask.eval.runner import PolicySweep, run_decode_eval, task_prompts
 from depmask.eval.summary import table
 
 
@@ -63,6 +67,8 @@ def eval_decode(
     wandb: bool = False,
     bootstrap: int = 1000,
     windows: list[float] | None = None,
+    select_n: int = 0,
+    select_seed: int | None = None,
 ) -> list[dict]:
     """Decode tasks × policies × sweeps; table, items JSONL, summary.json, frontier.png.
 
@@ -85,6 +91,11 @@ def eval_decode(
         bootstrap: paired item resamples for the headline's intervals (`headline_ci.json`); 0: none.
         windows: accuracy windows of the headline and its intervals, as fractions below
             one-token-per-step accuracy (default [0.01], 1 point; e.g. [0.01, 0.005, 0.002, 0]).
+        select_n: also decode this many held-out items per task with every run, choose each
+            policy's knob on them and report it on the evaluation items (`headline_heldout.json`);
+            0 (default): the headline chooses on the evaluation items only.
+        select_seed: seed of the held-out draw (default `seed + 1`); items whose prompt is an
+            evaluation item's are dropped from it.
     """
     from depmask.models import HFDenoiser
 
@@ -99,6 +110,13 @@ def eval_decode(
     if bad:  # before the model loads
         raise ValueError(f"`windows` ({windows}) has entries outside [0, 1]: {bad}; each is a fraction below "
                          "one-token-per-step accuracy (0.01 = 1 point, 0 = no loss)")
+    if isinstance(select_n, bool) or not isinstance(select_n, int) or select_n < 0:
+        raise ValueError(f"`select_n` ({select_n!r}) must be an int >= 0 (held-out items per task; 0: none)")
+    if select_seed is None:
+        select_seed = seed + 1
+    elif select_n and select_seed == seed:
+        raise ValueError(f"`select_seed` ({select_seed}) must differ from `seed` ({seed}): the held-out items "
+                         "would be the evaluation items")
     den = HFDenoiser.from_pretrained(**asdict(model))
     if den.tokenizer is None:
         raise ValueError(f"model {model.path!r} has no tokenizer files; the tasks need one")
@@ -127,10 +145,32 @@ def eval_decode(
         writer.writerows(rows)
     png = plot_frontier(rows, out / "frontier.png", windows=windows)
     pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled", windows=windows)
+    if select_n:
+        _heldout(den, tasks, policies, out, rows, windows, select_n=select_n, select_seed=select_seed,
+                 split=split, n=n, seed=seed, batch_size=batch_size, temperature=temperature,
+                 gen_length=gen_length, block_length=block_length, steps=steps, task_kwargs=task_kwargs)
     print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png}, {pooled.name} and items/ under {out}")
     if wandb:
         _log_wandb(rows, [png, pooled], out)
     return rows
+
+
+def _heldout(den, tasks, policies, out: Path, rows: list[dict], windows: list[float], *, select_n: int,
+             select_seed: int, split: str, n: int | None, seed: int, task_kwargs, **decode) -> None:
+    """Decode the held-out items with every run (`out/select/`), choose knobs there, score them on
+    `rows`; prints the tables and writes `headline_heldout.json`."""
+    if not any(r["policy"] == "low_confidence" for r in rows):
+        raise ValueError("`select_n` needs `low_confidence` among the policies: it sets the accuracy window")
+    exclude = task_prompts(tasks, split, n, seed, task_kwargs)
+    select_rows = run_decode_eval(den, tasks, policies, out / "select", n=select_n, split=split, seed=select_seed,
+                                  task_kwargs=task_kwargs, exclude=exclude, **decode)
+    (out / "select" / "summary.json").write_text(json.dumps(select_rows, indent=2))
+    held = [r for w in windows for m in MEASURES
+            for r in heldout_headline(select_rows, rows, tolerance=w, measure=m)]
+    for w in windows:
+        for m in MEASURES:
+            print("\n" + heldout_table([r for r in held if r["measure"] == m and r["tolerance"] == w]))
+    (out / "headline_heldout.json").write_text(json.dumps(held, indent=2))
 
 
 def _log_wandb(rows: list[dict], pngs: list[Path], out: Path) -> None:

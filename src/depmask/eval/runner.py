@@ -119,6 +119,16 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     return summarize(adapter.name, label or policy_name, _plain(knobs), mine)
 
 
+def task_prompts(tasks: list[str], split: str, n: int | None, seed: int,
+                 task_kwargs: dict[str, dict] | None = None) -> dict[str, set[str]]:
+    """Per task, the prompts of the draw `run_decode_eval` makes with these arguments."""
+    prompts = {}
+    for task_name in tasks:
+        adapter = TaskAdapter.build(task_name, **(task_kwargs or {}).get(task_name, {}))
+        prompts[task_name] = {ex.prompt for ex in adapter.examples(split, n, seed)}
+    return prompts
+
+
 def _plain(knobs: dict) -> dict:
     return {k: v for k, v in knobs.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
@@ -127,14 +137,21 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                     n: int | None = 200, split: str = "test", seed: int = 0, batch_size: int = 64,
                     temperature: float = 0.0, gen_length: int | None = None, block_length: int | None = None,
                     steps: int | None = None, task_kwargs: dict[str, dict] | None = None,
-                    items: list | None = None) -> list[dict]:
+                    items: list | None = None, exclude: dict[str, set[str]] | None = None) -> list[dict]:
     """Every task × every expanded policy run; returns the summary rows (and writes items).
-    `items`: a list that receives each row's graded items, in the order of the rows."""
+    `items`: a list that receives each row's graded items, in the order of the rows.
+    `exclude`: per task, prompts to leave out of the draw (`task_prompts` of another draw), so
+    that held-out selection items never repeat an evaluation item."""
     out = Path(output)
     plan = []
     for task_name in tasks:
         adapter = TaskAdapter.build(task_name, **(task_kwargs or {}).get(task_name, {}))
         examples = adapter.examples(split, n, seed)
+        if exclude:
+            examples = [ex for ex in examples if ex.prompt not in exclude.get(task_name, ())]
+            if not examples:
+                raise ValueError(f"task {task_name!r}: every item of the draw (split {split!r}, seed {seed}) "
+                                 "is an excluded (evaluation) item")
         g = gen_length or adapter.gen_length
         blk = block_length or (g if gen_length else adapter.block_length)
         for sweep in policies:

@@ -1,0 +1,98 @@
+"""The headline with each policy's knob chosen on held-out items (`eval decode --select_n N`).
+
+The plain headline (`headline.py`) takes each policy's best qualifying run *on the items it
+reports*: the knob is selected on the test items themselves, which flatters every swept policy,
+and a policy with a finer grid more. Here the knob is chosen on a disjoint draw of selection
+items — the run with the best TPF within the window of one-token-per-step accuracy *on those
+items* — and that run's accuracy and TPF on the evaluation items are what is reported, with
+whether it stays within the window there (`within`). Nothing is re-selected on the evaluation
+items; a policy with no qualifying run on the selection items reports None.
+
+Rows carry both sides: `select_accuracy` / `select_tpf` (where the knob was chosen; for a probing
+policy, the oracle, its TPF over decoding forwards, by which it is chosen as in the plain headline)
+and `accuracy` / `tpf` / `decode_tpf` (the evaluation items), each side's reference accuracy, and
+the measure and window. It does not decode.
+"""
+
+from __future__ import annotations
+
+from depmask.eval.headline import MEASURES, check_tolerance, window_text
+from depmask.eval.summary import knob_text, policy_width
+
+
+def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str = "low_confidence",
+                     tolerance: float = 0.01, measure: str = "tpf") -> list[dict]:
+    """One row per (task, policy) of `rows`: the knob chosen on `select_rows`, scored on `rows`."""
+    if measure not in MEASURES:
+        raise ValueError(f"`measure` ({measure!r}) must be one of {tuple(MEASURES)}")
+    check_tolerance(tolerance)
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        chosen_from = [r for r in select_rows if r["task"] == task]
+        ref_eval = _reference(mine, reference)
+        ref_select = _reference(chosen_from, reference)
+        if ref_eval is None or ref_select is None:
+            continue
+        for policy in dict.fromkeys(r["policy"] for r in mine):
+            runs = [r for r in mine if r["policy"] == policy]
+            probing = any(r.get("probe_nfe", 0) > 0 for r in runs)
+            key = MEASURES[measure] if probing else measure  # the oracle is chosen by its decoding TPF
+            ok = [r for r in chosen_from
+                  if r["policy"] == policy and r["accuracy"] >= ref_select - tolerance - 1e-12]
+            pick = max(ok, key=lambda r: r[key]) if ok else None
+            scored = None
+            if pick is not None:
+                same = [r for r in runs if knob_text(r) == knob_text(pick)]
+                if not same:
+                    raise ValueError(f"{task}/{policy}: the run chosen on the selection items "
+                                     f"({knob_text(pick)!r}) was not run on the evaluation items")
+                scored = same[0]
+            out.append({
+                "task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
+                "select_n": pick["n"] if pick else None, "n": scored["n"] if scored else None,
+                "knobs": knob_text(pick) if pick else "", "probing": probing,
+                "select_reference_accuracy": ref_select,
+                "select_accuracy": pick["accuracy"] if pick else None,
+                "select_tpf": pick[key] if pick else None,
+                "reference_accuracy": ref_eval,
+                "accuracy": scored["accuracy"] if scored else None,
+                "tpf": scored[measure] if scored else None,
+                "decode_tpf": scored[MEASURES[measure]] if scored else None,
+                "within": bool(scored["accuracy"] >= ref_eval - tolerance - 1e-12) if scored else None,
+            })
+    return out
+
+
+def _reference(rows: list[dict], reference: str) -> float | None:
+    refs = [r["accuracy"] for r in rows if r["policy"] == reference]
+    return max(refs) if refs else None
+
+
+def heldout_table(rows: list[dict]) -> str:
+    """Fixed-width table of `heldout_headline` rows (one measure and window)."""
+    if not rows:
+        return "(no held-out headline: `low_confidence` is needed on both item sets)"
+    measure, tolerance = rows[0]["measure"], rows[0]["tolerance"]
+    width = policy_width(rows)
+    counts = sorted({(r["task"], r["select_n"], r["n"]) for r in rows if r["select_n"] is not None})
+    sizes = ", ".join(f"{t} {a} / {b}" for t, a, b in counts)
+    head = (f"Each policy's knob chosen on held-out items (within {window_text(tolerance)} of one-token-per-step "
+            f"accuracy there), scored on the evaluation items (held-out / evaluation items: {sizes}); "
+            f"TPF = {'pooled' if measure == 'tpf_pooled' else 'mean over items'}:")
+    cols = (f"{'task':<12} {'policy':<{width}} {'chosen knobs':<22} {'held-out':>15} {'evaluation':>15} "
+            f"{'decode TPF':>11}  within")
+    lines = [head, cols, "-" * len(cols)]
+    for r in rows:
+        if r["select_accuracy"] is None:
+            lines.append(f"{r['task']:<12} {r['policy']:<{width}} (no run within {window_text(tolerance)} "
+                         "on the held-out items)")
+            continue
+        star = "*" if r["probing"] else ""
+        sel = f"{100 * r['select_accuracy']:.1f}% {r['select_tpf']:.2f}{star}"
+        ev = f"{100 * r['accuracy']:.1f}% {r['tpf']:.2f}"
+        lines.append(f"{r['task']:<12} {r['policy']:<{width}} {r['knobs'][:22]:<22} {sel:>15} {ev:>15} "
+                     f"{r['decode_tpf']:>10.2f}{star}  {'yes' if r['within'] else 'NO'}")
+    if any(r["probing"] for r in rows):
+        lines.append("* the oracle: chosen by, and reported with, its TPF over decoding forwards (probes excluded)")
+    return "\n".join(lines)

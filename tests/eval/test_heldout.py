@@ -1,0 +1,66 @@
+"""`heldout_headline`: the knob is chosen on the held-out rows and scored on the evaluation rows."""
+
+import pytest
+
+from depmask.eval.heldout import heldout_headline, heldout_table
+
+
+def _row(policy, accuracy, tpf, n=100, task="t", probe=0, decode=None, **knobs):
+    return {"task": task, "policy": policy, **knobs, "accuracy": accuracy, "tpf": tpf, "tpf_pooled": tpf / 2,
+            "afp": decode if decode is not None else tpf, "decode_tpf_pooled": (decode or tpf) / 2,
+            "probe_nfe": probe, "nfe": 16 / tpf, "n": n}
+
+
+SELECT = [_row("low_confidence", 1.0, 1.0, n=90),
+          _row("threshold", 0.995, 5.0, n=90, threshold=0.9), _row("threshold", 0.98, 7.0, n=90, threshold=0.7),
+          _row("demask", 0.97, 9.0, n=90, epsilon=1.0), _row("demask", 0.99, 8.0, n=90, epsilon=0.7),
+          _row("oracle", 0.99, 3.0, n=90, probe=5, decode=9.5, epsilon=1.0),
+          _row("oracle", 1.0, 2.0, n=90, probe=5, decode=8.0, epsilon=0.5)]
+EVAL = [_row("low_confidence", 0.99, 1.0),
+        _row("threshold", 0.99, 5.2, threshold=0.9), _row("threshold", 0.985, 7.1, threshold=0.7),
+        _row("demask", 0.96, 9.1, epsilon=1.0), _row("demask", 0.975, 8.1, epsilon=0.7),
+        _row("oracle", 0.985, 3.1, probe=5, decode=9.6, epsilon=1.0),
+        _row("oracle", 0.99, 2.1, probe=5, decode=8.1, epsilon=0.5)]
+
+
+def test_the_knob_is_chosen_on_the_held_out_rows_and_scored_on_the_evaluation_rows():
+    rows = {r["policy"]: r for r in heldout_headline(SELECT, EVAL, tolerance=0.01)}
+    # held-out window: ≥ 99 %; threshold 0.9 qualifies there (0.7 does not), though on the
+    # evaluation rows 0.7 would have (98.5 % ≥ 98 %) with a higher TPF: it is not re-chosen
+    t = rows["threshold"]
+    assert t["knobs"] == "threshold=0.9" and t["tpf"] == 5.2 and t["select_tpf"] == 5.0
+    assert t["accuracy"] == 0.99 and t["within"] is True and (t["select_n"], t["n"]) == (90, 100)
+    d = rows["demask"]  # chosen at ε 0.7 (99 % held out), 97.5 % on the evaluation rows: out of the window
+    assert d["knobs"] == "epsilon=0.7" and d["tpf"] == 8.1 and d["within"] is False
+    assert d["reference_accuracy"] == 0.99 and d["select_reference_accuracy"] == 1.0
+    o = rows["oracle"]  # a probing policy is chosen by its decoding TPF, as in the plain headline
+    assert o["knobs"] == "epsilon=1" and o["select_tpf"] == 9.5 and o["decode_tpf"] == 9.6 and o["tpf"] == 3.1
+    assert o["probing"] and o["within"] is True
+    pooled = {r["policy"]: r for r in heldout_headline(SELECT, EVAL, tolerance=0.01, measure="tpf_pooled")}
+    assert pooled["threshold"]["tpf"] == pytest.approx(2.6) and pooled["oracle"]["decode_tpf"] == pytest.approx(4.8)
+
+
+def test_a_policy_with_no_run_in_the_held_out_window_reports_none():
+    rows = {r["policy"]: r for r in heldout_headline(SELECT, EVAL, tolerance=0.0)}
+    assert rows["threshold"]["accuracy"] is None and rows["threshold"]["within"] is None
+    assert rows["oracle"]["knobs"] == "epsilon=0.5"
+    text = heldout_table(list(rows.values()))
+    assert "(no run within no loss on the held-out items)" in text and "t 90 / 100" in text
+
+
+def test_the_table_flags_runs_that_leave_the_window():
+    text = heldout_table(heldout_headline(SELECT, EVAL, tolerance=0.01))
+    demask = next(line for line in text.splitlines() if line.startswith("t ") and " demask " in line)
+    assert demask.rstrip().endswith("NO") and "97.5% 8.10" in demask
+    assert "the oracle: chosen by" in text
+
+
+def test_bad_arguments_and_missing_runs_are_named():
+    with pytest.raises(ValueError, match="`measure`"):
+        heldout_headline(SELECT, EVAL, measure="speed")
+    with pytest.raises(ValueError, match="tolerance"):
+        heldout_headline(SELECT, EVAL, tolerance=2)
+    missing = [r for r in EVAL if r.get("epsilon") != 0.7]
+    with pytest.raises(ValueError, match=r"t/demask: the run chosen on the selection items \('epsilon=0.7'\)"):
+        heldout_headline(SELECT, missing)
+    assert heldout_headline([r for r in SELECT if r["policy"] != "low_confidence"], EVAL) == []
