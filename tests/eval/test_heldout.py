@@ -64,3 +64,13 @@ def test_bad_arguments_and_missing_runs_are_named():
     with pytest.raises(ValueError, match=r"t/demask: the run chosen on the selection items \('epsilon=0.7'\)"):
         heldout_headline(SELECT, missing)
     assert heldout_headline([r for r in SELECT if r["policy"] != "low_confidence"], EVAL) == []
+
+
+def test_shares_count_only_runs_that_stay_in_the_window():
+    rows = {r["policy"]: r for r in heldout_headline(SELECT, EVAL, tolerance=0.02)}
+    # threshold τ 0.7 (7.1), oracle ε 1 (decoding 9.6), demask ε 0.7 (8.1): all within 2 points
+    assert rows["demask"]["share"] == pytest.approx((8.1 - 7.1) / (9.6 - 7.1))
+    assert rows["threshold"]["share"] is None and rows["oracle"]["share"] is None
+    assert "40 %" in heldout_table(list(rows.values()))
+    out_of_window = {r["policy"]: r for r in heldout_headline(SELECT, EVAL, tolerance=0.01)}
+    assert out_of_window["demask"]["within"] is False and out_of_window["demask"]["share"] is None

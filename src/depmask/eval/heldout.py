@@ -11,12 +11,15 @@ items; a policy with no qualifying run on the selection items reports None.
 Rows carry both sides: `select_accuracy` / `select_tpf` (where the knob was chosen; for a probing
 policy, the oracle, its TPF over decoding forwards, by which it is chosen as in the plain headline)
 and `accuracy` / `tpf` / `decode_tpf` (the evaluation items), each side's reference accuracy, and
-the measure and window. It does not decode.
+the measure and window. A dependency-guided policy's row also carries `share`, the share of the
+oracle's headroom over the best of today's decoders it closes (as in `headline_ci.py`), counting
+only runs that stay within the window on the evaluation items (None otherwise). It does not decode.
 """
 
 from __future__ import annotations
 
 from depmask.eval.headline import MEASURES, check_tolerance, window_text
+from depmask.eval.headline_ci import BASELINES, ORACLE
 from depmask.eval.summary import knob_text, policy_width
 
 
@@ -28,6 +31,7 @@ def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str =
     check_tolerance(tolerance)
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
+        start = len(out)
         mine = [r for r in rows if r["task"] == task]
         chosen_from = [r for r in select_rows if r["task"] == task]
         ref_eval = _reference(mine, reference)
@@ -61,7 +65,19 @@ def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str =
                 "decode_tpf": scored[MEASURES[measure]] if scored else None,
                 "within": bool(scored["accuracy"] >= ref_eval - tolerance - 1e-12) if scored else None,
             })
+        _shares(out[start:], reference)
     return out
+
+
+def _shares(rows: list[dict], reference: str) -> None:
+    """Set `share` on one task's rows: (policy − best baseline) / (oracle − best baseline)."""
+    ok = [r for r in rows if r["within"]]
+    bases = [r["tpf"] for r in ok if r["policy"] in BASELINES]
+    oracle = next((r["decode_tpf"] for r in ok if r["policy"] == ORACLE), None)
+    room = oracle - max(bases) if bases and oracle is not None else None
+    for r in rows:
+        guided = r["policy"] not in (*BASELINES, ORACLE, reference)
+        r["share"] = ((r["tpf"] - max(bases)) / room if guided and r["within"] and room and room > 0 else None)
 
 
 def _reference(rows: list[dict], reference: str) -> float | None:
@@ -81,7 +97,7 @@ def heldout_table(rows: list[dict]) -> str:
             f"accuracy there), scored on the evaluation items (held-out / evaluation items: {sizes}); "
             f"TPF = {'pooled' if measure == 'tpf_pooled' else 'mean over items'}:")
     cols = (f"{'task':<12} {'policy':<{width}} {'chosen knobs':<22} {'held-out':>15} {'evaluation':>15} "
-            f"{'decode TPF':>11}  within")
+            f"{'decode TPF':>11}  within  share")
     lines = [head, cols, "-" * len(cols)]
     for r in rows:
         if r["select_accuracy"] is None:
@@ -92,7 +108,8 @@ def heldout_table(rows: list[dict]) -> str:
         sel = f"{100 * r['select_accuracy']:.1f}% {r['select_tpf']:.2f}{star}"
         ev = f"{100 * r['accuracy']:.1f}% {r['tpf']:.2f}"
         lines.append(f"{r['task']:<12} {r['policy']:<{width}} {r['knobs'][:22]:<22} {sel:>15} {ev:>15} "
-                     f"{r['decode_tpf']:>10.2f}{star}  {'yes' if r['within'] else 'NO'}")
+                     f"{r['decode_tpf']:>10.2f}{star}  {'yes' if r['within'] else 'NO':<6}"
+                     + (f"  {100 * r['share']:.0f} %" if r["share"] is not None else ""))
     if any(r["probing"] for r in rows):
         lines.append("* the oracle: chosen by, and reported with, its TPF over decoding forwards (probes excluded)")
     return "\n".join(lines)
