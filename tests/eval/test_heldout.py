@@ -45,7 +45,7 @@ def test_a_policy_with_no_run_in_the_held_out_window_reports_none():
     assert rows["threshold"]["accuracy"] is None and rows["threshold"]["within"] is None
     assert rows["oracle"]["knobs"] == "epsilon=0.5"
     text = heldout_table(list(rows.values()))
-    assert "(no run within no loss on the held-out items)" in text and "t 90 / 100" in text
+    assert "(no run with no loss on the held-out items)" in text and "t 90 / 100" in text
 
 
 def test_the_table_flags_runs_that_leave_the_window():

@@ -93,7 +93,9 @@ def heldout_table(rows: list[dict]) -> str:
     width = policy_width(rows)
     counts = sorted({(r["task"], r["select_n"], r["n"]) for r in rows if r["select_n"] is not None})
     sizes = ", ".join(f"{t} {a} / {b}" for t, a, b in counts)
-    head = (f"Each policy's knob chosen on held-out items (within {window_text(tolerance)} of one-token-per-step "
+    window = window_text(tolerance)
+    within = "with no loss" if window == "no loss" else f"within {window}"
+    head = (f"Each policy's knob chosen on held-out items ({within} of one-token-per-step "
             f"accuracy there), scored on the evaluation items (held-out / evaluation items: {sizes}); "
             f"TPF = {'pooled' if measure == 'tpf_pooled' else 'mean over items'}:")
     cols = (f"{'task':<12} {'policy':<{width}} {'chosen knobs':<22} {'held-out':>15} {'evaluation':>15} "
@@ -101,8 +103,7 @@ def heldout_table(rows: list[dict]) -> str:
     lines = [head, cols, "-" * len(cols)]
     for r in rows:
         if r["select_accuracy"] is None:
-            lines.append(f"{r['task']:<12} {r['policy']:<{width}} (no run within {window_text(tolerance)} "
-                         "on the held-out items)")
+            lines.append(f"{r['task']:<12} {r['policy']:<{width}} (no run {within} on the held-out items)")
             continue
         star = "*" if r["probing"] else ""
         sel = f"{100 * r['select_accuracy']:.1f}% {r['select_tpf']:.2f}{star}"
