@@ -98,3 +98,23 @@ def test_selection_overhead_simulate_mode_runs_on_cpu_compiled(tmp_path, mode):
     assert f"compiled ({mode})," in done.stdout
     assert all(r["mode"] == "simulate-llada" and r["forward_ms"] > 0 and r["select_ms"] > 0 for r in rows)
     assert all(r["flops_ratio"] > 0 for r in rows)  # toy sizes: the default head outweighs the toy model
+
+
+def test_the_gpu_check_script_runs_its_steps_and_reports_failures(tmp_path):
+    """`benchmarks/gpu_checks.sh` is what a session lent a GPU runs; here its smoke mode (CPU,
+    tiny shapes, no compiling) checks the plumbing: every step runs, a log and the benchmarks'
+    JSON land in $OUT, and a failing step makes the exit status 1 without stopping the others."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SMOKE": "1", "OUT": str(tmp_path / "ok"),
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = (tmp_path / "ok" / "gpu_checks.log").read_text()
+    assert done.returncode == 0, log
+    assert log.count(": ok (") == 2 and "every step ok" in log and "FAILED" not in log
+    rows = json.loads((tmp_path / "ok" / "selection_overhead_llada.json").read_text())
+    assert [r["policy"] for r in rows] == ["demask", "clad"] and all(r["ratio"] > 0 for r in rows)
+    bad = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh")], cwd=ROOT,
+                         env={**env, "OUT": str(tmp_path / "bad"), "PYTHON": "false"},
+                         capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "bad" / "gpu_checks.log").read_text()
+    assert bad.returncode == 1 and log.count(": FAILED (exit 1") == 2 and "some step FAILED" in log
