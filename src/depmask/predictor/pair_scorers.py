@@ -25,7 +25,8 @@ INIT_LOGIT = -2.0  # most influences are small: start near sigmoid(-2) ≈ 0.12
 
 class BilinearScorer(nn.Module):
     """One logit per ordered pair (i, j): `q_i·k_j / sqrt(dim) + b(pos_j − pos_i)`, a bilinear
-    term plus a learned bias per clipped signed distance — the lean scorer (`pair_mlp=False`)."""
+    term plus a learned bias per clipped signed distance — the lean scorer (`pair_mlp=False`);
+    with `attention`, plus a linear function of the pair's attention features."""
 
     def __init__(self, dim: int, num_rel: int, attention: bool = False):
         super().__init__()
@@ -49,7 +50,8 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 class PairScorer(nn.Module):
     """One logit per ordered pair (i, j): bilinear term + small MLP over pair features
     `[u_i, u_j, u_i ⊙ u_j, E(pos_j − pos_i)]` (`product=False` drops `u_i ⊙ u_j`, the one
-    `[b, m, m, pair_dim]` term that costs `dim` multiply-adds per entry)."""
+    `[b, m, m, pair_dim]` term that costs `dim` multiply-adds per entry; `attention` adds the
+    pair's attention features)."""
 
     def __init__(self, dim: int, pair_dim: int, num_rel: int, dropout: float, product: bool = True,
                  activation: str = "gelu", attention: bool = False):

@@ -4,11 +4,12 @@ pairwise influence, `D[i, j] ≈ TV(p_i(· | x), p_i(· | x, x_j := x̂_j))`.
 
 The head sees every masked position of the block (the set it was trained on), with their
 confidence and entropy — and, for a head built with `use_attention`, the captured attention among
-the block's positions (then the scorer asks the loop for attention, as `clad` does). It reads the block's columns in place — `valid` is the block's mask, the
-committed columns are padding slots — instead of gathering the masked positions to the front: the
-head is equivariant to where its padding sits (padded slots are zeroed and masked out of its
-attention, distances come from canvas positions), so the prediction is the same and the step
-saves the sort, the gathers and the scatter back. `score_block` returns that `[b, c, c]` matrix.
+the block's positions (then the scorer asks the loop for attention, as `clad` does). It reads the
+block's columns in place — `valid` is the block's mask, the committed columns are padding slots —
+instead of gathering the masked positions to the front: the head is equivariant to where its
+padding sits (padded slots are zeroed and masked out of its attention, distances come from canvas
+positions), so the prediction is the same and the step saves the sort, the gathers and the
+scatter back. `score_block` returns that `[b, c, c]` matrix.
 `bind(denoiser)` refuses a head trained for another model (fingerprint or hidden size) before
 decoding starts, and moves the head to the denoiser's device. The head is loaded when the scorer
 is built (from a directory), so a wrong path fails at once.
