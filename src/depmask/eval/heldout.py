@@ -18,47 +18,44 @@ only runs that stay within the window on the evaluation items (None otherwise). 
 
 from __future__ import annotations
 
-from depmask.eval.headline import MEASURES, check_tolerance, window_text
+from depmask.eval.headline import MEASURES, headline, window_text
 from depmask.eval.headline_ci import BASELINES, ORACLE
 from depmask.eval.summary import knob_text, policy_width
 
 
 def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str = "low_confidence",
                      tolerance: float = 0.01, measure: str = "tpf") -> list[dict]:
-    """One row per (task, policy) of `rows`: the knob chosen on `select_rows`, scored on `rows`."""
-    if measure not in MEASURES:
-        raise ValueError(f"`measure` ({measure!r}) must be one of {tuple(MEASURES)}")
-    check_tolerance(tolerance)
+    """One row per (task, policy) of `rows`: the knob `headline` chooses on `select_rows`, scored
+    on `rows`."""
+    chosen = {(c["task"], c["policy"]): c for c in headline(select_rows, reference, tolerance, measure)}
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
-        start = len(out)
         mine = [r for r in rows if r["task"] == task]
-        chosen_from = [r for r in select_rows if r["task"] == task]
-        ref_eval = _reference(mine, reference)
-        ref_select = _reference(chosen_from, reference)
-        if ref_eval is None or ref_select is None:
+        refs = [r["accuracy"] for r in mine if r["policy"] == reference]
+        if not refs or (task, reference) not in chosen:
             continue
+        ref_eval = max(refs)
+        select_n = next(r["n"] for r in select_rows if r["task"] == task)
+        start = len(out)
         for policy in dict.fromkeys(r["policy"] for r in mine):
             runs = [r for r in mine if r["policy"] == policy]
-            probing = any(r.get("probe_nfe", 0) > 0 for r in runs)
-            key = MEASURES[measure] if probing else measure  # the oracle is chosen by its decoding TPF
-            ok = [r for r in chosen_from
-                  if r["policy"] == policy and r["accuracy"] >= ref_select - tolerance - 1e-12]
-            pick = max(ok, key=lambda r: r[key]) if ok else None
+            pick = chosen.get((task, policy))
+            pick = pick if pick is not None and pick["accuracy"] is not None else None
             scored = None
             if pick is not None:
-                same = [r for r in runs if knob_text(r) == knob_text(pick)]
-                if not same:
+                scored = next((r for r in runs if knob_text(r) == pick["knobs"]), None)
+                if scored is None:
                     raise ValueError(f"{task}/{policy}: the run chosen on the selection items "
-                                     f"({knob_text(pick)!r}) was not run on the evaluation items")
-                scored = same[0]
+                                     f"({pick['knobs']!r}) was not run on the evaluation items")
+            probing = any(r.get("probe_nfe", 0) > 0 for r in runs)
             out.append({
                 "task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
-                "select_n": pick["n"] if pick else None, "n": scored["n"] if scored else None,
-                "knobs": knob_text(pick) if pick else "", "probing": probing,
-                "select_reference_accuracy": ref_select,
+                "select_n": select_n, "n": scored["n"] if scored else None,
+                "knobs": pick["knobs"] if pick else "", "probing": probing,
+                "select_reference_accuracy": chosen[(task, reference)]["reference_accuracy"],
                 "select_accuracy": pick["accuracy"] if pick else None,
-                "select_tpf": pick[key] if pick else None,
+                # the oracle is chosen by its decoding TPF, as in the plain headline
+                "select_tpf": (pick["decode_tpf"] if pick["probing"] else pick["tpf"]) if pick else None,
                 "reference_accuracy": ref_eval,
                 "accuracy": scored["accuracy"] if scored else None,
                 "tpf": scored[measure] if scored else None,
@@ -80,18 +77,13 @@ def _shares(rows: list[dict], reference: str) -> None:
         r["share"] = ((r["tpf"] - max(bases)) / room if guided and r["within"] and room and room > 0 else None)
 
 
-def _reference(rows: list[dict], reference: str) -> float | None:
-    refs = [r["accuracy"] for r in rows if r["policy"] == reference]
-    return max(refs) if refs else None
-
-
 def heldout_table(rows: list[dict]) -> str:
     """Fixed-width table of `heldout_headline` rows (one measure and window)."""
     if not rows:
         return "(no held-out headline: `low_confidence` is needed on both item sets)"
     measure, tolerance = rows[0]["measure"], rows[0]["tolerance"]
     width = policy_width(rows)
-    counts = sorted({(r["task"], r["select_n"], r["n"]) for r in rows if r["select_n"] is not None})
+    counts = sorted({(r["task"], r["select_n"], r["n"]) for r in rows if r["n"] is not None})
     sizes = ", ".join(f"{t} {a} / {b}" for t, a, b in counts)
     window = window_text(tolerance)
     within = "with no loss" if window == "no loss" else f"within {window}"
