@@ -213,6 +213,7 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--select_n", "-1"], r"`select_n` \(-1\) must be an int >= 0"),
     (["--select_n", "5", "--select_seed", "0"], r"`select_seed` \(0\) must differ from `seed` \(0\)"),
+    (["--select_n", "5", "--policies", "[{name: threshold}]"], r"`select_n` needs `low_confidence`"),
 ])
 def test_eval_decode_refuses_bad_held_out_settings_before_decoding(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):

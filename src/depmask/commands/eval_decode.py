@@ -117,6 +117,8 @@ def eval_decode(
     elif select_n and select_seed == seed:
         raise ValueError(f"`select_seed` ({select_seed}) must differ from `seed` ({seed}): the held-out items "
                          "would be the evaluation items")
+    if select_n and not any(p.name == "low_confidence" for p in policies):
+        raise ValueError("`select_n` needs `low_confidence` among the policies: it sets the accuracy window")
     den = HFDenoiser.from_pretrained(**asdict(model))
     if den.tokenizer is None:
         raise ValueError(f"model {model.path!r} has no tokenizer files; the tasks need one")
@@ -159,8 +161,6 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], windows: list[fl
              select_seed: int, split: str, n: int | None, seed: int, task_kwargs, **decode) -> None:
     """Decode the held-out items with every run (`out/select/`), choose knobs there, score them on
     `rows`; prints the tables and writes `headline_heldout.json`."""
-    if not any(r["policy"] == "low_confidence" for r in rows):
-        raise ValueError("`select_n` needs `low_confidence` among the policies: it sets the accuracy window")
     exclude = task_prompts(tasks, split, n, seed, task_kwargs)
     select_rows = run_decode_eval(den, tasks, policies, out / "select", n=select_n, split=split, seed=select_seed,
                                   task_kwargs=task_kwargs, exclude=exclude, **decode)
