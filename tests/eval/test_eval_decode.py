@@ -187,7 +187,7 @@ def test_a_label_may_not_take_another_presets_name():
 
 def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     out = tmp_path / "ev"
-    main(["eval", "decode", *SMALL, "--output", str(out), "--bootstrap", "0", "--select_n", "5"])
+    main(["eval", "decode", *SMALL, "--output", str(out), "--bootstrap", "50", "--select_n", "5"])
     rows = json.loads((out / "summary.json").read_text())
     chosen = json.loads((out / "select" / "summary.json").read_text())
     assert len(chosen) == len(rows) == 6 and all(r["n"] == 6 for r in rows)
@@ -207,7 +207,11 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
         same = next(x for x in rows if x["task"] == r["task"] and x["policy"] == r["policy"]
                     and x.get("threshold") == (float(r["knobs"].split("=")[1]) if r["knobs"] else None))
         assert r["tpf"] == same[r["measure"]] and r["accuracy"] == same["accuracy"]
-    assert "chosen on held-out items" in capsys.readouterr().out
+    ci = json.loads((out / "headline_heldout_ci.json").read_text())
+    assert {(r["task"], r["policy"], r["measure"]) for r in ci} == {(r["task"], r["policy"], r["measure"]) for r in held}
+    assert all(r["n_boot"] == 50 and 0 <= r["within_rate"] <= 1 for r in ci)
+    printed = capsys.readouterr().out
+    assert "chosen on held-out items" in printed and "bootstrap over both item sets" in printed
 
 
 @pytest.mark.parametrize("args,message", [

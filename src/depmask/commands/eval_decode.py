@@ -12,7 +12,8 @@ bootstrap (`headline_ci.json`: intervals of each policy's headline and of the sh
 oracle's headroom it closes, per window; `--bootstrap 0` skips it). With `--select_n N` every run
 also decodes N held-out items per task (a disjoint draw of the same split, under `select/`), each
 policy's knob is chosen on those and scored on the evaluation items (`headline_heldout.json`,
-`eval/heldout.py`). With `--wandb true` the same table and plots go to wandb (offline unless
+`eval/heldout.py`; with the bootstrap, intervals over both item sets in `headline_heldout_ci.json`,
+`eval/heldout_ci.py`). With `--wandb true` the same table and plots go to wandb (offline unless
 `WANDB_MODE` / an API key say otherwise).
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from depmask.eval.headline import MEASURES, headline_report
 from depmask.eval.headline_ci import headline_intervals, intervals_table
 from depmask.eval.heldout import heldout_headline, heldout_table
+from depmask.eval.heldout_ci import heldout_intervals, heldout_intervals_table
 from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import PolicySweep, run_decode_eval, task_prompts
 from depmask.eval.summary import table
@@ -148,8 +150,8 @@ def eval_decode(
     png = plot_frontier(rows, out / "frontier.png", windows=windows)
     pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled", windows=windows)
     if select_n:
-        _heldout(den, tasks, policies, out, rows, windows, select_n=select_n, select_seed=select_seed,
-                 split=split, n=n, seed=seed, batch_size=batch_size, temperature=temperature,
+        _heldout(den, tasks, policies, out, rows, items, windows, select_n=select_n, select_seed=select_seed,
+                 bootstrap=bootstrap, split=split, n=n, seed=seed, batch_size=batch_size, temperature=temperature,
                  gen_length=gen_length, block_length=block_length, steps=steps, task_kwargs=task_kwargs)
     print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png}, {pooled.name} and items/ under {out}")
     if wandb:
@@ -157,13 +159,16 @@ def eval_decode(
     return rows
 
 
-def _heldout(den, tasks, policies, out: Path, rows: list[dict], windows: list[float], *, select_n: int,
-             select_seed: int, split: str, n: int | None, seed: int, task_kwargs, **decode) -> None:
+def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list[dict]], windows: list[float], *,
+             select_n: int, select_seed: int, bootstrap: int, split: str, n: int | None, seed: int, task_kwargs,
+             **decode) -> None:
     """Decode the held-out items with every run (`out/select/`), choose knobs there, score them on
-    `rows`; prints the tables and writes `headline_heldout.json`."""
+    `rows`; prints the tables and writes `headline_heldout.json` (and, with `bootstrap`, the
+    intervals over both item sets, `headline_heldout_ci.json`)."""
     exclude = task_prompts(tasks, split, n, seed, task_kwargs)
+    select_items: list[list[dict]] = []
     select_rows = run_decode_eval(den, tasks, policies, out / "select", n=select_n, split=split, seed=select_seed,
-                                  task_kwargs=task_kwargs, exclude=exclude, **decode)
+                                  task_kwargs=task_kwargs, exclude=exclude, items=select_items, **decode)
     (out / "select" / "summary.json").write_text(json.dumps(select_rows, indent=2))
     held = [r for w in windows for m in MEASURES
             for r in heldout_headline(select_rows, rows, tolerance=w, measure=m)]
@@ -171,6 +176,14 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], windows: list[fl
         for m in MEASURES:
             print("\n" + heldout_table([r for r in held if r["measure"] == m and r["tolerance"] == w]))
     (out / "headline_heldout.json").write_text(json.dumps(held, indent=2))
+    if bootstrap:
+        ci = [r for w in windows for m in MEASURES
+              for r in heldout_intervals(select_rows, select_items, rows, items, tolerance=w, measure=m,
+                                         n_boot=bootstrap, seed=seed)]
+        for w in windows:
+            for m in MEASURES:
+                print("\n" + heldout_intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
+        (out / "headline_heldout_ci.json").write_text(json.dumps(ci, indent=2))
 
 
 def _log_wandb(rows: list[dict], pngs: list[Path], out: Path) -> None:

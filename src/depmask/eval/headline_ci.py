@@ -78,7 +78,7 @@ def headline_intervals(
 def _headlines(runs, ids, counts, reference, tolerance, measure) -> dict[str, np.ndarray]:
     """{policy: [B] headline per replicate (NaN: no qualifying run)}; the oracle in decode forwards."""
     n = counts.shape[1]
-    stats = [(r["policy"], _run_stats(it, ids, counts, measure, n)) for r, it in runs]
+    stats = [(r["policy"], run_stats(it, ids, counts, measure, n)) for r, it in runs]
     ref_acc = np.max([acc for p, (acc, _, _) in stats if p == reference], axis=0)  # [B]
     out: dict[str, np.ndarray] = {}
     for policy in dict.fromkeys(p for p, _ in stats):
@@ -93,7 +93,7 @@ def _headlines(runs, ids, counts, reference, tolerance, measure) -> dict[str, np
     return out
 
 
-def _run_stats(items, ids, counts, measure, n):
+def run_stats(items, ids, counts, measure, n):
     """(accuracy [B], (measure [B], its decoding-forward twin [B]), probing) of one run."""
     by_id = {x["id"]: x for x in items}
     missing = [i for i in ids if i not in by_id]
