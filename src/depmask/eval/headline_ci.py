@@ -44,15 +44,9 @@ def headline_intervals(
     `items[k]` are the graded items of `rows[k]` (`id`, `correct`, `nfe`, `probe_nfe`, `tpf`,
     `afp`, `committed`), the same ids for every run of a task.
     """
-    if measure not in MEASURES:
-        raise ValueError(f"`measure` ({measure!r}) must be one of {tuple(MEASURES)}")
     if len(rows) != len(items):
         raise ValueError(f"`items` has {len(items)} runs but `rows` has {len(rows)}; give one items list per row")
-    if not 0 < level < 1:
-        raise ValueError(f"`level` ({level}) must lie in (0, 1)")
-    if n_boot < 1:
-        raise ValueError(f"`n_boot` ({n_boot}) must be >= 1")
-    check_tolerance(tolerance)
+    check_bootstrap(measure, tolerance, n_boot, level)
     rng = np.random.default_rng(seed)
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
@@ -68,11 +62,22 @@ def headline_intervals(
         for policy, values in boot.items():
             row = {"task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
                    "n_boot": n_boot, "level": level,
-                   "tpf": _scalar(point[policy]), **_interval(values, level, "tpf")}
+                   "tpf": point_value(point[policy]), **percentile_interval(values, level, "tpf")}
             if policy in boot_share:
-                row.update({"share": _scalar(point_share[policy]), **_interval(boot_share[policy], level, "share")})
+                row.update({"share": point_value(point_share[policy]), **percentile_interval(boot_share[policy], level, "share")})
             out.append(row)
     return out
+
+
+def check_bootstrap(measure: str, tolerance: float, n_boot: int, level: float) -> None:
+    """The arguments every bootstrap of a headline takes, checked and named."""
+    if measure not in MEASURES:
+        raise ValueError(f"`measure` ({measure!r}) must be one of {tuple(MEASURES)}")
+    if n_boot < 1:
+        raise ValueError(f"`n_boot` ({n_boot}) must be >= 1")
+    if not 0 < level < 1:
+        raise ValueError(f"`level` ({level}) must lie in (0, 1)")
+    check_tolerance(tolerance)
 
 
 def _headlines(runs, ids, counts, reference, tolerance, measure) -> dict[str, np.ndarray]:
@@ -122,7 +127,7 @@ def _shares(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {p: (v - best) / room for p, v in heads.items() if p not in skip and p != "low_confidence"}
 
 
-def _interval(values: np.ndarray, level: float, name: str) -> dict:
+def percentile_interval(values: np.ndarray, level: float, name: str) -> dict:
     good = values[np.isfinite(values)]
     if not len(good):
         return {f"{name}_lo": None, f"{name}_hi": None, f"{name}_n": 0}
@@ -130,7 +135,7 @@ def _interval(values: np.ndarray, level: float, name: str) -> dict:
     return {f"{name}_lo": float(lo), f"{name}_hi": float(hi), f"{name}_n": int(len(good))}
 
 
-def _scalar(value: np.ndarray) -> float | None:
+def point_value(value: np.ndarray) -> float | None:
     v = float(value[0])
     return v if np.isfinite(v) else None
 

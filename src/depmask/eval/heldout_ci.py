@@ -18,8 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from depmask.eval.headline import MEASURES, check_tolerance, window_text
-from depmask.eval.headline_ci import BASELINES, ORACLE, _interval, _scalar, run_stats
+from depmask.eval.headline import window_text
+from depmask.eval.headline_ci import (
+    BASELINES,
+    ORACLE,
+    check_bootstrap,
+    percentile_interval,
+    point_value,
+    run_stats,
+)
 from depmask.eval.summary import knob_text, policy_width
 
 
@@ -29,16 +36,10 @@ def heldout_intervals(select_rows: list[dict], select_items: list[list[dict]], r
                       seed: int = 0) -> list[dict]:
     """`items[k]` are the graded items of `rows[k]` (likewise `select_items` of `select_rows`); the
     two sets hold the same runs (task, policy, knobs)."""
-    if measure not in MEASURES:
-        raise ValueError(f"`measure` ({measure!r}) must be one of {tuple(MEASURES)}")
     for name, r, it in (("items", rows, items), ("select_items", select_rows, select_items)):
         if len(r) != len(it):
             raise ValueError(f"`{name}` has {len(it)} runs but its rows have {len(r)}; give one items list per row")
-    if n_boot < 1:
-        raise ValueError(f"`n_boot` ({n_boot}) must be >= 1")
-    if not 0 < level < 1:
-        raise ValueError(f"`level` ({level}) must lie in (0, 1)")
-    check_tolerance(tolerance)
+    check_bootstrap(measure, tolerance, n_boot, level)
     rng = np.random.default_rng(seed)
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
@@ -59,11 +60,11 @@ def heldout_intervals(select_rows: list[dict], select_items: list[list[dict]], r
         shares = _shares(result)
         for policy, (tpf, within) in result.items():
             row = {"task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
-                   "n_boot": n_boot, "level": level, "tpf": _scalar(tpf[:1]),
-                   **_interval(tpf[1:], level, "tpf"), "within": bool(within[0]),
+                   "n_boot": n_boot, "level": level, "tpf": point_value(tpf[:1]),
+                   **percentile_interval(tpf[1:], level, "tpf"), "within": bool(within[0]),
                    "within_rate": float(within[1:].mean())}
             if policy in shares:
-                row.update({"share": _scalar(shares[policy][:1]), **_interval(shares[policy][1:], level, "share")})
+                row.update({"share": point_value(shares[policy][:1]), **percentile_interval(shares[policy][1:], level, "share")})
             out.append(row)
     return out
 
