@@ -58,7 +58,7 @@ def headline_intervals(
         full = np.ones((1, len(ids)))  # the observed sample, as one "replicate"
         point = _headlines(runs, ids, full, reference, tolerance, measure)
         boot = _headlines(runs, ids, counts, reference, tolerance, measure)
-        point_share, boot_share = _shares(point), _shares(boot)
+        point_share, boot_share = headroom_shares(point, reference), headroom_shares(boot, reference)
         for policy, values in boot.items():
             row = {"task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
                    "n_boot": n_boot, "level": level,
@@ -115,8 +115,9 @@ def run_stats(items, ids, counts, measure, n):
     return acc, values, bool(col["probe_nfe"].any())
 
 
-def _shares(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{guided policy: [B] share of the oracle's headroom over the best baseline it closes}."""
+def headroom_shares(heads: dict[str, np.ndarray], reference: str = "low_confidence") -> dict[str, np.ndarray]:
+    """{guided policy: [B] share of the oracle's headroom over the best baseline it closes}; NaN
+    in `heads` marks a policy with no qualifying run in that replicate."""
     bases = [v for p, v in heads.items() if p in BASELINES]
     if ORACLE not in heads or not bases:
         return {}
@@ -124,7 +125,7 @@ def _shares(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     room = heads[ORACLE] - best
     room = np.where(np.isfinite(room) & (room > 0), room, np.nan)
     skip = {ORACLE, *BASELINES}
-    return {p: (v - best) / room for p, v in heads.items() if p not in skip and p != "low_confidence"}
+    return {p: (v - best) / room for p, v in heads.items() if p not in skip and p != reference}
 
 
 def percentile_interval(values: np.ndarray, level: float, name: str) -> dict:

@@ -18,8 +18,10 @@ only runs that stay within the window on the evaluation items (None otherwise). 
 
 from __future__ import annotations
 
+import numpy as np
+
 from depmask.eval.headline import MEASURES, headline, window_text
-from depmask.eval.headline_ci import BASELINES, ORACLE
+from depmask.eval.headline_ci import ORACLE, headroom_shares
 from depmask.eval.summary import knob_text, policy_width
 
 
@@ -67,14 +69,14 @@ def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str =
 
 
 def _shares(rows: list[dict], reference: str) -> None:
-    """Set `share` on one task's rows: (policy − best baseline) / (oracle − best baseline)."""
-    ok = [r for r in rows if r["within"]]
-    bases = [r["tpf"] for r in ok if r["policy"] in BASELINES]
-    oracle = next((r["decode_tpf"] for r in ok if r["policy"] == ORACLE), None)
-    room = oracle - max(bases) if bases and oracle is not None else None
+    """Set `share` on one task's rows (`headroom_shares` on the runs that stay in the window; the
+    oracle by its decoding TPF)."""
+    heads = {r["policy"]: np.array([(r["decode_tpf"] if r["policy"] == ORACLE else r["tpf"])
+                                    if r["within"] else np.nan]) for r in rows}
+    shares = headroom_shares(heads, reference)
     for r in rows:
-        guided = r["policy"] not in (*BASELINES, ORACLE, reference)
-        r["share"] = ((r["tpf"] - max(bases)) / room if guided and r["within"] and room and room > 0 else None)
+        share = shares.get(r["policy"])
+        r["share"] = float(share[0]) if share is not None and np.isfinite(share[0]) else None
 
 
 def heldout_table(rows: list[dict]) -> str:

@@ -20,9 +20,8 @@ import numpy as np
 
 from depmask.eval.headline import window_text
 from depmask.eval.headline_ci import (
-    BASELINES,
-    ORACLE,
     check_bootstrap,
+    headroom_shares,
     percentile_interval,
     point_value,
     run_stats,
@@ -57,7 +56,7 @@ def heldout_intervals(select_rows: list[dict], select_items: list[list[dict]], r
                            for _, it in runs]  # replicate 0: the observed draw
         policies = [r["policy"] for r, _ in ev]
         result = _replicates(policies, draws["select"], draws["eval"], reference, tolerance)
-        shares = _shares(result)
+        shares = headroom_shares({p: np.where(w, t, np.nan) for p, (t, w) in result.items()}, reference)
         for policy, (tpf, within) in result.items():
             row = {"task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
                    "n_boot": n_boot, "level": level, "tpf": point_value(tpf[:1]),
@@ -94,23 +93,6 @@ def _replicates(policies, select_stats, eval_stats, reference, tolerance) -> dic
         within = picked & (acc >= ref_ev - tolerance - 1e-12)
         out[policy] = (np.where(picked, tpf, np.nan), within)
     return out
-
-
-def _shares(result: dict[str, tuple]) -> dict[str, np.ndarray]:
-    """{guided policy: [R] share of the oracle's headroom over the best in-window baseline}."""
-    def in_window(policy):
-        tpf, within = result[policy]
-        return np.where(within, tpf, np.nan)
-
-    bases = [in_window(p) for p in result if p in BASELINES]
-    if ORACLE not in result or not bases:
-        return {}
-    best = np.max(np.nan_to_num(np.stack(bases), nan=-np.inf), axis=0)
-    best = np.where(np.isfinite(best), best, np.nan)
-    room = in_window(ORACLE) - best
-    room = np.where(np.isfinite(room) & (room > 0), room, np.nan)
-    skip = {ORACLE, *BASELINES, "low_confidence"}
-    return {p: (in_window(p) - best) / room for p in result if p not in skip}
 
 
 def heldout_intervals_table(rows: list[dict]) -> str:
