@@ -24,6 +24,7 @@ from torch import nn
 from depmask.models.attention_capture import AttentionCapture
 from depmask.models.denoiser import DenoiserOutput
 from depmask.models.fingerprint import fingerprint as model_fingerprint
+from depmask.models.fingerprint import stored_tensors
 
 MASK_STRINGS = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
@@ -43,6 +44,7 @@ class HFDenoiser:
         capture_layers: Sequence[int] | None = None,
         name: str | None = None,
         path: str | Path | None = None,
+        fingerprint: str | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -54,7 +56,7 @@ class HFDenoiser:
         self.logits_shift = detect_logits_shift(config) if logits_shift is None else bool(logits_shift)
         self._capture_layers = capture_layers
         self._capture: AttentionCapture | None = None
-        self.fingerprint = model_fingerprint(model, name=name, path=path)
+        self.fingerprint = fingerprint or model_fingerprint(model, name=name, path=path)
 
     @classmethod
     def from_pretrained(
@@ -115,8 +117,10 @@ class HFDenoiser:
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             tokenizer = None if not has_tokenizer else AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
         model.to(torch.device(device or "cpu"))
-        return cls(model, tokenizer, mask_id=mask_id, logits_shift=logits_shift,
-                   capture_layers=capture_layers, path=path)
+        # hashed as stored, so that the dtype asked for does not change the model's identity
+        stored = stored_tensors(path, prefix=getattr(model, "base_model_prefix", "") or "")
+        return cls(model, tokenizer, mask_id=mask_id, logits_shift=logits_shift, capture_layers=capture_layers,
+                   path=path, fingerprint=model_fingerprint(model, path=path, stored=stored))
 
     @property
     def device(self) -> torch.device:
