@@ -139,3 +139,14 @@ def test_loaded_harvest_is_memory_mapped(tmp_path):
     ds = load_harvest(tmp_path)
     blocks = [t for row in ds.data.blocks for t in row] if hasattr(ds.data, "blocks") else [ds.data]
     assert blocks and all(isinstance(t, MemoryMappedTable) for t in blocks)  # pages come from disk on demand
+
+
+def test_a_filter_over_the_loaded_harvest_leaves_it_valid(tmp_path):
+    """`datasets` writes a filter's result as `cache-*.arrow` next to the shards; before verify
+    skipped those, filtering a loaded harvest once made it fail verification for good."""
+    make_harvest(tmp_path)
+    ds = load_harvest(tmp_path)
+    kept = ds.filter(lambda e: e != "a", input_columns="example_id")
+    assert len(kept) == 4 and list((tmp_path / "shards").glob("cache-*.arrow"))
+    assert verify_harvest(tmp_path).ok, verify_harvest(tmp_path).text()
+    assert len(load_harvest(tmp_path)) == len(ds)  # the cache is not read as a shard

@@ -27,6 +27,10 @@ from depmask.data_gen.shards import (
     sidecar_name,
 )
 
+DATASETS_CACHE_PREFIX = "cache-"
+"""`datasets` writes the result of a `map` / `filter` over memory-mapped shards as `cache-<hash>.arrow`
+in the shards' folder; such files are skipped, neither shards nor problems."""
+
 
 @dataclass
 class Report:
@@ -82,6 +86,8 @@ def verify_harvest(directory: str | Path) -> Report:
     for p in files:
         if p.name.startswith(TMP_PREFIX):
             report.problems.append(f"{p.name}: temporary file of an interrupted write (re-run the harvest to clean up)")
+        elif p.suffix == ".arrow" and p.name.startswith(DATASETS_CACHE_PREFIX):
+            continue  # `datasets` caches a map / filter over the loaded shards next to them: not a shard
         elif p.suffix == ".arrow" and sidecar_name(p.name) not in sidecars:
             report.problems.append(f"{p.name}: shard without a sidecar (incomplete write)")
         elif p.suffix not in (".arrow", ".json") or not p.name.startswith("shard-"):
