@@ -126,7 +126,7 @@ def test_every_train_yaml_parses(capsys):
             main(["train", "fit", "--config", str(path), "--print_config"])
         assert e.value.code in (0, None)
         cfg = yaml.safe_load(capsys.readouterr().out)
-        assert cfg["data"]["harvest"] and cfg["model"]["export_dir"] and cfg["checkpoint"]["monitor"] == "val/auroc"
+        assert cfg["data"]["harvest"] and cfg["model"]["export_dir"] and cfg["checkpoint"]["monitor"] == "val/loss"
 
 
 @pytest.mark.parametrize("command", [["train", "fit", "--config", str(CONFIG)], ["mdlm", "fit"]])
