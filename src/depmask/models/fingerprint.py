@@ -80,9 +80,9 @@ def stored_tensors(path: str | Path | None, prefix: str = "") -> StoredTensors |
     def read(name: str, values: int) -> torch.Tensor | None:
         from safetensors import safe_open
 
-        candidates = [name, f"{prefix}.{name}" if prefix else name]
-        if prefix and name.startswith(prefix + "."):
-            candidates.append(name[len(prefix) + 1:])
+        candidates = [name]
+        if prefix:
+            candidates.append(name[len(prefix) + 1:] if name.startswith(prefix + ".") else f"{prefix}.{name}")
         key = next((k for k in candidates if k in files), None)
         if key is None:
             return None
