@@ -54,7 +54,7 @@ def headline_intervals(
         if not any(r["policy"] == reference for r, _ in runs):
             continue
         ids = [x["id"] for x in runs[0][1]]
-        counts = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).astype(float)  # [B, n]
+        counts = resample_counts(rng, len(ids), n_boot)  # [B, n]
         full = np.ones((1, len(ids)))  # the observed sample, as one "replicate"
         point = _headlines(runs, ids, full, reference, tolerance, measure)
         boot = _headlines(runs, ids, counts, reference, tolerance, measure)
@@ -67,6 +67,11 @@ def headline_intervals(
                 row.update({"share": point_value(point_share[policy]), **percentile_interval(boot_share[policy], level, "share")})
             out.append(row)
     return out
+
+
+def resample_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """`[n_boot, n]` float: how often each of n items is drawn in each with-replacement resample."""
+    return rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(float)
 
 
 def check_bootstrap(measure: str, tolerance: float, n_boot: int, level: float) -> None:

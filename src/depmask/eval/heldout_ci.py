@@ -24,6 +24,7 @@ from depmask.eval.headline_ci import (
     headroom_shares,
     percentile_interval,
     point_value,
+    resample_counts,
     run_stats,
 )
 from depmask.eval.summary import knob_text, policy_width
@@ -51,7 +52,7 @@ def heldout_intervals(select_rows: list[dict], select_items: list[list[dict]], r
         draws = {}
         for name, runs in (("select", sel), ("eval", ev)):
             ids = [x["id"] for x in runs[0][1]]
-            boot = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).astype(float)
+            boot = resample_counts(rng, len(ids), n_boot)
             draws[name] = [run_stats(it, ids, np.vstack([np.ones((1, len(ids))), boot]), measure, len(ids))
                            for _, it in runs]  # replicate 0: the observed draw
         policies = [r["policy"] for r, _ in ev]
