@@ -29,7 +29,8 @@ def _head(**kw) -> DependencyHead:
 
 LEAN = {"layers": 0, "pair_mlp": False}  # the lean variant: no encoder, bilinear + distance bias
 SMALL = {"layers": 0, "pair_product": False, "pair_activation": "relu"}  # pair MLP without u_i ⊙ u_j
-VARIANTS = pytest.mark.parametrize("variant", [{}, LEAN, SMALL], ids=["default", "lean", "small"])
+CONTEXT = {**SMALL, "set_context": True}  # the small variant plus the pooled set summary
+VARIANTS = pytest.mark.parametrize("variant", [{}, LEAN, SMALL, CONTEXT], ids=["default", "lean", "small", "context"])
 
 
 def test_pair_mask():
@@ -103,6 +104,24 @@ def test_translation_invariance_and_position_sensitivity(variant):
     spread = positions.clone()
     spread[:, -1] += 5  # one slot further away changes relative distances
     assert not torch.allclose(head(hidden, spread, valid, conf, ent), ref)
+
+
+def test_set_context_lets_a_pair_see_the_rest_of_the_set():
+    """Without an encoder layer a pair's score reads only its two slots; `set_context` adds the
+    set's mean and size, so changing (or dropping) a third slot moves it."""
+    hidden, positions, valid, conf, ent = _state(b=1, m=4)
+    other = hidden.clone()
+    other[0, 3] = torch.randn(D, generator=torch.Generator().manual_seed(1))
+    fewer = valid.clone()
+    fewer[0, 3] = False
+    for variant, moves in ((SMALL, False), (CONTEXT, True)):
+        head = _head(**variant)
+        ref = head.predict(hidden, positions, valid, conf, ent)[0, :3, :3]
+        for h, v in ((other, valid), (hidden, fewer)):
+            out = head.predict(h, positions, v, conf, ent)[0, :3, :3]
+            assert torch.allclose(out, ref, atol=1e-6) is not moves, variant
+    with pytest.raises(ValueError, match=r"`set_context` \('yes'\) must be a bool"):
+        _head(set_context="yes")
 
 
 def test_float16_and_float64_inputs():

@@ -73,6 +73,17 @@ def test_small_round_trip_and_checkpoints_from_before_pair_product(tmp_path):
     assert config["pair_product"] is True and config["pair_activation"] == "gelu"
 
 
+def test_set_context_round_trips_and_older_checkpoints_lack_it(tmp_path):
+    context = _head(layers=0, set_context=True)
+    loaded = DependencyHead.from_pretrained(context.save_pretrained(tmp_path / "context"))
+    assert loaded.config["set_context"] is True and loaded.context is not None
+    x = _inputs()
+    assert torch.equal(loaded.predict(*x), context.predict(*x))
+    old = _head().save_pretrained(tmp_path / "old")  # written before `set_context` existed
+    _edit(old / CONFIG_NAME, drop="set_context")
+    assert DependencyHead.from_pretrained(old).config["set_context"] is False
+
+
 def test_round_trip_keeps_dtype(tmp_path):
     head = _head(use_confidence=False).to(torch.bfloat16)
     loaded = DependencyHead.from_pretrained(head.save_pretrained(tmp_path))

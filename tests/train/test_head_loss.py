@@ -60,3 +60,39 @@ def test_tv_weight_weighs_each_pairs_bce_by_its_influence():
         (per_pair * torch.tensor([6.0, 1.0, 3.0])).mean().item())
     with pytest.raises(ValueError, match=r"`tv_weight` \(-1.0\) must be >= 0"):
         HeadModule(hidden_size=8, export_dir=None, tv_weight=-1.0)
+
+
+def test_state_balance_gives_each_state_the_weight_its_pair_count_to_the_minus_gamma_says():
+    torch.manual_seed(0)
+    valid = torch.tensor([[True, True, True, True], [True, True, False, False]])  # 12 pairs, 2 pairs
+    batch = batch_of(torch.rand(2, 4, 4) * 0.3, torch.rand(2, 4), valid)
+    plain, balanced, half = (HeadModule(hidden_size=8, dim=16, layers=0, heads=2, export_dir=None, state_balance=g)
+                             for g in (0.0, 1.0, 0.5))
+    balanced.load_state_dict(plain.state_dict())
+    half.load_state_dict(plain.state_dict())
+    logits, target, _, full = plain._pairs(batch)
+    per_pair = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    first, second = per_pair[:12].mean(), per_pair[12:].mean()
+    assert plain._loss(logits, target, full, batch).item() == pytest.approx(per_pair.mean().item())
+    # γ = 1: each state's mean pair loss counts alike, whatever its pair count
+    assert balanced._loss(logits, target, full, batch).item() == pytest.approx(((first + second) / 2).item(), rel=1e-5)
+    # γ = 0.5: weights 12^-0.5 and 2^-0.5 per pair, rescaled to mean 1 over the 14 pairs
+    w = torch.tensor([12 ** -0.5] * 12 + [2 ** -0.5] * 2)
+    w = w * 14 / w.sum()
+    assert half._loss(logits, target, full, batch).item() == pytest.approx((per_pair * w).mean().item(), rel=1e-5)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=rf"`state_balance` \({bad}\) must lie in \[0, 1\]"):
+            HeadModule(hidden_size=8, export_dir=None, state_balance=bad)
+
+
+def test_state_balance_multiplies_the_tv_weight():
+    torch.manual_seed(0)
+    valid = torch.tensor([[True, True, True], [True, True, False]])  # 6 pairs, 2 pairs
+    batch = batch_of(torch.rand(2, 3, 3) * 0.3, torch.rand(2, 3), valid)
+    mod = HeadModule(hidden_size=8, dim=16, layers=0, heads=2, export_dir=None, state_balance=1.0, tv_weight=10.0)
+    logits, target, _, full = mod._pairs(batch)
+    per_pair = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    balance = torch.tensor([1 / 6] * 6 + [1 / 2] * 2)
+    balance = balance * 8 / balance.sum()
+    expected = (per_pair * (1 + 10.0 * target) * balance).mean()
+    assert mod._loss(logits, target, full, batch).item() == pytest.approx(expected.item(), rel=1e-5)

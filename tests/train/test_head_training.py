@@ -181,3 +181,12 @@ def test_bad_head_configs_are_named(tmp_path):
         module_kwargs(tmp_path / "typo.yaml")
     with pytest.raises(ValueError, match="hidden_size"):
         train_head(tmp_path, tmp_path / "head", hidden_size=7)
+
+
+def test_the_default_run_directory_is_unique_to_the_process(capsys):
+    """Two runs started in the same second must not share checkpoints (each would load the other's
+    best checkpoint at export): the default `checkpoint.dirpath` carries the process id."""
+    with pytest.raises(SystemExit):
+        main(["train", "fit", "--config", str(CONFIG), "--print_config"])
+    dirpath = yaml.safe_load(capsys.readouterr().out)["checkpoint"]["dirpath"]
+    assert dirpath.startswith("runs/head/") and dirpath.endswith(f"-{os.getpid()}")

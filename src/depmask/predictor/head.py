@@ -76,6 +76,23 @@ class _EncoderLayer(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))  # [b, m, dim]
 
 
+class _SetContext(nn.Module):
+    """Adds `Linear([mean of the valid slots, log(1 + count)])` to every slot: one summary of the
+    whole masked set (DeepSets-style), so that slots see what else is still masked without the
+    cost of self-attention. Output `[b, m, dim]`; padded slots neither contribute nor change."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim + 1, dim)
+
+    def forward(self, u: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        keep = valid[:, :, None].to(u.dtype)  # [b, m, 1]
+        count = keep.sum(dim=1)  # [b, 1]
+        mean = (u * keep).sum(dim=1) / count.clamp_min(1.0)  # [b, dim]
+        context = self.proj(torch.cat([mean, torch.log1p(count)], dim=-1))  # [b, dim]
+        return u + context[:, None, :] * keep
+
+
 class DependencyHead(nn.Module):
     """Predicts the pairwise conditional influence `D[b, i, j]` between masked slots.
 
@@ -102,6 +119,9 @@ class DependencyHead(nn.Module):
         pair_activation: the pair MLP's nonlinearity, "gelu" (default) or "relu" (cheaper on CPU).
         use_confidence: add an MLP of (confidence, log confidence, entropy) to each slot; then
             `forward` requires `confidence` and `entropy`.
+        set_context: add one pooled summary of all the slots (their mean and count) to each slot
+            before the encoder (`_SetContext`): a cheap way for a slot to see the rest of the set.
+            Default off.
         use_attention: feed the base model's captured attention among the slots to the pair scorer
             (`attention_pair_features`: both directions, share and log share, row totals); then
             `forward` requires `attention`, and decoding captures it (as `clad` does). Default off.
@@ -123,6 +143,7 @@ class DependencyHead(nn.Module):
         pair_product: bool = True,
         pair_activation: str = "gelu",
         use_attention: bool = False,
+        set_context: bool = False,
     ):
         super().__init__()
         for name, value, low in (("hidden_size", hidden_size, 1), ("dim", dim, 1), ("layers", layers, 0),
@@ -133,7 +154,8 @@ class DependencyHead(nn.Module):
             raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim})")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` ({dropout}) must lie in [0, 1)")
-        for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product), ("use_attention", use_attention)):
+        for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product), ("use_attention", use_attention),
+                            ("set_context", set_context)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` ({value!r}) must be a bool")
         if pair_activation not in ACTIVATIONS:
@@ -150,10 +172,12 @@ class DependencyHead(nn.Module):
             "max_distance": max_distance, "use_confidence": bool(use_confidence),
             "dropout": float(dropout), "base_fingerprint": base_fingerprint, "pair_mlp": pair_mlp,
             "pair_product": pair_product, "pair_activation": pair_activation, "use_attention": use_attention,
+            "set_context": set_context,
         }
         self.training_manifest: dict | None = None  # set by `from_pretrained`
         num_rel = 2 * max_distance + 1
         self.slots = SlotEncoder(hidden_size, dim, max_distance, self.use_confidence)
+        self.context = _SetContext(dim) if set_context else None
         self.encoder = nn.ModuleList(_EncoderLayer(dim, heads, num_rel, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
         self.scorer = (PairScorer(dim, max(16, dim // 2), num_rel, dropout, pair_product, pair_activation,
@@ -212,6 +236,8 @@ class DependencyHead(nn.Module):
             att = attention_pair_features(attention.to(device=ref.device, dtype=ref.dtype), valid)  # [b, m, m, F]
         rel = relative_index(positions, valid, self.max_distance)  # [b, m, m]
         u = self.slots(hidden, positions, valid, confidence, entropy)  # [b, m, dim]
+        if self.context is not None:
+            u = self.context(u, valid)
         for layer in self.encoder:
             u = layer(u, rel, valid)
         u = self.norm(u).masked_fill(~valid[:, :, None], 0)  # [b, m, dim]

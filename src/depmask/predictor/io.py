@@ -46,6 +46,7 @@ OPTIONAL_ARCHITECTURE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "pair_product": ((bool,), True),
     "pair_activation": ((str,), "gelu"),
     "use_attention": ((bool,), False),
+    "set_context": ((bool,), False),
 }
 
 

@@ -1,8 +1,9 @@
 """`depmask train fit|validate --config configs/train/head-tiny.yaml`: LightningCLI for the head.
 
 Every argument is overridable from the command line and `--print_config` works. Each run gets its
-own directory, `runs/head/<time>/`, holding the resolved `config.yaml` and the checkpoints
-(`--checkpoint.*`, monitored on `val/auroc`); early stopping is `--early_stopping.*`. The harvest's
+own directory, `runs/head/<time>-<pid>/` (two runs started in the same second do not share it),
+holding the resolved `config.yaml` and the checkpoints (`--checkpoint.*`, monitored on `val/auroc`
+unless the config says otherwise); early stopping is `--early_stopping.*`. The harvest's
 hidden size, model fingerprint and data manifest are linked into the module from the data module,
 so the exported head (`--model.export_dir`) knows which base model it belongs to. The default
 logger is wandb, offline unless `WANDB_MODE` or an API key says otherwise; `--trainer.logger false`
@@ -11,6 +12,7 @@ or `--trainer.logger CSVLogger` work too.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +43,7 @@ class SaveConfigToRunDir(SaveConfigCallback):
 
 class HeadCLI(DepmaskCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        run_dir = f"runs/head/{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = f"runs/head/{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/auroc", "checkpoint.mode": "max",
                              "checkpoint.dirpath": run_dir, "checkpoint.filename": "head-{step}",

@@ -54,9 +54,11 @@ class HeadModule(L.LightningModule):
         pair_product: bool = True,
         pair_activation: str = "gelu",
         use_attention: bool = False,
+        set_context: bool = False,
         loss: str = "bce",
         prefix_weight: float = 1.0,
         tv_weight: float = 0.0,
+        state_balance: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -68,12 +70,16 @@ class HeadModule(L.LightningModule):
         """Args:
             hidden_size, base_fingerprint: the base model's, linked from the data module.
             dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp, pair_product,
-                pair_activation, use_attention: the head's architecture (`DependencyHead`).
+                pair_activation, use_attention, set_context: the head's architecture (`DependencyHead`).
             loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse",
                 "bce_prefix" (BCE plus the prefix-cost term).
             prefix_weight: weight of the prefix-cost term of `bce_prefix`.
             tv_weight: BCE losses weigh each pair by `1 + tv_weight · TV` (0: unweighted), so a
                 missed strong dependency costs more than a small one over-predicted.
+            state_balance: γ in [0, 1]: BCE losses also weigh each pair by `n_s^(−γ)`, `n_s` the
+                number of pairs of its state, rescaled to mean 1 over the batch. 0 (default): every
+                pair counts alike, so a state with 16 masked slots (240 pairs) outweighs one with
+                5 (20 pairs) twelvefold; 1: every state counts alike.
             lr, weight_decay, warmup_steps: AdamW with linear warm-up, then cosine decay to 10 %.
             positive_threshold: TV at or above which a pair counts as dependent (AUROC / AP).
             precision_k: k of `val/precision_at_k`.
@@ -86,6 +92,8 @@ class HeadModule(L.LightningModule):
         for knob, value in (("prefix_weight", prefix_weight), ("tv_weight", tv_weight)):
             if value < 0:
                 raise ValueError(f"`{knob}` ({value}) must be >= 0")
+        if not 0.0 <= state_balance <= 1.0:
+            raise ValueError(f"`state_balance` ({state_balance}) must lie in [0, 1]")
         if not 0 < positive_threshold < 1:
             raise ValueError(f"`positive_threshold` ({positive_threshold}) must lie in (0, 1)")
         if hidden_size < 1:
@@ -94,7 +102,7 @@ class HeadModule(L.LightningModule):
         self.head = DependencyHead(hidden_size, dim=dim, layers=layers, heads=heads, max_distance=max_distance,
                                    use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint,
                                    pair_mlp=pair_mlp, pair_product=pair_product, pair_activation=pair_activation,
-                                   use_attention=use_attention)
+                                   use_attention=use_attention, set_context=set_context)
         self.val_head = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision()})
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()
@@ -118,6 +126,9 @@ class HeadModule(L.LightningModule):
     def _loss(self, logits: torch.Tensor, target: torch.Tensor, full: torch.Tensor, batch) -> torch.Tensor:
         if self.hparams.loss in ("bce", "bce_prefix"):
             weight = 1 + self.hparams.tv_weight * target if self.hparams.tv_weight else None
+            if self.hparams.state_balance:
+                balance = _state_balance(batch["valid"], self.hparams.state_balance)
+                weight = balance if weight is None else weight * balance
             loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
             if self.hparams.loss == "bce_prefix":
                 loss = loss + self.hparams.prefix_weight * self._prefix_term(full, batch)
@@ -185,6 +196,15 @@ class HeadModule(L.LightningModule):
         path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
         print(f"exported the dependency head to {path}")
         _log_artifact(self.trainer.loggers, path)
+
+
+def _state_balance(valid: torch.Tensor, gamma: float) -> torch.Tensor:
+    """`[p]` per-pair weights `n_s^(−γ)` (`n_s`: pairs of the pair's state), mean 1 over the batch,
+    in the order `tensor[pair_mask(valid)]` lists the pairs."""
+    pairs = pair_mask(valid)  # [b, m, m]
+    per_state = pairs.flatten(1).sum(dim=1).float()  # [b]
+    weight = per_state.clamp_min(1.0).pow(-gamma)[:, None, None].expand_as(pairs)[pairs]  # [p]
+    return weight * (weight.numel() / weight.sum().clamp_min(1e-12))
 
 
 def _log_artifact(loggers, path: Path) -> None:
