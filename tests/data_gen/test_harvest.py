@@ -151,3 +151,48 @@ def test_bad_config_values_are_named(tmp_path):
         HarvestConfig(prompts_file="x.jsonl")
     with pytest.raises(FileNotFoundError, match="prompts_file"):
         build_items(HarvestConfig(prompts_file=str(tmp_path / "none.jsonl"), gen_length=4), None)
+
+
+def _gsm8k_file(path, n=4):
+    path.write_text("".join(json.dumps({"question": f"Sam has {i} pens{' and a box' * (i % 3)}. He buys {i + 1}. How many?",
+                                        "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def test_benchmark_prompts_are_the_ones_eval_decodes(embedded, tmp_path):
+    """A benchmark task harvests its own prompt format (what `depmask eval decode` feeds the model)
+    and its canvas (gen_length, block_length); `task_kwargs` reach its constructor."""
+    from depmask.tasks import get_benchmark
+
+    data = _gsm8k_file(tmp_path / "gsm8k.jsonl")
+    kwargs = {"path": str(data), "shots": 0, "gen_length": 16, "block_length": 8}
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
+                        states_per_example=2)
+    items = build_items(cfg, embedded.tokenizer)
+    bench = get_benchmark("gsm8k", **kwargs)
+    expected = bench.examples("train", 3, seed=0)
+    assert [it.example_id for it in items] == [e.id for e in expected]
+    assert all(it.example_id.startswith("gsm8k:train:") for it in items)
+    assert [it.prompt_ids for it in items] == [bench.prompt_ids(e, embedded.tokenizer) for e in expected]
+    assert {(it.gen_length, it.block_length) for it in items} == {(16, 8)}
+    # the harvest's own canvas fields win over the benchmark's
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
+                        gen_length=32, block_length=16)
+    assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(32, 16)}
+    # synthetic tasks keep one block of their answer length
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["sudoku4"], examples_per_task=2)
+    assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(16, 16)}
+
+
+def test_task_names_and_task_kwargs_are_checked(embedded, tmp_path):
+    with pytest.raises(ValueError, match=r"`task_kwargs` names \['gsm8k'\], which are not in `tasks`"):
+        HarvestConfig(tasks=["sudoku4"], task_kwargs={"gsm8k": {}})
+    with pytest.raises(ValueError, match=r"`task_kwargs` .* must map task names to dicts"):
+        HarvestConfig(tasks=["gsm8k"], task_kwargs={"gsm8k": 3})
+    with pytest.raises(ValueError, match=r"`tasks` names 'sudoku9'; expected synthetic tasks .* or benchmarks"):
+        build_items(HarvestConfig(tasks=["sudoku9"]), embedded.tokenizer)
+    # harvests made before `task_kwargs` existed keep their identity (and so still resume)
+    assert "task_kwargs" not in HarvestConfig().identity()
+    assert HarvestConfig(tasks=["gsm8k"], task_kwargs={"gsm8k": {"shots": 0}}).identity()["task_kwargs"] == {
+        "gsm8k": {"shots": 0}}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 IDENTITY_FIELDS = (
     "tasks", "split", "examples_per_task", "prompts_file", "seed", "policies",
     "states_per_example", "gen_length", "block_length", "temperature", "topk", "batch_size",
-    "dtype", "capture_layers",
+    "dtype", "capture_layers", "task_kwargs",
 )
 
 
@@ -24,8 +24,12 @@ class HarvestConfig:
     Args:
         model: local directory of the frozen MDLM (anything `HFDenoiser.from_pretrained` loads).
         output: harvest directory (created; an interrupted harvest there is resumed).
-        tasks: synthetic task names (`depmask tasks show NAME`); ignored when `prompts_file` is set.
-        split: which split of each task to draw examples from.
+        tasks: task names: synthetic tasks (`depmask tasks show NAME`) or local-file benchmarks
+            (`gsm8k`, `math500`, `humaneval`, `mbpp`: their prompt format and chat template, the
+            same prompts `depmask eval decode` decodes); ignored when `prompts_file` is set.
+        task_kwargs: per-task constructor arguments, e.g. `{gsm8k: {path: /data/gsm8k, shots: 0}}`
+            (a benchmark's data `path`, `shots`, `chat`, `gen_length`, `block_length`).
+        split: which split of each task to draw examples from (`train` for GSM8K's 7473 problems).
         examples_per_task: examples drawn from each task.
         prompts_file: a `.jsonl` file or a `datasets.save_to_disk` directory with a `prompt`
             column (text, tokenized with the model's tokenizer) and optionally `id`.
@@ -34,8 +38,10 @@ class HarvestConfig:
             e.g. `threshold:threshold=0.7`; with several, each example gets one (by its id's hash).
         states_per_example: states kept per example, chosen at random among its decoding steps
             (all steps when None).
-        gen_length: answer canvas; default the task's answer length (required with `prompts_file`).
-        block_length: semi-autoregressive block; default `gen_length` (one block).
+        gen_length: answer canvas; default the task's answer length, a benchmark's `gen_length`
+            (required with `prompts_file`).
+        block_length: semi-autoregressive block; default a benchmark's `block_length`, else
+            `gen_length` (one block).
         temperature: trajectory sampling temperature (0 = argmax).
         topk: 1 = influence at the candidate value; k > 1 = expectation over the top-k values.
         batch_size: examples per batch (and per shard).
@@ -52,6 +58,7 @@ class HarvestConfig:
     split: str = "train"
     examples_per_task: int = 100
     prompts_file: str | None = None
+    task_kwargs: dict[str, dict] = field(default_factory=dict)
     seed: int = 0
     policies: list[str] = field(default_factory=lambda: ["low_confidence"])
     states_per_example: int | None = 4
@@ -81,10 +88,16 @@ class HarvestConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"`{name}` ({getattr(self, name)!r}) must be {expected}")
+        if not isinstance(self.task_kwargs, dict) or not all(isinstance(v, dict) for v in self.task_kwargs.values()):
+            raise ValueError(f"`task_kwargs` ({self.task_kwargs!r}) must map task names to dicts of arguments")
+        stray = sorted(set(self.task_kwargs) - set(self.tasks))
+        if stray and self.prompts_file is None:
+            raise ValueError(f"`task_kwargs` names {stray}, which are not in `tasks` ({self.tasks})")
         if self.prompts_file is not None and self.gen_length is None:
             raise ValueError("`gen_length` must be set when `prompts_file` is given (there is no task answer length)")
 
     def identity(self) -> dict:
-        """The fields that decide the harvested data (compared on resume)."""
+        """The fields that decide the harvested data (compared on resume). Empty `task_kwargs`
+        are left out, so harvests made before the field existed still resume."""
         d = asdict(self)
-        return {k: d[k] for k in IDENTITY_FIELDS}
+        return {k: d[k] for k in IDENTITY_FIELDS if k != "task_kwargs" or d[k]}

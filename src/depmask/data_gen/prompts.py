@@ -69,6 +69,26 @@ def _read_prompt_file(path: str) -> list[dict]:
     return rows
 
 
+def _task_items(name: str, cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
+    """A synthetic task's examples (space-separated tokens, its answer length, one block), or a
+    benchmark's (its prompt format and chat template, its `gen_length` and `block_length`)."""
+    from depmask.tasks import BENCHMARKS, TASKS, get_benchmark, get_task
+
+    kwargs = cfg.task_kwargs.get(name, {})
+    if name in BENCHMARKS:
+        bench = get_benchmark(name, **kwargs)
+        gen = cfg.gen_length or bench.gen_length
+        return [PromptItem(ex.id, name, bench.prompt_ids(ex, tokenizer), "", gen, bench.block_length)
+                for ex in bench.examples(cfg.split, cfg.examples_per_task, seed=cfg.seed)]
+    if name not in TASKS:
+        raise ValueError(f"`tasks` names {name!r}; expected synthetic tasks {sorted(TASKS)} "
+                         f"or benchmarks {sorted(BENCHMARKS)}")
+    task = get_task(name, **kwargs)
+    gen = cfg.gen_length or task.answer_length
+    return [PromptItem(ex.id, name, tokenizer.convert_tokens_to_ids(ex.prompt.split()), "", gen, 0)
+            for ex in task.examples(cfg.split, cfg.examples_per_task, seed=cfg.seed)]
+
+
 def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
     """Every example of the harvest, with its policy and kept steps, in a fixed order."""
     items: list[PromptItem] = []
@@ -78,20 +98,14 @@ def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
             ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
             items.append(PromptItem(str(row.get("id", f"{name}:{n}")), name, ids, "", cfg.gen_length, 0))
     else:
-        from depmask.tasks import get_task
-
         for task_name in cfg.tasks:
-            task = get_task(task_name)
-            gen = cfg.gen_length or task.answer_length
-            for ex in task.examples(cfg.split, cfg.examples_per_task, seed=cfg.seed):
-                ids = tokenizer.convert_tokens_to_ids(ex.prompt.split())
-                items.append(PromptItem(ex.id, task_name, ids, "", gen, 0))
+            items += _task_items(task_name, cfg, tokenizer)
     seen: set[str] = set()
     for it in items:
         if it.example_id in seen:
             raise ValueError(f"example id {it.example_id!r} appears twice; ids must be unique")
         seen.add(it.example_id)
-        it.block_length = cfg.block_length or it.gen_length
+        it.block_length = cfg.block_length or it.block_length or it.gen_length
         if it.gen_length % it.block_length:
             raise ValueError(f"`block_length` ({it.block_length}) must divide `gen_length` ({it.gen_length})")
         it.policy = cfg.policies[stable_int(cfg.seed, it.example_id, "policy") % len(cfg.policies)]
