@@ -111,3 +111,17 @@ def test_aot_compiles_a_head_that_reads_attention(mock_denoiser, prompts):
     kwargs = dict(gen_length=8, pad_id=0)
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
           generate(mock_denoiser, prompts, policy, **kwargs), "demask reading attention")
+
+
+def test_aot_compiles_a_head_with_the_set_context(mock_denoiser, prompts):
+    """`set_context`: the pooled summary of the masked slots (a masked mean over the block's
+    columns, whose count changes every step) exports with a dynamic batch and decodes as eager."""
+    torch.manual_seed(0)
+    head = DependencyHead(hidden_size=mock_denoiser.hidden_size, dim=16, layers=0, heads=2, max_distance=16,
+                          pair_product=False, pair_activation="relu", set_context=True,
+                          base_fingerprint=mock_denoiser.fingerprint).eval()
+    policy = build_policy("demask", head=head, epsilon=0.3)
+    kwargs = dict(gen_length=8, pad_id=0)
+    eager = generate(mock_denoiser, prompts, policy, **kwargs)
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs), eager, "demask with set_context")
+    assert eager.nfe.float().mean() > 1
