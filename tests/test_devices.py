@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from depmask.decoding import build_policy, generate
-from depmask.eval.task_adapter import TaskAdapter
 from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
+from depmask.tasks.adapter import TaskAdapter
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED, HEAD = ROOT / "models" / "tiny-tasks", ROOT / "models" / "tiny-tasks-head"

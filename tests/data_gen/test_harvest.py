@@ -171,7 +171,7 @@ def test_benchmark_prompts_are_the_ones_eval_decodes(embedded, tmp_path):
                         states_per_example=2)
     items = build_items(cfg, embedded.tokenizer)
     bench = get_benchmark("gsm8k", **kwargs)
-    expected = bench.examples("train", 3, seed=0)
+    expected = bench.examples("train", 3, seed=None)  # seed 0: the first problems, as `eval decode` takes them
     assert [it.example_id for it in items] == [e.id for e in expected]
     assert all(it.example_id.startswith("gsm8k:train:") for it in items)
     assert [it.prompt_ids for it in items] == [bench.prompt_ids(e, embedded.tokenizer) for e in expected]
@@ -180,9 +180,16 @@ def test_benchmark_prompts_are_the_ones_eval_decodes(embedded, tmp_path):
     cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
                         gen_length=32, block_length=16)
     assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(32, 16)}
-    # synthetic tasks keep one block of their answer length
+    # another seed draws other problems
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
+                        seed=1)
+    assert [it.example_id for it in build_items(cfg, embedded.tokenizer)] == [
+        e.id for e in bench.examples("train", 3, seed=1)]
+    # synthetic tasks keep one block of their answer length, or of the canvas asked for
     cfg = HarvestConfig(model=str(EMBEDDED), tasks=["sudoku4"], examples_per_task=2)
     assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(16, 16)}
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["sudoku4"], examples_per_task=2, gen_length=20)
+    assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(20, 20)}
 
 
 def test_task_names_and_task_kwargs_are_checked(embedded, tmp_path):
@@ -190,7 +197,7 @@ def test_task_names_and_task_kwargs_are_checked(embedded, tmp_path):
         HarvestConfig(tasks=["sudoku4"], task_kwargs={"gsm8k": {}})
     with pytest.raises(ValueError, match=r"`task_kwargs` .* must map task names to dicts"):
         HarvestConfig(tasks=["gsm8k"], task_kwargs={"gsm8k": 3})
-    with pytest.raises(ValueError, match=r"`tasks` names 'sudoku9'; expected synthetic tasks .* or benchmarks"):
+    with pytest.raises(ValueError, match=r"unknown task 'sudoku9'; expected one of .*'sudoku4'.*'gsm8k'"):
         build_items(HarvestConfig(tasks=["sudoku9"]), embedded.tokenizer)
     # harvests made before `task_kwargs` existed keep their identity (and so still resume)
     assert "task_kwargs" not in HarvestConfig().identity()

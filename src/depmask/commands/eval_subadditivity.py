@@ -72,8 +72,8 @@ def eval_subadditivity(
     """
     from depmask.decoding import build_policy, generate
     from depmask.eval.subadditivity import SetProbe
-    from depmask.eval.task_adapter import TaskAdapter
     from depmask.models import HFDenoiser
+    from depmask.tasks.adapter import TaskAdapter
 
     tasks = tasks or ["sudoku4", "permutation"]
     policies = policies or _default_policies()

@@ -33,7 +33,8 @@ class HarvestConfig:
         examples_per_task: examples drawn from each task.
         prompts_file: a `.jsonl` file or a `datasets.save_to_disk` directory with a `prompt`
             column (text, tokenized with the model's tokenizer) and optionally `id`.
-        seed: seeds the examples, the choice of states and any sampling.
+        seed: seeds the examples, the choice of states and any sampling (a benchmark takes its
+            first problems in file order at seed 0, as `depmask eval decode` does).
         policies: trajectory policies, each a preset name with optional knobs,
             e.g. `threshold:threshold=0.7`; with several, each example gets one (by its id's hash).
         states_per_example: states kept per example, chosen at random among its decoding steps

@@ -70,23 +70,16 @@ def _read_prompt_file(path: str) -> list[dict]:
 
 
 def _task_items(name: str, cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
-    """A synthetic task's examples (space-separated tokens, its answer length, one block), or a
-    benchmark's (its prompt format and chat template, its `gen_length` and `block_length`)."""
-    from depmask.tasks import BENCHMARKS, TASKS, get_benchmark, get_task
+    """A task's examples as `depmask eval decode` prompts them (`TaskAdapter`): a synthetic task's
+    space-separated tokens on one block of its answer length, a benchmark's prompt format and
+    chat template on its `gen_length` and `block_length`."""
+    from depmask.tasks.adapter import TaskAdapter
 
-    kwargs = cfg.task_kwargs.get(name, {})
-    if name in BENCHMARKS:
-        bench = get_benchmark(name, **kwargs)
-        gen = cfg.gen_length or bench.gen_length
-        return [PromptItem(ex.id, name, bench.prompt_ids(ex, tokenizer), "", gen, bench.block_length)
-                for ex in bench.examples(cfg.split, cfg.examples_per_task, seed=cfg.seed)]
-    if name not in TASKS:
-        raise ValueError(f"`tasks` names {name!r}; expected synthetic tasks {sorted(TASKS)} "
-                         f"or benchmarks {sorted(BENCHMARKS)}")
-    task = get_task(name, **kwargs)
-    gen = cfg.gen_length or task.answer_length
-    return [PromptItem(ex.id, name, tokenizer.convert_tokens_to_ids(ex.prompt.split()), "", gen, 0)
-            for ex in task.examples(cfg.split, cfg.examples_per_task, seed=cfg.seed)]
+    adapter = TaskAdapter.build(name, **cfg.task_kwargs.get(name, {}))
+    gen = cfg.gen_length or adapter.gen_length
+    block = 0 if adapter.synthetic else adapter.block_length  # 0: one block of whatever `gen` is
+    return [PromptItem(ex.id, name, adapter.prompt_ids(ex, tokenizer), "", gen, block)
+            for ex in adapter.examples(cfg.split, cfg.examples_per_task, cfg.seed)]
 
 
 def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:

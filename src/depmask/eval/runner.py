@@ -29,7 +29,7 @@ from depmask.eval.items import (
     run_slug,
 )
 from depmask.eval.summary import summarize
-from depmask.eval.task_adapter import TaskAdapter
+from depmask.tasks.adapter import TaskAdapter
 
 
 @dataclass

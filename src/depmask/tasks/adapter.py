@@ -1,4 +1,5 @@
-"""One interface over the synthetic tasks and the real benchmarks, for the decode runner.
+"""One interface over the synthetic tasks and the real benchmarks, for the decode runner and the
+harvest (which decodes the same prompts on the same canvas).
 
 A synthetic task (`sudoku4`, ...) speaks space-separated tokens of the embedded tokenizer and has
 a fixed answer length; a benchmark (`gsm8k`, ...) speaks text, has a prompt format and a
