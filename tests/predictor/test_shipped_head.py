@@ -1,4 +1,5 @@
-"""The shipped head (`models/tiny-tasks-head`) on *test-split* states of the embedded model."""
+"""The shipped heads (`models/tiny-tasks-head`, and the large `models/tiny-tasks-head-large`) on
+*test-split* states of the embedded model."""
 
 import json
 
@@ -15,12 +16,16 @@ from depmask.train.head_data import collate_states
 from tests.conftest import EMBEDDED, ROOT
 
 HEAD = ROOT / "models" / "tiny-tasks-head"
+LARGE = ROOT / "models" / "tiny-tasks-head-large"
+SHIPPED = pytest.mark.parametrize("head_dir, config", [(HEAD, "head-tiny.yaml"), (LARGE, "head-tiny-large.yaml")],
+                                  ids=["small", "large"])
 
 
 @pytest.mark.slow
-def test_shipped_head_beats_attention_on_held_out_states():
+@SHIPPED
+def test_shipped_head_beats_attention_on_held_out_states(head_dir, config):
     den = HFDenoiser.from_pretrained(EMBEDDED)
-    head = DependencyHead.from_pretrained(HEAD, denoiser=den)
+    head = DependencyHead.from_pretrained(head_dir, denoiser=den)
     cfg = HarvestConfig(model=str(EMBEDDED), tasks=["sudoku4", "permutation"], split="test",
                         examples_per_task=24, states_per_example=None, batch_size=24)
     preds, atts, targets = [], [], []
@@ -41,19 +46,21 @@ def test_shipped_head_beats_attention_on_held_out_states():
     assert head_auroc >= 0.90 and head_auroc >= att_auroc + 0.05
 
 
-def test_shipped_head_refuses_another_model(tmp_path):
+@SHIPPED
+def test_shipped_head_refuses_another_model(head_dir, config):
     from types import SimpleNamespace
 
     with pytest.raises(ValueError, match="fingerprint"):
-        DependencyHead.from_pretrained(HEAD, denoiser=SimpleNamespace(fingerprint="other@x", hidden_size=128))
+        DependencyHead.from_pretrained(head_dir, denoiser=SimpleNamespace(fingerprint="other@x", hidden_size=128))
 
 
-def test_shipped_head_has_the_architecture_of_the_shipped_train_config():
-    """`depmask train fit --config configs/train/head-tiny.yaml` builds the shipped head's architecture."""
-    model = yaml.safe_load((ROOT / "configs" / "train" / "head-tiny.yaml").read_text())["model"]
-    config = json.loads((HEAD / "config.json").read_text())
+@SHIPPED
+def test_shipped_head_has_the_architecture_of_the_shipped_train_config(head_dir, config):
+    """`depmask train fit --config configs/train/<config>` builds the shipped head's architecture."""
+    model = yaml.safe_load((ROOT / "configs" / "train" / config).read_text())["model"]
+    saved = json.loads((head_dir / "config.json").read_text())
     for key, (_, default) in OPTIONAL_ARCHITECTURE_KEYS.items():  # as `from_pretrained` reads it
-        config.setdefault(key, default)
+        saved.setdefault(key, default)
     linked = ("hidden_size", "base_fingerprint")  # from the harvest, not the config
     keys = [k for k in (*ARCHITECTURE_KEYS, *OPTIONAL_ARCHITECTURE_KEYS) if k not in linked]
-    assert {k: config[k] for k in keys} == {k: model[k] for k in keys}
+    assert {k: saved[k] for k in keys} == {k: model[k] for k in keys}
