@@ -96,3 +96,47 @@ def test_state_balance_multiplies_the_tv_weight():
     balance = balance * 8 / balance.sum()
     expected = (per_pair * (1 + 10.0 * target) * balance).mean()
     assert mod._loss(logits, target, full, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def saved_teacher(tmp_path, fingerprint="base@x", hidden_size=8):
+    from depmask.predictor import DependencyHead
+
+    torch.manual_seed(1)
+    teacher = DependencyHead(hidden_size, dim=16, layers=1, heads=2, base_fingerprint=fingerprint)
+    return teacher, teacher.save_pretrained(tmp_path / "teacher")
+
+
+def test_a_teacher_mixes_its_predictions_into_the_bce_label_but_not_into_the_weight(tmp_path):
+    teacher, path = saved_teacher(tmp_path)
+    torch.manual_seed(0)
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    batch = batch_of(torch.rand(2, 3, 3) * 0.3, torch.rand(2, 3), valid)
+    batch["hidden"] = torch.randn(2, 3, 8)
+    mod = HeadModule(hidden_size=8, base_fingerprint="base@x", dim=16, layers=0, heads=2, export_dir=None,
+                     tv_weight=10.0, teacher=str(path), teacher_weight=0.25)
+    logits, target, pairs, full = mod._pairs(batch)
+    soft = teacher.predict(batch["hidden"], batch["positions"], valid, batch["confidence"], batch["entropy"])[pairs]
+    label = mod._distilled(target, batch)
+    assert torch.allclose(label, 0.75 * target + 0.25 * soft, atol=1e-6)
+    assert not torch.allclose(label, target)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, label, weight=1 + 10.0 * target)
+    assert mod._loss(logits, target, full, batch, label=label).item() == pytest.approx(expected.item(), rel=1e-6)
+    # frozen, outside the optimiser and the checkpoint; the student alone is exported
+    assert not any(k.startswith("_teacher") for k in mod.state_dict())
+    assert sum(p.numel() for p in mod.parameters()) == sum(p.numel() for p in mod.head.parameters())
+    # without a teacher (or with weight 0) the label is the harvested TV
+    plain = HeadModule(hidden_size=8, dim=16, layers=0, heads=2, export_dir=None)
+    assert plain._distilled(target, batch) is target
+
+
+def test_a_teacher_for_another_model_or_a_bad_weight_is_refused(tmp_path):
+    _, path = saved_teacher(tmp_path, fingerprint="other@y")
+    with pytest.raises(ValueError, match=r"`teacher` .* base model 'other@y' .* this harvest is 'base@x'"):
+        HeadModule(hidden_size=8, base_fingerprint="base@x", export_dir=None, teacher=str(path))
+    for bad in (-0.5, 1.5):
+        with pytest.raises(ValueError, match=rf"`teacher_weight` \({bad}\) must lie in \[0, 1\]"):
+            HeadModule(hidden_size=8, export_dir=None, teacher_weight=bad)
+    with pytest.raises(ValueError, match="`teacher` .* needs a BCE loss"):
+        HeadModule(hidden_size=8, base_fingerprint="other@y", export_dir=None, teacher=str(path), loss="mse")
+    with pytest.raises(FileNotFoundError):
+        HeadModule(hidden_size=8, export_dir=None, teacher=str(tmp_path / "missing"))

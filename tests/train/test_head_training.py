@@ -1,5 +1,6 @@
 """The dependency head's training: data split, LightningCLI wiring, export, loggers, resume, errors."""
 
+import csv
 import os
 import shutil
 
@@ -65,6 +66,16 @@ def test_fast_dev_run_exports_a_loadable_head(harvest, tmp_path):
     assert head.training_manifest["harvest"] == str(harvest) and head.training_manifest["val_examples"] > 0
 
 
+def test_a_student_distils_from_a_teacher_head_through_the_cli(harvest, tmp_path):
+    fit(harvest, tmp_path / "t", "--trainer.fast_dev_run", "true", "--model.dim", "64")
+    fit(harvest, tmp_path / "s", "--trainer.max_steps", "2", "--trainer.logger", "false", "--model.layers", "0",
+        "--model.teacher", str(tmp_path / "t" / "head"), "--model.teacher_weight", "0.5")
+    student = DependencyHead.from_pretrained(tmp_path / "s" / "head")
+    assert student.config["dim"] == 32 and student.config["layers"] == 0  # the student's, not the teacher's
+    saved = yaml.safe_load((tmp_path / "s" / "head" / "train_config.yaml").read_text())
+    assert saved["model"]["teacher"] == str(tmp_path / "t" / "head") and saved["model"]["teacher_weight"] == 0.5
+
+
 def test_a_head_reading_attention_trains_on_the_harvested_attention(harvest, tmp_path):
     """The module hands the batch's attention to the head (which refuses to run without it)."""
     fit(harvest, tmp_path, "--trainer.fast_dev_run", "true", "--model.use_attention", "true")
@@ -85,6 +96,9 @@ def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):
     cfg = yaml.safe_load((tmp_path / "head" / "train_config.yaml").read_text())  # the resolved config
     assert cfg["data"]["harvest"] == str(harvest) and cfg["model"]["dim"] == 32
     assert any(p.name.startswith("head-") for p in run.glob("*.ckpt"))
+    manifest = DependencyHead.from_pretrained(tmp_path / "head").training_manifest
+    assert manifest["monitor"] == "val/loss" and manifest["best_score"] == pytest.approx(  # the config's monitor
+        min(float(r["val/loss"]) for r in csv.DictReader(next(logs.rglob("metrics.csv")).open()) if r["val/loss"]))
     fit(harvest, tmp_path, "--trainer.max_epochs", "3", "--trainer.logger", "false",
         "--ckpt_path", str(run / "last.ckpt"))
     assert torch.load(run / "last.ckpt", weights_only=False)["epoch"] == 2

@@ -18,8 +18,9 @@ TV ≥ `positive_threshold`), `val/spearman` (rank correlation with TV over all 
 `val/precision_at_k` (per state, the share of the head's top-k pairs that are positives), and the
 same AUROC / AP for the training-free attention score on the same pairs (`val/auroc_attention`,
 `val/ap_attention`: captured attention symmetrised with max(A, Aᵀ)). At the end of `fit` the best
-checkpoint (by `val/auroc`) is exported with `save_pretrained` to `export_dir`, with the training
-data manifest, and logged to wandb as an artifact when the logger is wandb.
+checkpoint (by the checkpoint callback's monitor, `val/loss` in the shipped configs) is exported
+with `save_pretrained` to `export_dir`, with the training data manifest (the monitor and its best
+score included), and logged to wandb as an artifact when the logger is wandb.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class HeadModule(L.LightningModule):
         prefix_weight: float = 1.0,
         tv_weight: float = 0.0,
         state_balance: float = 0.0,
+        teacher: str | None = None,
+        teacher_weight: float = 0.5,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -80,6 +83,11 @@ class HeadModule(L.LightningModule):
                 number of pairs of its state, rescaled to mean 1 over the batch. 0 (default): every
                 pair counts alike, so a state with 16 masked slots (240 pairs) outweighs one with
                 5 (20 pairs) twelvefold; 1: every state counts alike.
+            teacher: directory of a trained `DependencyHead` for the same base model (distillation):
+                BCE losses train on `(1 − teacher_weight) · TV + teacher_weight · teacher's
+                prediction`. The teacher is frozen and is not saved with the student; `val/loss`
+                stays against the harvested TV alone, so runs with and without one compare.
+            teacher_weight: the teacher's share α in [0, 1] of the training target.
             lr, weight_decay, warmup_steps: AdamW with linear warm-up, then cosine decay to 10 %.
             positive_threshold: TV at or above which a pair counts as dependent (AUROC / AP).
             precision_k: k of `val/precision_at_k`.
@@ -94,6 +102,10 @@ class HeadModule(L.LightningModule):
                 raise ValueError(f"`{knob}` ({value}) must be >= 0")
         if not 0.0 <= state_balance <= 1.0:
             raise ValueError(f"`state_balance` ({state_balance}) must lie in [0, 1]")
+        if not 0.0 <= teacher_weight <= 1.0:
+            raise ValueError(f"`teacher_weight` ({teacher_weight}) must lie in [0, 1]")
+        if teacher is not None and loss not in ("bce", "bce_prefix"):
+            raise ValueError(f"`teacher` ({teacher!r}) needs a BCE loss, got `loss` {loss!r}")
         if not 0 < positive_threshold < 1:
             raise ValueError(f"`positive_threshold` ({positive_threshold}) must lie in (0, 1)")
         if hidden_size < 1:
@@ -103,6 +115,9 @@ class HeadModule(L.LightningModule):
                                    use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint,
                                    pair_mlp=pair_mlp, pair_product=pair_product, pair_activation=pair_activation,
                                    use_attention=use_attention, set_context=set_context)
+        # a plain attribute, not a submodule: frozen, outside the optimiser and the checkpoints
+        object.__setattr__(self, "_teacher",
+                           _load_teacher(teacher, hidden_size, base_fingerprint) if teacher is not None else None)
         self.val_head = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision()})
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()
@@ -123,13 +138,15 @@ class HeadModule(L.LightningModule):
         live = valid.gather(1, order)  # [b, m]: prefixes that end on a real position
         return ((torch.log1p(pred) - torch.log1p(true)) ** 2)[live].mean()
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor, full: torch.Tensor, batch) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, full: torch.Tensor, batch,
+              label: torch.Tensor | None = None) -> torch.Tensor:
+        """`target`: the harvested TV of each pair (its weight); `label`: what BCE fits (default `target`)."""
         if self.hparams.loss in ("bce", "bce_prefix"):
             weight = 1 + self.hparams.tv_weight * target if self.hparams.tv_weight else None
             if self.hparams.state_balance:
                 balance = _state_balance(batch["valid"], self.hparams.state_balance)
                 weight = balance if weight is None else weight * balance
-            loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+            loss = F.binary_cross_entropy_with_logits(logits, target if label is None else label, weight=weight)
             if self.hparams.loss == "bce_prefix":
                 loss = loss + self.hparams.prefix_weight * self._prefix_term(full, batch)
             return loss
@@ -138,9 +155,21 @@ class HeadModule(L.LightningModule):
             return F.mse_loss(pred, target)
         return F.mse_loss(torch.log(pred + 1e-4), torch.log(target + 1e-4))
 
+    def _distilled(self, target: torch.Tensor, batch) -> torch.Tensor:
+        """The training target with the teacher's share mixed in (`target` itself without a teacher)."""
+        if self._teacher is None or not self.hparams.teacher_weight:
+            return target
+        teacher = self._teacher.to(batch["hidden"].device)
+        with torch.no_grad():
+            full = teacher(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"],
+                           batch["entropy"], batch["attention"] if teacher.use_attention else None)
+        soft = torch.sigmoid(full.float())[pair_mask(batch["valid"])]
+        alpha = self.hparams.teacher_weight
+        return (1 - alpha) * target + alpha * soft
+
     def training_step(self, batch, batch_idx):
         logits, target, _, full = self._pairs(batch)
-        loss = self._loss(logits, target, full, batch)
+        loss = self._loss(logits, target, full, batch, label=self._distilled(target, batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=target.numel())
         return loss
 
@@ -189,13 +218,25 @@ class HeadModule(L.LightningModule):
         if ckpt and Path(ckpt).is_file():
             state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
             self.head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
-            score = self.trainer.checkpoint_callback.best_model_score
-            best = {"checkpoint": ckpt, "val_auroc": None if score is None else float(score)}
+            callback = self.trainer.checkpoint_callback
+            score = callback.best_model_score
+            best = {"checkpoint": ckpt, "monitor": callback.monitor,
+                    "best_score": None if score is None else float(score)}
         manifest = {**(self.hparams.training_manifest or {}), **best,
                     "metrics": {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}}
         path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
         print(f"exported the dependency head to {path}")
         _log_artifact(self.trainer.loggers, path)
+
+
+def _load_teacher(directory: str, hidden_size: int, base_fingerprint: str | None) -> DependencyHead:
+    """The frozen teacher head at `directory`, refused (ValueError) when it reads another model."""
+    head = DependencyHead.from_pretrained(directory)
+    if head.hidden_size != hidden_size or head.base_fingerprint != base_fingerprint:
+        raise ValueError(f"`teacher` ({directory}) was trained for base model {head.base_fingerprint!r} "
+                         f"(hidden size {head.hidden_size}); this harvest is {base_fingerprint!r} "
+                         f"(hidden size {hidden_size})")
+    return head.float().requires_grad_(False).eval()
 
 
 def _state_balance(valid: torch.Tensor, gamma: float) -> torch.Tensor:
