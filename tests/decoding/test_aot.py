@@ -125,3 +125,17 @@ def test_aot_compiles_a_head_with_the_set_context(mock_denoiser, prompts):
     eager = generate(mock_denoiser, prompts, policy, **kwargs)
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs), eager, "demask with set_context")
     assert eager.nfe.float().mean() > 1
+
+
+def test_aot_compiles_a_head_with_the_two_hop_refinement(mock_denoiser, prompts):
+    """`pair_refine`: three batched matmuls over the pair probabilities; decodes as eager."""
+    torch.manual_seed(0)
+    head = DependencyHead(hidden_size=mock_denoiser.hidden_size, dim=16, layers=0, heads=2, max_distance=16,
+                          pair_product=False, pair_activation="relu", pair_refine=True,
+                          base_fingerprint=mock_denoiser.fingerprint).eval()
+    torch.nn.init.normal_(head.refine.mlp[-1].weight, std=0.5)
+    policy = build_policy("demask", head=head, epsilon=0.3)
+    kwargs = dict(gen_length=8, pad_id=0)
+    eager = generate(mock_denoiser, prompts, policy, **kwargs)
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs), eager, "demask with pair_refine")
+    assert eager.nfe.float().mean() > 1

@@ -24,13 +24,18 @@ def _state(b: int = 2, m: int = 6, d: int = D, seed: int = 0, start: int = 10):
 
 def _head(**kw) -> DependencyHead:
     torch.manual_seed(0)
-    return DependencyHead(D, **{"dim": 32, "layers": 2, "heads": 4, "max_distance": 8, **kw}).eval()
+    head = DependencyHead(D, **{"dim": 32, "layers": 2, "heads": 4, "max_distance": 8, **kw}).eval()
+    if head.refine is not None:  # its last layer starts at zero (a no-op): make it act
+        torch.nn.init.normal_(head.refine.mlp[-1].weight, std=0.5)
+    return head
 
 
 LEAN = {"layers": 0, "pair_mlp": False}  # the lean variant: no encoder, bilinear + distance bias
 SMALL = {"layers": 0, "pair_product": False, "pair_activation": "relu"}  # pair MLP without u_i ⊙ u_j
 CONTEXT = {**SMALL, "set_context": True}  # the small variant plus the pooled set summary
-VARIANTS = pytest.mark.parametrize("variant", [{}, LEAN, SMALL, CONTEXT], ids=["default", "lean", "small", "context"])
+REFINE = {**SMALL, "pair_refine": True}  # the small variant plus the two-hop refinement
+VARIANTS = pytest.mark.parametrize("variant", [{}, LEAN, SMALL, CONTEXT, REFINE],
+                                   ids=["default", "lean", "small", "context", "refine"])
 
 
 def test_pair_mask():
@@ -122,6 +127,40 @@ def test_set_context_lets_a_pair_see_the_rest_of_the_set():
             assert torch.allclose(out, ref, atol=1e-6) is not moves, variant
     with pytest.raises(ValueError, match=r"`set_context` \('yes'\) must be a bool"):
         _head(set_context="yes")
+
+
+def test_pair_refine_reads_two_hop_sums_and_starts_as_a_no_op():
+    """The refinement adds an MLP of the first pass's two-hop sums and row / column totals: a
+    third slot moves a pair's score (as `set_context` does) and the features are the hand-computed
+    ones. Freshly built, its last layer is zero: the head scores exactly as without it."""
+    hidden, positions, valid, conf, ent = _state(b=1, m=4)
+    other = hidden.clone()
+    other[0, 3] = torch.randn(D, generator=torch.Generator().manual_seed(1))
+    head = _head(**REFINE)
+    ref = head.predict(hidden, positions, valid, conf, ent)[0, :3, :3]
+    assert not torch.allclose(head.predict(other, positions, valid, conf, ent)[0, :3, :3], ref, atol=1e-6)
+    # the features, by hand, on a 3-slot first pass with one padded slot
+    logits = torch.randn(1, 4, 4)
+    v = torch.tensor([[True, True, False, True]])
+    seen = {}
+    head.refine.mlp.register_forward_hook(lambda mod, args, out: seen.update(feats=args[0]))  # returns None
+    head.refine(logits, v)
+    p = torch.sigmoid(logits) * pair_mask(v)
+    i, j = 0, 3
+    expected = [logits[0, i, j], sum(p[0, i, k] * p[0, k, j] for k in range(4)),
+                sum(p[0, i, k] * p[0, j, k] for k in range(4)), sum(p[0, k, i] * p[0, k, j] for k in range(4)),
+                p[0, i].sum(), p[0, j].sum(), p[0, :, i].sum(), p[0, :, j].sum()]
+    torch.testing.assert_close(seen["feats"][0, i, j], torch.stack(expected), atol=1e-6, rtol=1e-5)
+    torch.manual_seed(0)
+    fresh = DependencyHead(D, dim=32, layers=0, heads=4, max_distance=8, pair_product=False,
+                           pair_activation="relu", pair_refine=True).eval()
+    plain = DependencyHead(D, dim=32, layers=0, heads=4, max_distance=8, pair_product=False,
+                           pair_activation="relu").eval()
+    plain.load_state_dict({k: t for k, t in fresh.state_dict().items() if not k.startswith("refine.")})
+    torch.testing.assert_close(fresh(hidden, positions, valid, conf, ent), plain(hidden, positions, valid, conf, ent),
+                               atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"`pair_refine` \(1\) must be a bool"):
+        _head(pair_refine=1)
 
 
 def test_float16_and_float64_inputs():

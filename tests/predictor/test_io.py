@@ -84,6 +84,19 @@ def test_set_context_round_trips_and_older_checkpoints_lack_it(tmp_path):
     assert DependencyHead.from_pretrained(old).config["set_context"] is False
 
 
+def test_pair_refine_round_trips_and_older_checkpoints_lack_it(tmp_path):
+    refine = _head(layers=0, pair_refine=True)
+    torch.nn.init.normal_(refine.refine.mlp[-1].weight, std=0.5)  # not the zero start
+    loaded = DependencyHead.from_pretrained(refine.save_pretrained(tmp_path / "refine"))
+    assert loaded.config["pair_refine"] is True and loaded.refine is not None
+    x = _inputs()
+    assert torch.equal(loaded.predict(*x), refine.predict(*x))
+    old = _head().save_pretrained(tmp_path / "old")  # written before `pair_refine` existed
+    _edit(old / CONFIG_NAME, drop="pair_refine")
+    loaded = DependencyHead.from_pretrained(old)
+    assert loaded.config["pair_refine"] is False and loaded.refine is None
+
+
 def test_round_trip_keeps_dtype(tmp_path):
     head = _head(use_confidence=False).to(torch.bfloat16)
     loaded = DependencyHead.from_pretrained(head.save_pretrained(tmp_path))

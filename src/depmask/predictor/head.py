@@ -93,6 +93,33 @@ class _SetContext(nn.Module):
         return u + context[:, None, :] * keep
 
 
+class _TwoHopRefine(nn.Module):
+    """Refines the pair logits with what the first pass says about the rest of the set: committing
+    j moves i also through a third slot k that j moves and that moves i. From `p = sigmoid(logits)`
+    (0 on the diagonal and padding) it forms, per ordered pair, the two-hop sums `(p p)[i, j] =
+    Σ_k p[i, k] p[k, j]`, `(p pᵀ)[i, j]` and `(pᵀ p)[i, j]`, and i's and j's row and column totals,
+    and adds a small MLP of them (and the logit) to the logit. Three `[b, m, m]` batched matmuls;
+    the last layer starts at zero, so a fresh head scores as without it."""
+
+    FEATURES = 8
+
+    def __init__(self, hidden: int = 16):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(self.FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        b, m, _ = logits.shape
+        p = torch.sigmoid(logits) * pair_mask(valid).to(logits.dtype)  # [b, m, m]
+        pt = p.transpose(1, 2)
+        rows, cols = p.sum(dim=2), p.sum(dim=1)  # [b, m]: how much i is moved / moves in all
+        feats = torch.stack([logits, p @ p, p @ pt, pt @ p,
+                             rows[:, :, None].expand(b, m, m), rows[:, None, :].expand(b, m, m),
+                             cols[:, :, None].expand(b, m, m), cols[:, None, :].expand(b, m, m)], dim=-1)
+        return logits + self.mlp(feats).squeeze(-1)  # [b, m, m]
+
+
 class DependencyHead(nn.Module):
     """Predicts the pairwise conditional influence `D[b, i, j]` between masked slots.
 
@@ -122,6 +149,9 @@ class DependencyHead(nn.Module):
         set_context: add one pooled summary of all the slots (their mean and count) to each slot
             before the encoder (`_SetContext`): a cheap way for a slot to see the rest of the set.
             Default off.
+        pair_refine: refine the pair logits once with their two-hop sums and the row / column
+            totals of the first pass (`_TwoHopRefine`): indirect influence through a third slot.
+            Default off.
         use_attention: feed the base model's captured attention among the slots to the pair scorer
             (`attention_pair_features`: both directions, share and log share, row totals); then
             `forward` requires `attention`, and decoding captures it (as `clad` does). Default off.
@@ -144,6 +174,7 @@ class DependencyHead(nn.Module):
         pair_activation: str = "gelu",
         use_attention: bool = False,
         set_context: bool = False,
+        pair_refine: bool = False,
     ):
         super().__init__()
         for name, value, low in (("hidden_size", hidden_size, 1), ("dim", dim, 1), ("layers", layers, 0),
@@ -155,7 +186,7 @@ class DependencyHead(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` ({dropout}) must lie in [0, 1)")
         for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product), ("use_attention", use_attention),
-                            ("set_context", set_context)):
+                            ("set_context", set_context), ("pair_refine", pair_refine)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` ({value!r}) must be a bool")
         if pair_activation not in ACTIVATIONS:
@@ -172,7 +203,7 @@ class DependencyHead(nn.Module):
             "max_distance": max_distance, "use_confidence": bool(use_confidence),
             "dropout": float(dropout), "base_fingerprint": base_fingerprint, "pair_mlp": pair_mlp,
             "pair_product": pair_product, "pair_activation": pair_activation, "use_attention": use_attention,
-            "set_context": set_context,
+            "set_context": set_context, "pair_refine": pair_refine,
         }
         self.training_manifest: dict | None = None  # set by `from_pretrained`
         num_rel = 2 * max_distance + 1
@@ -183,6 +214,7 @@ class DependencyHead(nn.Module):
         self.scorer = (PairScorer(dim, max(16, dim // 2), num_rel, dropout, pair_product, pair_activation,
                                    use_attention)
                        if pair_mlp else BilinearScorer(dim, num_rel, use_attention))
+        self.refine = _TwoHopRefine() if pair_refine else None
 
     def _check_inputs(self, hidden, positions, valid, confidence, entropy, attention) -> None:
         if hidden.dim() != 3 or hidden.shape[-1] != self.hidden_size:
@@ -241,7 +273,8 @@ class DependencyHead(nn.Module):
         for layer in self.encoder:
             u = layer(u, rel, valid)
         u = self.norm(u).masked_fill(~valid[:, :, None], 0)  # [b, m, dim]
-        return self.scorer(u, rel, att)  # [b, m, m]
+        logits = self.scorer(u, rel, att)  # [b, m, m]
+        return logits if self.refine is None else self.refine(logits, valid)
 
     @torch.no_grad()
     def predict(

@@ -47,6 +47,7 @@ OPTIONAL_ARCHITECTURE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "pair_activation": ((str,), "gelu"),
     "use_attention": ((bool,), False),
     "set_context": ((bool,), False),
+    "pair_refine": ((bool,), False),
 }
 
 

@@ -56,6 +56,7 @@ class HeadModule(L.LightningModule):
         pair_activation: str = "gelu",
         use_attention: bool = False,
         set_context: bool = False,
+        pair_refine: bool = False,
         loss: str = "bce",
         prefix_weight: float = 1.0,
         tv_weight: float = 0.0,
@@ -73,7 +74,7 @@ class HeadModule(L.LightningModule):
         """Args:
             hidden_size, base_fingerprint: the base model's, linked from the data module.
             dim, layers, heads, max_distance, use_confidence, dropout, pair_mlp, pair_product,
-                pair_activation, use_attention, set_context: the head's architecture (`DependencyHead`).
+                pair_activation, use_attention, set_context, pair_refine: the head's architecture (`DependencyHead`).
             loss: "bce" (on the TV value, the default — see the module docstring), "mse", "log_mse",
                 "bce_prefix" (BCE plus the prefix-cost term).
             prefix_weight: weight of the prefix-cost term of `bce_prefix`.
@@ -114,7 +115,8 @@ class HeadModule(L.LightningModule):
         self.head = DependencyHead(hidden_size, dim=dim, layers=layers, heads=heads, max_distance=max_distance,
                                    use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint,
                                    pair_mlp=pair_mlp, pair_product=pair_product, pair_activation=pair_activation,
-                                   use_attention=use_attention, set_context=set_context)
+                                   use_attention=use_attention, set_context=set_context,
+                                   pair_refine=pair_refine)
         # a plain attribute, not a submodule: frozen, outside the optimiser and the checkpoints
         object.__setattr__(self, "_teacher",
                            _load_teacher(teacher, hidden_size, base_fingerprint) if teacher is not None else None)
