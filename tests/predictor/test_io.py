@@ -73,28 +73,20 @@ def test_small_round_trip_and_checkpoints_from_before_pair_product(tmp_path):
     assert config["pair_product"] is True and config["pair_activation"] == "gelu"
 
 
-def test_set_context_round_trips_and_older_checkpoints_lack_it(tmp_path):
-    context = _head(layers=0, set_context=True)
-    loaded = DependencyHead.from_pretrained(context.save_pretrained(tmp_path / "context"))
-    assert loaded.config["set_context"] is True and loaded.context is not None
+@pytest.mark.parametrize(("key", "module"), [("set_context", "context"), ("pair_refine", "refine")])
+def test_an_optional_part_round_trips_and_older_checkpoints_lack_it(tmp_path, key, module):
+    head = _head(layers=0, **{key: True})
+    with torch.no_grad():  # `pair_refine` starts as a no-op: make the part act
+        for p in getattr(head, module).parameters():
+            p.normal_(std=0.5)
+    loaded = DependencyHead.from_pretrained(head.save_pretrained(tmp_path / key))
+    assert loaded.config[key] is True and getattr(loaded, module) is not None
     x = _inputs()
-    assert torch.equal(loaded.predict(*x), context.predict(*x))
-    old = _head().save_pretrained(tmp_path / "old")  # written before `set_context` existed
-    _edit(old / CONFIG_NAME, drop="set_context")
-    assert DependencyHead.from_pretrained(old).config["set_context"] is False
-
-
-def test_pair_refine_round_trips_and_older_checkpoints_lack_it(tmp_path):
-    refine = _head(layers=0, pair_refine=True)
-    torch.nn.init.normal_(refine.refine.mlp[-1].weight, std=0.5)  # not the zero start
-    loaded = DependencyHead.from_pretrained(refine.save_pretrained(tmp_path / "refine"))
-    assert loaded.config["pair_refine"] is True and loaded.refine is not None
-    x = _inputs()
-    assert torch.equal(loaded.predict(*x), refine.predict(*x))
-    old = _head().save_pretrained(tmp_path / "old")  # written before `pair_refine` existed
-    _edit(old / CONFIG_NAME, drop="pair_refine")
+    assert torch.equal(loaded.predict(*x), head.predict(*x))
+    old = _head().save_pretrained(tmp_path / "old")  # written before the key existed
+    _edit(old / CONFIG_NAME, drop=key)
     loaded = DependencyHead.from_pretrained(old)
-    assert loaded.config["pair_refine"] is False and loaded.refine is None
+    assert loaded.config[key] is False and getattr(loaded, module) is None
 
 
 def test_round_trip_keeps_dtype(tmp_path):
