@@ -79,6 +79,20 @@ def test_budget_equals_a_plain_python_greedy(units, skip, eps, seed):
 
 @pytest.mark.parametrize("units", ["token", "cluster"])
 @pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_budget_with_tied_confidences_visits_the_leftmost_first(units, skip, seed):
+    dep, conf, mask = random_inputs(seed, scale=0.1)
+    conf = (conf * 3).round() / 3  # four levels: many ties, the closed form must break them like a stable sort
+    for eps in (0.0, 0.05, 0.2, 0.6):
+        got = greedy_select(dep, conf, mask, units=units, rule="budget", threshold=0.3, epsilon=eps,
+                            skip_blocked=skip)
+        want = [python_budget(dep[r].tolist(), conf[r].tolist(), mask[r].tolist(), units, 0.3, eps, skip)
+                for r in range(dep.shape[0])]
+        assert commits(got) == want, eps
+
+
+@pytest.mark.parametrize("units", ["token", "cluster"])
+@pytest.mark.parametrize("skip", [False, True])
 @pytest.mark.parametrize("seed", range(6))
 def test_budget_is_never_exceeded_except_by_the_forced_first_unit(units, skip, seed):
     dep, conf, mask = random_inputs(seed, scale=0.2)

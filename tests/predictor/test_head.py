@@ -233,6 +233,23 @@ def test_dropping_the_pair_product_removes_its_flops_and_weights():
     assert flops(full) - flops(small) == 2 * b * m * m * pair_dim * dim  # exactly the product term
 
 
+@pytest.mark.parametrize("variant", [{}, SMALL], ids=["default", "small"])
+def test_the_pair_mlp_last_layer_as_a_multiply_sum_is_the_linear_layer(variant):
+    """The pair scorer applies its last `Linear(pair_dim, 1)` as a fused multiply-sum (no GEMM
+    call per step); it must be that layer — checkpoints trained with `mlp(first)` score the same."""
+    head = _head(**variant)
+    hidden, positions, valid, conf, ent = _state(b=3, m=9)
+    scorer, seen = head.scorer, {}
+    scorer.register_forward_hook(lambda mod, args, out: seen.update(u=args[0], rel=args[1], out=out))
+    head(hidden, positions, valid, conf, ent)
+    u, rel = seen["u"], seen["rel"]
+    first = scorer.row(u)[:, :, None, :] + scorer.col(u)[:, None, :, :] + scorer.rel(rel)
+    if scorer.product:
+        first = first + torch.einsum("bip,bjp,qp->bijq", u, u, scorer.prod)
+    bilinear = scorer.query(u) @ scorer.key(u).transpose(-1, -2) / scorer.dim ** 0.5
+    torch.testing.assert_close(seen["out"], bilinear + scorer.mlp(first).squeeze(-1), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant", [{"layers": 1}, LEAN, SMALL], ids=["default", "lean", "small"])
 def test_training_reduces_bce_on_neighbour_target(variant):
     torch.manual_seed(0)

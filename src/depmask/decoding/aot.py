@@ -101,7 +101,7 @@ class AotSelect:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
             exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
-            package = torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+            package = _compile_package(exported, str(path), tensors[0].device)
         compiled = torch._inductor.aoti_load_package(package)
         # the library's own entry point: the Python wrapper re-parses the call's pytree specs from
         # JSON on every call (~10 µs warm, several times that right after a forward); `select`
@@ -110,3 +110,23 @@ class AotSelect:
         if not out_spec.is_leaf():
             raise RuntimeError(f"policy {self.policy.name!r}: select must return one tensor, exported {out_spec}")
         return compiled.loader.boxed_run
+
+
+# On CPU, matmuls may be inductor's generated C++ micro-GEMMs (`max_autotune`, CPP backend)
+# instead of external BLAS calls (ATEN; the only choice in float64, which the template lacks):
+# a step's matmuls are tiny (a 32-slot head), and an external call costs more than its
+# arithmetic, the more so right after a model forward has evicted the caches (README,
+# "Benchmarks"). Autotuning times both once per matmul shape (cached on disk by inductor).
+CPU_GEMM = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
+
+
+def _compile_package(exported, path: str, device: torch.device) -> str:
+    """AOTInductor package of `exported` at `path`: with `CPU_GEMM` on CPU (inductor's defaults
+    where that fails, with a warning), with the defaults on other devices."""
+    if device.type == "cpu":
+        try:
+            return torch._inductor.aoti_compile_and_package(exported, package_path=path, inductor_configs=CPU_GEMM)
+        except Exception as err:  # noqa: BLE001 - any inductor failure: retry with the defaults
+            warnings.warn(f"AOT selection: compiling with C++ GEMM templates failed ({type(err).__name__}: {err}); "
+                          "compiling with the default (external BLAS) matmuls", RuntimeWarning, stacklevel=3)
+    return torch._inductor.aoti_compile_and_package(exported, package_path=path)

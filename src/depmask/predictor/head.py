@@ -126,7 +126,7 @@ class DependencyHead(nn.Module):
     Lightweight by construction. At the defaults (`dim=128, layers=2, heads=4`) on LLaDA-8B shapes
     (`d = 4096`, `m = 32`) — asserted by `tests/predictor/test_head.py::test_budget_llada_8b`:
     - parameters: 1,025,929 ≈ 0.013 % of LLaDA-8B's ~8.0e9 (budget: ≤ 1 %);
-    - forward FLOPs (matmuls, as `FlopCounterMode` counts them): 8.95e7 on `[1, 32, 4096]`
+    - forward FLOPs (matmuls, as `FlopCounterMode` counts them): 8.94e7 on `[1, 32, 4096]`
       ≈ 0.0011 % of one base forward over l = 512 tokens, 2 · 8.0e9 · 512 ≈ 8.2e12 (budget: ≤ 1 %).
     The input projection d → dim dominates both; the pairwise part grows as m² · dim · (dim / 2).
 
