@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from depmask.decoding import Policy, build_policy, compiled_select, generate
-from depmask.decoding.aot import CPU_GEMM, AotSelect, _check_any_batch
+from depmask.decoding.aot import AotSelect
 from depmask.decoding.compile import compile_mode
 from depmask.predictor import DependencyHead
 
@@ -48,45 +48,6 @@ def test_aot_compiled_on_a_single_row_serves_wider_batches(mock_denoiser, prompt
     _same(generate(mock_denoiser, three, policy, gen_length=6, pad_id=0, compile_select="aot"),
           generate(mock_denoiser, three, policy, gen_length=6, pad_id=0), "three rows")
     assert compiled_select(policy, "aot").geometries == 1
-
-
-def test_aot_compiles_cpu_matmuls_as_gemm_templates_and_falls_back_with_a_warning(mock_denoiser, prompts,
-                                                                                   monkeypatch):
-    """On CPU a library is first compiled with `CPU_GEMM` (C++ micro-GEMMs); when that fails it
-    is compiled with inductor's defaults, with a warning that names the error, and decodes the same."""
-    real, configs = torch._inductor.aoti_compile_and_package, []
-
-    def fails_with_templates(exported, package_path, inductor_configs=None):
-        configs.append(inductor_configs)
-        if inductor_configs is not None:
-            raise RuntimeError("no template for this matmul")
-        return real(exported, package_path=package_path)
-
-    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fails_with_templates)
-    policy = build_policy("clad", threshold=0.9)
-    kwargs = dict(gen_length=6, pad_id=0)
-    with pytest.warns(RuntimeWarning, match=r"C\+\+ GEMM templates failed \(RuntimeError: no template for this"):
-        aot = generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)
-    assert configs == [CPU_GEMM, None]
-    assert CPU_GEMM["max_autotune"] and "ATEN" in CPU_GEMM["max_autotune_gemm_backends"]  # float64: BLAS only
-    _same(aot, generate(mock_denoiser, prompts, policy, **kwargs), "clad, default matmuls")
-
-
-def test_a_library_that_answers_one_row_differently_is_refused():
-    """`_check_any_batch` runs the library on the traced batch and on its first row alone: a
-    library with the traced batch baked in (an inductor bug seen with C++ GEMM templates) fails
-    it, so the selection is compiled again with the defaults."""
-    tensors = (torch.tensor([[True, False], [False, True]]), torch.rand(2, 2))
-
-    def row_independent(args):
-        return [args[0] & (args[1] > 0.5)]
-
-    def batch_baked_in(args):
-        return [torch.ones(args[0].shape, dtype=torch.bool) if args[0].shape[0] == 1 else args[0]]
-
-    assert _check_any_batch(row_independent, tensors) is row_independent
-    with pytest.raises(RuntimeError, match="answers a one-row batch differently"):
-        _check_any_batch(batch_baked_in, tensors)
 
 
 def test_aot_refuses_policies_it_cannot_compile(mock_denoiser, prompts):

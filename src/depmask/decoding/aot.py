@@ -16,13 +16,8 @@ geometry (block bounds, and each field's shape beyond the batch, dtype and devic
 the first step that needs it; the batch is dynamic, so rows leaving the batch reuse it. The
 policy's knobs and any trained weights are baked in too: build a new policy to change them.
 
-On CPU the matmuls are compiled as inductor's C++ micro-GEMMs where autotuning finds them faster
-than the external BLAS call (`CPU_GEMM`): a step's matmuls are tiny, and a BLAS call right after
-a model forward costs more than its arithmetic.
-
-Costs: about 10–30 s of compiling per geometry on a 2-core CPU (a C++ compiler is needed), up to
-about a minute the first time a head's matmul shapes are autotuned (inductor caches the choice
-on disk), so semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
+Costs: about 10–20 s of compiling per geometry on a 2-core CPU (a C++ compiler is needed), so
+semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
 model (the oracle) or that declare no `state_fields` (their step reads the step counters, which
 change every step).
 """
@@ -102,21 +97,11 @@ class AotSelect:
         if tensors[0].shape[0] == 1:  # trace with two rows, or export specialises the batch to 1
             tensors = tuple(torch.cat([t, t]) for t in tensors)
         batch = torch.export.Dim("batch", min=1)
-        path = Path(self._dir.name) / f"select-{len(self._runners)}"
+        path = Path(self._dir.name) / f"select-{len(self._runners)}.pt2"
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
             exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
-            if tensors[0].device.type == "cpu":
-                try:
-                    package = torch._inductor.aoti_compile_and_package(
-                        exported, package_path=f"{path}-gemm.pt2", inductor_configs=CPU_GEMM)
-                    return _check_any_batch(self._entry(package), tensors)
-                except Exception as err:  # noqa: BLE001 - any failure: compile with inductor's defaults
-                    warnings.warn(f"AOT selection: compiling with C++ GEMM templates failed ({type(err).__name__}: "
-                                  f"{err}); compiling with the default (BLAS) matmuls", RuntimeWarning, stacklevel=3)
-            return self._entry(torch._inductor.aoti_compile_and_package(exported, package_path=f"{path}.pt2"))
-
-    def _entry(self, package: str):
+            package = torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
         compiled = torch._inductor.aoti_load_package(package)
         # the library's own entry point: the Python wrapper re-parses the call's pytree specs from
         # JSON on every call (~10 µs warm, several times that right after a forward); `select`
@@ -125,24 +110,3 @@ class AotSelect:
         if not out_spec.is_leaf():
             raise RuntimeError(f"policy {self.policy.name!r}: select must return one tensor, exported {out_spec}")
         return compiled.loader.boxed_run
-
-
-def _check_any_batch(run, tensors: tuple[torch.Tensor, ...]):
-    """`run` if it answers a one-row batch as it answers that row within the traced batch (rows are
-    independent); RuntimeError otherwise. Inductor 2.13 with `CPU_GEMM` can bake the traced batch
-    into a matmul's view (seen with the pair product's einsum), which breaks every other batch."""
-    whole = run([*tensors])[0]
-    one = run([t[:1] for t in tensors])[0]
-    if not torch.equal(one, whole[:1]):
-        raise RuntimeError("the library answers a one-row batch differently from that row in the traced batch")
-    return run
-
-
-# On CPU, matmuls may be inductor's generated C++ micro-GEMMs (`max_autotune`, CPP backend)
-# instead of external BLAS calls (ATEN; the only choice in float64, which the template lacks):
-# a step's matmuls are tiny (a 32-slot head), and an external call costs more than its
-# arithmetic, the more so right after a model forward has evicted the caches (README,
-# "Benchmarks"). Autotuning times both once per matmul shape (cached on disk by inductor).
-# A library compiled so is checked on a batch other than the traced one (`_check_any_batch`);
-# where that or the compile fails, the selection is compiled again with inductor's defaults.
-CPU_GEMM = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
