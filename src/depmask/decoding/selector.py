@@ -170,7 +170,7 @@ def _budget_prefix(unit_dep, conf, valid, epsilon: float, inner_on_diagonal: boo
     cost = add + (p * add[:, None, :]).sum(dim=-1)  # [b, k]
     first = ~before.any(dim=-1)  # [b, k]: nothing is visited before i
     ok = valid & ((cost <= epsilon) | first)  # [b, k]
-    return valid & ok & ~(before & ~ok[:, None, :]).any(dim=-1)
+    return ok & ~(before & ~ok[:, None, :]).any(dim=-1)  # i and every unit before it are ok
 
 
 def prefix_cost(dep: torch.Tensor, order: torch.Tensor, diagonal: bool = True) -> torch.Tensor:

@@ -85,5 +85,7 @@ class PairScorer(nn.Module):
             first = first + torch.einsum("bipc,bjc->bijp", scaled, u)  # + W_p (u_i ⊙ u_j)
         # the last layer (pair_dim → 1) as a fused multiply-sum: as a matmul with one output column
         # it is an external GEMM call per step, which costs more than its arithmetic
-        last = self.mlp[-1]
-        return bilinear + (self.mlp[:-1](first) * last.weight[0]).sum(dim=-1) + last.bias[0]  # [b, m, m]
+        *layers, last = self.mlp
+        for layer in layers:
+            first = layer(first)
+        return bilinear + (first * last.weight[0]).sum(dim=-1) + last.bias[0]  # [b, m, m]
