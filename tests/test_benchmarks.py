@@ -57,6 +57,11 @@ def test_selection_overhead_benchmark_runs(tmp_path, compile_args):
     # timed where the loop runs it (after the forward and step_state) and right after the forward
     assert all(r["select_ms"] > 0 and r["select_after_forward_ms"] > 0 for r in rows.values())
     assert all(math.isfinite(r["decode_added_ms"]) and math.isfinite(r["decode_ratio"]) for r in rows.values())
+    # against a step as a decode runs it (the replayed decode's time per step)
+    for r in rows.values():
+        assert r["decode_step_ms"] > 0
+        assert r["ratio_in_decode"] == pytest.approx(r["select_ms"] / r["decode_step_ms"])
+        assert r["decode_ratio_in_decode"] == pytest.approx(r["decode_added_ms"] / r["decode_step_ms"])
 
 
 def test_replay_reproduces_the_recorded_decode():
