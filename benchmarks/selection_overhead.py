@@ -25,7 +25,8 @@ minus that of the same decode replaying the policy's recorded commits (same forw
 captures, no selection), per step — what the policy adds to decoding, with nothing to attribute
 (noisier: a difference of two decode times). `decode_ratio` is it over the bare forward.
 `decode_step_ms` is the replayed decode's time per step: forward, statistics and loop as a decode
-runs them, forwards back to back — faster than a singly timed forward on this project's CPU VM.
+runs them, forwards back to back (on this project's CPU VM it came out 0.3–1.2 ms above the singly
+timed forward; README, "Benchmarks").
 `ratio_in_decode` and `decode_ratio_in_decode` divide `select_ms` and `decode_added_ms` by it.
 
 Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part),
