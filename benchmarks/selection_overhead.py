@@ -28,6 +28,9 @@ captures, no selection), per step — what the policy adds to decoding, with not
 runs them, forwards back to back (on this project's CPU VM it came out 0.3–1.2 ms above the singly
 timed forward; README, "Benchmarks").
 `ratio_in_decode` and `decode_ratio_in_decode` divide `select_ms` and `decode_added_ms` by it.
+`select_in_decode_ms`: the policy's select calls timed inside those decodes (per step);
+`decode_rest_ms` = `decode_added_ms` − it: what the policy adds elsewhere (its `bind` once per
+decode, a slower forward after a selection, and noise).
 
 Reported per policy: `select_ms` (mean per step), `score_ms` (its scorer part),
 `select_after_forward_ms`, `decode_added_ms`, `forward_ms` (bare forward), `capture_ms` (the
@@ -110,19 +113,61 @@ class Replay(Recorder):
         return self.commits[self.step - 1]
 
 
+class Timing(Policy):
+    """The policy as `generate()` runs it — its `bind`, its select compiled as `compile_select`
+    says — with each select call timed: the selection inside real decodes, where the previous
+    step's forward and statistics, not a replayed prelude, leave the caches as they are."""
+
+    name = "timing"
+
+    def __init__(self, inner: Policy, select, device: torch.device):
+        self.inner, self.fn, self.seconds = inner, select, []
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    @property
+    def needs_hidden(self):  # type: ignore[override]
+        return self.inner.needs_hidden
+
+    @property
+    def needs_attention(self):  # type: ignore[override]
+        return self.inner.needs_attention
+
+    def bind(self, denoiser):
+        self.inner.bind(denoiser)
+
+    def select(self, state):
+        self.sync()
+        start = time.perf_counter()
+        commit = self.fn(state)
+        self.sync()
+        self.seconds.append(time.perf_counter() - start)
+        return commit
+
+
 def decode_overhead(den, policy: Policy, prompts, gen_length: int, commits: list, repeats: int,
-                    compile_select: str | None) -> tuple[float, float]:
-    """(added, step) milliseconds per step of a whole `generate()` call: the median wall time of
-    the decode minus that of the same decode replaying its recorded commits (`Replay`), and the
-    replay's own time, over the number of steps — a step as a decode runs it (forward, statistics,
-    loop), its forwards back to back. Decodes alternate, after one warm-up of each."""
-    replay = Replay(policy, commits)
-    runs = {"policy": partial(generate, den, prompts, policy, compile_select=compile_select),
-            "replay": partial(generate, den, prompts, replay)}
-    pad = den.tokenizer.pad_token_id
-    seconds = timed({name: partial(fn, gen_length=gen_length, pad_id=pad) for name, fn in runs.items()},
-                    den.device, repeats)
-    return 1e3 * (seconds["policy"] - seconds["replay"]) / len(commits), 1e3 * seconds["replay"] / len(commits)
+                    compile_select: str | None) -> tuple[float, float, float]:
+    """(added, step, select) milliseconds per step of a whole `generate()` call: the median wall
+    time of the decode minus that of the same decode replaying its recorded commits (`Replay`),
+    the replay's own time — a step as a decode runs it (forward, statistics, loop), its forwards
+    back to back — and the median over decodes of the select calls' time inside them (`Timing`),
+    each over the number of steps. Decodes alternate, after one warm-up of each. `added − select`
+    is what the policy adds outside its select calls: its `bind` once per decode, a slower forward
+    after a selection, and noise."""
+    select = policy.select if compile_select is None else compiled_select(policy, compile_select)
+    timing, replay = Timing(policy, select, den.device), Replay(policy, commits)
+    per_decode: list[float] = []
+
+    def timed_decode():
+        timing.seconds.clear()
+        generate(den, prompts, timing, gen_length=gen_length, pad_id=den.tokenizer.pad_token_id)
+        per_decode.append(sum(timing.seconds))
+
+    runs = {"policy": timed_decode,
+            "replay": partial(generate, den, prompts, replay, gen_length=gen_length, pad_id=den.tokenizer.pad_token_id)}
+    seconds = timed(runs, den.device, repeats)
+    n = len(commits)
+    return (1e3 * (seconds["policy"] - seconds["replay"]) / n, 1e3 * seconds["replay"] / n,
+            1e3 * statistics.median(per_decode[1:]) / n)  # [1:]: the warm-up decode
 
 
 def timed(fns: dict, device: torch.device, repeats: int) -> dict:
@@ -218,6 +263,9 @@ def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
         "policy": policy.name, **policy.knobs(), "steps": steps, "select_ms": mean["select"],
         "score_ms": mean["score"], "select_after_forward_ms": mean.get("select_after_forward"),
         "decode_added_ms": mean.get("decode_added"),
+        "select_in_decode_ms": mean.get("select_in_decode"),
+        "decode_rest_ms": (None if mean.get("select_in_decode") is None
+                           else mean["decode_added"] - mean["select_in_decode"]),
         "decode_ratio": None if mean.get("decode_added") is None else mean["decode_added"] / mean["forward"],
         "decode_step_ms": mean.get("decode_step"),
         "ratio_in_decode": None if mean.get("decode_step") is None else mean["select"] / mean["decode_step"],
@@ -246,7 +294,7 @@ def embedded(args) -> list[dict]:
         rec = Recorder(policy)
         generate(den, prompts, rec, gen_length=task.answer_length, pad_id=den.tokenizer.pad_token_id)
         mean = measure(den, policy, rec.states, args.repeats, args.compile)
-        mean["decode_added"], mean["decode_step"] = decode_overhead(
+        mean["decode_added"], mean["decode_step"], mean["select_in_decode"] = decode_overhead(
             den, policy, prompts, task.answer_length, rec.commits, args.repeats, args.compile)
         out.append(summary_row(policy, mean, len(rec.states), {
             "mode": "embedded", "model": args.model, "task": args.task, "batch": args.batch,
@@ -330,7 +378,9 @@ def print_table(rows: list[dict]) -> None:
         how = f"compiled ({r['compile_mode']}), {r['compile_s']:.1f} s to compile" if r["compiled"] else "eager"
         decode = "" if r["decode_ratio"] is None else (
             f"; in a whole decode {r['decode_ratio']:.3f}; against a step as a decode runs it "
-            f"({r['decode_step_ms']:.2f} ms) {r['ratio_in_decode']:.3f}, in a whole decode {r['decode_ratio_in_decode']:.3f}")
+            f"({r['decode_step_ms']:.2f} ms) {r['ratio_in_decode']:.3f}, in a whole decode {r['decode_ratio_in_decode']:.3f}; "
+            f"of the {r['decode_added_ms']:.3f} ms a decode adds per step, {r['select_in_decode_ms']:.3f} in its select calls, "
+            f"{r['decode_rest_ms']:.3f} elsewhere")
         print(f"{r['policy']}: target ratio <= {TARGET}: {'met' if r['ratio'] <= TARGET else 'NOT met'} "
               f"(ratio {r['ratio']:.3f}{decode}; {r['device']}, {r.get('mode')}, {how})")
 

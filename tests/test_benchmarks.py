@@ -62,6 +62,9 @@ def test_selection_overhead_benchmark_runs(tmp_path, compile_args):
         assert r["decode_step_ms"] > 0
         assert r["ratio_in_decode"] == pytest.approx(r["select_ms"] / r["decode_step_ms"])
         assert r["decode_ratio_in_decode"] == pytest.approx(r["decode_added_ms"] / r["decode_step_ms"])
+        # the select calls timed inside the decodes, and what the policy adds elsewhere
+        assert r["select_in_decode_ms"] > 0
+        assert r["decode_rest_ms"] == pytest.approx(r["decode_added_ms"] - r["select_in_decode_ms"])
 
 
 def test_replay_reproduces_the_recorded_decode():
@@ -82,6 +85,25 @@ def test_replay_reproduces_the_recorded_decode():
         again = generate(mock_denoiser, prompts, replay, gen_length=8)
         assert torch.equal(again.tokens, first.tokens) and torch.equal(again.commit_step, first.commit_step)
         assert again.forwards == first.forwards == len(rec.commits) and replay.step == len(rec.commits)
+
+
+def test_timing_decodes_as_the_policy_and_times_every_select():
+    """`select_in_decode_ms` times the policy's select calls inside `generate()`: the wrapper must
+    decode exactly as the policy does (its bind included) and time each of its steps."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from selection_overhead import Timing
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    policy = build_policy("clad", threshold=0.5)
+    den = MockDenoiser()
+    first = generate(den, prompts, policy, gen_length=8)
+    timing = Timing(policy, policy.select, den.device)
+    assert timing.needs_attention and not timing.needs_hidden
+    again = generate(den, prompts, timing, gen_length=8)
+    assert torch.equal(again.tokens, first.tokens) and torch.equal(again.commit_step, first.commit_step)
+    assert len(timing.seconds) == again.forwards == first.forwards and all(t > 0 for t in timing.seconds)
 
 
 @pytest.mark.parametrize("mode", ["jit", "aot"])

@@ -167,6 +167,19 @@ def _plain_head(den):
                           base_fingerprint=den.fingerprint).eval()
 
 
+def test_binding_moves_the_head_only_when_it_is_elsewhere(monkeypatch):
+    den = MockDenoiser()
+    head = _plain_head(den)
+    moves = []
+    monkeypatch.setattr(head, "to", lambda device: moves.append(torch.device(device)) or head)
+    scorer = HeadScorer(head)
+    scorer.bind(den)  # already on the model's device: no module walk
+    assert moves == []
+    head.to_empty(device="meta")  # the head elsewhere
+    scorer.bind(den)
+    assert moves == [torch.device("cpu")]
+
+
 def test_a_head_for_another_model_is_refused_before_decoding(tmp_path, prompts):
     den = MockDenoiser()
     path = _real_head(tmp_path, "some-other-model@rev:abc")
