@@ -250,6 +250,24 @@ def test_the_pair_mlp_last_layer_as_a_multiply_sum_is_the_linear_layer(variant):
     torch.testing.assert_close(seen["out"], bilinear + scorer.mlp(first).squeeze(-1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", [{}, LEAN, SMALL, {**SMALL, "use_confidence": False}],
+                         ids=["default", "lean", "small", "small-no-confidence"])
+def test_the_compiled_forms_compute_what_eager_does(variant, monkeypatch):
+    """Under compilation the slot encoder and the pair scorer take forms with fewer BLAS calls
+    (stacked weights, multiply-sums); run here eagerly with `is_compiling` forced on, they must
+    give eager's logits, and a padded slot must not leak into valid ones."""
+    head = _head(**variant)
+    hidden, positions, valid, conf, ent = _state(b=3, m=9)
+    valid[1, -3:] = False
+    eager = head(hidden, positions, valid, conf, ent)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    compiled_form = head(hidden, positions, valid, conf, ent)
+    torch.testing.assert_close(compiled_form, eager, rtol=1e-5, atol=1e-5)
+    hidden[1, -3:] = float("nan")  # padding: never read
+    pairs = pair_mask(valid)
+    assert torch.isfinite(head(hidden, positions, valid, conf, ent)[pairs]).all()
+
+
 @pytest.mark.parametrize("variant", [{"layers": 1}, LEAN, SMALL], ids=["default", "lean", "small"])
 def test_training_reduces_bce_on_neighbour_target(variant):
     torch.manual_seed(0)
