@@ -1,4 +1,16 @@
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "models" / "tiny-tasks"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _aot_cache_in_a_temporary_directory(tmp_path_factory):
+    """Compiled selections are cached on disk (`decoding/aot.py`); tests keep theirs in a temporary
+    directory, shared by the session (and its subprocesses), never in the user's cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DEPMASK_AOT_CACHE", str(tmp_path_factory.mktemp("aot-cache")))
+    yield
+    patch.undo()

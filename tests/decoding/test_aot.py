@@ -139,3 +139,98 @@ def test_aot_compiles_a_head_with_the_two_hop_refinement(mock_denoiser, prompts)
     eager = generate(mock_denoiser, prompts, policy, **kwargs)
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs), eager, "demask with pair_refine")
     assert eager.nfe.float().mean() > 1
+
+
+def _cache_files(directory):
+    return sorted(p.name for p in directory.glob("select-*.pt2"))
+
+
+def test_aot_loads_a_compiled_step_from_the_disk_cache(mock_denoiser, prompts, tmp_path, monkeypatch):
+    """A second policy object with the same knobs and weights (as in a later process) loads the
+    library the first one compiled, without compiling, and decodes as eager."""
+    monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path))
+    kwargs = dict(gen_length=6, pad_id=0)
+    first = build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)
+    generate(mock_denoiser, prompts, first, compile_select="aot", **kwargs)
+    assert len(_cache_files(tmp_path)) == 1 and compiled_select(first, "aot").loaded == 0
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled although the cache holds this step")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiling)
+    second = build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)  # new objects, same weights
+    _same(generate(mock_denoiser, prompts, second, compile_select="aot", **kwargs),
+          generate(mock_denoiser, prompts, second, **kwargs), "demask from the cache")
+    assert compiled_select(second, "aot").loaded == 1
+
+
+def _key(policy, den, prompts, block=(6, 18)):
+    """The cache file `AotSelect` would use for this policy's first step (exported, not compiled)."""
+    from depmask.decoding.aot import _cached_path, _Step
+    from tests.decoding.test_policy_contract import random_state
+
+    state = random_state(0)
+    fields = tuple(policy.state_fields)
+    if "hidden" in fields:
+        state.hidden = torch.randn(*state.mask.shape, den.hidden_size)
+    tensors = tuple(getattr(state, f) for f in fields)
+    step = _Step(policy, fields, *block)
+    batch = torch.export.Dim("batch", min=1)
+    exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
+    return _cached_path(exported, tensors)
+
+
+def test_the_cache_key_follows_knobs_weights_and_block_bounds(mock_denoiser, prompts, tmp_path, monkeypatch):
+    """Anything that changes what the library computes changes its file: a knob (a literal in the
+    graph), the head's weights (constants), the block bounds; the same policy rebuilt keeps it."""
+    monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path))
+    clad = _key(build_policy("clad", threshold=0.9), mock_denoiser, prompts)
+    assert clad.parent == tmp_path
+    assert _key(build_policy("clad", threshold=0.9), mock_denoiser, prompts) == clad
+    assert _key(build_policy("clad", threshold=0.8), mock_denoiser, prompts) != clad
+    assert _key(build_policy("clad", threshold=0.9), mock_denoiser, prompts, block=(6, 14)) != clad
+    head = _head(mock_denoiser)
+    demask = _key(build_policy("demask", head=head, epsilon=0.2), mock_denoiser, prompts)
+    assert _key(build_policy("demask", head=_head(mock_denoiser), epsilon=0.2), mock_denoiser, prompts) == demask
+    with torch.no_grad():
+        head.scorer.mlp[-1].bias += 1e-3  # one weight moves
+    assert _key(build_policy("demask", head=head, epsilon=0.2), mock_denoiser, prompts) != demask
+
+
+def test_a_cached_library_that_does_not_load_is_compiled_again(mock_denoiser, prompts, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path))
+    policy = build_policy("clad", threshold=0.9)
+    kwargs = dict(gen_length=6, pad_id=0)
+    generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)
+    [name] = _cache_files(tmp_path)
+    (tmp_path / name).write_bytes(b"not a package")  # truncated by a crash, or foreign
+    again = build_policy("clad", threshold=0.9)
+    with pytest.warns(UserWarning, match="did not load.*compiling it again"):
+        out = generate(mock_denoiser, prompts, again, compile_select="aot", **kwargs)
+    _same(out, generate(mock_denoiser, prompts, again, **kwargs), "recompiled")
+    assert compiled_select(again, "aot").loaded == 0 and (tmp_path / name).stat().st_size > 100  # replaced
+    third = build_policy("clad", threshold=0.9)
+    generate(mock_denoiser, prompts, third, compile_select="aot", **kwargs)
+    assert compiled_select(third, "aot").loaded == 1
+
+
+def test_the_cache_directory_setting(monkeypatch, tmp_path):
+    from depmask.decoding.aot import cache_dir
+
+    for off in ("off", "0", "", "none"):
+        monkeypatch.setenv("DEPMASK_AOT_CACHE", off)
+        assert cache_dir() is None
+    monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path / "x"))
+    assert cache_dir() == tmp_path / "x"
+    monkeypatch.delenv("DEPMASK_AOT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "depmask" / "aot"
+
+
+def test_caching_off_writes_nothing(mock_denoiser, prompts, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPMASK_AOT_CACHE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # where the default would have gone
+    monkeypatch.setenv("HOME", str(tmp_path))
+    policy = build_policy("clad", threshold=0.7)
+    generate(mock_denoiser, prompts, policy, gen_length=6, pad_id=0, compile_select="aot")
+    assert compiled_select(policy, "aot").geometries == 1 and not list(tmp_path.rglob("*.pt2"))

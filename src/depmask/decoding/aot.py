@@ -20,11 +20,23 @@ Costs: about 10–20 s of compiling per geometry on a 2-core CPU (a C++ compiler
 semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
 model (the oracle) or that declare no `state_fields` (their step reads the step counters, which
 change every step).
+
+Cache: each library is kept on disk, under `$DEPMASK_AOT_CACHE` (default
+`$XDG_CACHE_HOME/depmask/aot`, else `~/.cache/depmask/aot`; `off` for none), keyed by what the
+library computes — the exported graph's code (knobs and block bounds are literals in it), every
+weight and constant it holds, the input shapes beyond the batch, the torch version and the CPU's
+vector ISA or the GPU's model. A later process that exports the same step loads it instead of
+compiling (the export itself, about a second, is still paid). A cached file that fails to load is
+compiled again and replaced.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import platform
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -35,6 +47,8 @@ from depmask.decoding.policies.base import Policy
 from depmask.decoding.state import StepState
 
 _TRACE_NOISE = r"(`isinstance\(treespec, LeafSpec\)` is deprecated|`torch\._prims_common\.check` is deprecated)"
+_CACHE_FORMAT = "depmask-aot-1"  # bump when how libraries are compiled changes
+CACHE_ENV = "DEPMASK_AOT_CACHE"
 
 
 class _Step(torch.nn.Module):
@@ -69,6 +83,7 @@ class AotSelect:
                              "which ahead-of-time compiling needs; use compile_select='jit' (torch.compile)")
         self.policy, self.fields = policy, tuple(policy.state_fields)
         self._runners: dict[tuple, object] = {}
+        self.loaded = 0  # libraries taken from the disk cache instead of compiled
         self._dir = tempfile.TemporaryDirectory(prefix="depmask-aot-")  # removed with this object
 
     def __call__(self, state: StepState) -> torch.Tensor:
@@ -101,8 +116,15 @@ class AotSelect:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
             exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
-            package = torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
-        compiled = torch._inductor.aoti_load_package(package)
+            cached = _cached_path(exported, tensors)
+            compiled = _load(cached) if cached is not None else None
+            if compiled is not None:
+                self.loaded += 1
+            else:
+                package = torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+                compiled = torch._inductor.aoti_load_package(package)
+                if cached is not None:
+                    _store(Path(package), cached)
         # the library's own entry point: the Python wrapper re-parses the call's pytree specs from
         # JSON on every call (~10 µs warm, several times that right after a forward); `select`
         # takes flat tensors and returns one, so there is nothing to (un)flatten
@@ -110,3 +132,65 @@ class AotSelect:
         if not out_spec.is_leaf():
             raise RuntimeError(f"policy {self.policy.name!r}: select must return one tensor, exported {out_spec}")
         return compiled.loader.boxed_run
+
+
+def cache_dir() -> Path | None:
+    """Where compiled libraries are kept (see the module docstring); None when caching is off."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "off", "false", "none") else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "depmask" / "aot"
+
+
+def _cached_path(exported, tensors: tuple[torch.Tensor, ...]) -> Path | None:
+    """The cache file of this exported step, or None when caching is off."""
+    root = cache_dir()
+    if root is None:
+        return None
+    device = tensors[0].device
+    if device.type == "cuda":
+        target = torch.cuda.get_device_name(device)
+    else:  # the vector ISA the kernels are generated for
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        target = f"{platform.machine()} {pick_vec_isa()}"
+    digest = hashlib.sha256(f"{_CACHE_FORMAT}|{torch.__version__}|{device.type}|{target}".encode())
+    digest.update(exported.graph_module.code.encode())
+    digest.update(str(exported.graph_signature).encode())
+    for t in tensors:
+        digest.update(f"|{tuple(t.shape[1:])} {t.dtype}".encode())
+    for name, value in sorted({**exported.state_dict, **exported.constants}.items()):
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to("cpu").contiguous()
+            digest.update(f"|{name} {tuple(value.shape)} {value.dtype}".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:  # a script object: its repr is all we have
+            digest.update(f"|{name} {value!r}".encode())
+    return root / f"select-{digest.hexdigest()[:40]}.pt2"
+
+
+def _load(path: Path):
+    """The package at `path`, or None when there is none or it does not load (it is then compiled
+    again and replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch._inductor.aoti_load_package(str(path))
+    except Exception as err:  # a truncated or foreign file: recompile rather than fail the decode
+        warnings.warn(f"cached compiled selection {path} did not load ({type(err).__name__}: {err}); "
+                      "compiling it again", stacklevel=3)
+        return None
+
+
+def _store(package: Path, path: Path) -> None:
+    """Copy a compiled package into the cache atomically (a partial file is never visible); a
+    cache that cannot be written is skipped with a warning, the decode goes on."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(package, partial)
+        os.replace(partial, path)
+    except OSError as err:
+        warnings.warn(f"could not write the compiled selection to the cache {path.parent} ({err}); "
+                      f"set {CACHE_ENV}=off to stop trying", stacklevel=3)
