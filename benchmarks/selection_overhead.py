@@ -45,7 +45,8 @@ per-operation latency. Prints a table, writes JSON.
 compile_select=True)` runs them, compiled with `torch.compile` (`depmask.decoding.compile`);
 `--compile aot`: `select` as `compile_select="aot"` runs it (AOTInductor, `decoding/aot.py`; the
 scorer alone is then timed eager). The forward stays eager. Selections are compiled on every
-recorded step before timing (`compile_s`: that one-off time); FLOPs are counted
+recorded step before timing (`compile_s`: that one-off time, or with `aot` the export and a load
+when the disk cache holds the library, `decoding/aot.py`); FLOPs are counted
 on the eager functions (the same arithmetic).
 """
 

@@ -57,8 +57,9 @@ def decode(
         json_output: print one JSON object instead of text.
         compile_select: compile the policy's step: `true` / `jit` with `torch.compile`, `aot`
             ahead of time with AOTInductor (dependency-guided policies; the lowest cost per step
-            on CPU) — fewer, fused operations per step after a one-off compile; not for the
-            oracle, which probes the model.
+            on CPU) — fewer, fused operations per step after a one-off compile (`aot`: cached
+            on disk for later runs, `$DEPMASK_AOT_CACHE`); not for the oracle, which probes the
+            model.
         show_steps: also print each answer's unmasking trajectory, the canvas after every
             forward that committed something (JSON rows always carry `commit_step`).
     """
