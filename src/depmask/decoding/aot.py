@@ -156,7 +156,9 @@ def _cached_path(exported, tensors: tuple[torch.Tensor, ...]) -> Path | None:
 
         target = f"{platform.machine()} {pick_vec_isa()}"
     digest = hashlib.sha256(f"{_CACHE_FORMAT}|{torch.__version__}|{device.type}|{target}".encode())
-    digest.update(exported.graph_module.code.encode())
+    for name, module in exported.graph_module.named_modules():  # the graph and any subgraph (loops, conditions)
+        if isinstance(module, torch.fx.GraphModule):
+            digest.update(f"|{name}\n{module.code}".encode())
     digest.update(str(exported.graph_signature).encode())
     for t in tensors:
         digest.update(f"|{tuple(t.shape[1:])} {t.dtype}".encode())

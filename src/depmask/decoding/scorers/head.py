@@ -85,7 +85,6 @@ class HeadScorer(Scorer):
         return f"HeadScorer(head={type(self.head).__name__ if self.head is not None else None})"
 
 
-
 def _elsewhere(module: torch.nn.Module, device: torch.device) -> bool:
     """Whether `module` (its first parameter: a head is moved whole) is not on `device`: 0.05 ms
     where a no-op `module.to(device)` walks every submodule, 0.2–0.6 ms per decode for the small
