@@ -50,6 +50,28 @@ def test_aot_compiled_on_a_single_row_serves_wider_batches(mock_denoiser, prompt
     assert compiled_select(policy, "aot").geometries == 1
 
 
+def test_one_library_serves_every_prompt_width(mock_denoiser):
+    """The block's bounds are compiled as distances from the end of the canvas, whose length is a
+    dynamic dimension: batches of other prompt widths (so other block positions and canvas
+    lengths) reuse the library of each block and decode as eager."""
+    for policy in (build_policy("clad", threshold=0.9), build_policy("demask", head=_head(mock_denoiser), epsilon=0.3)):
+        kwargs = dict(gen_length=8, block_length=4, pad_id=0)
+        for batch in ([[1, 2, 3], [4, 5]], [[1]], [[6, 7, 8, 9, 1, 2, 3], [4, 5, 6]]):  # widths 3, 1, 7
+            _same(generate(mock_denoiser, batch, policy, compile_select="aot", **kwargs),
+                  generate(mock_denoiser, batch, policy, **kwargs), f"{policy.name}, width {max(map(len, batch))}")
+        assert compiled_select(policy, "aot").geometries == 2, policy.name  # one per block, not per width
+
+
+def test_empty_prompts_get_a_library_with_a_fixed_canvas(mock_denoiser):
+    """With no prompt column the block starts at 0, outside the dynamic canvas's range (at least
+    one column before the block): that batch gets a library of its own, and decodes as eager."""
+    policy = build_policy("clad", threshold=0.9)
+    for batch in ([[], []], [[1, 2]]):
+        _same(generate(mock_denoiser, batch, policy, gen_length=6, pad_id=0, compile_select="aot"),
+              generate(mock_denoiser, batch, policy, gen_length=6, pad_id=0), f"width {max(map(len, batch))}")
+    assert compiled_select(policy, "aot").geometries == 2
+
+
 def test_aot_refuses_policies_it_cannot_compile(mock_denoiser, prompts):
     with pytest.raises(ValueError, match="'threshold' does not declare the state it reads.*compile_select='jit'"):
         generate(mock_denoiser, prompts, build_policy("threshold", threshold=0.9), gen_length=4, compile_select="aot")
@@ -165,7 +187,8 @@ def test_aot_loads_a_compiled_step_from_the_disk_cache(mock_denoiser, prompts, t
 
 
 def _key(policy, den, prompts, block=(6, 18)):
-    """The cache file `AotSelect` would use for this policy's first step (exported, not compiled)."""
+    """The cache file `AotSelect` would use for this policy's step on a 20-column canvas with
+    this block (exported with a fixed canvas, not compiled)."""
     from depmask.decoding.aot import _cached_path, _Step
     from tests.decoding.test_policy_contract import random_state
 
@@ -174,7 +197,7 @@ def _key(policy, den, prompts, block=(6, 18)):
     if "hidden" in fields:
         state.hidden = torch.randn(*state.mask.shape, den.hidden_size)
     tensors = tuple(getattr(state, f) for f in fields)
-    step = _Step(policy, fields, *block)
+    step = _Step(policy, fields, state.mask.shape[1] - block[0], state.mask.shape[1] - block[1])
     batch = torch.export.Dim("batch", min=1)
     exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
     return _cached_path(exported, tensors)

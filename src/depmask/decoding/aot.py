@@ -11,10 +11,13 @@ of its eager time (README, "Benchmarks").
 
 What it compiles: the policy's `select` on a `StepState` rebuilt from the tensor fields the policy
 declares it reads (`Policy.state_fields`; the other fields are None, so reading one fails while
-exporting, not silently) and the block bounds, which are baked in. One library per block
-geometry (block bounds, and each field's shape beyond the batch, dtype and device), compiled on
-the first step that needs it; the batch is dynamic, so rows leaving the batch reuse it. The
-policy's knobs and any trained weights are baked in too: build a new policy to change them.
+exporting, not silently) and the block bounds, which are baked in as distances from the end of
+the canvas. One library per block geometry (those distances, and each field's shape beyond the
+batch and the canvas, dtype and device), compiled on the first step that needs it. The batch is
+dynamic, so rows leaving the batch reuse it, and so is the canvas length, so batches of other
+prompt widths (which move the blocks) reuse it too; a batch whose block starts at column 0 (empty
+prompts) gets a library of its own, with a fixed canvas. The policy's knobs and any trained
+weights are baked in too: build a new policy to change them.
 
 Costs: about 10–20 s of compiling per geometry on a 2-core CPU (a C++ compiler is needed), so
 semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
@@ -52,17 +55,26 @@ CACHE_ENV = "DEPMASK_AOT_CACHE"
 
 
 class _Step(torch.nn.Module):
-    """`policy.select` as a module of the declared state tensors, for one block geometry."""
+    """`policy.select` as a module of the declared state tensors, for one block geometry: the
+    block's distances from the end of the canvas (`tail_start`, `tail_end`), so that its bounds
+    follow the canvas length — a dynamic dimension — and one library serves every prompt width."""
 
-    def __init__(self, policy: Policy, fields: tuple[str, ...], block_start: int, block_end: int):
+    def __init__(self, policy: Policy, fields: tuple[str, ...], tail_start: int, tail_end: int):
         super().__init__()
         self.policy, self.fields = policy, fields
-        self.block_start, self.block_end = block_start, block_end
+        self.tail_start, self.tail_end = tail_start, tail_end
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        canvas = tensors[0].shape[1]
         values = {f.name: None for f in dataclasses.fields(StepState)}
-        values.update(zip(self.fields, tensors), block_start=self.block_start, block_end=self.block_end)
+        values.update(zip(self.fields, tensors), block_start=canvas - self.tail_start, block_end=canvas - self.tail_end)
         return self.policy.select(StepState(**values))
+
+
+def _canvas_dims(field: str, tensor: torch.Tensor) -> tuple[int, ...]:
+    """The dimensions of a state field that run over the canvas: the second of every field
+    (`[b, l, ...]`), and the third of the attention (`[b, l, l]`)."""
+    return (1, 2) if field == "attention" else (1,)
 
 
 class AotSelect:
@@ -88,11 +100,20 @@ class AotSelect:
 
     def __call__(self, state: StepState) -> torch.Tensor:
         tensors = self._inputs(state)
-        key = (state.block_start, state.block_end, tuple((t.shape[1:], t.dtype, t.device) for t in tensors))
+        canvas, dynamic = state.mask.shape[1], state.block_start > 0  # an empty prompt: a fixed canvas
+        key = (canvas - state.block_start, canvas - state.block_end, dynamic,
+               tuple((self._shape(f, t, dynamic), t.dtype, t.device) for f, t in zip(self.fields, tensors)))
         run = self._runners.get(key)
         if run is None:
             run = self._runners[key] = self._compile(state, tensors)
         return run([*tensors])[0]
+
+    @staticmethod
+    def _shape(field: str, tensor: torch.Tensor, dynamic: bool) -> tuple:
+        """The shape beyond the batch, with the canvas dimensions left out when they are dynamic:
+        what a library fixes."""
+        dims = _canvas_dims(field, tensor) if dynamic else ()
+        return tuple(None if i in dims else n for i, n in enumerate(tensor.shape) if i)
 
     @property
     def geometries(self) -> int:
@@ -108,14 +129,21 @@ class AotSelect:
         return tensors
 
     def _compile(self, state: StepState, tensors: tuple[torch.Tensor, ...]):
-        step = _Step(self.policy, self.fields, state.block_start, state.block_end)
+        canvas = state.mask.shape[1]
+        tail_start, tail_end = canvas - state.block_start, canvas - state.block_end
+        step = _Step(self.policy, self.fields, tail_start, tail_end)
         if tensors[0].shape[0] == 1:  # trace with two rows, or export specialises the batch to 1
             tensors = tuple(torch.cat([t, t]) for t in tensors)
         batch = torch.export.Dim("batch", min=1)
+        dims = {}
+        if state.block_start > 0:  # the canvas is dynamic: at least one prompt column before the block
+            length = torch.export.Dim("canvas", min=tail_start + 1)
+            dims = {f: dict.fromkeys(_canvas_dims(f, t), length) for f, t in zip(self.fields, tensors)}
+        dynamic = tuple({0: batch, **dims.get(f, {})} for f, t in zip(self.fields, tensors))
         path = Path(self._dir.name) / f"select-{len(self._runners)}.pt2"
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
-            exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
+            exported = torch.export.export(step, tensors, dynamic_shapes=(dynamic,))
             cached = _cached_path(exported, tensors)
             compiled = _load(cached) if cached is not None else None
             if compiled is not None:
@@ -161,7 +189,7 @@ def _cached_path(exported, tensors: tuple[torch.Tensor, ...]) -> Path | None:
             digest.update(f"|{name}\n{module.code}".encode())
     digest.update(str(exported.graph_signature).encode())
     for t in tensors:
-        digest.update(f"|{tuple(t.shape[1:])} {t.dtype}".encode())
+        digest.update(f"|{tuple(t.shape[1:])} {t.dtype}".encode())  # a dynamic canvas: a symbol in the graph
     for name, value in sorted({**exported.state_dict, **exported.constants}.items()):
         if isinstance(value, torch.Tensor):
             value = value.detach().to("cpu").contiguous()
