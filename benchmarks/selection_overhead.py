@@ -114,7 +114,7 @@ class Replay(Recorder):
         return self.commits[self.step - 1]
 
 
-class Timing(Policy):
+class Timing(Recorder):
     """The policy as `generate()` runs it — its `bind`, its select compiled as `compile_select`
     says — with each select call timed: the selection inside real decodes, where the previous
     step's forward and statistics, not a replayed prelude, leave the caches as they are."""
@@ -122,19 +122,9 @@ class Timing(Policy):
     name = "timing"
 
     def __init__(self, inner: Policy, select, device: torch.device):
-        self.inner, self.fn, self.seconds = inner, select, []
+        super().__init__(inner)
+        self.fn, self.seconds = select, []
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    @property
-    def needs_hidden(self):  # type: ignore[override]
-        return self.inner.needs_hidden
-
-    @property
-    def needs_attention(self):  # type: ignore[override]
-        return self.inner.needs_attention
-
-    def bind(self, denoiser):
-        self.inner.bind(denoiser)
 
     def select(self, state):
         self.sync()

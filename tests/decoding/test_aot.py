@@ -169,7 +169,8 @@ def _cache_files(directory):
 
 def test_aot_loads_a_compiled_step_from_the_disk_cache(mock_denoiser, prompts, tmp_path, monkeypatch):
     """A second policy object with the same knobs and weights (as in a later process) loads the
-    library the first one compiled, without compiling, and decodes as eager."""
+    library the first one compiled, without compiling, and decodes as eager — on prompts of
+    another width too (the canvas is a dynamic dimension, not part of the key)."""
     monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path))
     kwargs = dict(gen_length=6, pad_id=0)
     first = build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)
@@ -181,9 +182,13 @@ def test_aot_loads_a_compiled_step_from_the_disk_cache(mock_denoiser, prompts, t
 
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiling)
     second = build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)  # new objects, same weights
-    _same(generate(mock_denoiser, prompts, second, compile_select="aot", **kwargs),
-          generate(mock_denoiser, prompts, second, **kwargs), "demask from the cache")
-    assert compiled_select(second, "aot").loaded == 1
+    for batch in (prompts, [[1, 2], [3]]):  # prompt widths 5, then 2
+        _same(generate(mock_denoiser, batch, second, compile_select="aot", **kwargs),
+              generate(mock_denoiser, batch, second, **kwargs), "demask from the cache")
+    assert compiled_select(second, "aot").loaded == 1 and compiled_select(second, "aot").geometries == 1
+    third = build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)
+    generate(mock_denoiser, [[1, 2], [3]], third, compile_select="aot", **kwargs)  # a fresh export at width 2
+    assert compiled_select(third, "aot").loaded == 1
 
 
 def _key(policy, den, prompts, block=(6, 18)):
@@ -197,10 +202,13 @@ def _key(policy, den, prompts, block=(6, 18)):
     if "hidden" in fields:
         state.hidden = torch.randn(*state.mask.shape, den.hidden_size)
     tensors = tuple(getattr(state, f) for f in fields)
-    step = _Step(policy, fields, state.mask.shape[1] - block[0], state.mask.shape[1] - block[1])
+    step = _Step(policy, fields, state.mask.shape[1] - block[0], state.mask.shape[1] - block[1])  # tails
     batch = torch.export.Dim("batch", min=1)
     exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
-    return _cached_path(exported, tensors)
+    l = state.mask.shape[1]
+    geometry = (l - block[0], l - block[1], False,
+                tuple((AotSelect._shape(f, t, False), t.dtype, t.device) for f, t in zip(fields, tensors)))
+    return _cached_path(exported, geometry, tensors[0].device)
 
 
 def test_the_cache_key_follows_knobs_weights_and_block_bounds(mock_denoiser, prompts, tmp_path, monkeypatch):

@@ -105,7 +105,7 @@ class AotSelect:
                tuple((self._shape(f, t, dynamic), t.dtype, t.device) for f, t in zip(self.fields, tensors)))
         run = self._runners.get(key)
         if run is None:
-            run = self._runners[key] = self._compile(state, tensors)
+            run = self._runners[key] = self._compile(state, tensors, key)
         return run([*tensors])[0]
 
     @staticmethod
@@ -128,7 +128,7 @@ class AotSelect:
                              "does not have (the loop provides them when the policy's needs_* say so)")
         return tensors
 
-    def _compile(self, state: StepState, tensors: tuple[torch.Tensor, ...]):
+    def _compile(self, state: StepState, tensors: tuple[torch.Tensor, ...], geometry: tuple):
         canvas = state.mask.shape[1]
         tail_start, tail_end = canvas - state.block_start, canvas - state.block_end
         step = _Step(self.policy, self.fields, tail_start, tail_end)
@@ -144,7 +144,7 @@ class AotSelect:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
             exported = torch.export.export(step, tensors, dynamic_shapes=(dynamic,))
-            cached = _cached_path(exported, tensors)
+            cached = _cached_path(exported, geometry, tensors[0].device)
             compiled = _load(cached) if cached is not None else None
             if compiled is not None:
                 self.loaded += 1
@@ -171,12 +171,13 @@ def cache_dir() -> Path | None:
     return Path(base) / "depmask" / "aot"
 
 
-def _cached_path(exported, tensors: tuple[torch.Tensor, ...]) -> Path | None:
-    """The cache file of this exported step, or None when caching is off."""
+def _cached_path(exported, geometry: tuple, device: torch.device) -> Path | None:
+    """The cache file of this exported step of this `geometry` (`AotSelect`'s key: the block's
+    distances from the canvas end, whether the canvas is dynamic, the fields' fixed shapes, dtypes
+    and devices), or None when caching is off."""
     root = cache_dir()
     if root is None:
         return None
-    device = tensors[0].device
     if device.type == "cuda":
         target = torch.cuda.get_device_name(device)
     else:  # the vector ISA the kernels are generated for
@@ -187,9 +188,7 @@ def _cached_path(exported, tensors: tuple[torch.Tensor, ...]) -> Path | None:
     for name, module in exported.graph_module.named_modules():  # the graph and any subgraph (loops, conditions)
         if isinstance(module, torch.fx.GraphModule):
             digest.update(f"|{name}\n{module.code}".encode())
-    digest.update(str(exported.graph_signature).encode())
-    for t in tensors:
-        digest.update(f"|{tuple(t.shape[1:])} {t.dtype}".encode())  # a dynamic canvas: a symbol in the graph
+    digest.update(f"|{exported.graph_signature}|{exported.range_constraints}|{geometry}".encode())
     for name, value in sorted({**exported.state_dict, **exported.constants}.items()):
         if isinstance(value, torch.Tensor):
             value = value.detach().to("cpu").contiguous()
