@@ -71,7 +71,7 @@ class _Step(torch.nn.Module):
         return self.policy.select(StepState(**values))
 
 
-def _canvas_dims(field: str, tensor: torch.Tensor) -> tuple[int, ...]:
+def _canvas_dims(field: str) -> tuple[int, ...]:
     """The dimensions of a state field that run over the canvas: the second of every field
     (`[b, l, ...]`), and the third of the attention (`[b, l, l]`)."""
     return (1, 2) if field == "attention" else (1,)
@@ -105,14 +105,14 @@ class AotSelect:
                tuple((self._shape(f, t, dynamic), t.dtype, t.device) for f, t in zip(self.fields, tensors)))
         run = self._runners.get(key)
         if run is None:
-            run = self._runners[key] = self._compile(state, tensors, key)
+            run = self._runners[key] = self._compile(tensors, key)
         return run([*tensors])[0]
 
     @staticmethod
     def _shape(field: str, tensor: torch.Tensor, dynamic: bool) -> tuple:
         """The shape beyond the batch, with the canvas dimensions left out when they are dynamic:
         what a library fixes."""
-        dims = _canvas_dims(field, tensor) if dynamic else ()
+        dims = _canvas_dims(field) if dynamic else ()
         return tuple(None if i in dims else n for i, n in enumerate(tensor.shape) if i)
 
     @property
@@ -128,18 +128,17 @@ class AotSelect:
                              "does not have (the loop provides them when the policy's needs_* say so)")
         return tensors
 
-    def _compile(self, state: StepState, tensors: tuple[torch.Tensor, ...], geometry: tuple):
-        canvas = state.mask.shape[1]
-        tail_start, tail_end = canvas - state.block_start, canvas - state.block_end
+    def _compile(self, tensors: tuple[torch.Tensor, ...], geometry: tuple):
+        tail_start, tail_end, dynamic_canvas, _ = geometry  # `__call__`'s key
         step = _Step(self.policy, self.fields, tail_start, tail_end)
         if tensors[0].shape[0] == 1:  # trace with two rows, or export specialises the batch to 1
             tensors = tuple(torch.cat([t, t]) for t in tensors)
         batch = torch.export.Dim("batch", min=1)
         dims = {}
-        if state.block_start > 0:  # the canvas is dynamic: at least one prompt column before the block
+        if dynamic_canvas:  # at least one prompt column before the block
             length = torch.export.Dim("canvas", min=tail_start + 1)
-            dims = {f: dict.fromkeys(_canvas_dims(f, t), length) for f, t in zip(self.fields, tensors)}
-        dynamic = tuple({0: batch, **dims.get(f, {})} for f, t in zip(self.fields, tensors))
+            dims = {f: dict.fromkeys(_canvas_dims(f), length) for f in self.fields}
+        dynamic = tuple({0: batch, **dims.get(f, {})} for f in self.fields)
         path = Path(self._dir.name) / f"select-{len(self._runners)}.pt2"
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
