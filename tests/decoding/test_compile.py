@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from depmask.decoding import build_policy, compiled_select, generate
+from depmask.decoding import build_policy, compile_mode_for, compiled_select, generate
 from depmask.predictor import DependencyHead
 
 
@@ -38,3 +38,20 @@ def test_compile_refuses_a_probing_policy_and_a_non_policy(mock_denoiser, prompt
         generate(mock_denoiser, prompts, build_policy("oracle", epsilon=0.5), gen_length=4, compile_select=True)
     with pytest.raises(TypeError, match="must be a depmask Policy"):
         compiled_select(lambda state: state.mask)
+
+
+def test_compile_mode_for_keeps_what_a_policy_cannot_compile_eager():
+    """The mode a runner that applies one setting to every policy uses: the asked mode where the
+    policy's step compiles, eager (None) for the oracle and, with `aot`, for policies that declare
+    no `state_fields`."""
+    threshold, oracle = build_policy("threshold", threshold=0.9), build_policy("oracle", epsilon=0.5)
+    clad = build_policy("clad", threshold=0.9)
+    probing_guided = build_policy("guided", scorer="oracle", rule="budget", epsilon=0.5)
+    assert [compile_mode_for(clad, m) for m in (False, None, "none", True, "jit", "aot")] == \
+        [None, None, None, "jit", "jit", "aot"]
+    assert compile_mode_for(threshold, "jit") == "jit" and compile_mode_for(threshold, "aot") is None
+    assert compile_mode_for(oracle, "jit") is None and compile_mode_for(probing_guided, "aot") is None
+    with pytest.raises(ValueError, match=r"`compile_select` \('fast'\) must be"):
+        compile_mode_for(clad, "fast")
+    with pytest.raises(TypeError, match="must be a depmask Policy"):
+        compile_mode_for("clad", "jit")

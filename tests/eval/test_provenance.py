@@ -36,8 +36,9 @@ def test_check_provenance_writes_accepts_refuses_and_warns(tmp_path):
     check_provenance(items, mine, have_rows=False)  # a fresh run records what decodes it
     assert json.loads(provenance_path(items).read_text()) == mine
     check_provenance(items, dict(mine), have_rows=True)  # the same: resume
-    with pytest.raises(ValueError, match=r"run\.jsonl holds items decoded with different weights: head_weights "
-                                         r"was 'aaaa', this run has 'bbbb'\. Use another --output"):
+    with pytest.raises(ValueError, match=r"run\.jsonl holds items decoded with a different model, head or "
+                                         r"compiled selection: head_weights was 'aaaa', this run has 'bbbb'\. "
+                                         r"Use another --output"):
         check_provenance(items, {"model": "m@1", "head_weights": "bbbb"}, have_rows=True)
     with pytest.raises(ValueError, match=r"model was 'm@1', this run has 'm@2'"):
         check_provenance(items, {"model": "m@2", "head_weights": "aaaa"}, have_rows=True)

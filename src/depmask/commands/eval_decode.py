@@ -25,6 +25,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from depmask.decoding import compile_mode
 from depmask.eval.headline import MEASURES, headline_report
 from depmask.eval.headline_ci import headline_intervals, intervals_table
 from depmask.eval.heldout import heldout_headline, heldout_table
@@ -71,6 +72,7 @@ def eval_decode(
     windows: list[float] | None = None,
     select_n: int = 0,
     select_seed: int | None = None,
+    compile_select: bool | str = False,
 ) -> list[dict]:
     """Decode tasks × policies × sweeps; table, items JSONL, summary.json, frontier.png.
 
@@ -98,6 +100,12 @@ def eval_decode(
             0 (default): the headline chooses on the evaluation items only.
         select_seed: seed of the held-out draw (default `seed + 1`); items whose prompt is an
             evaluation item's are dropped from it.
+        compile_select: compile each policy's step where it can be, as `depmask decode
+            --compile_select` does: `true` / `jit` (`torch.compile`), `aot` (AOTInductor, disk-cached;
+            policies that declare their state: `clad`, `demask`, `guided`). The oracle stays eager.
+            Each compiled run decodes its first batch once untimed, so `tokens_per_s` leaves the
+            compilation out; the mode is recorded with the run (its provenance and its summary row),
+            and a run decoded otherwise is not resumed under it.
     """
     from depmask.models import HFDenoiser
 
@@ -106,6 +114,7 @@ def eval_decode(
     if bootstrap < 0:
         raise ValueError(f"`bootstrap` ({bootstrap}) must be >= 0 (0: no intervals)")
     windows = [0.01] if windows is None else list(windows)
+    compile_mode(compile_select)  # ValueError naming the value, before the model loads
     if not windows:
         raise ValueError("`windows` is empty; give at least one accuracy window, e.g. [0.01]")
     bad = [w for w in windows if not 0 <= w <= 1]
@@ -127,7 +136,7 @@ def eval_decode(
     items: list[list[dict]] = []
     rows = run_decode_eval(den, tasks, policies, output, n=n, split=split, seed=seed, batch_size=batch_size,
                            temperature=temperature, gen_length=gen_length, block_length=block_length,
-                           steps=steps, task_kwargs=task_kwargs, items=items)
+                           steps=steps, task_kwargs=task_kwargs, items=items, compile_select=compile_select)
     out = Path(output)
     print(table(rows))
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
@@ -152,7 +161,8 @@ def eval_decode(
     if select_n:
         _heldout(den, tasks, policies, out, rows, items, windows, select_n=select_n, select_seed=select_seed,
                  bootstrap=bootstrap, split=split, n=n, seed=seed, batch_size=batch_size, temperature=temperature,
-                 gen_length=gen_length, block_length=block_length, steps=steps, task_kwargs=task_kwargs)
+                 gen_length=gen_length, block_length=block_length, steps=steps, task_kwargs=task_kwargs,
+                 compile_select=compile_select)
     print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png}, {pooled.name} and items/ under {out}")
     if wandb:
         _log_wandb(rows, [png, pooled], out)

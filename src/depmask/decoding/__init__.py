@@ -1,7 +1,7 @@
 """The decoding loop, its step state, its metrics, the parallel-unmasking policies, the dependency
 scorers and the shared greedy selector."""
 
-from depmask.decoding.compile import compiled_select
+from depmask.decoding.compile import compile_mode, compile_mode_for, compiled_select
 from depmask.decoding.loop import build_canvas, check_lengths, generate
 from depmask.decoding.policies import POLICIES, Policy, build_policy
 from depmask.decoding.result import DecodeResult
@@ -21,6 +21,8 @@ __all__ = [
     "build_policy",
     "build_scorer",
     "check_lengths",
+    "compile_mode",
+    "compile_mode_for",
     "compiled_select",
     "generate",
     "greedy_select",

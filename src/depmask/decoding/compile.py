@@ -61,6 +61,19 @@ def compiled_select(policy: Policy, mode: str = "jit") -> Callable[..., torch.Te
     return compiled[mode]
 
 
+def compile_mode_for(policy: Policy, mode: bool | str | None) -> str | None:
+    """The mode `policy`'s step can be compiled with when `mode` is asked for: `mode` itself, or
+    None (eager) where it cannot — a policy that probes the model (the oracle), and with "aot" a
+    policy that declares no `state_fields`. For runners that apply one setting to many policies
+    (`depmask eval decode --compile_select`); `compiled_select` itself refuses those instead."""
+    if not isinstance(policy, Policy):
+        raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
+    mode = compile_mode(mode)
+    if mode is None or policy.needs_probe or (mode == "aot" and policy.state_fields is None):
+        return None
+    return mode
+
+
 def _jit(policy: Policy) -> Callable[..., torch.Tensor]:
     dynamo = torch._dynamo.config
     dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)

@@ -7,8 +7,8 @@ again. `done_ids` tells the runner what to skip. This module stores and reads; i
 A run's knobs name a head by its path, and the path's weights can change (a retrained head
 exported to the same directory, a new shipped head): resuming would then mix items of two
 heads under one run. So each results file has a provenance sidecar (`<run>.provenance.json`:
-the model's fingerprint and a digest of the weights of every knob that names a checkpoint
-directory), written with the first rows; `check_provenance` refuses to resume a file whose
+the model's fingerprint, a digest of the weights of every knob that names a checkpoint
+directory, and the compiled-selection mode when there is one), written with the first rows; `check_provenance` refuses to resume a file whose
 sidecar disagrees, naming both.
 """
 
@@ -38,15 +38,19 @@ def weights_digest(directory: str | Path) -> str | None:
     return None
 
 
-def run_provenance(model_fingerprint: str | None, knobs: dict) -> dict:
-    """What decoded a run beyond its knobs: the model's fingerprint and, for every knob whose value
-    is a checkpoint directory (a head), the digest of its weights."""
+def run_provenance(model_fingerprint: str | None, knobs: dict, compile_select: str | None = None) -> dict:
+    """What decoded a run beyond its knobs: the model's fingerprint, for every knob whose value is
+    a checkpoint directory (a head) the digest of its weights, and how its steps were compiled
+    (`compile_select`, "jit" / "aot"; absent when eager, so records written before it match): a
+    compiled step may order a float sum differently and tip a decision on a knife edge."""
     out: dict = {"model": model_fingerprint}
     for key, value in sorted(knobs.items()):
         if isinstance(value, (str, Path)) and Path(value).is_dir():
             digest = weights_digest(value)
             if digest is not None:
                 out[f"{key}_weights"] = digest
+    if compile_select is not None:
+        out["compile_select"] = compile_select
     return out
 
 
@@ -74,7 +78,7 @@ def check_provenance(items_path: Path, provenance: dict, have_rows: bool) -> Non
         diff = {k: (found.get(k), provenance.get(k)) for k in sorted(set(found) | set(provenance))
                 if found.get(k) != provenance.get(k)}
         raise ValueError(
-            f"{items_path} holds items decoded with different weights: "
+            f"{items_path} holds items decoded with a different model, head or compiled selection: "
             + "; ".join(f"{k} was {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
             + ". Use another --output, or delete the file (and its sidecar) to decode it again"
         )

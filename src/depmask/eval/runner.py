@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from depmask.decoding import build_policy, generate
+from depmask.decoding import build_policy, compile_mode, compile_mode_for, generate
 from depmask.eval.items import (
     append_items,
     check_provenance,
@@ -84,26 +84,45 @@ def _row_items(res, b: int, committed, seconds: float, examples, completions, co
 
 def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examples, items_path: Path, *,
             batch_size: int, temperature: float, gen_length: int, block_length: int, steps: int | None,
-            seed: int, bar=None, keep: list | None = None, label: str | None = None) -> dict:
+            seed: int, bar=None, keep: list | None = None, label: str | None = None,
+            compile_select: bool | str | None = None) -> dict:
     """Decode the items of one run that are not in `items_path` yet; returns its summary row (its
     `policy` is `label`, default `policy_name`).
-    `keep`: a list that receives the run's graded items (those of `examples`), for the bootstrap."""
+    `keep`: a list that receives the run's graded items (those of `examples`), for the bootstrap.
+    `compile_select`: compile the policy's step where it can be ("jit" / "aot"; `compile_mode_for`:
+    the oracle, and with "aot" policies that declare no `state_fields`, stay eager). The mode
+    used goes into the provenance record and the row (`compile_select`). Before the timed batches
+    the first batch is decoded once, untimed and discarded, so that `seconds` and `tokens_per_s`
+    leave the compilation out."""
     tokenizer = denoiser.tokenizer
     rows = read_items(items_path)
-    check_provenance(items_path, run_provenance(getattr(denoiser, "fingerprint", None), knobs), bool(rows))
+    policy = build_policy(policy_name, **knobs)
+    mode = compile_mode_for(policy, compile_select)
+    check_provenance(items_path, run_provenance(getattr(denoiser, "fingerprint", None), knobs, mode), bool(rows))
     have = done_ids(rows)
     todo = [ex for ex in examples if ex.id not in have]
     if bar is not None:
         bar.update(len(examples) - len(todo))
-    policy = build_policy(policy_name, **knobs) if todo else None
     pad_id = getattr(tokenizer, "pad_token_id", None)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+
+    def decode(chunk):
         prompts = [adapter.prompt_ids(ex, tokenizer) for ex in chunk]
         gen = torch.Generator(denoiser.device).manual_seed(seed) if temperature > 0 else None
+        return generate(denoiser, prompts, policy, gen_length=gen_length, block_length=block_length,
+                        steps=steps or gen_length, temperature=temperature, generator=gen, pad_id=pad_id,
+                        compile_select=mode or False)
+
+    if mode is not None and todo:
+        shown = bar.postfix if bar is not None else None
+        if bar is not None:
+            bar.set_postfix_str(f"{shown}, compiling ({mode})" if shown else f"compiling ({mode})")
+        decode(todo[:batch_size])  # compiles (or loads `aot` libraries) outside the timed batches
+        if bar is not None:
+            bar.set_postfix_str(shown or "")
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
         t0 = time.perf_counter()
-        res = generate(denoiser, prompts, policy, gen_length=gen_length, block_length=block_length,
-                       steps=steps or gen_length, temperature=temperature, generator=gen, pad_id=pad_id)
+        res = decode(chunk)
         seconds = time.perf_counter() - t0
         completions = [adapter.completion(r, tokenizer, denoiser.eos_ids) for r in res.generated.tolist()]
         correct = adapter.grade(chunk, completions)
@@ -116,7 +135,10 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     mine = [r for r in rows if r["id"] in wanted]
     if keep is not None:
         keep.append(mine)
-    return summarize(adapter.name, label or policy_name, _plain(knobs), mine)
+    row = summarize(adapter.name, label or policy_name, _plain(knobs), mine)
+    if mode is not None:
+        row["compile_select"] = mode
+    return row
 
 
 def task_prompts(tasks: list[str], split: str, n: int | None, seed: int,
@@ -137,11 +159,14 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                     n: int | None = 200, split: str = "test", seed: int = 0, batch_size: int = 64,
                     temperature: float = 0.0, gen_length: int | None = None, block_length: int | None = None,
                     steps: int | None = None, task_kwargs: dict[str, dict] | None = None,
-                    items: list | None = None, exclude: dict[str, set[str]] | None = None) -> list[dict]:
+                    items: list | None = None, exclude: dict[str, set[str]] | None = None,
+                    compile_select: bool | str | None = None) -> list[dict]:
     """Every task × every expanded policy run; returns the summary rows (and writes items).
     `items`: a list that receives each row's graded items, in the order of the rows.
     `exclude`: per task, prompts to leave out of the draw (`task_prompts` of another draw), so
-    that held-out selection items never repeat an evaluation item."""
+    that held-out selection items never repeat an evaluation item.
+    `compile_select`: compiled selection for every run whose policy can take it (`run_one`)."""
+    compile_mode(compile_select)  # a bad value fails before anything decodes
     out = Path(output)
     plan = []
     for task_name in tasks:
@@ -167,7 +192,8 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
             path = out / "items" / adapter.name / f"{slug}.jsonl"
             rows.append(run_one(denoiser, adapter, sweep.name, knobs, examples, path, batch_size=batch_size,
                                 temperature=temperature, gen_length=g, block_length=blk, steps=steps,
-                                seed=seed, bar=bar, keep=items, label=sweep.label))
+                                seed=seed, bar=bar, keep=items, label=sweep.label,
+                                compile_select=compile_select))
             index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": sweep.name, "label": sweep.shown,
                                                "knobs": knobs, "gen_length": g, "block_length": blk}
     (out / "runs.json").write_text(json.dumps(index, indent=2, default=str))

@@ -3,7 +3,8 @@
 A summary row holds `task`, `policy` (the preset name), the knob values, `accuracy` with its 95 %
 Wilson interval (`accuracy_lo`, `accuracy_hi`), mean `nfe`, `probe_nfe`, `tpf`, `afp`,
 `tpf_pooled`, `decode_tpf_pooled`, `kendall_tau`, `tokens_per_s` (committed answer tokens per
-second of decoding), `seconds` and `n` — plain JSON that other tools read without depmask. It does
+second of decoding), `seconds` and `n`, and `compile_select` ("jit" / "aot") for a run whose
+steps were compiled (`depmask eval decode --compile_select`) — plain JSON that other tools read without depmask. It does
 not decode.
 
 Two tokens-per-forward measures, because they rank policies differently:
@@ -66,8 +67,11 @@ def policy_width(rows: list[dict]) -> int:
     return max([15, *(len(r["policy"]) for r in rows)])
 
 
+RUN_FIELDS = ("compile_select",)  # how a run was decoded, not a knob of its policy (absent: eager)
+
+
 def knob_text(row: dict) -> str:
-    skip = {"task", "policy", "head", *METRICS}
+    skip = {"task", "policy", "head", *METRICS, *RUN_FIELDS}
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in skip)
 
 
