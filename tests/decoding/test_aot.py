@@ -202,24 +202,35 @@ def _key(policy, den, prompts, block=(6, 18)):
     if "hidden" in fields:
         state.hidden = torch.randn(*state.mask.shape, den.hidden_size)
     tensors = tuple(getattr(state, f) for f in fields)
-    step = _Step(policy, fields, state.mask.shape[1] - block[0], state.mask.shape[1] - block[1])  # tails
+    knobs = tuple(policy.tensor_knobs())
+    step = _Step(policy, fields, knobs, state.mask.shape[1] - block[0], state.mask.shape[1] - block[1])  # tails
     batch = torch.export.Dim("batch", min=1)
-    exported = torch.export.export(step, tensors, dynamic_shapes=(tuple({0: batch} for _ in tensors),))
+    values = tuple(torch.tensor(float(v), dtype=torch.float64) for v in policy.tensor_knobs().values())
+    exported = torch.export.export(step, (*tensors, *values),
+                                   dynamic_shapes=((*({0: batch} for _ in tensors), *({} for _ in values)),))
     l = state.mask.shape[1]
     geometry = (l - block[0], l - block[1], False,
                 tuple((AotSelect._shape(f, t, False), t.dtype, t.device) for f, t in zip(fields, tensors)))
     return _cached_path(exported, geometry, tensors[0].device)
 
 
-def test_the_cache_key_follows_knobs_weights_and_block_bounds(mock_denoiser, prompts, tmp_path, monkeypatch):
-    """Anything that changes what the library computes changes its file: a knob (a literal in the
-    graph), the head's weights (constants), the block bounds; the same policy rebuilt keeps it."""
+def test_the_cache_key_follows_baked_knobs_weights_and_block_bounds(mock_denoiser, prompts, tmp_path, monkeypatch):
+    """Anything that changes what the library computes changes its file: a baked knob (a literal
+    in the graph), the head's weights (constants), the block bounds; the same policy rebuilt keeps
+    it, and so does another value of a tensor knob (ε, τ: inputs of the library)."""
     monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path))
     clad = _key(build_policy("clad", threshold=0.9), mock_denoiser, prompts)
     assert clad.parent == tmp_path
     assert _key(build_policy("clad", threshold=0.9), mock_denoiser, prompts) == clad
-    assert _key(build_policy("clad", threshold=0.8), mock_denoiser, prompts) != clad
+    assert _key(build_policy("clad", threshold=0.8), mock_denoiser, prompts) == clad  # τ is an input
     assert _key(build_policy("clad", threshold=0.9), mock_denoiser, prompts, block=(6, 14)) != clad
+    budget = dict(units="token", rule="budget", scorer="attention", epsilon=0.3)
+    guided = _key(build_policy("guided", **budget), mock_denoiser, prompts)
+    assert _key(build_policy("guided", **{**budget, "epsilon": 0.7}), mock_denoiser, prompts) == guided
+    assert _key(build_policy("guided", **budget, skip_blocked=True), mock_denoiser, prompts) != guided  # baked
+    edges = _key(build_policy("guided", **{**budget, "rule": "conflict"}, edge_threshold=0.1), mock_denoiser, prompts)
+    assert _key(build_policy("guided", **{**budget, "rule": "conflict"}, edge_threshold=0.2), mock_denoiser,
+                prompts) != edges
     head = _head(mock_denoiser)
     demask = _key(build_policy("demask", head=head, epsilon=0.2), mock_denoiser, prompts)
     assert _key(build_policy("demask", head=_head(mock_denoiser), epsilon=0.2), mock_denoiser, prompts) == demask
@@ -265,3 +276,53 @@ def test_caching_off_writes_nothing(mock_denoiser, prompts, tmp_path, monkeypatc
     policy = build_policy("clad", threshold=0.7)
     generate(mock_denoiser, prompts, policy, gen_length=6, pad_id=0, compile_select="aot")
     assert compiled_select(policy, "aot").geometries == 1 and not list(tmp_path.rglob("*.pt2"))
+
+
+def test_one_library_serves_every_epsilon_and_tau(mock_denoiser, prompts, tmp_path, monkeypatch):
+    """ε and τ are inputs of the library (`Policy.tensor_knobs`): a sweep compiles once, and each
+    of its values decodes as eager; a knob changed on the policy object is read at the next call."""
+    monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path))
+    kwargs = dict(gen_length=8, pad_id=0)
+    head = _head(mock_denoiser)
+    for name, knob, values in (("demask", "epsilon", (0.05, 0.3, 2.0)), ("clad", "threshold", (0.5, 0.9, 1.0))):
+        extra = {"head": head} if name == "demask" else {}
+        first = build_policy(name, **extra, **{knob: values[0]})
+        _same(generate(mock_denoiser, prompts, first, compile_select="aot", **kwargs),
+              generate(mock_denoiser, prompts, first, **kwargs), f"{name} {values[0]}")
+        assert compiled_select(first, "aot").loaded == 0
+        outcomes = set()
+        for value in values[1:]:
+            policy = build_policy(name, **extra, **{knob: value})
+            eager = generate(mock_denoiser, prompts, policy, **kwargs)
+            _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs), eager, f"{name} {value}")
+            assert compiled_select(policy, "aot").loaded == 1, (name, value)  # the first one's library
+            outcomes.add(tuple(eager.nfe.tolist()))
+        assert len(outcomes) == 2, name  # the values decode differently: the knob reaches the library
+    assert len(_cache_files(tmp_path)) == 2
+    policy = build_policy("guided", units="token", rule="budget", scorer="attention", epsilon=0.05)
+    generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)
+    policy.epsilon = 5.0  # mutated in place: the next call passes the new value
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
+          generate(mock_denoiser, prompts, policy, **kwargs), "mutated epsilon")
+    assert compiled_select(policy, "aot").geometries == 1
+
+
+def test_a_tensor_knob_on_the_edge_decides_as_the_float_does():
+    """ε exactly equal to a prefix's cost: the compiled step, fed ε as a float64 tensor, commits
+    what eager `select` does with the Python float. Every pairwise dependency is 1/8 (exact in
+    binary), so the first t + 1 positions cost t(t + 1)/8 exactly: 1.5 for four positions."""
+    from tests.decoding.test_policy_contract import random_state
+
+    state = random_state(3)
+
+    def flat(st, candidates=None):  # [b, c, c] float32, all 1/8: a stand-in scorer
+        c = st.confidence[:, st.block_start:st.block_end]
+        return (c[:, :, None] * c[:, None, :] * 0 + 0.125).float()
+
+    for value, fits in ((1.5, 4), (1.4999999999999998, 3), (1.5000000000000002, 4)):
+        policy = build_policy("guided", units="token", rule="budget", scorer="attention", epsilon=value)
+        policy._scorer.score_block = flat
+        eager = policy.select(state)
+        assert int(eager[1].sum()) == fits, value  # row 1: the whole block masked
+        assert torch.equal(compiled_select(policy, "aot")(state), eager), value
+        assert torch.equal(policy.select_with(state, epsilon=torch.tensor(value, dtype=torch.float64)), eager)

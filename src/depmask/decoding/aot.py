@@ -11,13 +11,16 @@ of its eager time (README, "Benchmarks").
 
 What it compiles: the policy's `select` on a `StepState` rebuilt from the tensor fields the policy
 declares it reads (`Policy.state_fields`; the other fields are None, so reading one fails while
-exporting, not silently) and the block bounds, which are baked in as distances from the end of
-the canvas. One library per block geometry (those distances, and each field's shape beyond the
+exporting, not silently), its float knobs (`Policy.tensor_knobs`: ε and τ of the dependency-guided
+policies, as 0-d float64 tensors) and the block bounds, which are baked in as distances from the
+end of the canvas. One library per block geometry (those distances, and each field's shape beyond the
 batch and the canvas, dtype and device), compiled on the first step that needs it. The batch is
 dynamic, so rows leaving the batch reuse it, and so is the canvas length, so batches of other
 prompt widths (which move the blocks) reuse it too; a batch whose block starts at column 0 (empty
-prompts) gets a library of its own, with a fixed canvas. The policy's knobs and any trained
-weights are baked in too: build a new policy to change them.
+prompts) gets a library of its own, with a fixed canvas. Since ε and τ are inputs, a sweep over
+them compiles once, and every policy of the sweep loads that library from the disk cache. The
+other knobs (units, rule, `skip_blocked`, edge settings) and any trained weights are baked in:
+build a new policy to change them.
 
 Costs: about 10–20 s of compiling per geometry on a 2-core CPU (a C++ compiler is needed), so
 semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
@@ -26,7 +29,7 @@ change every step).
 
 Cache: each library is kept on disk, under `$DEPMASK_AOT_CACHE` (default
 `$XDG_CACHE_HOME/depmask/aot`, else `~/.cache/depmask/aot`; `off` for none), keyed by what the
-library computes — the exported graph's code (knobs and block bounds are literals in it), every
+library computes — the exported graph's code (the baked knobs and block bounds are literals in it), every
 weight and constant it holds, the input shapes beyond the batch, the torch version and the CPU's
 vector ISA or the GPU's model. A later process that exports the same step loads it instead of
 compiling (the export itself, about a second, is still paid). A cached file that fails to load is
@@ -59,16 +62,19 @@ class _Step(torch.nn.Module):
     block's distances from the end of the canvas (`tail_start`, `tail_end`), so that its bounds
     follow the canvas length — a dynamic dimension — and one library serves every prompt width."""
 
-    def __init__(self, policy: Policy, fields: tuple[str, ...], tail_start: int, tail_end: int):
+    def __init__(self, policy: Policy, fields: tuple[str, ...], knobs: tuple[str, ...], tail_start: int,
+                 tail_end: int):
         super().__init__()
-        self.policy, self.fields = policy, fields
+        self.policy, self.fields, self.knobs = policy, fields, knobs
         self.tail_start, self.tail_end = tail_start, tail_end
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        n = len(self.fields)
         canvas = tensors[0].shape[1]
         values = {f.name: None for f in dataclasses.fields(StepState)}
-        values.update(zip(self.fields, tensors), block_start=canvas - self.tail_start, block_end=canvas - self.tail_end)
-        return self.policy.select(StepState(**values))
+        values.update(zip(self.fields, tensors[:n]), block_start=canvas - self.tail_start,
+                      block_end=canvas - self.tail_end)
+        return self.policy.select_with(StepState(**values), **dict(zip(self.knobs, tensors[n:])))
 
 
 def _canvas_dims(field: str) -> tuple[int, ...]:
@@ -94,6 +100,8 @@ class AotSelect:
             raise ValueError(f"policy {policy.name!r} does not declare the state it reads (`state_fields`), "
                              "which ahead-of-time compiling needs; use compile_select='jit' (torch.compile)")
         self.policy, self.fields = policy, tuple(policy.state_fields)
+        self.knobs = tuple(policy.tensor_knobs())  # inputs of every library, after the fields
+        self._knob_inputs: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self._runners: dict[tuple, object] = {}
         self.loaded = 0  # libraries taken from the disk cache instead of compiled
         self._dir = tempfile.TemporaryDirectory(prefix="depmask-aot-")  # removed with this object
@@ -104,9 +112,21 @@ class AotSelect:
         key = (canvas - state.block_start, canvas - state.block_end, dynamic,
                tuple((self._shape(f, t, dynamic), t.dtype, t.device) for f, t in zip(self.fields, tensors)))
         run = self._runners.get(key)
+        knobs = self._knob_tensors(tensors[0].device)
         if run is None:
-            run = self._runners[key] = self._compile(tensors, key)
-        return run([*tensors])[0]
+            run = self._runners[key] = self._compile(tensors, knobs, key)
+        return run([*tensors, *knobs])[0]
+
+    def _knob_tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The policy's tensor knobs as 0-d float64 tensors on `device`, read from the policy on
+        every call (made once per value)."""
+        values = tuple(float(v) for v in self.policy.tensor_knobs().values())
+        key = (values, device)
+        made = self._knob_inputs.get(key)
+        if made is None:
+            made = self._knob_inputs[key] = tuple(torch.tensor(v, dtype=torch.float64, device=device)
+                                                  for v in values)
+        return made
 
     @staticmethod
     def _shape(field: str, tensor: torch.Tensor, dynamic: bool) -> tuple:
@@ -128,9 +148,9 @@ class AotSelect:
                              "does not have (the loop provides them when the policy's needs_* say so)")
         return tensors
 
-    def _compile(self, tensors: tuple[torch.Tensor, ...], geometry: tuple):
+    def _compile(self, tensors: tuple[torch.Tensor, ...], knobs: tuple[torch.Tensor, ...], geometry: tuple):
         tail_start, tail_end, dynamic_canvas, _ = geometry  # `__call__`'s key
-        step = _Step(self.policy, self.fields, tail_start, tail_end)
+        step = _Step(self.policy, self.fields, self.knobs, tail_start, tail_end)
         if tensors[0].shape[0] == 1:  # trace with two rows, or export specialises the batch to 1
             tensors = tuple(torch.cat([t, t]) for t in tensors)
         batch = torch.export.Dim("batch", min=1)
@@ -138,11 +158,11 @@ class AotSelect:
         if dynamic_canvas:  # at least one prompt column before the block
             length = torch.export.Dim("canvas", min=tail_start + 1)
             dims = {f: dict.fromkeys(_canvas_dims(f), length) for f in self.fields}
-        dynamic = tuple({0: batch, **dims.get(f, {})} for f in self.fields)
+        dynamic = (*({0: batch, **dims.get(f, {})} for f in self.fields), *({} for _ in knobs))
         path = Path(self._dir.name) / f"select-{len(self._runners)}.pt2"
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
-            exported = torch.export.export(step, tensors, dynamic_shapes=(dynamic,))
+            exported = torch.export.export(step, (*tensors, *knobs), dynamic_shapes=(dynamic,))
             cached = _cached_path(exported, geometry, tensors[0].device)
             compiled = _load(cached) if cached is not None else None
             if compiled is not None:

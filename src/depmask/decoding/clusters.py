@@ -22,7 +22,7 @@ from depmask.tensor_cache import tensor_cache
 def candidate_positions(
     confidence: torch.Tensor,  # [b, c]
     mask: torch.Tensor,  # [b, c] bool: masked positions of the block
-    threshold: float,
+    threshold: float | torch.Tensor,
     top: torch.Tensor | None = None,  # [b, 1] `most_confident(confidence, mask)`, if at hand
 ) -> torch.Tensor:
     """[b, c] bool: masked positions with confidence ≥ `threshold`, plus the most confident one

@@ -57,8 +57,8 @@ def greedy_select(
     *,
     units: str = "token",
     rule: str = "budget",
-    threshold: float = 0.0,
-    epsilon: float = 0.1,
+    threshold: float | torch.Tensor = 0.0,  # a 0-d tensor under a compiled step (`Policy.tensor_knobs`)
+    epsilon: float | torch.Tensor = 0.1,
     skip_blocked: bool = False,
     edge_threshold: float | None = None,
     edge_floor: torch.Tensor | float | None = None,  # [b] or scalar; required by `conflict`
@@ -125,7 +125,7 @@ def _order(conf: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor
     return _key(conf, size).argsort(dim=1, descending=True, stable=True)
 
 
-def _budget(unit_dep, conf, valid, epsilon: float, skip_blocked: bool, inner_on_diagonal: bool) -> torch.Tensor:
+def _budget(unit_dep, conf, valid, epsilon: float | torch.Tensor, skip_blocked: bool, inner_on_diagonal: bool) -> torch.Tensor:
     """[b, k] bool: the budget rule over units (unit_dep [b, k, k]: summed dependency; its
     diagonal counts a unit's inner pairs when `inner_on_diagonal`, else it is ignored)."""
     if not skip_blocked:  # a prefix, in closed form
@@ -149,7 +149,7 @@ def _budget(unit_dep, conf, valid, epsilon: float, skip_blocked: bool, inner_on_
     return chosen
 
 
-def _budget_prefix(unit_dep, conf, valid, epsilon: float, inner_on_diagonal: bool) -> torch.Tensor:
+def _budget_prefix(unit_dep, conf, valid, epsilon: float | torch.Tensor, inner_on_diagonal: bool) -> torch.Tensor:
     """[b, k] bool: the budget rule's confidence-ordered prefix, without sorting — a few fused
     `[b, k, k]` reductions instead of a sort, gathers, two cumulative sums and a scatter (on a small
     model a sort and its memory traffic cost more than the arithmetic).

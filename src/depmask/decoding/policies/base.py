@@ -29,6 +29,20 @@ class Policy:
     def select(self, state: StepState) -> torch.Tensor:  # [b, l] bool
         raise NotImplementedError
 
+    def tensor_knobs(self) -> dict[str, float]:
+        """The float knobs `select_with` also takes as 0-d tensors, with their values: knobs that
+        `select` reads only in tensor arithmetic (no Python branch on them), so that a compiled
+        step (`aot.py`) takes them as inputs and one library serves every value. Default: none."""
+        return {}
+
+    def select_with(self, state: StepState, **knobs: torch.Tensor) -> torch.Tensor:
+        """`select` with some `tensor_knobs` given as 0-d tensors; the others keep their values."""
+        unknown = sorted(set(knobs) - set(self.tensor_knobs()))
+        if unknown:
+            raise ValueError(f"policy {self.name!r} takes no tensor knobs {unknown}; it has "
+                             f"{sorted(self.tensor_knobs())}")
+        return self.select(state)
+
     def knobs(self) -> dict:
         """The policy's settings, for tables and `summary.json`."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -107,12 +107,23 @@ class Guided(Policy):
         raises ValueError here) and move what it holds to the model's device."""
         self._scorer.bind(denoiser)
 
+    def tensor_knobs(self) -> dict[str, float]:
+        """ε and τ: the selector reads them only in comparisons and sums."""
+        return {"epsilon": self.epsilon, "threshold": self.threshold}
+
     def select(self, state: StepState) -> torch.Tensor:
+        return self.select_with(state)
+
+    def select_with(self, state: StepState, epsilon: torch.Tensor | float | None = None,
+                    threshold: torch.Tensor | float | None = None) -> torch.Tensor:
+        """`select`, with ε and τ given as 0-d tensors when a compiled step takes them as inputs."""
+        epsilon = self.epsilon if epsilon is None else epsilon
+        threshold = self.threshold if threshold is None else threshold
         s, e = state.block_start, state.block_end
         mask = state.mask[:, s:e]  # [b, c]
         conf = state.confidence[:, s:e]  # [b, c]
         top = most_confident(conf, mask)  # [b, 1]
-        cand = candidate_positions(conf, mask, self.threshold, top)  # [b, c]
+        cand = candidate_positions(conf, mask, threshold, top)  # [b, c]
         candidates = None
         if self._scorer.needs_probe:  # only a probing scorer saves work by skipping the others
             candidates = torch.zeros_like(state.mask)  # [b, l]
@@ -122,8 +133,8 @@ class Guided(Policy):
         if self.rule == "conflict" and self.edge_threshold is None:
             floor = self.edge_floor if self.edge_floor is not None else UNIFORM_MULTIPLE / _keys(state, s + top)
         chosen = greedy_select(
-            dep, conf, mask, units=self.units, rule=self.rule, threshold=self.threshold,
-            epsilon=self.epsilon, skip_blocked=self.skip_blocked, edge_threshold=self.edge_threshold,
+            dep, conf, mask, units=self.units, rule=self.rule, threshold=threshold,
+            epsilon=epsilon, skip_blocked=self.skip_blocked, edge_threshold=self.edge_threshold,
             edge_floor=floor, candidates=cand,
         )  # [b, c]
         return F.pad(chosen, (s, state.mask.shape[1] - e))  # [b, l]
@@ -153,8 +164,14 @@ class GuidedPreset(Policy):
     def bind(self, denoiser) -> None:
         self._guided.bind(denoiser)
 
+    def tensor_knobs(self) -> dict[str, float]:
+        return self._guided.tensor_knobs()
+
     def select(self, state: StepState) -> torch.Tensor:
         return self._guided.select(state)
+
+    def select_with(self, state: StepState, **knobs: torch.Tensor) -> torch.Tensor:
+        return self._guided.select_with(state, **knobs)
 
 
 def _keys(state: StepState, query: torch.Tensor) -> torch.Tensor | float:
