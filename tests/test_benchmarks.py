@@ -145,3 +145,51 @@ def test_the_gpu_check_script_runs_its_steps_and_reports_failures(tmp_path):
                          capture_output=True, text=True, timeout=120)
     log = (tmp_path / "bad" / "gpu_checks.log").read_text()
     assert bad.returncode == 1 and log.count(": FAILED (exit 1") == 2 and "some step FAILED" in log
+
+
+def test_head_tradeoff_reads_an_eval_times_its_head_and_refuses_a_retrained_one(tmp_path):
+    """`benchmarks/head_tradeoff.py` on a tiny `eval decode` output (sort, 4 items): the point is
+    the best `demask` run within the window, its head is the one the run names and is timed, the
+    share of the oracle's headroom is computed from the reference lines; a head whose weights
+    changed since the eval is refused."""
+    from depmask.cli import main as cli
+    from depmask.models import HFDenoiser
+    from depmask.predictor import DependencyHead
+    from tests.conftest import EMBEDDED
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    head = tmp_path / "head"
+
+    def export(seed):
+        torch.manual_seed(seed)
+        DependencyHead(den.hidden_size, dim=16, layers=0, heads=2, base_fingerprint=den.fingerprint).save_pretrained(
+            head)
+
+    export(0)
+    ev = tmp_path / "ev"
+    policies = ("[{name: low_confidence}, {name: threshold, sweep: {threshold: [0.5, 0.9]}}, "
+                "{name: oracle, sweep: {epsilon: [0.5]}}, "
+                f"{{name: demask, knobs: {{head: {head}}}, sweep: {{epsilon: [0.05, 0.5]}}}}]")
+    cli(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "4", "--batch_size", "4",
+         "--bootstrap", "0", "--policies", policies, "--output", str(ev)])
+    out, png = tmp_path / "tradeoff.json", tmp_path / "tradeoff.png"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "head_tradeoff.py"), "--model", str(EMBEDDED), "--task", "sort",
+           "--reference", str(ev), "--point", "tiny", str(ev), "demask", "--window", "1.0", "--batch", "2",
+           "--repeats", "1", "--compile", "none", "--out", str(out), "--plot", str(png)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    rows = [r for r in json.loads((ev / "summary.json").read_text()) if r["policy"] == "demask"]
+    best = max(rows, key=lambda r: r["tpf_pooled"])  # a 100-point window admits every run
+    [point] = report["points"]
+    assert point["head"] == str(head) and point["epsilon"] == best["epsilon"]
+    assert point["tpf"] == best["tpf_pooled"] and point["select_ms"] > 0 and point["forward_ms"] > 0
+    assert point["ratio"] == pytest.approx(point["select_ms"] / point["forward_ms"])
+    low, high = report["reference"]["confidence"]["tpf"], report["reference"]["oracle"]["tpf"]
+    assert report["reference"]["oracle"]["policy"] == "oracle"
+    if high > low:
+        assert point["share"] == pytest.approx((point["tpf"] - low) / (high - low))
+    assert png.stat().st_size > 1000 and "tiny" in done.stdout
+    export(1)  # retrained into the same directory after the eval
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode != 0 and "holds other weights than those that decoded" in again.stderr

@@ -1,0 +1,224 @@
+"""What a dependency head buys against what it costs: for each evaluated head, the best tokens per
+forward it reaches within an accuracy window of one-token-per-step decoding, against its
+selection time per step over the base forward's, next to today's confidence rules and the oracle.
+
+    python benchmarks/head_tradeoff.py --reference outputs/eval/tiny-tasks \\
+        --point shipped outputs/eval/tiny-tasks demask --point large outputs/eval/tiny-tasks demask-large \\
+        --out outputs/bench/head_tradeoff.json --plot docs/head-tradeoff.png
+
+Each `--point LABEL EVAL_DIR POLICY` takes a `depmask eval decode` output directory and the label
+of a head policy's sweep in it (`demask`, or a sweep's `label`). Accuracy and TPF come from its
+`summary.json` (`--task`, `--measure`: `tpf_pooled` or `tpf`; the best run with accuracy ≥ the
+directory's `low_confidence` accuracy − `--window`). The head is the one those runs name (their
+`head` knob); its weights must still be the ones that decoded them (the runs' provenance records),
+or the point is refused. The cost is measured here: a decode of `--batch` test prompts with that
+head at the chosen ε, each step replayed as `benchmarks/selection_overhead.py` does (select right
+after the step's forward and statistics; `--compile aot` as `compile_select="aot"` runs it), median
+of `--repeats`: `ratio` = select / bare forward. `--reference` (optional) names a directory with
+`threshold` / `entropy_bound` and `oracle` sweeps on the same items: their best TPF in the window
+(the oracle's without its probe forwards) draw the lines of the plot, and each point gets the
+share of the oracle's headroom over the best confidence rule that it closes. Prints a table,
+writes JSON and, with `--plot`, a figure: cost on the x axis (the 5 % budget dashed), TPF up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from selection_overhead import TARGET, Recorder, measure  # noqa: E402
+
+from depmask.decoding import build_policy, generate  # noqa: E402
+from depmask.eval.items import provenance_path, weights_digest  # noqa: E402
+from depmask.models import HFDenoiser  # noqa: E402
+from depmask.tasks import get_task  # noqa: E402
+
+CONFIDENCE_RULES = ("threshold", "entropy_bound")
+
+
+def load_rows(directory: Path, task: str) -> list[dict]:
+    path = Path(directory) / "summary.json"
+    if not path.is_file():
+        raise ValueError(f"`{directory}` has no summary.json: give a `depmask eval decode` output directory")
+    rows = [r for r in json.loads(path.read_text()) if r["task"] == task]
+    if not rows:
+        raise ValueError(f"`{path}` has no runs of task {task!r}")
+    return rows
+
+
+def best_in_window(rows: list[dict], policy: str, window: float, measure_key: str) -> dict | None:
+    """The run of `policy` with the highest `measure_key` among those within `window` of the
+    `low_confidence` run's accuracy (None when none is)."""
+    ref = next((r for r in rows if r["policy"] == "low_confidence"), None)
+    if ref is None:
+        raise ValueError(f"no `low_confidence` run of task {rows[0]['task']!r}: it sets the accuracy window")
+    inside = [r for r in rows if r["policy"] == policy and r["accuracy"] >= ref["accuracy"] - window - 1e-12]
+    return max(inside, key=lambda r: r[measure_key], default=None)
+
+
+def head_of(directory: Path, task: str, run: dict) -> str:
+    """The head directory `run` names, checked against the weights that decoded it."""
+    head = run.get("head")
+    if not head:
+        raise ValueError(f"run {run['policy']} of `{directory}` names no `head`: not a head policy")
+    runs = json.loads((Path(directory) / "runs.json").read_text())
+    key = next((k for k, v in runs.items()
+                if v["task"] == task and v["label"] == run["policy"] and v["knobs"].get("epsilon") == run.get("epsilon")),
+               None)
+    if key is None:
+        raise ValueError(f"`{directory}/runs.json` has no run {run['policy']} ε {run.get('epsilon')} of {task!r}")
+    side = provenance_path(Path(directory) / "items" / f"{key}.jsonl")
+    if not Path(head).is_dir():
+        raise ValueError(f"the head `{head}` that decoded `{directory}` ({run['policy']}) is gone")
+    if side.is_file():
+        recorded = json.loads(side.read_text()).get("head_weights")
+        if recorded is not None and recorded != weights_digest(head):
+            raise ValueError(f"`{head}` holds other weights than those that decoded `{directory}` "
+                             f"({run['policy']}: {recorded} recorded, {weights_digest(head)} now)")
+    return head
+
+
+def time_head(den, task, head: str, epsilon: float, batch: int, repeats: int, compile_select: str | None,
+              seed: int) -> dict:
+    examples = task.examples("test", batch, seed=seed)
+    prompts = [den.tokenizer.convert_tokens_to_ids(ex.prompt.split()) for ex in examples]
+    policy = build_policy("demask", head=head, epsilon=epsilon)
+    rec = Recorder(policy)
+    generate(den, prompts, rec, gen_length=task.answer_length, pad_id=den.tokenizer.pad_token_id)
+    mean = measure(den, policy, rec.states, repeats, compile_select)
+    return {"select_ms": mean["select"], "forward_ms": mean["forward"], "ratio": mean["select"] / mean["forward"],
+            "flops_ratio": mean["flops_ratio"], "steps": len(rec.states)}
+
+
+def reference_lines(directory: Path, task: str, window: float, measure_key: str) -> dict:
+    """The best confidence rule and the oracle (its decoding forwards only) within the window."""
+    rows = load_rows(directory, task)
+    oracle_key = "decode_tpf_pooled" if measure_key == "tpf_pooled" else "afp"
+    rules = [r for r in (best_in_window(rows, p, window, measure_key) for p in CONFIDENCE_RULES) if r]
+    best_rule = max(rules, key=lambda r: r[measure_key], default=None)
+    return {"confidence": _line(best_rule, measure_key),
+            "oracle": _line(best_in_window(rows, "oracle", window, oracle_key), oracle_key)}
+
+
+def _line(row: dict | None, key: str) -> dict | None:
+    if row is None:
+        return None
+    return {"policy": row["policy"], "accuracy": row["accuracy"], "tpf": row[key],
+            "knobs": {k: row[k] for k in ("threshold", "gamma", "epsilon") if k in row}}
+
+
+def plot(points: list[dict], lines: dict | None, path: Path, measure_key: str, window: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.set_xscale("log")
+    for p in points:
+        ax.scatter(p["ratio"], p["tpf"], s=36, color="C0" if p["ratio"] <= TARGET else "C3", zorder=3)
+    ax.axvline(TARGET, color="grey", linestyle="--", linewidth=1)
+    if lines and lines["confidence"] and lines["oracle"]:
+        low, high = lines["confidence"]["tpf"], lines["oracle"]["tpf"]
+        ax.axhline(low, color="C2", linewidth=1, label=f"best confidence rule ({lines['confidence']['policy']})")
+        ax.axhline(high, color="k", linewidth=1, label="oracle (decoding forwards)")
+        ax.axhline(low + (high - low) / 2, color="k", linestyle=":", linewidth=1, label="half of the headroom")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.text(TARGET, ax.get_ylim()[1], f" {TARGET:.0%} budget", fontsize=8, color="grey", va="top")
+    ax.set_xlabel("selection time per step / base forward (log)")
+    ax.set_ylabel(f"best {'pooled TPF' if measure_key == 'tpf_pooled' else 'per-item TPF'} within "
+                  f"{100 * window:g} point(s)")
+    ax.set_title("dependency heads: what they buy against what they cost", fontsize=10)
+    fig.tight_layout()
+    _labels(ax, points)  # last: the axes' limits and layout are final
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _labels(ax, points: list[dict], gap: float = 10.0) -> None:
+    """Each point's label to its right, moved up (in steps of `gap` points of type) past labels
+    already placed near it, so that a cluster of similar heads stays readable."""
+    ax.figure.canvas.draw()  # fixes the data-to-display transform
+    to_px = ax.transData.transform
+    placed: list[tuple[float, float]] = []  # display coordinates (px) of placed labels
+    step = gap * ax.figure.dpi / 72
+    for p in sorted(points, key=lambda p: (p["tpf"], p["ratio"])):
+        x, y = to_px((p["ratio"], p["tpf"]))
+        lift = 0.0
+        while any(abs(x - px) < 90 and abs(y + lift - py) < step for px, py in placed):
+            lift += step
+        placed.append((x, y + lift))
+        ax.annotate(p["label"], (p["ratio"], p["tpf"]), textcoords="offset pixels", xytext=(6, lift - 3),
+                    fontsize=7.5, arrowprops=dict(arrowstyle="-", color="0.6", linewidth=0.5) if lift else None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--point", nargs=3, action="append", metavar=("LABEL", "EVAL_DIR", "POLICY"), required=True)
+    ap.add_argument("--reference", default=None, help="eval directory with threshold / entropy_bound / oracle runs")
+    ap.add_argument("--model", default="models/tiny-tasks")
+    ap.add_argument("--task", default="sudoku4")
+    ap.add_argument("--window", type=float, default=0.01, help="accuracy window below one-token-per-step (0.01 = 1 point)")
+    ap.add_argument("--measure", default="tpf_pooled", choices=["tpf_pooled", "tpf"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", default="aot", choices=["none", "jit", "aot"])
+    ap.add_argument("--out", default="outputs/bench/head_tradeoff.json")
+    ap.add_argument("--plot", default=None, help="write the figure here (PNG)")
+    args = ap.parse_args()
+    if not 0 <= args.window <= 1:
+        raise SystemExit(f"--window ({args.window}) must lie in [0, 1] (a fraction: 0.01 = 1 point)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lines = reference_lines(Path(args.reference), args.task, args.window, args.measure) if args.reference else None
+    den = HFDenoiser.from_pretrained(args.model, device="cpu")
+    task = get_task(args.task)
+    points = []
+    for label, directory, policy in args.point:
+        rows = load_rows(Path(directory), args.task)
+        run = best_in_window(rows, policy, args.window, args.measure)
+        if run is None:
+            raise SystemExit(f"--point {label}: no {policy!r} run of `{directory}` is within {args.window} of "
+                             "one-token-per-step accuracy")
+        head = head_of(Path(directory), args.task, run)
+        cost = time_head(den, task, head, run["epsilon"], args.batch, args.repeats,
+                         None if args.compile == "none" else args.compile, args.seed)
+        point = {"label": label, "eval_dir": directory, "policy": policy, "head": head, "epsilon": run["epsilon"],
+                 "accuracy": run["accuracy"], "tpf": run[args.measure], **cost}
+        if lines and lines["confidence"] and lines["oracle"]:
+            low, high = lines["confidence"]["tpf"], lines["oracle"]["tpf"]
+            point["share"] = (point["tpf"] - low) / (high - low) if high > low else None
+        points.append(point)
+    print(f"{'head':<16} {'ε':>5} {'accuracy':>9} {'TPF':>6} {'share':>6} {'select ms':>10} {'forward ms':>11} "
+          f"{'ratio':>7} {'FLOPs':>7}")
+    for p in points:
+        share = f"{p['share']:.0%}" if p.get("share") is not None else "—"
+        print(f"{p['label']:<16} {p['epsilon']:>5g} {100 * p['accuracy']:>8.1f}% {p['tpf']:>6.2f} {share:>6} "
+              f"{p['select_ms']:>10.3f} {p['forward_ms']:>11.3f} {p['ratio']:>7.3f} {p['flops_ratio']:>7.4f}")
+    if lines:
+        for k, r in lines.items():
+            if r:
+                print(f"{k}: {r['policy']} {r['knobs']} {r['tpf']:.2f} at {100 * r['accuracy']:.1f}%")
+    both = [p["label"] for p in points if p["ratio"] <= TARGET and (p.get("share") or 0) > 0.5]
+    print(f"heads within the {TARGET:.0%} budget that close over half of the headroom: {both or 'none'}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"task": args.task, "window": args.window, "measure": args.measure,
+                               "compile": args.compile, "threads": torch.get_num_threads(), "batch": args.batch,
+                               "reference": lines, "points": points}, indent=2))
+    print(f"wrote {out}")
+    if args.plot:
+        plot(points, lines, Path(args.plot), args.measure, args.window)
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
