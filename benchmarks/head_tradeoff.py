@@ -208,7 +208,8 @@ def main() -> None:
             if r:
                 print(f"{k}: {r['policy']} {r['knobs']} {r['tpf']:.2f} at {100 * r['accuracy']:.1f}%")
     both = [p["label"] for p in points if p["ratio"] <= TARGET and (p.get("share") or 0) > 0.5]
-    print(f"heads within the {TARGET:.0%} budget that close over half of the headroom: {both or 'none'}")
+    print(f"heads within the {TARGET:.0%} budget whose point estimate closes over half of the headroom "
+          f"(knob chosen on these items, no interval: a lead, not a result): {both or 'none'}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"task": args.task, "window": args.window, "measure": args.measure,
