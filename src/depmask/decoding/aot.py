@@ -13,14 +13,14 @@ What it compiles: the policy's `select` on a `StepState` rebuilt from the tensor
 declares it reads (`Policy.state_fields`; the other fields are None, so reading one fails while
 exporting, not silently), its float knobs (`Policy.tensor_knobs`: ε and τ of the dependency-guided
 policies, as 0-d float64 tensors) and the block bounds, which are baked in as distances from the
-end of the canvas. One library per block geometry (those distances, and each field's shape beyond the
-batch and the canvas, dtype and device), compiled on the first step that needs it. The batch is
+end of the canvas. One library per block geometry (those distances, and each field's shape beyond
+the batch and the canvas, dtype and device), compiled on the first step that needs it. The batch is
 dynamic, so rows leaving the batch reuse it, and so is the canvas length, so batches of other
 prompt widths (which move the blocks) reuse it too; a batch whose block starts at column 0 (empty
 prompts) gets a library of its own, with a fixed canvas. Since ε and τ are inputs, a sweep over
-them compiles once, and every policy of the sweep loads that library from the disk cache. The
-other knobs (units, rule, `skip_blocked`, edge settings) and any trained weights are baked in:
-build a new policy to change them.
+them compiles once, and every policy of the sweep loads that library from the disk cache. The other
+knobs (units, rule, `skip_blocked`, edge settings) and any trained weights are baked in: build a
+new policy to change them.
 
 Costs: about 10–20 s of compiling per geometry on a 2-core CPU (a C++ compiler is needed), so
 semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
@@ -29,9 +29,9 @@ change every step).
 
 Cache: each library is kept on disk, under `$DEPMASK_AOT_CACHE` (default
 `$XDG_CACHE_HOME/depmask/aot`, else `~/.cache/depmask/aot`; `off` for none), keyed by what the
-library computes — the exported graph's code (the baked knobs and block bounds are literals in it), every
-weight and constant it holds, the input shapes beyond the batch, the torch version and the CPU's
-vector ISA or the GPU's model. A later process that exports the same step loads it instead of
+library computes — the exported graph's code (the baked knobs and block bounds are literals in it),
+every weight and constant it holds, the input shapes beyond the batch, the torch version and the
+CPU's vector ISA or the GPU's model. A later process that exports the same step loads it instead of
 compiling (the export itself, about a second, is still paid). A cached file that fails to load is
 compiled again and replaced.
 """

@@ -125,7 +125,8 @@ def _order(conf: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor
     return _key(conf, size).argsort(dim=1, descending=True, stable=True)
 
 
-def _budget(unit_dep, conf, valid, epsilon: float | torch.Tensor, skip_blocked: bool, inner_on_diagonal: bool) -> torch.Tensor:
+def _budget(unit_dep, conf, valid, epsilon: float | torch.Tensor, skip_blocked: bool,
+            inner_on_diagonal: bool) -> torch.Tensor:
     """[b, k] bool: the budget rule over units (unit_dep [b, k, k]: summed dependency; its
     diagonal counts a unit's inner pairs when `inner_on_diagonal`, else it is ignored)."""
     if not skip_blocked:  # a prefix, in closed form
@@ -149,7 +150,8 @@ def _budget(unit_dep, conf, valid, epsilon: float | torch.Tensor, skip_blocked: 
     return chosen
 
 
-def _budget_prefix(unit_dep, conf, valid, epsilon: float | torch.Tensor, inner_on_diagonal: bool) -> torch.Tensor:
+def _budget_prefix(unit_dep, conf, valid, epsilon: float | torch.Tensor,
+                   inner_on_diagonal: bool) -> torch.Tensor:
     """[b, k] bool: the budget rule's confidence-ordered prefix, without sorting — a few fused
     `[b, k, k]` reductions instead of a sort, gathers, two cumulative sums and a scatter (on a small
     model a sort and its memory traffic cost more than the arithmetic).

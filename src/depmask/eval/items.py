@@ -8,8 +8,8 @@ A run's knobs name a head by its path, and the path's weights can change (a retr
 exported to the same directory, a new shipped head): resuming would then mix items of two
 heads under one run. So each results file has a provenance sidecar (`<run>.provenance.json`:
 the model's fingerprint, a digest of the weights of every knob that names a checkpoint
-directory, and the compiled-selection mode when there is one), written with the first rows; `check_provenance` refuses to resume a file whose
-sidecar disagrees, naming both.
+directory, and the compiled-selection mode when there is one), written with the first rows;
+`check_provenance` refuses to resume a file whose sidecar disagrees, naming both.
 """
 
 from __future__ import annotations
