@@ -3,9 +3,9 @@
 A summary row holds `task`, `policy` (the preset name), the knob values, `accuracy` with its 95 %
 Wilson interval (`accuracy_lo`, `accuracy_hi`), mean `nfe`, `probe_nfe`, `tpf`, `afp`,
 `tpf_pooled`, `decode_tpf_pooled`, `kendall_tau`, `tokens_per_s` (committed answer tokens per
-second of decoding), `seconds` and `n`, and `compile_select` ("jit" / "aot") for a run whose
-steps were compiled (`depmask eval decode --compile_select`) — plain JSON that other tools read without depmask. It does
-not decode.
+second of decoding), `seconds` and `n`, and `compile_select` ("jit" / "aot") for a run whose steps
+were compiled (`depmask eval decode --compile_select`) — plain JSON that other tools read without
+depmask. It does not decode.
 
 Two tokens-per-forward measures, because they rank policies differently:
 - `tpf` is the mean over items of each item's committed tokens / forwards (`afp`: / decoding
