@@ -35,8 +35,8 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
             "--head_epochs", "1", "--n", "8"]
     main(args)
     rows = json.loads((tmp_path / "summary.json").read_text())
-    assert {r["policy"] for r in rows} == {"low_confidence", "threshold", "entropy_bound", "dilated", "clad",
-                                           "demask", "oracle"}
+    assert {r["policy"] for r in rows} == {"low_confidence", "threshold", "entropy_bound", "factor", "dilated",
+                                           "clad", "demask", "oracle"}
     assert {r["task"] for r in rows} == {"sudoku4", "permutation"}
     for r in rows:
         assert {"task", "policy", "accuracy", "nfe", "tpf", "afp", "n"} <= set(r)

@@ -6,8 +6,8 @@
    `depmask decode --policy demask --policy.head <out>/head`), with the architecture and loss of
    the shipped head's config (`configs/train/head-tiny.yaml`, its `model:` section);
 3. decode — the held-out test split with one-token-per-step, `threshold`, `entropy_bound`,
-   `dilated`, `clad`, `demask` and `oracle`, each over a small knob sweep (`<out>/eval`, the same
-   layout as `depmask eval decode`; re-running resumes);
+   `factor`, `dilated`, `clad`, `demask` and `oracle`, each over a small knob sweep (`<out>/eval`,
+   the same layout as `depmask eval decode`; re-running resumes);
 then the table, the headline (the TPF each policy reaches at one-token-per-step accuracy),
 `summary.json` (one row per run: task, policy, knobs, accuracy, nfe, tpf, ...) and
 `frontier.png`. Each stage reuses what an earlier run left in `<out>`.
@@ -49,6 +49,7 @@ def comparison_policies(head: str) -> list[PolicySweep]:
         PolicySweep("low_confidence"),
         PolicySweep("threshold", sweep={"threshold": [0.5, 0.7, 0.9, 0.99]}),
         PolicySweep("entropy_bound", sweep={"gamma": [0.1, 0.3, 1.0]}),
+        PolicySweep("factor", sweep={"factor": [0.1, 0.3, 1.0]}),
         PolicySweep("dilated", sweep={"base": [2]}),
         PolicySweep("clad", sweep={"threshold": [0.5, 0.7, 0.9]}),
         PolicySweep("demask", knobs={"head": head}, sweep={"epsilon": [0.1, 0.3, 0.6, 1.0, 3.0]}),
