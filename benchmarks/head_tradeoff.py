@@ -15,8 +15,9 @@ or the point is refused. The cost is measured here: a decode of `--batch` test p
 head at the chosen ε, each step replayed as `benchmarks/selection_overhead.py` does (select right
 after the step's forward and statistics; `--compile aot` as `compile_select="aot"` runs it), median
 of `--repeats`: `ratio` = select / bare forward. `--reference` (optional) names a directory with
-`threshold` / `entropy_bound` and `oracle` sweeps on the same items: their best TPF in the window
-(the oracle's without its probe forwards) draw the lines of the plot, and each point gets the
+confidence-rule sweeps (`threshold`, `entropy_bound`, `factor`, ...: the headline's `BASELINES`)
+and an `oracle` sweep on the same items: the best rule's TPF in the window and the oracle's
+(without its probe forwards) draw the lines of the plot, and each point gets the
 share of the oracle's headroom over the best confidence rule that it closes. Prints a table,
 writes JSON and, with `--plot`, a figure: cost on the x axis (the 5 % budget dashed), TPF up.
 """
@@ -34,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from selection_overhead import TARGET, Recorder, measure  # noqa: E402
 
 from depmask.decoding import build_policy, generate  # noqa: E402
+from depmask.eval.headline import check_tolerance, headline  # noqa: E402
+from depmask.eval.headline_ci import BASELINES, ORACLE  # noqa: E402
 from depmask.eval.items import provenance_path, weights_digest  # noqa: E402
+from depmask.eval.summary import knob_text  # noqa: E402
 from depmask.models import HFDenoiser  # noqa: E402
 from depmask.tasks import get_task  # noqa: E402
-
-CONFIDENCE_RULES = ("threshold", "entropy_bound")
 
 
 def load_rows(directory: Path, task: str) -> list[dict]:
@@ -52,13 +54,15 @@ def load_rows(directory: Path, task: str) -> list[dict]:
 
 
 def best_in_window(rows: list[dict], policy: str, window: float, measure_key: str) -> dict | None:
-    """The run of `policy` with the highest `measure_key` among those within `window` of the
-    `low_confidence` run's accuracy (None when none is)."""
-    ref = next((r for r in rows if r["policy"] == "low_confidence"), None)
-    if ref is None:
+    """The run (summary row) of `policy` that the headline picks within `window` of
+    one-token-per-step accuracy (`eval.headline.headline`), or None when none is within it."""
+    tops = headline(rows, tolerance=window, measure=measure_key)
+    if not tops:
         raise ValueError(f"no `low_confidence` run of task {rows[0]['task']!r}: it sets the accuracy window")
-    inside = [r for r in rows if r["policy"] == policy and r["accuracy"] >= ref["accuracy"] - window - 1e-12]
-    return max(inside, key=lambda r: r[measure_key], default=None)
+    top = next((t for t in tops if t["policy"] == policy), None)
+    if top is None or top["accuracy"] is None:
+        return None
+    return next(r for r in rows if r["policy"] == policy and knob_text(r) == top["knobs"])
 
 
 def head_of(directory: Path, task: str, run: dict) -> str:
@@ -96,20 +100,19 @@ def time_head(den, task, head: str, epsilon: float, batch: int, repeats: int, co
 
 
 def reference_lines(directory: Path, task: str, window: float, measure_key: str) -> dict:
-    """The best confidence rule and the oracle (its decoding forwards only) within the window."""
-    rows = load_rows(directory, task)
-    oracle_key = "decode_tpf_pooled" if measure_key == "tpf_pooled" else "afp"
-    rules = [r for r in (best_in_window(rows, p, window, measure_key) for p in CONFIDENCE_RULES) if r]
-    best_rule = max(rules, key=lambda r: r[measure_key], default=None)
-    return {"confidence": _line(best_rule, measure_key),
-            "oracle": _line(best_in_window(rows, "oracle", window, oracle_key), oracle_key)}
+    """The headline's best confidence rule (`BASELINES`) and the oracle (its decoding forwards
+    only) within the window."""
+    tops = headline(load_rows(directory, task), tolerance=window, measure=measure_key)
+    rules = [t for t in tops if t["policy"] in BASELINES and t["tpf"] is not None]
+    rule = max(rules, key=lambda t: t["tpf"], default=None)
+    oracle = next((t for t in tops if t["policy"] == ORACLE and t["tpf"] is not None), None)
+    return {"confidence": _line(rule, "tpf"), "oracle": _line(oracle, "decode_tpf")}
 
 
-def _line(row: dict | None, key: str) -> dict | None:
-    if row is None:
+def _line(top: dict | None, key: str) -> dict | None:
+    if top is None:
         return None
-    return {"policy": row["policy"], "accuracy": row["accuracy"], "tpf": row[key],
-            "knobs": {k: row[k] for k in ("threshold", "gamma", "epsilon") if k in row}}
+    return {"policy": top["policy"], "accuracy": top["accuracy"], "tpf": top[key], "knobs": top["knobs"]}
 
 
 def plot(points: list[dict], lines: dict | None, path: Path, measure_key: str, window: float) -> None:
@@ -174,8 +177,7 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/bench/head_tradeoff.json")
     ap.add_argument("--plot", default=None, help="write the figure here (PNG)")
     args = ap.parse_args()
-    if not 0 <= args.window <= 1:
-        raise SystemExit(f"--window ({args.window}) must lie in [0, 1] (a fraction: 0.01 = 1 point)")
+    check_tolerance(args.window)  # ValueError naming it, before anything loads
     if args.threads:
         torch.set_num_threads(args.threads)
     lines = reference_lines(Path(args.reference), args.task, args.window, args.measure) if args.reference else None
