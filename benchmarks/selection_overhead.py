@@ -23,7 +23,9 @@ shape (`--sim_*` flags; bf16), unless `--base_ms` gives a measured one.
 End to end, `decode_added_ms`: the wall time of the whole `generate()` call with the policy
 minus that of the same decode replaying the policy's recorded commits (same forwards and
 captures, no selection), per step — what the policy adds to decoding, with nothing to attribute
-(noisier: a difference of two decode times). `decode_ratio` is it over the bare forward.
+(noisier: a difference of two decode times). The two decodes alternate for `--decode_repeats`
+rounds and the figure is the median of the rounds' differences, with a 95 % bootstrap interval
+(`decode_ratio_ci`). `decode_ratio` is it over the bare forward.
 `decode_step_ms` is the replayed decode's time per step: forward, statistics and loop as a decode
 runs them, forwards back to back (on this project's CPU VM it came out 0.3–1.2 ms above the singly
 timed forward; README, "Benchmarks").
@@ -136,12 +138,14 @@ class Timing(Recorder):
 
 
 def decode_overhead(den, policy: Policy, prompts, gen_length: int, commits: list, repeats: int,
-                    compile_select: str | None) -> tuple[float, float, float]:
-    """(added, step, select) milliseconds per step of a whole `generate()` call: the median wall
-    time of the decode minus that of the same decode replaying its recorded commits (`Replay`),
-    the replay's own time — a step as a decode runs it (forward, statistics, loop), its forwards
-    back to back — and the median over decodes of the select calls' time inside them (`Timing`),
-    each over the number of steps. Decodes alternate, after one warm-up of each. `added − select`
+                    compile_select: str | None, seed: int = 0) -> dict:
+    """Milliseconds per step of a whole `generate()` call, each over the number of steps:
+    `added`, the median over rounds of the decode's wall time minus that of the same decode
+    replaying its recorded commits (`Replay`) in the same round — paired, so that a slow spell of
+    the machine slows both — with `added_lo` / `added_hi`, a 95 % bootstrap interval of that
+    median; `step`, the replay's median time, a step as a decode runs it (forward, statistics,
+    loop), its forwards back to back; `select`, the median over decodes of the select calls' time
+    inside them (`Timing`). The two decodes alternate, after one warm-up of each. `added − select`
     is what the policy adds outside its select calls: its `bind` once per decode, a slower forward
     after a selection, and noise."""
     select = policy.select if compile_select is None else compiled_select(policy, compile_select)
@@ -155,14 +159,20 @@ def decode_overhead(den, policy: Policy, prompts, gen_length: int, commits: list
 
     runs = {"policy": timed_decode,
             "replay": partial(generate, den, prompts, replay, gen_length=gen_length, pad_id=den.tokenizer.pad_token_id)}
-    seconds = timed(runs, den.device, repeats)
+    seconds = timed(runs, den.device, repeats, raw=True)
     n = len(commits)
-    return (1e3 * (seconds["policy"] - seconds["replay"]) / n, 1e3 * seconds["replay"] / n,
-            1e3 * statistics.median(per_decode[1:]) / n)  # [1:]: the warm-up decode
+    diffs = torch.tensor(seconds["policy"], dtype=torch.float64) - torch.tensor(seconds["replay"], dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    draws = diffs[torch.randint(len(diffs), (1000, len(diffs)), generator=g)].median(dim=1).values
+    lo, hi = torch.quantile(draws, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"added": 1e3 * diffs.median().item() / n, "added_lo": 1e3 * lo / n, "added_hi": 1e3 * hi / n,
+            "step": 1e3 * statistics.median(seconds["replay"]) / n,
+            "select": 1e3 * statistics.median(per_decode[1:]) / n}  # [1:]: the warm-up decode
 
 
-def timed(fns: dict, device: torch.device, repeats: int) -> dict:
-    """Median seconds of each `fns[name]` over `repeats` rounds after one warm-up round. An entry
+def timed(fns: dict, device: torch.device, repeats: int, raw: bool = False) -> dict:
+    """Median seconds of each `fns[name]` over `repeats` rounds after one warm-up round (`raw`:
+    the list of each round's seconds, in round order, instead of the median). An entry
     is a function, or `(prelude, function)`: the prelude runs untimed right before it (what the
     loop runs before a selection). The entries run interleaved within a round, so a machine
     shared with other jobs slows them alike."""
@@ -179,7 +189,7 @@ def timed(fns: dict, device: torch.device, repeats: int) -> dict:
             sync()
             if r:
                 out[name].append(time.perf_counter() - start)
-    return {name: statistics.median(v) for name, v in out.items()}
+    return out if raw else {name: statistics.median(v) for name, v in out.items()}
 
 
 def loop_step(den, forward, st: StepState) -> StepState:
@@ -258,6 +268,8 @@ def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
         "decode_rest_ms": (None if mean.get("select_in_decode") is None
                            else mean["decode_added"] - mean["select_in_decode"]),
         "decode_ratio": None if mean.get("decode_added") is None else mean["decode_added"] / mean["forward"],
+        "decode_ratio_ci": (None if mean.get("decode_added_lo") is None
+                            else [mean["decode_added_lo"] / mean["forward"], mean["decode_added_hi"] / mean["forward"]]),
         "decode_step_ms": mean.get("decode_step"),
         "ratio_in_decode": None if mean.get("decode_step") is None else mean["select"] / mean["decode_step"],
         "decode_ratio_in_decode": (None if mean.get("decode_step") is None
@@ -285,12 +297,16 @@ def embedded(args) -> list[dict]:
         rec = Recorder(policy)
         generate(den, prompts, rec, gen_length=task.answer_length, pad_id=den.tokenizer.pad_token_id)
         mean = measure(den, policy, rec.states, args.repeats, args.compile)
-        mean["decode_added"], mean["decode_step"], mean["select_in_decode"] = decode_overhead(
-            den, policy, prompts, task.answer_length, rec.commits, args.repeats, args.compile)
+        decode = decode_overhead(den, policy, prompts, task.answer_length, rec.commits, args.decode_repeats,
+                                 args.compile, args.seed)
+        mean.update(decode_added=decode["added"], decode_added_lo=decode["added_lo"],
+                    decode_added_hi=decode["added_hi"], decode_step=decode["step"],
+                    select_in_decode=decode["select"])
         out.append(summary_row(policy, mean, len(rec.states), {
             "mode": "embedded", "model": args.model, "task": args.task, "batch": args.batch,
             "canvas": int(rec.states[0].tokens.shape[1]), "block": task.answer_length,
-            "device": str(den.device), "threads": torch.get_num_threads(), "repeats": args.repeats}))
+            "device": str(den.device), "threads": torch.get_num_threads(), "repeats": args.repeats,
+            "decode_repeats": args.decode_repeats}))
     return out
 
 
@@ -368,7 +384,7 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         how = f"compiled ({r['compile_mode']}), {r['compile_s']:.1f} s to compile" if r["compiled"] else "eager"
         decode = "" if r["decode_ratio"] is None else (
-            f"; in a whole decode {r['decode_ratio']:.3f}; against a step as a decode runs it "
+            f"; in a whole decode {r['decode_ratio']:.3f} [{r['decode_ratio_ci'][0]:.3f}, {r['decode_ratio_ci'][1]:.3f}]; against a step as a decode runs it "
             f"({r['decode_step_ms']:.2f} ms) {r['ratio_in_decode']:.3f}, in a whole decode {r['decode_ratio_in_decode']:.3f}; "
             f"of the {r['decode_added_ms']:.3f} ms a decode adds per step, {r['select_in_decode_ms']:.3f} in its select calls, "
             f"{r['decode_rest_ms']:.3f} elsewhere")
@@ -387,6 +403,8 @@ def main() -> None:
     ap.add_argument("--tau", type=float, default=0.7)
     ap.add_argument("--device", default=None, help="default: cpu (embedded), cuda if available (simulate)")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--decode_repeats", type=int, default=100,
+                    help="rounds of the whole-decode comparison (two decodes each, ~0.1 s on the embedded model)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", nargs="?", const="jit", default=None, choices=["jit", "aot"],
@@ -403,6 +421,9 @@ def main() -> None:
     ap.add_argument("--base_ms", type=float, default=None, help="simulate: a measured base forward (ms)")
     ap.add_argument("--out", default="outputs/bench/selection_overhead.json")
     args = ap.parse_args()
+    for name in ("repeats", "decode_repeats"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} ({getattr(args, name)}) must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.simulate is None and args.device is None:

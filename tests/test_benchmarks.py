@@ -45,7 +45,7 @@ def test_selection_overhead_benchmark_runs(tmp_path, compile_args):
     out = tmp_path / "sel.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--batch", "2", "--repeats", "1",
-         "--threads", "1", "--head", str(ROOT / "models" / "tiny-tasks-head"), *compile_args, "--out", str(out)],
+         "--decode_repeats", "3", "--threads", "1", "--head", str(ROOT / "models" / "tiny-tasks-head"), *compile_args, "--out", str(out)],
         capture_output=True, text=True, timeout=400, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
@@ -57,6 +57,9 @@ def test_selection_overhead_benchmark_runs(tmp_path, compile_args):
     # timed where the loop runs it (after the forward and step_state) and right after the forward
     assert all(r["select_ms"] > 0 and r["select_after_forward_ms"] > 0 for r in rows.values())
     assert all(math.isfinite(r["decode_added_ms"]) and math.isfinite(r["decode_ratio"]) for r in rows.values())
+    # the paired median of the whole-decode differences lies in its bootstrap interval
+    assert all(r["decode_ratio_ci"][0] <= r["decode_ratio"] <= r["decode_ratio_ci"][1] for r in rows.values())
+    assert all(r["decode_repeats"] == 3 for r in rows.values())
     # against a step as a decode runs it (the replayed decode's time per step)
     for r in rows.values():
         assert r["decode_step_ms"] > 0
@@ -193,3 +196,13 @@ def test_head_tradeoff_reads_an_eval_times_its_head_and_refuses_a_retrained_one(
     export(1)  # retrained into the same directory after the eval
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode != 0 and "holds other weights than those that decoded" in again.stderr
+
+
+def test_selection_overhead_refuses_no_decode_rounds(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--decode_repeats", "0",
+         "--out", str(tmp_path / "sel.json")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode != 0 and "--decode_repeats (0) must be >= 1" in done.stderr
+    assert not (tmp_path / "sel.json").exists()
