@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_args import count
 
 from depmask.decoding import build_policy, generate
 from depmask.models import HFDenoiser
@@ -52,11 +53,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", default="threshold")
     ap.add_argument("--threshold", type=float, default=0.9)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=count, default=8)
     ap.add_argument("--prompt_length", type=int, default=32)
     ap.add_argument("--gen_length", type=int, default=64)
     ap.add_argument("--block_length", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=count, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="outputs/bench/decode_overhead.json")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_args import count
 
 from depmask.data_gen import (
     HarvestConfig,
@@ -77,12 +78,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/tiny-tasks")
     ap.add_argument("--task", default="sudoku4")
-    ap.add_argument("--examples", type=int, default=64)
-    ap.add_argument("--batch_size", type=int, default=32)
-    ap.add_argument("--chunk_size", type=int, default=64, help="perturbed copies per forward")
-    ap.add_argument("--topk", type=int, default=1)
+    ap.add_argument("--examples", type=count, default=64)
+    ap.add_argument("--batch_size", type=count, default=32)
+    ap.add_argument("--chunk_size", type=count, default=64, help="perturbed copies per forward")
+    ap.add_argument("--topk", type=count, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=count, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--out", default="outputs/bench/harvest_throughput.json")
     args = ap.parse_args()

@@ -62,6 +62,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from bench_args import count
 from torch.utils.flop_counter import FlopCounterMode
 
 from depmask.decoding import Policy, StepState, build_policy, compiled_select, generate
@@ -398,12 +399,12 @@ def main() -> None:
     ap.add_argument("--model", default="models/tiny-tasks")
     ap.add_argument("--task", default="sudoku4")
     ap.add_argument("--head", default=None, help="trained DependencyHead directory (default: random init)")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=count, default=8)
     ap.add_argument("--epsilon", type=float, default=0.1)
     ap.add_argument("--tau", type=float, default=0.7)
     ap.add_argument("--device", default=None, help="default: cpu (embedded), cuda if available (simulate)")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--decode_repeats", type=int, default=100,
+    ap.add_argument("--repeats", type=count, default=10)
+    ap.add_argument("--decode_repeats", type=count, default=100,
                     help="rounds of the whole-decode comparison (two decodes each, ~0.1 s on the embedded model)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
@@ -417,13 +418,10 @@ def main() -> None:
     ap.add_argument("--sim_layers", type=int, default=32)
     ap.add_argument("--sim_intermediate", type=int, default=12288)
     ap.add_argument("--sim_vocab", type=int, default=126464)
-    ap.add_argument("--sim_steps", type=int, default=8, help="simulated steps timed")
+    ap.add_argument("--sim_steps", type=count, default=8, help="simulated steps timed")
     ap.add_argument("--base_ms", type=float, default=None, help="simulate: a measured base forward (ms)")
     ap.add_argument("--out", default="outputs/bench/selection_overhead.json")
     args = ap.parse_args()
-    for name in ("repeats", "decode_repeats"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name} ({getattr(args, name)}) must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.simulate is None and args.device is None:

@@ -198,11 +198,15 @@ def test_head_tradeoff_reads_an_eval_times_its_head_and_refuses_a_retrained_one(
     assert again.returncode != 0 and "holds other weights than those that decoded" in again.stderr
 
 
-def test_selection_overhead_refuses_no_decode_rounds(tmp_path):
+@pytest.mark.parametrize("script,flag", [("selection_overhead", "decode_repeats"), ("selection_overhead", "batch"),
+                                         ("decode_overhead", "repeats"), ("harvest_throughput", "examples"),
+                                         ("head_tradeoff", "repeats")])
+def test_benchmarks_refuse_a_count_below_one_before_any_work(tmp_path, script, flag):
+    extra = ["--point", "x", str(tmp_path), "demask"] if script == "head_tradeoff" else []
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--decode_repeats", "0",
-         "--out", str(tmp_path / "sel.json")],
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), f"--{flag}", "0", *extra,
+         "--out", str(tmp_path / "out.json")],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
-    assert done.returncode != 0 and "--decode_repeats (0) must be >= 1" in done.stderr
-    assert not (tmp_path / "sel.json").exists()
+    assert done.returncode == 2 and f"argument --{flag}: must be an int >= 1, got '0'" in done.stderr
+    assert not (tmp_path / "out.json").exists()

@@ -87,6 +87,12 @@ def test_decode_command_names_bad_lengths():
               "--block_length", "5"])
 
 
+def test_quickstart_refuses_no_test_items_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"`n` \(0\) must be an int >= 1 \(held-out test items per task\)"):
+        main(["quickstart", "--out_dir", str(tmp_path / "qs"), "--n", "0"])
+    assert not (tmp_path / "qs").exists()
+
+
 def test_tasks_show(capsys):
     main(["tasks", "show", "sudoku4", "--n", "2"])
     out = capsys.readouterr().out

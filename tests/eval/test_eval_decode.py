@@ -218,8 +218,10 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     (["--select_n", "-1"], r"`select_n` \(-1\) must be an int >= 0"),
     (["--select_n", "5", "--select_seed", "0"], r"`select_seed` \(0\) must differ from `seed` \(0\)"),
     (["--select_n", "5", "--policies", "[{name: threshold}]"], r"`select_n` needs `low_confidence`"),
+    (["--n", "0"], r"`n` \(0\) must be an int >= 1 \(items per task\)"),
+    (["--batch_size", "0"], r"`batch_size` \(0\) must be an int >= 1"),
 ])
-def test_eval_decode_refuses_bad_held_out_settings_before_decoding(tmp_path, args, message):
+def test_eval_decode_refuses_bad_settings_before_decoding(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
         main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), *args])
     assert not (tmp_path / "ev").exists()
@@ -236,3 +238,6 @@ def test_excluded_prompts_leave_the_draw(tmp_path):
     assert rows[0]["n"] == 1
     with pytest.raises(ValueError, match=r"task 'sort': every item of the draw \(split 'test', seed 0\) is an excluded"):
         run_decode_eval(den, ["sort"], [PolicySweep("low_confidence")], tmp_path / "b", n=4, exclude={"sort": drawn})
+    with pytest.raises(ValueError, match=r"`n` \(0\) must be an int >= 1"):
+        run_decode_eval(den, ["sort"], [PolicySweep("low_confidence")], tmp_path / "c", n=0)
+    assert not (tmp_path / "c").exists()

@@ -123,3 +123,11 @@ def test_config_parses():
         main(["eval", "subadditivity", "--config", str(ROOT / "configs" / "eval" / "subadditivity-tiny.yaml"),
               "--print_config"])
     assert exc.value.code == 0
+
+
+@pytest.mark.parametrize("args,message", [(["--n", "0"], r"`n` \(0\) must be an int >= 1"),
+                                          (["--batch_size", "0"], r"`batch_size` \(0\) must be an int >= 1")])
+def test_eval_subadditivity_refuses_no_items_before_loading(tmp_path, args, message):
+    with pytest.raises(ValueError, match=message):
+        main(["eval", "subadditivity", "--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "sub"), *args])
+    assert not (tmp_path / "sub").exists()

@@ -31,7 +31,7 @@ from depmask.eval.headline_ci import headline_intervals, intervals_table
 from depmask.eval.heldout import heldout_headline, heldout_table
 from depmask.eval.heldout_ci import heldout_intervals, heldout_intervals_table
 from depmask.eval.plots import plot_frontier
-from depmask.eval.runner import PolicySweep, run_decode_eval, task_prompts
+from depmask.eval.runner import PolicySweep, check_counts, run_decode_eval, task_prompts
 from depmask.eval.summary import table
 
 
@@ -115,6 +115,7 @@ def eval_decode(
         raise ValueError(f"`bootstrap` ({bootstrap}) must be >= 0 (0: no intervals)")
     windows = [0.01] if windows is None else list(windows)
     compile_mode(compile_select)  # ValueError naming the value, before the model loads
+    check_counts(n, batch_size)
     if not windows:
         raise ValueError("`windows` is empty; give at least one accuracy window, e.g. [0.01]")
     bad = [w for w in windows if not 0 <= w <= 1]

@@ -71,9 +71,12 @@ def eval_subadditivity(
         output: results directory.
     """
     from depmask.decoding import build_policy, generate
+    from depmask.eval.runner import check_counts
     from depmask.eval.subadditivity import SetProbe
     from depmask.models import HFDenoiser
     from depmask.tasks.adapter import TaskAdapter
+
+    check_counts(n, batch_size)  # before the model loads
 
     tasks = tasks or ["sudoku4", "permutation"]
     policies = policies or _default_policies()

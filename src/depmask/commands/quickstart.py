@@ -96,6 +96,8 @@ def quickstart(
     out = Path(out_dir)
     accel = "cpu" if (device or "cpu") == "cpu" else "gpu"
     head_kwargs = module_kwargs(head_config or shipped_head_config())  # a bad file fails before any work
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # so does a bad `n`, read only by the last stage
+        raise ValueError(f"`n` ({n!r}) must be an int >= 1 (held-out test items per task)")
 
     print(f"[1/3] harvest → {out / 'harvest'}")
     cfg = HarvestConfig(model=str(path), output=str(out / "harvest"), tasks=tasks, examples_per_task=harvest_examples,

@@ -155,6 +155,15 @@ def _plain(knobs: dict) -> dict:
     return {k: v for k, v in knobs.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
+def check_counts(n: int | None, batch_size: int) -> None:
+    """`n` (items per task; None: all of a benchmark's split) and `batch_size` must be counts >= 1:
+    with no items there is nothing to decode, grade or resample."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"`n` ({n!r}) must be an int >= 1 (items per task), or None for all of a benchmark's split")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` ({batch_size!r}) must be an int >= 1 (prompts per decode batch)")
+
+
 def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], output: str | Path, *,
                     n: int | None = 200, split: str = "test", seed: int = 0, batch_size: int = 64,
                     temperature: float = 0.0, gen_length: int | None = None, block_length: int | None = None,
@@ -167,6 +176,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
     that held-out selection items never repeat an evaluation item.
     `compile_select`: compiled selection for every run whose policy can take it (`run_one`)."""
     compile_mode(compile_select)  # a bad value fails before anything decodes
+    check_counts(n, batch_size)
     out = Path(output)
     plan = []
     for task_name in tasks:
