@@ -151,6 +151,13 @@ def test_bad_config_values_are_named(tmp_path):
         HarvestConfig(prompts_file="x.jsonl")
     with pytest.raises(FileNotFoundError, match="prompts_file"):
         build_items(HarvestConfig(prompts_file=str(tmp_path / "none.jsonl"), gen_length=4), None)
+    # a policy spec with a typo fails when the config is made, not after the groups before it
+    with pytest.raises(ValueError, match=r"`policies` entry 'threshold:tau=0.9': policy 'threshold' has no knob 'tau'"):
+        HarvestConfig(policies=["low_confidence", "threshold:tau=0.9"])
+    with pytest.raises(ValueError, match=r"`policies` entry 'nosuch': unknown policy 'nosuch'"):
+        HarvestConfig(policies=["nosuch"])
+    with pytest.raises(FileNotFoundError, match=r"`policies` entry 'demask:head=/nope': head checkpoint directory"):
+        HarvestConfig(policies=["demask:head=/nope"])
 
 
 def _gsm8k_file(path, n=4):

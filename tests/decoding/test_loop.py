@@ -31,6 +31,10 @@ def test_bad_lengths_name_the_value(kw, message):
         ("entropy_bound", {"gamma": -1}, "`gamma` (-1)"),
         ("factor", {"factor": 0}, "`factor` (0)"),
         ("nope", {}, "unknown policy 'nope'"),
+        ("threshold", {"tau": 0.9}, "policy 'threshold' has no knob 'tau'; its knobs: threshold"),
+        ("demask", {"eps": 0.1, "floor": 0.2},
+         "policy 'demask' has no knob 'eps', 'floor'; its knobs: head, epsilon, confidence_floor"),
+        ("low_confidence", {"threshold": 0.9}, "policy 'low_confidence' has no knob 'threshold'; its knobs: none"),
     ],
 )
 def test_bad_policy_arguments(name, knobs, message):

@@ -220,6 +220,10 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     (["--select_n", "5", "--policies", "[{name: threshold}]"], r"`select_n` needs `low_confidence`"),
     (["--n", "0"], r"`n` \(0\) must be an int >= 1 \(items per task\)"),
     (["--batch_size", "0"], r"`batch_size` \(0\) must be an int >= 1"),
+    (["--policies", "[{name: low_confidence}, {name: threshold, sweep: {threshold: [0.5, 1.5]}}]"],
+     r"policy sweep 'threshold', run \{'threshold': 1.5\}: `threshold` \(1.5\) must lie in \(0, 1\]"),
+    (["--policies", "[{name: entropy_bound, sweep: {tau: [0.5]}}]"],
+     r"policy sweep 'entropy_bound', run \{'tau': 0.5\}: policy 'entropy_bound' has no knob 'tau'; its knobs: gamma"),
 ])
 def test_eval_decode_refuses_bad_settings_before_decoding(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):

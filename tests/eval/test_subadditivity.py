@@ -126,8 +126,11 @@ def test_config_parses():
 
 
 @pytest.mark.parametrize("args,message", [(["--n", "0"], r"`n` \(0\) must be an int >= 1"),
-                                          (["--batch_size", "0"], r"`batch_size` \(0\) must be an int >= 1")])
-def test_eval_subadditivity_refuses_no_items_before_loading(tmp_path, args, message):
-    with pytest.raises(ValueError, match=message):
+                                          (["--batch_size", "0"], r"`batch_size` \(0\) must be an int >= 1"),
+                                          (["--policies", "[{name: threshold, knobs: {tau: 0.5}}]"],
+                                           r"policy sweep 'threshold', run \{'tau': 0.5\}: policy 'threshold' has no knob"),
+                                          (["--head", "/nope"], r"policy sweep 'demask', run .*head checkpoint directory")])
+def test_eval_subadditivity_refuses_bad_settings_before_loading(tmp_path, args, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         main(["eval", "subadditivity", "--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "sub"), *args])
     assert not (tmp_path / "sub").exists()

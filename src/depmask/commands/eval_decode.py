@@ -31,7 +31,13 @@ from depmask.eval.headline_ci import headline_intervals, intervals_table
 from depmask.eval.heldout import heldout_headline, heldout_table
 from depmask.eval.heldout_ci import heldout_intervals, heldout_intervals_table
 from depmask.eval.plots import plot_frontier
-from depmask.eval.runner import PolicySweep, check_counts, run_decode_eval, task_prompts
+from depmask.eval.runner import (
+    PolicySweep,
+    check_counts,
+    check_policies,
+    run_decode_eval,
+    task_prompts,
+)
 from depmask.eval.summary import table
 
 
@@ -116,6 +122,7 @@ def eval_decode(
     windows = [0.01] if windows is None else list(windows)
     compile_mode(compile_select)  # ValueError naming the value, before the model loads
     check_counts(n, batch_size)
+    check_policies(policies)  # every run's preset and knobs, before the model loads
     if not windows:
         raise ValueError("`windows` is empty; give at least one accuracy window, e.g. [0.01]")
     bad = [w for w in windows if not 0 <= w <= 1]

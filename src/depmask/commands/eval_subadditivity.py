@@ -71,7 +71,7 @@ def eval_subadditivity(
         output: results directory.
     """
     from depmask.decoding import build_policy, generate
-    from depmask.eval.runner import check_counts
+    from depmask.eval.runner import check_counts, check_policies
     from depmask.eval.subadditivity import SetProbe
     from depmask.models import HFDenoiser
     from depmask.tasks.adapter import TaskAdapter
@@ -80,6 +80,7 @@ def eval_subadditivity(
 
     tasks = tasks or ["sudoku4", "permutation"]
     policies = policies or _default_policies()
+    check_policies(policies, defaults={"demask": {"head": head}})  # as the runs below build them
     den = HFDenoiser.from_pretrained(model)
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer files; the tasks need one")

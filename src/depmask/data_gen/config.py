@@ -89,6 +89,7 @@ class HarvestConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"`{name}` ({getattr(self, name)!r}) must be {expected}")
+        self._check_policies()
         if not isinstance(self.task_kwargs, dict) or not all(isinstance(v, dict) for v in self.task_kwargs.values()):
             raise ValueError(f"`task_kwargs` ({self.task_kwargs!r}) must map task names to dicts of arguments")
         stray = sorted(set(self.task_kwargs) - set(self.tasks))
@@ -96,6 +97,20 @@ class HarvestConfig:
             raise ValueError(f"`task_kwargs` names {stray}, which are not in `tasks` ({self.tasks})")
         if self.prompts_file is not None and self.gen_length is None:
             raise ValueError("`gen_length` must be set when `prompts_file` is given (there is no task answer length)")
+
+    def _check_policies(self) -> None:
+        """Each policy spec names a preset and knobs it takes: a typo fails here, not after the
+        groups before it were harvested."""
+        from depmask.data_gen.prompts import parse_policy
+        from depmask.decoding.policies import build_policy
+
+        for spec in self.policies:
+            try:
+                name, knobs = parse_policy(spec)
+                build_policy(name, **knobs)
+            except (ValueError, TypeError, FileNotFoundError) as err:
+                kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+                raise kind(f"`policies` entry {spec!r}: {err}") from err
 
     def identity(self) -> dict:
         """The fields that decide the harvested data (compared on resume). Empty `task_kwargs`

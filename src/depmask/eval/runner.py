@@ -164,6 +164,20 @@ def check_counts(n: int | None, batch_size: int) -> None:
         raise ValueError(f"`batch_size` ({batch_size!r}) must be an int >= 1 (prompts per decode batch)")
 
 
+def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None = None) -> None:
+    """Build every run of every sweep once, so that a bad preset name or knob fails before
+    anything loads or decodes, naming the sweep and the run (not after the runs before it).
+    `defaults`: per preset name, knobs a command adds to runs that do not set them."""
+    for sweep in policies:
+        for knobs in sweep.expand():
+            knobs = {**(defaults or {}).get(sweep.name, {}), **knobs}
+            try:
+                build_policy(sweep.name, **knobs)
+            except (ValueError, TypeError, FileNotFoundError) as err:
+                kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+                raise kind(f"policy sweep {sweep.shown!r}, run {_plain(knobs)}: {err}") from err
+
+
 def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], output: str | Path, *,
                     n: int | None = 200, split: str = "test", seed: int = 0, batch_size: int = 64,
                     temperature: float = 0.0, gen_length: int | None = None, block_length: int | None = None,
@@ -177,6 +191,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
     `compile_select`: compiled selection for every run whose policy can take it (`run_one`)."""
     compile_mode(compile_select)  # a bad value fails before anything decodes
     check_counts(n, batch_size)
+    check_policies(policies)
     out = Path(output)
     plan = []
     for task_name in tasks:

@@ -1,5 +1,7 @@
 """Decoding policies, one file each, and the registry that maps preset names to classes."""
 
+import inspect
+
 from depmask.decoding.policies.base import Policy, commit_top
 from depmask.decoding.policies.clad import Clad
 from depmask.decoding.policies.demask import Demask
@@ -26,7 +28,22 @@ def build_policy(name: str, **knobs) -> Policy:
     cls = POLICIES.get(name) or {c.__name__: c for c in POLICIES.values()}.get(name)
     if cls is None:
         raise ValueError(f"unknown policy {name!r}; expected one of {sorted(POLICIES)}")
+    accepted = policy_knobs(cls)
+    unknown = sorted(set(knobs) - set(accepted)) if accepted is not None else []
+    if unknown:
+        raise ValueError(f"policy {cls.name!r} has no knob {', '.join(map(repr, unknown))}; "
+                         f"its knobs: {', '.join(accepted) or 'none'}")
     return cls(**knobs)
+
+
+def policy_knobs(cls: type[Policy]) -> list[str] | None:
+    """The knob names `cls(...)` accepts, in signature order; None when it takes `**kwargs`."""
+    if cls.__init__ is object.__init__:
+        return []
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # past `self`
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 __all__ = [
@@ -46,4 +63,5 @@ __all__ = [
     "Threshold",
     "build_policy",
     "commit_top",
+    "policy_knobs",
 ]
