@@ -83,6 +83,19 @@ def test_hub_ids_and_missing_paths_are_refused(tmp_path):
         HFDenoiser.from_pretrained(tmp_path / "nope")
 
 
+def test_a_device_this_machine_cannot_use_is_named_before_loading(tiny_mdlm_dir):
+    with pytest.raises(ValueError, match=r"`device` \('cdua'\) is not a torch device"):
+        HFDenoiser.from_pretrained(tiny_mdlm_dir, device="cdua")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"`device` \('cuda'\) asks for CUDA, which this torch cannot use"):
+            HFDenoiser.from_pretrained(tiny_mdlm_dir, device="cuda")
+    else:
+        n = torch.cuda.device_count()
+        with pytest.raises(ValueError, match=rf"this machine has {n} CUDA device"):
+            HFDenoiser.from_pretrained(tiny_mdlm_dir, device=f"cuda:{n}")
+    assert HFDenoiser.from_pretrained(tiny_mdlm_dir, device=None).device == torch.device("cpu")
+
+
 def test_bad_dtype_is_named(tiny_mdlm_dir):
     with pytest.raises(ValueError, match="`dtype` \\('float17'\\)"):
         HFDenoiser.from_pretrained(tiny_mdlm_dir, dtype="float17")

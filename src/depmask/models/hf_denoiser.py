@@ -92,6 +92,7 @@ class HFDenoiser:
                 f"`path` ({str(path)!r}) is not a local model directory with a config.json; "
                 "depmask never downloads: point it at a checkpoint on disk"
             )
+        device = check_device(device)
         if isinstance(dtype, str):
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"`dtype` ({dtype!r}) is not a torch dtype name, e.g. 'bfloat16'")
@@ -116,7 +117,7 @@ class HFDenoiser:
         has_tokenizer = any((path / f).is_file() for f in TOKENIZER_FILES)
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             tokenizer = None if not has_tokenizer else AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
-        model.to(torch.device(device or "cpu"))
+        model.to(device)
         # hashed as stored, so that the dtype asked for does not change the model's identity
         stored = stored_tensors(path, prefix=getattr(model, "base_model_prefix", "") or "")
         return cls(model, tokenizer, mask_id=mask_id, logits_shift=logits_shift, capture_layers=capture_layers,
@@ -163,6 +164,24 @@ class HFDenoiser:
 
     def __repr__(self) -> str:
         return f"HFDenoiser({self.fingerprint}, mask_id={self.mask_id}, shift={self.logits_shift})"
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a `torch.device` (None: cpu), refused before anything loads when it is malformed
+    or this machine cannot use it (a CUDA device on a CPU-only torch build or without a GPU)."""
+    try:
+        dev = torch.device(device or "cpu")
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"`device` ({device!r}) is not a torch device, e.g. 'cpu', 'cuda', 'cuda:1' ({err})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"`device` ({device!r}) asks for CUDA, which this torch cannot use (no GPU, or a CPU-only "
+                             f"build: torch {torch.__version__}); use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"`device` ({device!r}): this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"`device` ({device!r}) asks for MPS, which this machine cannot use; use 'cpu'")
+    return dev
 
 
 def unshift_rows(x: torch.Tensor | None) -> torch.Tensor | None:
