@@ -150,3 +150,17 @@ def test_a_filter_over_the_loaded_harvest_leaves_it_valid(tmp_path):
     assert len(kept) == 4 and list((tmp_path / "shards").glob("cache-*.arrow"))
     assert verify_harvest(tmp_path).ok, verify_harvest(tmp_path).text()
     assert len(load_harvest(tmp_path)) == len(ds)  # the cache is not read as a shard
+
+
+def test_column_values_reads_a_column_as_a_plain_list():
+    from datasets import Dataset, concatenate_datasets
+
+    from depmask.data_gen.dataset import column_values
+
+    parts = [Dataset.from_dict({"example_id": [f"t:{k}:{i}" for i in range(3)], "x": [[k, i] for i in range(3)]})
+             for k in range(4)]
+    data = concatenate_datasets(parts).with_format("numpy")  # as `load_harvest` hands it over
+    ids = column_values(data, "example_id")
+    assert ids == [f"t:{k}:{i}" for k in range(4) for i in range(3)] and all(type(e) is str for e in ids)
+    assert column_values(data.with_format(None), "example_id") == ids
+    assert [list(v) for v in column_values(data.with_format(None), "x")] == [[k, i] for k in range(4) for i in range(3)]

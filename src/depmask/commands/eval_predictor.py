@@ -74,9 +74,10 @@ def _warn_if_not_held_out(model, harvest: str, split: str, val_fraction: float, 
 def _select(data, split: str, val_fraction: float, split_seed: int) -> list[int]:
     if split == "all":
         return list(range(len(data)))
+    from depmask.data_gen.dataset import column_values
     from depmask.train.head_data import in_val
 
-    return [i for i, e in enumerate(data["example_id"]) if in_val(str(e), val_fraction, split_seed)]
+    return [i for i, e in enumerate(column_values(data, "example_id")) if in_val(str(e), val_fraction, split_seed)]
 
 
 def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str, list], list, list, list, list]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from depmask.data_gen.dataset import HarvestError, harvest_info, load_harvest
+from depmask.data_gen.dataset import HarvestError, column_values, harvest_info, load_harvest
 
 COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "attention", "tv"]
 
@@ -90,7 +90,7 @@ class HeadDataModule(L.LightningDataModule):
         self.hidden_size: int = int(info["hidden_size"])
         self.fingerprint: str = info["fingerprint"]
         data = load_harvest(harvest).select_columns(COLUMNS)
-        ids = data["example_id"]
+        ids = column_values(data, "example_id")
         val_mask = np.array([in_val(e, val_fraction, split_seed) for e in ids])
         self.train_idx = np.flatnonzero(~val_mask).tolist()[: max_train_states]
         self.val_idx = np.flatnonzero(val_mask).tolist()
