@@ -102,15 +102,14 @@ class HarvestConfig:
         """Each policy spec names a preset and knobs it takes: a typo fails here, not after the
         groups before it were harvested."""
         from depmask.data_gen.prompts import parse_policy
-        from depmask.decoding.policies import build_policy
+        from depmask.decoding.policies import check_policy
 
         for spec in self.policies:
             try:
                 name, knobs = parse_policy(spec)
-                build_policy(name, **knobs)
-            except (ValueError, TypeError, FileNotFoundError) as err:
-                kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
-                raise kind(f"`policies` entry {spec!r}: {err}") from err
+            except ValueError as err:
+                raise ValueError(f"`policies` entry {spec!r}: {err}") from err
+            check_policy(name, knobs, f"`policies` entry {spec!r}")
 
     def identity(self) -> dict:
         """The fields that decide the harvested data (compared on resume). Empty `task_kwargs`

@@ -3,7 +3,7 @@ scorers and the shared greedy selector."""
 
 from depmask.decoding.compile import compile_mode, compile_mode_for, compiled_select
 from depmask.decoding.loop import build_canvas, check_lengths, generate
-from depmask.decoding.policies import POLICIES, Policy, build_policy
+from depmask.decoding.policies import POLICIES, Policy, build_policy, check_policy
 from depmask.decoding.result import DecodeResult
 from depmask.decoding.scorers import SCORERS, Scorer, build_scorer
 from depmask.decoding.selector import greedy_select
@@ -21,6 +21,7 @@ __all__ = [
     "build_policy",
     "build_scorer",
     "check_lengths",
+    "check_policy",
     "compile_mode",
     "compile_mode_for",
     "compiled_select",

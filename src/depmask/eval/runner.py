@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from depmask.decoding import build_policy, compile_mode, compile_mode_for, generate
+from depmask.decoding import build_policy, check_policy, compile_mode, compile_mode_for, generate
 from depmask.eval.items import (
     append_items,
     check_provenance,
@@ -171,11 +171,7 @@ def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None
     for sweep in policies:
         for knobs in sweep.expand():
             knobs = {**(defaults or {}).get(sweep.name, {}), **knobs}
-            try:
-                build_policy(sweep.name, **knobs)
-            except (ValueError, TypeError, FileNotFoundError) as err:
-                kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
-                raise kind(f"policy sweep {sweep.shown!r}, run {_plain(knobs)}: {err}") from err
+            check_policy(sweep.name, knobs, f"policy sweep {sweep.shown!r}, run {_plain(knobs)}")
 
 
 def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], output: str | Path, *,

@@ -36,6 +36,16 @@ def build_policy(name: str, **knobs) -> Policy:
     return cls(**knobs)
 
 
+def check_policy(name: str, knobs: dict, where: str) -> None:
+    """Build the policy once, so that a bad preset, knob or head fails before a long job starts;
+    the error (ValueError, or FileNotFoundError for a missing head) starts with `where`."""
+    try:
+        build_policy(name, **knobs)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+        raise kind(f"{where}: {err}") from err
+
+
 def policy_knobs(cls: type[Policy]) -> list[str] | None:
     """The knob names `cls(...)` accepts, in signature order; None when it takes `**kwargs`."""
     if cls.__init__ is object.__init__:
@@ -62,6 +72,7 @@ __all__ = [
     "Random",
     "Threshold",
     "build_policy",
+    "check_policy",
     "commit_top",
     "policy_knobs",
 ]
