@@ -97,6 +97,8 @@ def test_tasks_show(capsys):
     main(["tasks", "show", "sudoku4", "--n", "2"])
     out = capsys.readouterr().out
     assert out.count("sudoku4") >= 2
+    with pytest.raises(ValueError, match=r"`n` \(0\) must be an int >= 1 \(examples to print\)"):
+        main(["tasks", "show", "sudoku4", "--n", "0"])
 
 
 def test_mdlm_evaluate_writes_json_and_card(tmp_path):

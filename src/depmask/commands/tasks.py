@@ -17,9 +17,11 @@ def tasks_show(name: str, n: int = 3, split: str = "test", seed: int = 0) -> Non
         split: "train" or "test".
         seed: the examples' seed (the same seed prints the same examples).
     """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` ({n!r}) must be an int >= 1 (examples to print)")
     task = get_task(name)
     examples = task.examples(split, n, seed=seed)
-    print(f"{task!r}: prompt <= {max((len(e.prompt.split()) for e in examples), default=0)} "
+    print(f"{task!r}: prompt <= {max(len(e.prompt.split()) for e in examples)} "
           f"tokens, answer {task.answer_length} tokens")
     for ex in examples:
         print()
