@@ -145,6 +145,8 @@ def test_missing_directory_and_files(tmp_path):
         (lambda p: _edit(p, pair_activation=1), r"`pair_activation` is 1, expected str"),
         (lambda p: _edit(p, pair_activation="tanh"), r"invalid architecture .*`pair_activation` \('tanh'\)"),
         (lambda p: _edit(p, format_version=99), "`format_version` is 99"),
+        (lambda p: p.write_text('{"model_type": "tiny_mdlm", "hidden_size": 128}'),
+         r"not a dependency-head directory \(a 'tiny_mdlm' model's config\?\): its config has no `format_version`"),
         (lambda p: _edit(p, drop="layers"), r"missing key\(s\) \['layers'\]"),
         (lambda p: _edit(p, heads=3), r"invalid architecture .*`heads` \(3\) must divide"),
         (lambda p: _edit(p, dim=32, heads=2), "does not match"),

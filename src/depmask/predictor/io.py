@@ -106,6 +106,10 @@ def _validate_config(config: Any, path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
     version = config.get("format_version")
+    if version is None:
+        kind = f" (a {config['model_type']!r} model's config?)" if "model_type" in config else ""
+        raise ValueError(f"{path}: not a dependency-head directory{kind}: its config has no `format_version`; "
+                         "give a directory written by `DependencyHead.save_pretrained` or `depmask train fit`")
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: `format_version` is {version!r}, this depmask reads {FORMAT_VERSION}")
     missing = [k for k in ARCHITECTURE_KEYS if k not in config]
