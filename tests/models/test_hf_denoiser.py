@@ -96,6 +96,14 @@ def test_a_device_this_machine_cannot_use_is_named_before_loading(tiny_mdlm_dir)
     assert HFDenoiser.from_pretrained(tiny_mdlm_dir, device=None).device == torch.device("cpu")
 
 
+def test_a_head_directory_given_as_the_model_is_named(tmp_path):
+    from depmask.predictor import DependencyHead
+
+    head = DependencyHead(hidden_size=8, dim=8, heads=2, layers=0, base_fingerprint="m@local:x").save_pretrained(tmp_path / "h")
+    with pytest.raises(ValueError, match=r"holds a dependency head, not a model: .*`--policy.head .*h`"):
+        HFDenoiser.from_pretrained(head)
+
+
 def test_bad_dtype_is_named(tiny_mdlm_dir):
     with pytest.raises(ValueError, match="`dtype` \\('float17'\\)"):
         HFDenoiser.from_pretrained(tiny_mdlm_dir, dtype="float17")

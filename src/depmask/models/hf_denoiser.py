@@ -15,6 +15,7 @@ that order. Logits come back float32. It does not decode (`depmask.decoding` doe
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class HFDenoiser:
                 f"`path` ({str(path)!r}) is not a local model directory with a config.json; "
                 "depmask never downloads: point it at a checkpoint on disk"
             )
+        _refuse_head_directory(path)
         device = check_device(device)
         if isinstance(dtype, str):
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
@@ -164,6 +166,18 @@ class HFDenoiser:
 
     def __repr__(self) -> str:
         return f"HFDenoiser({self.fingerprint}, mask_id={self.mask_id}, shift={self.logits_shift})"
+
+
+def _refuse_head_directory(path: Path) -> None:
+    """A dependency head's directory (`DependencyHead.save_pretrained`) is not a model: say so,
+    instead of transformers' 'Unrecognized model'."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # transformers reports it
+    if isinstance(config, dict) and "model_type" not in config and {"format_version", "base_fingerprint"} <= set(config):
+        raise ValueError(f"`path` ({str(path)!r}) holds a dependency head, not a model: give the base model's "
+                         f"directory here and the head to the policy (`--policy.head {path}`)")
 
 
 def check_device(device: str | torch.device | None) -> torch.device:
