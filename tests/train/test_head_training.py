@@ -197,6 +197,21 @@ def test_bad_head_configs_are_named(tmp_path):
         train_head(tmp_path, tmp_path / "head", hidden_size=7)
 
 
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"lr": -1.0}, r"`lr` \(-1.0\) must be > 0"),
+                                                 ({"warmup_steps": -5}, r"`warmup_steps` \(-5\) must be >= 0")])
+def test_bad_optimiser_settings_are_named(kwargs, message):
+    from depmask.train.head_module import HeadModule
+
+    with pytest.raises(ValueError, match=message):
+        HeadModule(hidden_size=8, dim=8, heads=2, layers=0, **kwargs)
+
+
+def test_no_training_states_is_named(harvest):
+    with pytest.raises(ValueError, match=r"`max_train_states` \(0\) must be >= 1, or None for all"):
+        HeadDataModule(str(harvest), max_train_states=0)
+
+
 def test_the_default_run_directory_is_unique_to_the_process(capsys):
     """Two runs started in the same second must not share checkpoints (each would load the other's
     best checkpoint at export): the default `checkpoint.dirpath` carries the process id."""

@@ -101,6 +101,10 @@ class HeadModule(L.LightningModule):
         for knob, value in (("prefix_weight", prefix_weight), ("tv_weight", tv_weight)):
             if value < 0:
                 raise ValueError(f"`{knob}` ({value}) must be >= 0")
+        if not lr > 0:
+            raise ValueError(f"`lr` ({lr}) must be > 0")
+        if weight_decay < 0 or warmup_steps < 0:
+            raise ValueError(f"`weight_decay` ({weight_decay}) and `warmup_steps` ({warmup_steps}) must be >= 0")
         if not 0.0 <= state_balance <= 1.0:
             raise ValueError(f"`state_balance` ({state_balance}) must lie in [0, 1]")
         if not 0.0 <= teacher_weight <= 1.0:
