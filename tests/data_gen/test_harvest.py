@@ -149,6 +149,13 @@ def test_bad_config_values_are_named(tmp_path):
         HarvestConfig(topk=0)
     with pytest.raises(ValueError, match="gen_length"):
         HarvestConfig(prompts_file="x.jsonl")
+    # 0 is not "unset": it used to fall back to the task's answer length
+    with pytest.raises(ValueError, match=r"`gen_length` \(0\) must be >= 1 or None"):
+        HarvestConfig(gen_length=0)
+    with pytest.raises(ValueError, match=r"`block_length` \(0\) must be >= 1 or None"):
+        HarvestConfig(block_length=0)
+    with pytest.raises(ValueError, match=r"`num_workers` \(-1\) must be >= 0"):
+        HarvestConfig(num_workers=-1)
     with pytest.raises(FileNotFoundError, match="prompts_file"):
         build_items(HarvestConfig(prompts_file=str(tmp_path / "none.jsonl"), gen_length=4), None)
     # a policy spec with a typo fails when the config is made, not after the groups before it

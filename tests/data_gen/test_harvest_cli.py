@@ -112,3 +112,27 @@ def test_shipped_harvest_configs_parse(path):
     cfg = parser.instantiate_classes(ns).harvest
     # the embedded model, or a real model's placeholder path (set on the command line)
     assert (Path(ROOT / cfg.model).is_dir() or cfg.model.startswith("/path/to/")) and cfg.tasks
+
+
+def test_a_refused_resume_leaves_the_harvest_record_alone(tmp_path):
+    """`harvest.yaml` is written once the directory is known to hold this harvest: a run refused
+    for asking for other data, or for a bad value, does not overwrite it or create the directory."""
+    from depmask.train.harvest_cli import harvest_cli
+
+    out = tmp_path / "h"
+    tiny = ["--config", str(ROOT / "configs/harvest/tiny-tasks.yaml"), "--harvest.model", str(EMBEDDED),
+            "--harvest.tasks", "[sudoku4]", "--harvest.examples_per_task", "2", "--harvest.states_per_example", "1",
+            "--trainer.accelerator", "cpu", "--harvest.output", str(out)]
+    harvest_cli(tiny)
+    record = (out / "harvest.yaml").read_bytes()
+    assert b"topk: 1" in record and str(out).encode() in record
+    with pytest.raises(ValueError, match=r"belongs to a different harvest; .*config.topk: 1 → 2"):
+        harvest_cli([*tiny, "--harvest.topk", "2"])
+    assert (out / "harvest.yaml").read_bytes() == record
+    for bad, message in [(["--harvest.capture_layers", "[99]"], r"`capture_layers` \(\[99\]\) must be non-empty indices into the 4 layers"),
+                         (["--harvest.gen_length", "0"], r"`gen_length` \(0\) must be >= 1 or None"),
+                         (["--harvest.num_workers", "-1"], r"`num_workers` \(-1\) must be >= 0")]:
+        fresh = tmp_path / "fresh"
+        with pytest.raises(ValueError, match=message):
+            harvest_cli([*tiny, *bad, "--harvest.output", str(fresh)])
+        assert not fresh.exists()

@@ -48,6 +48,17 @@ def test_prompt_with_mask_token_is_refused(mock_denoiser):
         generate(mock_denoiser, [[1, mock_denoiser.mask_id]], build_policy("low_confidence"), gen_length=4)
 
 
+@pytest.mark.parametrize("token", [-1, "vocab"])
+def test_prompt_token_outside_the_vocabulary_is_named(mock_denoiser, token):
+    token = mock_denoiser.vocab_size if token == "vocab" else token
+    with pytest.raises(ValueError) as err:
+        generate(mock_denoiser, [[1, 2], [1, token]], build_policy("low_confidence"), gen_length=4)
+    assert str(err.value) == (
+        f"prompt 1 has token id {token}, outside the vocabulary; "
+        f"expected ids in [0, {mock_denoiser.vocab_size}) (the model's vocabulary)"
+    )
+
+
 class _Lazy(Policy):
     name = "lazy"
 

@@ -104,6 +104,19 @@ def test_a_head_directory_given_as_the_model_is_named(tmp_path):
         HFDenoiser.from_pretrained(head)
 
 
+@pytest.mark.parametrize("mask_id", [-3, 40])
+def test_a_mask_id_outside_the_vocabulary_is_named(tiny_mdlm_dir, mask_id):
+    with pytest.raises(ValueError, match=rf"`mask_id` \({mask_id}\) must be a token id in \[0, 40\)"):
+        HFDenoiser.from_pretrained(tiny_mdlm_dir, mask_id=mask_id)
+
+
+def test_capture_layers_outside_the_model_are_named_at_load(tiny_mdlm_dir):
+    # at load, not at the first attention forward (a harvest had written its record by then)
+    with pytest.raises(ValueError, match=r"`capture_layers` \(\[4\]\) must be non-empty indices into the 4 layers"):
+        HFDenoiser.from_pretrained(tiny_mdlm_dir, capture_layers=[4])
+    assert HFDenoiser.from_pretrained(tiny_mdlm_dir, capture_layers=[-1]).capture.layers == [3]
+
+
 def test_bad_dtype_is_named(tiny_mdlm_dir):
     with pytest.raises(ValueError, match="`dtype` \\('float17'\\)"):
         HFDenoiser.from_pretrained(tiny_mdlm_dir, dtype="float17")

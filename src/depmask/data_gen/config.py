@@ -83,6 +83,9 @@ class HarvestConfig:
             ("memory_budget_mb", self.memory_budget_mb >= 1, ">= 1"),
             ("states_per_example", self.states_per_example is None or self.states_per_example >= 1, ">= 1 or None"),
             ("chunk_size", self.chunk_size is None or self.chunk_size >= 1, ">= 1 or None"),
+            ("gen_length", self.gen_length is None or self.gen_length >= 1, ">= 1 or None (the task's answer length)"),
+            ("block_length", self.block_length is None or self.block_length >= 1, ">= 1 or None (one block)"),
+            ("num_workers", self.num_workers >= 0, ">= 0 (0 = load in the main process)"),
             ("policies", len(self.policies) >= 1, "at least one policy"),
             ("tasks", self.prompts_file is not None or len(self.tasks) >= 1, "at least one task (or a `prompts_file`)"),
         ]

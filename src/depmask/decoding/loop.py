@@ -55,10 +55,13 @@ def build_canvas(
     mask_id: int,
     pad_id: int,
     device: torch.device,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Left-pad the prompts and append `gen_length` masks.
 
     Returns tokens [b, l], attention mask [b, l] (None when no row is padded) and the prompt width.
+    A prompt token outside [0, `vocab_size`) is refused by name (the embedding would raise a bare
+    `IndexError`).
     """
     rows = [torch.as_tensor(p, dtype=torch.long).flatten().tolist() for p in prompts]
     if not rows:
@@ -69,6 +72,10 @@ def build_canvas(
     for i, r in enumerate(rows):
         if mask_id in r:
             raise ValueError(f"prompt {i} contains the mask id ({mask_id}); prompts must be unmasked")
+        bad = [t for t in r if t < 0 or (vocab_size is not None and t >= vocab_size)]
+        if bad:
+            span = "an id >= 0" if vocab_size is None else f"ids in [0, {vocab_size}) (the model's vocabulary)"
+            raise ValueError(f"prompt {i} has token id {bad[0]}, outside the vocabulary; expected {span}")
         tokens[i, : width - len(r)] = pad_id
         attn[i, : width - len(r)] = False
         tokens[i, width - len(r) : width] = torch.tensor(r, dtype=torch.long)
@@ -132,7 +139,9 @@ def generate(
         pad_id = eos_ids[0] if eos_ids else 0
     steps_per_block = steps // num_blocks
 
-    tokens, attn, width = build_canvas(prompts, gen_length, mask_id, pad_id, denoiser.device)
+    tokens, attn, width = build_canvas(
+        prompts, gen_length, mask_id, pad_id, denoiser.device, vocab_size=getattr(denoiser, "vocab_size", None)
+    )
     b = tokens.shape[0]
     nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)  # [b]
     probe_nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)  # [b]

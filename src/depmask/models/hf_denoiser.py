@@ -53,10 +53,13 @@ class HFDenoiser:
         self.mask_id = resolve_mask_id(mask_id, tokenizer, config)
         self.eos_ids = tuple(eos_ids) if eos_ids is not None else resolve_eos_ids(tokenizer, config)
         self.vocab_size = int(_config_value(config, "vocab_size", "embedding_size") or model.get_output_embeddings().out_features)
+        if not 0 <= self.mask_id < self.vocab_size:
+            raise ValueError(f"`mask_id` ({self.mask_id}) must be a token id in [0, {self.vocab_size}) (the model's vocabulary)")
         self.hidden_size = int(_config_value(config, "hidden_size", "d_model", "n_embd", "dim"))
         self.logits_shift = detect_logits_shift(config) if logits_shift is None else bool(logits_shift)
         self._capture_layers = capture_layers
-        self._capture: AttentionCapture | None = None
+        # explicit layers are checked against the model now, not at the first attention forward
+        self._capture = None if capture_layers is None else AttentionCapture(model, capture_layers)
         self.fingerprint = fingerprint or model_fingerprint(model, name=name, path=path)
 
     @classmethod

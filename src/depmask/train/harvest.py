@@ -21,7 +21,13 @@ from tqdm.auto import tqdm
 from depmask.data_gen import HarvestConfig, build_items, group_items, harvest_group, prepare_output
 from depmask.data_gen.prompts import PromptItem
 from depmask.data_gen.schema import records_to_table
-from depmask.data_gen.shards import clean_incomplete, done_examples, write_manifest, write_shard
+from depmask.data_gen.shards import (
+    clean_incomplete,
+    done_examples,
+    write_atomic,
+    write_manifest,
+    write_shard,
+)
 from depmask.models import HFDenoiser
 
 
@@ -94,8 +100,12 @@ def _one_group(batch: list[list[PromptItem]]) -> list[PromptItem]:
     return batch[0]
 
 
-def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None) -> dict:
-    """Harvest (or resume) `cfg.output`; returns this run's summary (rank 0's view)."""
+def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: bytes | None = None) -> dict:
+    """Harvest (or resume) `cfg.output`; returns this run's summary (rank 0's view).
+
+    `record` (the command's resolved YAML) is written to `harvest.yaml` once the output directory
+    is known to hold this harvest, so a refused run leaves an existing harvest's record as it was.
+    """
     denoiser = HFDenoiser.from_pretrained(cfg.model, dtype=cfg.dtype, capture_layers=cfg.capture_layers)
     if denoiser.tokenizer is None:
         raise ValueError(f"`model` ({cfg.model}) has no tokenizer files; the harvest needs one to encode prompts")
@@ -103,6 +113,8 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None) -> dict:
     prepare_output(cfg, denoiser.fingerprint, denoiser.hidden_size, denoiser.vocab_size,
                    [it.example_id for it in items])
     out = Path(cfg.output)
+    if record is not None:
+        write_atomic(out / "harvest.yaml", record)
     groups = group_items(items, cfg.batch_size)
     done = done_examples(out)
     todo = [g for g in groups if not all(it.example_id in done for it in g)]

@@ -16,7 +16,6 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch import Trainer
 
 from depmask.data_gen import HarvestConfig
-from depmask.data_gen.shards import write_atomic
 
 TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
                     "enable_model_summary": False, "accelerator": "auto", "devices": 1}
@@ -43,10 +42,9 @@ def harvest_cli(args: Sequence[str] | None = None) -> dict:
     init = parser.instantiate_classes(ns)
     cfg: HarvestConfig = init.harvest
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "harvest.yaml", parser.dump(cfg_ns, skip_none=False).encode())
     trainer_kwargs = {k: v for k, v in vars(ns.trainer).items()}
-    summary = run_harvest(cfg, trainer_kwargs)
+    record = parser.dump(cfg_ns, skip_none=False).encode()
+    summary = run_harvest(cfg, trainer_kwargs, record=record)
     if summary.get("total_rows") is not None:
         _print_summary(summary, out)
     return summary
