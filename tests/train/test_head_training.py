@@ -199,7 +199,8 @@ def test_bad_head_configs_are_named(tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"lr": -1.0}, r"`lr` \(-1.0\) must be > 0"),
-                                                 ({"warmup_steps": -5}, r"`warmup_steps` \(-5\) must be >= 0")])
+                                                 ({"warmup_steps": -5}, r"`warmup_steps` \(-5\) must be >= 0"),
+                                                 ({"precision_k": 0}, r"`precision_k` \(0\) must be >= 1")])
 def test_bad_optimiser_settings_are_named(kwargs, message):
     from depmask.train.head_module import HeadModule
 
@@ -210,6 +211,8 @@ def test_bad_optimiser_settings_are_named(kwargs, message):
 def test_no_training_states_is_named(harvest):
     with pytest.raises(ValueError, match=r"`max_train_states` \(0\) must be >= 1, or None for all"):
         HeadDataModule(str(harvest), max_train_states=0)
+    with pytest.raises(ValueError, match=r"`num_workers` \(-1\) must be >= 0"):
+        HeadDataModule(str(harvest), num_workers=-1)
 
 
 def test_the_default_run_directory_is_unique_to_the_process(capsys):

@@ -1,5 +1,6 @@
 """The tiny MDLM's training: objective, data, LightningCLI wiring, export and resume."""
 
+import pytest
 import torch
 import yaml
 
@@ -42,6 +43,17 @@ def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
     noisy, ids, ans = seen["noisy"], batch["input_ids"], batch["answer_mask"]
     assert torch.equal(noisy[~ans], ids[~ans]), "a prompt or pad token was masked"
     assert (noisy[ans] == tok.mask_token_id).any() and torch.isfinite(loss) and loss > 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tasks": []}, r"`tasks` is empty"),
+    ({"pool_size": 0}, r"`pool_size` \(0\) must be >= 1"),
+    ({"batch_size": 0}, r"`batch_size` \(0\) must be >= 1"),
+    ({"num_workers": -1}, r"`num_workers` \(-1\) must be >= 0"),
+])
+def test_bad_data_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TaskMixtureDataModule(**kwargs)
 
 
 def test_every_mdlm_yaml_parses(capsys):

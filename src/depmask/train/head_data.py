@@ -94,6 +94,8 @@ class HeadDataModule(L.LightningDataModule):
             raise ValueError(f"`val_fraction` ({val_fraction}) must lie in (0, 1)")
         if batch_size < 1:
             raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
+        if num_workers < 0:
+            raise ValueError(f"`num_workers` ({num_workers}) must be >= 0 (0 = load in the main process)")
         if max_train_states is not None and max_train_states < 1:
             raise ValueError(f"`max_train_states` ({max_train_states}) must be >= 1, or None for all")
         self.harvest, self.batch_size, self.num_workers = harvest, batch_size, num_workers

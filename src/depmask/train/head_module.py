@@ -113,6 +113,8 @@ class HeadModule(L.LightningModule):
             raise ValueError(f"`teacher` ({teacher!r}) needs a BCE loss, got `loss` {loss!r}")
         if not 0 < positive_threshold < 1:
             raise ValueError(f"`positive_threshold` ({positive_threshold}) must lie in (0, 1)")
+        if precision_k < 1:
+            raise ValueError(f"`precision_k` ({precision_k}) must be >= 1 (the k of val/precision_at_k)")
         if hidden_size < 1:
             raise ValueError(f"`hidden_size` ({hidden_size}) must be >= 1 (the CLI links it from the harvest)")
         self.save_hyperparameters()
