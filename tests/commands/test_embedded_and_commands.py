@@ -111,4 +111,18 @@ def test_mdlm_evaluate_writes_json_and_card(tmp_path):
     data = json.loads((model / "eval.json").read_text())
     assert {r["setting"] for r in data} == {"one_per_step", "all_at_once", "threshold_0.5", "threshold_0.7",
                                            "threshold_0.9"}
-    assert "depmask mdlm evaluate" in (model / "README.md").read_text()
+    assert f"depmask mdlm evaluate --model {model} --n 4 --seed 0 --tasks '[addition]'`" in (model / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--tasks", "[]"], r"`tasks` is empty"),
+                                               (["--tasks", "[nope]"], r"unknown task"),
+                                               (["--batch_size", "0"], r"`batch_size` \(0\) must be >= 1")])
+def test_mdlm_evaluate_refuses_bad_settings_and_keeps_the_card(tmp_path, args, message):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(EMBEDDED, model)
+    card, table = (model / "README.md").read_bytes(), (model / "eval.json").read_bytes()
+    with pytest.raises(ValueError, match=message):
+        main(["mdlm", "evaluate", "--model", str(model), "--n", "4", *args])
+    assert (model / "README.md").read_bytes() == card and (model / "eval.json").read_bytes() == table

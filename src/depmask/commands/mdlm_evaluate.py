@@ -76,10 +76,18 @@ def mdlm_evaluate(
 
     if n < 1:
         raise ValueError(f"`n` ({n}) must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("`tasks` is empty: name at least one task (nothing would be measured, and the card "
+                         "would lose its table)")
+    for name in tasks:
+        get_task(name)  # an unknown name fails here, before the model loads
     den = HFDenoiser.from_pretrained(model, device=device or "cpu")
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer; the tasks need one")
-    rows = evaluate_rows(den, den.tokenizer, list(tasks), n, seed, batch_size)
+    rows = evaluate_rows(den, den.tokenizer, tasks, n, seed, batch_size)
     table = format_table(rows)
     print(table)
     out_path = Path(out) if out else Path(model) / "eval.json"
@@ -90,13 +98,16 @@ def mdlm_evaluate(
         card = Path(model) / "README.md"
         provenance = Path(model) / "TRAINING.md"
         extra = "\n" + provenance.read_text() if provenance.is_file() else ""
-        card.write_text(model_card(den, table, model, n, seed, device or "cpu") + extra)
+        card.write_text(model_card(den, table, model, n, seed, device or "cpu", tasks) + extra)
         print(f"wrote {card}")
     return rows
 
 
-def model_card(den, table: str, model: str, n: int, seed: int, device: str) -> str:
+def model_card(den, table: str, model: str, n: int, seed: int, device: str,
+               tasks: list[str] = DEFAULT_TASKS) -> str:  # noqa: B006
     cfg = den.model.config
+    # the card's command reproduces its table: name the tasks when they are not the default four
+    task_flag = "" if list(tasks) == list(DEFAULT_TASKS) else f" --tasks '[{', '.join(tasks)}]'"
     params = sum(p.numel() for p in den.model.parameters())
     return f"""# tiny-tasks: depmask's embedded masked diffusion LM
 
@@ -112,7 +123,7 @@ transformers: `AutoModel.from_pretrained("{model}", trust_remote_code=True)`.
 
 ## Accuracy (held-out test split, {n} items per task, seed {seed}, temperature 0, {device})
 
-Measured with `depmask mdlm evaluate --model {model} --n {n} --seed {seed}` (torch
+Measured with `depmask mdlm evaluate --model {model} --n {n} --seed {seed}{task_flag}` (torch
 {torch.__version__}, Python {platform.python_version()}). `one_per_step`: `low_confidence` with
 steps = answer length; `all_at_once`: the whole answer in one forward; `threshold_τ`: Fast-dLLM's
 threshold rule. TPF = answer tokens per forward.
