@@ -58,6 +58,11 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     main(args)
     assert json.loads((tmp_path / "summary.json").read_text())[0]["n"] == 8
     assert "[2/3]" in capsys.readouterr().out
+    # a changed harvest or head setting is refused, not silently served the old harvest and head
+    recorded = (tmp_path / "quickstart.json").read_bytes()
+    with pytest.raises(ValueError, match=r"other settings \(harvest_examples: 12 → 13; head_epochs: 1 → 2\)"):
+        main([*args, "--harvest_examples", "13", "--head_epochs", "2"])
+    assert (tmp_path / "quickstart.json").read_bytes() == recorded
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile_select"])
@@ -87,9 +92,16 @@ def test_decode_command_names_bad_lengths():
               "--block_length", "5"])
 
 
-def test_quickstart_refuses_no_test_items_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match=r"`n` \(0\) must be an int >= 1 \(held-out test items per task\)"):
-        main(["quickstart", "--out_dir", str(tmp_path / "qs"), "--n", "0"])
+@pytest.mark.parametrize(("args", "message"), [
+    (["--n", "0"], r"`n` \(0\) must be an int >= 1 \(held-out test items per task\)"),
+    (["--head_epochs", "0"], r"`head_epochs` \(0\) must be an int >= 1"),
+    (["--tasks", "[]"], r"`tasks` is empty"),
+    (["--tasks", "[nope]"], r"unknown task 'nope'"),
+    (["--device", "cdua"], r"`device` \('cdua'\) is not a torch device"),
+])
+def test_quickstart_refuses_bad_settings_before_any_work(tmp_path, args, message):
+    with pytest.raises(ValueError, match=message):
+        main(["quickstart", "--out_dir", str(tmp_path / "qs"), *args])
     assert not (tmp_path / "qs").exists()
 
 

@@ -10,7 +10,8 @@
    the same layout as `depmask eval decode`; re-running resumes);
 then the table, the headline (the TPF each policy reaches at one-token-per-step accuracy),
 `summary.json` (one row per run: task, policy, knobs, accuracy, nfe, tpf, ...) and
-`frontier.png`. Each stage reuses what an earlier run left in `<out>`.
+`frontier.png`. Each stage reuses what an earlier run left in `<out>`; `<out>/quickstart.json`
+records the settings that decide the harvest and the head, and a run asking for others is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from depmask.data_gen.shards import write_atomic
 from depmask.eval.headline import headline_report
 from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import PolicySweep
@@ -57,6 +59,32 @@ def comparison_policies(head: str) -> list[PolicySweep]:
     ]
 
 
+SETTINGS_JSON = "quickstart.json"
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Refuse, naming each difference, to reuse an out_dir whose earlier run recorded other
+    settings for the harvest and the head (`<out>/quickstart.json`): the stages reuse what they
+    find, so a changed setting would otherwise be silently ignored. `n` and `device` only touch the
+    decoding stage, which resumes item by item, and are not recorded."""
+    path = out / SETTINGS_JSON
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    diffs = [f"{k}: {old.get(k)!r} → {v!r}" for k, v in settings.items() if old.get(k) != v]
+    if diffs:
+        raise ValueError(f"{out} holds a quickstart run with other settings ({'; '.join(diffs)}); its harvest "
+                         f"and head would be reused as they are. Give another `--out_dir`, or delete {out} "
+                         "to start over")
+
+
+def record_settings(out: Path, settings: dict) -> None:
+    """Write `<out>/quickstart.json` once the harvest stands (a run that failed before it, e.g. on
+    a bad task name, leaves no record to trip over)."""
+    if not (out / SETTINGS_JSON).is_file():
+        write_atomic(out / SETTINGS_JSON, (json.dumps(settings, indent=2) + "\n").encode())
+
+
 def quickstart(
     model: str | None = None,
     out_dir: str = "outputs/quickstart",
@@ -88,22 +116,33 @@ def quickstart(
     from depmask.data_gen.verify import verify_harvest
     from depmask.eval.runner import run_decode_eval
     from depmask.models import HFDenoiser
+    from depmask.models.hf_denoiser import check_device
     from depmask.train.harvest import run_harvest
     from depmask.train.head_fit import module_kwargs, train_head
 
-    tasks = tasks or ["sudoku4", "permutation"]
+    tasks = ["sudoku4", "permutation"] if tasks is None else list(tasks)
+    if not tasks:
+        raise ValueError("`tasks` is empty: name at least one task, or leave it unset for sudoku4 and permutation")
     path = Path(model) if model else embedded_model_path()
     out = Path(out_dir)
-    accel = "cpu" if (device or "cpu") == "cpu" else "gpu"
+    dev = check_device(device)  # before any work, not in Lightning's accelerator setup
+    trainer = {"accelerator": "cpu"} if dev.type == "cpu" else {"accelerator": "gpu", "devices": [dev.index or 0]}
     head_kwargs = module_kwargs(head_config or shipped_head_config())  # a bad file fails before any work
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # so does a bad `n`, read only by the last stage
         raise ValueError(f"`n` ({n!r}) must be an int >= 1 (held-out test items per task)")
-
-    print(f"[1/3] harvest → {out / 'harvest'}")
+    if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or head_epochs < 1:
+        raise ValueError(f"`head_epochs` ({head_epochs!r}) must be an int >= 1 (0 would export an untrained head)")
+    settings = {"model": str(path), "tasks": tasks, "harvest_examples": harvest_examples,
+                "states_per_example": states_per_example, "seed": seed, "head_epochs": head_epochs,
+                "head": head_kwargs}
     cfg = HarvestConfig(model=str(path), output=str(out / "harvest"), tasks=tasks, examples_per_task=harvest_examples,
                         states_per_example=states_per_example, seed=seed, batch_size=50)
-    if not verify_harvest(cfg.output).ok:
-        run_harvest(cfg, {"accelerator": accel})
+    check_settings(out, settings)
+
+    print(f"[1/3] harvest → {out / 'harvest'}")
+    if not verify_harvest(cfg.output).ok or not (out / SETTINGS_JSON).is_file():
+        run_harvest(cfg, trainer)  # resumes; refuses a harvest of other settings (one with no record too)
+    record_settings(out, settings)
 
     head_dir = out / "head"
     print(f"[2/3] dependency head → {head_dir}")
@@ -112,7 +151,7 @@ def quickstart(
         print("head: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
 
     print(f"[3/3] decode the test split → {out / 'eval'}")
-    den = HFDenoiser.from_pretrained(path, device=device or "cpu")
+    den = HFDenoiser.from_pretrained(path, device=dev)
     rows = run_decode_eval(den, tasks, comparison_policies(str(head_dir)), out / "eval", n=n, seed=seed,
                            batch_size=n)
     print(table(rows))
