@@ -224,6 +224,14 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
      r"policy sweep 'threshold', run \{'threshold': 1.5\}: `threshold` \(1.5\) must lie in \(0, 1\]"),
     (["--policies", "[{name: entropy_bound, sweep: {tau: [0.5]}}]"],
      r"policy sweep 'entropy_bound', run \{'tau': 0.5\}: policy 'entropy_bound' has no knob 'tau'; its knobs: gamma"),
+    # an empty list, or a length of 0, is not "unset": they used to run the defaults
+    (["--tasks", "[]"], r"`tasks` is empty"),
+    (["--policies", "[]"], r"`policies` is empty"),
+    (["--gen_length", "0"], r"`gen_length` \(0\) must be an int >= 1, or None"),
+    (["--steps", "0"], r"`steps` \(0\) must be an int >= 1, or None"),
+    (["--temperature", "-0.5"], r"`temperature` \(-0.5\) must be >= 0"),
+    # a length that does not fit a task fails before the first run writes anything
+    (["--block_length", "3"], r"task 'sort': `block_length` \(3\) must be >= 1 and divide `gen_length` \(8\)"),
 ])
 def test_eval_decode_refuses_bad_settings_before_decoding(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):

@@ -129,7 +129,9 @@ def test_config_parses():
                                           (["--batch_size", "0"], r"`batch_size` \(0\) must be an int >= 1"),
                                           (["--policies", "[{name: threshold, knobs: {tau: 0.5}}]"],
                                            r"policy sweep 'threshold', run \{'tau': 0.5\}: policy 'threshold' has no knob"),
-                                          (["--head", "/nope"], r"policy sweep 'demask', run .*head checkpoint directory")])
+                                          (["--head", "/nope"], r"policy sweep 'demask', run .*head checkpoint directory"),
+                                          (["--tasks", "[]"], r"`tasks` is empty"),
+                                          (["--policies", "[]"], r"`policies` is empty")])
 def test_eval_subadditivity_refuses_bad_settings_before_loading(tmp_path, args, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         main(["eval", "subadditivity", "--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "sub"), *args])

@@ -34,7 +34,9 @@ from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import (
     PolicySweep,
     check_counts,
+    check_decoding,
     check_policies,
+    listed,
     run_decode_eval,
     task_prompts,
 )
@@ -115,13 +117,14 @@ def eval_decode(
     """
     from depmask.models import HFDenoiser
 
-    tasks = tasks or ["sudoku4", "permutation"]
-    policies = policies or _default_policies()
+    tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")
+    policies = listed("policies", policies, _default_policies(), "low_confidence and a threshold sweep")
     if bootstrap < 0:
         raise ValueError(f"`bootstrap` ({bootstrap}) must be >= 0 (0: no intervals)")
     windows = [0.01] if windows is None else list(windows)
     compile_mode(compile_select)  # ValueError naming the value, before the model loads
     check_counts(n, batch_size)
+    check_decoding(temperature, gen_length, block_length, steps)
     check_policies(policies)  # every run's preset and knobs, before the model loads
     if not windows:
         raise ValueError("`windows` is empty; give at least one accuracy window, e.g. [0.01]")

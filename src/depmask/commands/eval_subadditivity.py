@@ -71,15 +71,15 @@ def eval_subadditivity(
         output: results directory.
     """
     from depmask.decoding import build_policy, generate
-    from depmask.eval.runner import check_counts, check_policies
+    from depmask.eval.runner import check_counts, check_policies, listed
     from depmask.eval.subadditivity import SetProbe
     from depmask.models import HFDenoiser
     from depmask.tasks.adapter import TaskAdapter
 
     check_counts(n, batch_size)  # before the model loads
 
-    tasks = tasks or ["sudoku4", "permutation"]
-    policies = policies or _default_policies()
+    tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")
+    policies = listed("policies", policies, _default_policies(), "the default sweeps")
     check_policies(policies, defaults={"demask": {"head": head}})  # as the runs below build them
     den = HFDenoiser.from_pretrained(model)
     if den.tokenizer is None:

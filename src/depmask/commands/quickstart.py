@@ -22,7 +22,7 @@ from pathlib import Path
 from depmask.data_gen.shards import write_atomic
 from depmask.eval.headline import headline_report
 from depmask.eval.plots import plot_frontier
-from depmask.eval.runner import PolicySweep
+from depmask.eval.runner import PolicySweep, listed
 from depmask.eval.summary import table
 
 
@@ -120,9 +120,7 @@ def quickstart(
     from depmask.train.harvest import run_harvest
     from depmask.train.head_fit import module_kwargs, train_head
 
-    tasks = ["sudoku4", "permutation"] if tasks is None else list(tasks)
-    if not tasks:
-        raise ValueError("`tasks` is empty: name at least one task, or leave it unset for sudoku4 and permutation")
+    tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")
     path = Path(model) if model else embedded_model_path()
     out = Path(out_dir)
     dev = check_device(device)  # before any work, not in Lightning's accelerator setup

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from depmask.decoding import build_policy, check_policy, compile_mode, compile_mode_for, generate
+from depmask.decoding import (
+    build_policy,
+    check_lengths,
+    check_policy,
+    compile_mode,
+    compile_mode_for,
+    generate,
+)
 from depmask.eval.items import (
     append_items,
     check_provenance,
@@ -164,6 +171,28 @@ def check_counts(n: int | None, batch_size: int) -> None:
         raise ValueError(f"`batch_size` ({batch_size!r}) must be an int >= 1 (prompts per decode batch)")
 
 
+def listed(name: str, value: list | None, default: list, unset: str) -> list:
+    """`value` as a list, `default` when it is None; an empty list is refused by name (it is not
+    "unset": it used to run the defaults, or nothing)."""
+    if value is None:
+        return list(default)
+    if not value:
+        raise ValueError(f"`{name}` is empty: give at least one, or leave it unset for {unset}")
+    return list(value)
+
+
+def check_decoding(temperature: float, gen_length: int | None, block_length: int | None, steps: int | None) -> None:
+    """The decoding settings shared by every run, checked before anything loads: 0 is a value, not
+    "unset" (it used to fall back to the task's length silently)."""
+    if temperature < 0:
+        raise ValueError(f"`temperature` ({temperature}) must be >= 0 (0: argmax)")
+    for name, value, unset in (("gen_length", gen_length, "the task's answer length"),
+                               ("block_length", block_length, "the task's block"),
+                               ("steps", steps, "gen_length, one token per step")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` ({value!r}) must be an int >= 1, or None for {unset}")
+
+
 def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None = None) -> None:
     """Build every run of every sweep once, so that a bad preset name or knob fails before
     anything loads or decodes, naming the sweep and the run (not after the runs before it).
@@ -187,6 +216,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
     `compile_select`: compiled selection for every run whose policy can take it (`run_one`)."""
     compile_mode(compile_select)  # a bad value fails before anything decodes
     check_counts(n, batch_size)
+    check_decoding(temperature, gen_length, block_length, steps)
     check_policies(policies)
     out = Path(output)
     plan = []
@@ -200,6 +230,10 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                                  "is an excluded (evaluation) item")
         g = gen_length or adapter.gen_length
         blk = block_length or (g if gen_length else adapter.block_length)
+        try:  # every task's lengths, before the first run decodes (or creates its files)
+            check_lengths(g, blk, steps or g)
+        except ValueError as err:
+            raise ValueError(f"task {task_name!r}: {err}") from None
         for sweep in policies:
             for knobs in sweep.expand():
                 plan.append((adapter, examples, sweep, knobs, g, blk))
