@@ -111,6 +111,8 @@ def test_tasks_show(capsys):
     assert out.count("sudoku4") >= 2
     with pytest.raises(ValueError, match=r"`n` \(0\) must be an int >= 1 \(examples to print\)"):
         main(["tasks", "show", "sudoku4", "--n", "0"])
+    with pytest.raises(ValueError, match=r"`name` \('gsm8k'\) is a text benchmark, not a synthetic task"):
+        main(["tasks", "show", "gsm8k"])
 
 
 def test_mdlm_evaluate_writes_json_and_card(tmp_path):

@@ -5,7 +5,7 @@ It generates examples and renders them as text; it does not tokenize, decode or 
 
 from __future__ import annotations
 
-from depmask.tasks import get_task
+from depmask.tasks import BENCHMARKS, get_task
 
 
 def tasks_show(name: str, n: int = 3, split: str = "test", seed: int = 0) -> None:
@@ -19,6 +19,10 @@ def tasks_show(name: str, n: int = 3, split: str = "test", seed: int = 0) -> Non
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"`n` ({n!r}) must be an int >= 1 (examples to print)")
+    if name in BENCHMARKS:
+        raise ValueError(f"`name` ({name!r}) is a text benchmark, not a synthetic task: its problems come from a "
+                         "local data file (README, \"Real models and benchmarks\"); `tasks show` prints the "
+                         "synthetic tasks")
     task = get_task(name)
     examples = task.examples(split, n, seed=seed)
     print(f"{task!r}: prompt <= {max(len(e.prompt.split()) for e in examples)} "
