@@ -86,6 +86,17 @@ def test_decode_command_compiles_clad_ahead_of_time(capsys):
     assert aot["nfe"] == eager["nfe"] and aot["policy"] == "clad"
 
 
+def test_decode_command_warns_about_words_the_tokenizer_does_not_know(capsys):
+    args = ["decode", "--model", str(EMBEDDED), "--gen_length", "8", "--json_output", "true"]
+    with pytest.warns(UserWarning, match=r"prompt 1 \('hello <sort> world'\): 2 of 3 tokens are unknown .*\[UNK\]"):
+        main([*args, "--prompt", "[<sort> 1 2, hello <sort> world]"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*unknown to the model's tokenizer")  # known words: none
+        main([*args, "--prompt", "<sort> 8 1 3 3 9 5 7 2"])
+
+
 def test_decode_command_names_bad_lengths():
     with pytest.raises(ValueError, match=r"`block_length` \(5\) must be >= 1 and divide `gen_length` \(8\)"):
         main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 1 2", "--gen_length", "8",

@@ -7,6 +7,7 @@ prints. It does not evaluate answers (that is `eval`).
 from __future__ import annotations
 
 import json
+import warnings
 
 import torch
 
@@ -76,6 +77,7 @@ def decode(
         if tok is None:
             raise ValueError(f"model {model!r} has no tokenizer; pass `--prompt_ids` instead")
         prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompt]
+        warn_unknown_tokens(prompt, prompt_ids, tok)
     gen = torch.Generator(device=den.device).manual_seed(seed)
     res = generate(
         den, prompt_ids, policy, gen_length=gen_length, block_length=block_length, steps=steps,
@@ -102,3 +104,17 @@ def decode(
         print(f"[{policy!r}] NFE {summary['nfe']:.1f}  TPF {summary['tpf']:.2f}  "
               f"AFP {summary['afp']:.2f}  time {summary['seconds']:.2f}s")
     return summary
+
+
+def warn_unknown_tokens(texts: list[str], ids: list[list[int]], tokenizer) -> None:
+    """Warn (stderr) about prompts with words the tokenizer does not know: they become its unknown
+    token and the model decodes from nothing it was trained on, with no other sign of it."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return
+    for i, (text, row) in enumerate(zip(texts, ids)):
+        k = sum(t == unk for t in row)
+        if k:
+            warnings.warn(f"prompt {i} ({text[:60]!r}): {k} of {len(row)} tokens are unknown to the model's "
+                          f"tokenizer ({tokenizer.unk_token}); the embedded model knows only the synthetic tasks' "
+                          "prompts (`depmask tasks show NAME`)", stacklevel=2)
