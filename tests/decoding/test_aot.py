@@ -27,7 +27,7 @@ def test_aot_decode_equals_eager_for_clad_and_demask(mock_denoiser, prompts):
     different steps, so the batch shrinks under one library. Every commit, step and NFE agrees
     with the eager decode."""
     for policy in (build_policy("clad", threshold=0.99), build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)):
-        kwargs = dict(gen_length=12, block_length=6, pad_id=0)
+        kwargs = dict(gen_length=8, block_length=4, pad_id=0)  # the next test's geometries: compiled once a session
         eager = generate(mock_denoiser, prompts, policy, **kwargs)
         aot = generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)
         _same(aot, eager, policy.name)
@@ -55,7 +55,7 @@ def test_one_library_serves_every_prompt_width(mock_denoiser):
     dynamic dimension: batches of other prompt widths (so other block positions and canvas
     lengths) reuse the library of each block and decode as eager."""
     for policy in (build_policy("clad", threshold=0.9), build_policy("demask", head=_head(mock_denoiser), epsilon=0.3)):
-        kwargs = dict(gen_length=8, block_length=4, pad_id=0)
+        kwargs = dict(gen_length=8, block_length=4, pad_id=0)  # the previous test's geometries
         for batch in ([[1, 2, 3], [4, 5]], [[1]], [[6, 7, 8, 9, 1, 2, 3], [4, 5, 6]]):  # widths 3, 1, 7
             _same(generate(mock_denoiser, batch, policy, compile_select="aot", **kwargs),
                   generate(mock_denoiser, batch, policy, **kwargs), f"{policy.name}, width {max(map(len, batch))}")
@@ -280,26 +280,39 @@ def test_caching_off_writes_nothing(mock_denoiser, prompts, tmp_path, monkeypatc
 
 def test_one_library_serves_every_epsilon_and_tau(mock_denoiser, prompts, tmp_path, monkeypatch):
     """ε and τ are inputs of the library (`Policy.tensor_knobs`): a sweep compiles once, and each
-    of its values decodes as eager; a knob changed on the policy object is read at the next call."""
-    monkeypatch.setenv("DEPMASK_AOT_CACHE", str(tmp_path))
-    kwargs = dict(gen_length=8, pad_id=0)
+    of its values decodes as eager; a knob changed on the policy object is read at the next call.
+    (The two-block geometries of the tests above: the session's cache may already hold them.)"""
+    from depmask.decoding.aot import cache_dir
+
+    kwargs = dict(gen_length=8, block_length=4, pad_id=0)
     head = _head(mock_denoiser)
+    compile_once = torch._inductor.aoti_compile_and_package
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled again for another knob value")
+
     for name, knob, values in (("demask", "epsilon", (0.05, 0.3, 2.0)), ("clad", "threshold", (0.5, 0.9, 1.0))):
         extra = {"head": head} if name == "demask" else {}
+        monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", compile_once)
         first = build_policy(name, **extra, **{knob: values[0]})
         _same(generate(mock_denoiser, prompts, first, compile_select="aot", **kwargs),
               generate(mock_denoiser, prompts, first, **kwargs), f"{name} {values[0]}")
-        assert compiled_select(first, "aot").loaded == 0
+        assert compiled_select(first, "aot").geometries == 2  # compiled here, or loaded from the session's cache
+        cached = _cache_files(cache_dir())
+        monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_compiling)
         outcomes = set()
         for value in values[1:]:
             policy = build_policy(name, **extra, **{knob: value})
             eager = generate(mock_denoiser, prompts, policy, **kwargs)
             _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs), eager, f"{name} {value}")
-            assert compiled_select(policy, "aot").loaded == 1, (name, value)  # the first one's library
+            assert compiled_select(policy, "aot").loaded == 2, (name, value)  # the first one's two libraries
             outcomes.add(tuple(eager.nfe.tolist()))
         assert len(outcomes) == 2, name  # the values decode differently: the knob reaches the library
-    assert len(_cache_files(tmp_path)) == 2
-    policy = build_policy("guided", units="token", rule="budget", scorer="attention", epsilon=0.05)
+        assert _cache_files(cache_dir()) == cached, name  # no library was added for a value
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", compile_once)
+    kwargs = dict(gen_length=8, pad_id=0)
+    # the "attention-budget-skip" crossing's step (compiled once a session)
+    policy = build_policy("guided", units="token", rule="budget", scorer="attention", epsilon=0.05, skip_blocked=True)
     generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)
     policy.epsilon = 5.0  # mutated in place: the next call passes the new value
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
