@@ -144,7 +144,7 @@ def quickstart(
 
     head_dir = out / "head"
     print(f"[2/3] dependency head → {head_dir}")
-    if not (head_dir / "model.safetensors").is_file():
+    if not (head_dir / "config.json").is_file():  # the export writes it last, after the weights
         _, metrics = train_head(cfg.output, head_dir, epochs=head_epochs, seed=seed, **head_kwargs)
         print("head: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
 
