@@ -130,7 +130,7 @@ def quickstart(
         raise ValueError(f"`n` ({n!r}) must be an int >= 1 (held-out test items per task)")
     if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or head_epochs < 1:
         raise ValueError(f"`head_epochs` ({head_epochs!r}) must be an int >= 1 (0 would export an untrained head)")
-    settings = {"model": str(path), "tasks": tasks, "harvest_examples": harvest_examples,
+    settings = {"model": str(path.resolve()), "tasks": tasks, "harvest_examples": harvest_examples,
                 "states_per_example": states_per_example, "seed": seed, "head_epochs": head_epochs,
                 "head": head_kwargs}
     cfg = HarvestConfig(model=str(path), output=str(out / "harvest"), tasks=tasks, examples_per_task=harvest_examples,
