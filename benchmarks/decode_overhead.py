@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_args import count
+from bench_args import count, natural
 
 from depmask.decoding import build_policy, generate
 from depmask.models import HFDenoiser
@@ -54,11 +54,11 @@ def main() -> None:
     ap.add_argument("--policy", default="threshold")
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--batch", type=count, default=8)
-    ap.add_argument("--prompt_length", type=int, default=32)
-    ap.add_argument("--gen_length", type=int, default=64)
-    ap.add_argument("--block_length", type=int, default=32)
+    ap.add_argument("--prompt_length", type=natural, default=32)
+    ap.add_argument("--gen_length", type=count, default=64)
+    ap.add_argument("--block_length", type=count, default=32)
     ap.add_argument("--repeats", type=count, default=5)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--threads", type=natural, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="outputs/bench/decode_overhead.json")
     args = ap.parse_args()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_args import count
+from bench_args import count, natural
 
 from depmask.data_gen import (
     HarvestConfig,
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--topk", type=count, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=count, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--threads", type=natural, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--out", default="outputs/bench/harvest_throughput.json")
     args = ap.parse_args()
     if args.threads:

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_args import count  # noqa: E402
+from bench_args import count, natural  # noqa: E402
 from selection_overhead import TARGET, Recorder, measure  # noqa: E402
 
 from depmask.decoding import build_policy, generate  # noqa: E402
@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--measure", default="tpf_pooled", choices=["tpf_pooled", "tpf"])
     ap.add_argument("--batch", type=count, default=8)
     ap.add_argument("--repeats", type=count, default=20)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=natural, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", default="aot", choices=["none", "jit", "aot"])
     ap.add_argument("--out", default="outputs/bench/head_tradeoff.json")

@@ -62,7 +62,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from bench_args import count
+from bench_args import count, natural, positive
 from torch.utils.flop_counter import FlopCounterMode
 
 from depmask.decoding import Policy, StepState, build_policy, compiled_select, generate
@@ -406,22 +406,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=count, default=10)
     ap.add_argument("--decode_repeats", type=count, default=100,
                     help="rounds of the whole-decode comparison (two decodes each, ~0.1 s on the embedded model)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    ap.add_argument("--threads", type=natural, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", nargs="?", const="jit", default=None, choices=["jit", "aot"],
                     help="time select compiled: jit (torch.compile, the default of a bare --compile) or aot")
-    ap.add_argument("--sim_length", type=int, default=512)
-    ap.add_argument("--sim_gen", type=int, default=256)
-    ap.add_argument("--sim_block", type=int, default=32)
-    ap.add_argument("--sim_hidden", type=int, default=4096)
-    ap.add_argument("--sim_heads", type=int, default=32)
-    ap.add_argument("--sim_layers", type=int, default=32)
-    ap.add_argument("--sim_intermediate", type=int, default=12288)
-    ap.add_argument("--sim_vocab", type=int, default=126464)
+    ap.add_argument("--sim_length", type=count, default=512)
+    ap.add_argument("--sim_gen", type=count, default=256)
+    ap.add_argument("--sim_block", type=count, default=32)
+    ap.add_argument("--sim_hidden", type=count, default=4096)
+    ap.add_argument("--sim_heads", type=count, default=32)
+    ap.add_argument("--sim_layers", type=count, default=32)
+    ap.add_argument("--sim_intermediate", type=count, default=12288)
+    ap.add_argument("--sim_vocab", type=count, default=126464)
     ap.add_argument("--sim_steps", type=count, default=8, help="simulated steps timed")
-    ap.add_argument("--base_ms", type=float, default=None, help="simulate: a measured base forward (ms)")
+    ap.add_argument("--base_ms", type=positive, default=None, help="simulate: a measured base forward (ms)")
     ap.add_argument("--out", default="outputs/bench/selection_overhead.json")
     args = ap.parse_args()
+    if args.sim_gen > args.sim_length or args.sim_gen % args.sim_block:
+        ap.error(f"--sim_gen ({args.sim_gen}) must be at most --sim_length ({args.sim_length}) and a multiple of "
+                 f"--sim_block ({args.sim_block})")
+    if args.sim_hidden % args.sim_heads:
+        ap.error(f"--sim_hidden ({args.sim_hidden}) must be a multiple of --sim_heads ({args.sim_heads})")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.simulate is None and args.device is None:

@@ -210,3 +210,28 @@ def test_benchmarks_refuse_a_count_below_one_before_any_work(tmp_path, script, f
     )
     assert done.returncode == 2 and f"argument --{flag}: must be an int >= 1, got '0'" in done.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_bench_argument_types_name_what_they_expect():
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_args import count, natural, positive
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert count("3") == 3 and natural("0") == 0 and positive("2.5") == 2.5
+    for kind, bad, expected in [(count, "0", "an int >= 1"), (natural, "-1", "an int >= 0"), (positive, "-1", "a number > 0"),
+                                (positive, "nan", "a number > 0"), (natural, "x", "an int >= 0")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=f"must be {expected}, got '{bad}'"):
+            kind(bad)
+
+
+def test_selection_overhead_refuses_a_simulated_canvas_that_does_not_fit(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--simulate", "llada", "--sim_gen", "100",
+         "--out", str(tmp_path / "out.json")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 2 and "--sim_gen (100) must be at most --sim_length (512) and a multiple of --sim_block (32)" in done.stderr
+    assert not (tmp_path / "out.json").exists()
