@@ -197,3 +197,11 @@ def test_sort_and_addition_one_answer():
     assert sum(e.meta["carries"] > 0 for e in train) > 150  # carries are common
     hand = Example("x", "addition", "<addition> 9 9 9 + 0 0 1 =", "1 0 0 0", {})
     assert add.score(hand, "1 0 0 0")
+
+
+def test_the_headline_draw_counts_its_repeats():
+    """Items are drawn with replacement from a task's test instances (`Task.examples`): the
+    README's headline draw (1000 items, seed 0) repeats 17 permutation prompts and no sudoku4 one."""
+    distinct = {name: len({e.prompt for e in get_task(name).examples("test", 1000, seed=0)})
+                for name in ("sudoku4", "permutation")}
+    assert distinct == {"sudoku4": 1000, "permutation": 983}

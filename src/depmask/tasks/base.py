@@ -124,7 +124,8 @@ class SyntheticTask(ABC):
 
     def examples(self, split: str, n: int, seed: int = 0) -> list[Example]:
         """`n` examples of `split`, deterministic for (split, n, seed); a shorter `n` gives a
-        prefix of a longer one."""
+        prefix of a longer one. Instances are drawn with replacement, so a small instance space
+        repeats some (1000 permutation test items hold 983 distinct prompts, 1000 addition ones 732)."""
         check_split(split)
         if n < 0:
             raise ValueError(f"`n` ({n}) must be >= 0")
