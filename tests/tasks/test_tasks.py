@@ -205,3 +205,13 @@ def test_the_headline_draw_counts_its_repeats():
     distinct = {name: len({e.prompt for e in get_task(name).examples("test", 1000, seed=0)})
                 for name in ("sudoku4", "permutation")}
     assert distinct == {"sudoku4": 1000, "permutation": 983}
+
+
+def test_an_argument_a_task_does_not_take_is_named():
+    from depmask.tasks import get_benchmark
+
+    with pytest.raises(ValueError, match=r"task 'sort' takes no argument 'x' \(from `task_kwargs`\); its arguments: n, test_fraction"):
+        get_task("sort", x=1)
+    with pytest.raises(ValueError, match=r"task 'gsm8k' takes no argument 'pth' .*its arguments: path, shots"):
+        get_benchmark("gsm8k", pth="/data")
+    assert get_task("addition", digits=2).digits == 2

@@ -13,7 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from depmask.tasks.addition import Addition
-from depmask.tasks.base import SPLITS, Example, SyntheticTask, Task, check_split, split_of
+from depmask.tasks.base import (
+    SPLITS,
+    Example,
+    SyntheticTask,
+    Task,
+    check_split,
+    check_task_kwargs,
+    split_of,
+)
 from depmask.tasks.benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from depmask.tasks.permutation import Permutation
 from depmask.tasks.sort import Sort
@@ -32,6 +40,7 @@ def get_task(name: str, **kwargs: Any) -> SyntheticTask:
     """Build the task registered as `name` with keyword arguments `kwargs`."""
     if name not in TASKS:
         raise ValueError(f"unknown task `name` ({name!r}); known tasks: {', '.join(sorted(TASKS))}")
+    check_task_kwargs(name, TASKS[name], kwargs)
     return TASKS[name](**kwargs)
 
 

@@ -11,6 +11,7 @@ This module does not tokenize, decode, or know any concrete task.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -77,6 +78,19 @@ def check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"`split` ({split!r}) must be one of {', '.join(SPLITS)}")
     return split
+
+
+def check_task_kwargs(name: str, cls: type, kwargs: dict[str, Any]) -> None:
+    """Refuse keyword arguments that `cls` (a task or benchmark class) does not take, naming them
+    and the ones it does (they reach it from a config's `task_kwargs`, far from the class)."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [k for k in params if k != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"task {name!r} takes no argument {', '.join(map(repr, unknown))} (from `task_kwargs`); "
+                         f"its arguments: {', '.join(accepted) or 'none'}")
 
 
 def split_of(task: str, key: str, test_fraction: float) -> str:

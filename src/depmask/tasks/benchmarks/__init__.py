@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from depmask.tasks.base import check_task_kwargs
 from depmask.tasks.benchmarks.base import (
     SPECIAL_STOPS,
     Benchmark,
@@ -53,6 +54,7 @@ def get_benchmark(name: str, **kwargs: Any) -> Benchmark:
     """Build the benchmark registered as `name` with keyword arguments `kwargs`."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark `name` ({name!r}); known: {', '.join(sorted(BENCHMARKS))}")
+    check_task_kwargs(name, BENCHMARKS[name], kwargs)
     return BENCHMARKS[name](**kwargs)
 
 
