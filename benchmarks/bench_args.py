@@ -1,39 +1,32 @@
-"""Argument types shared by the benchmark scripts."""
+"""Argument types shared by the benchmark scripts. argparse names the flag in their errors, e.g.
+`argument --repeats: must be an int >= 1, got '0'`."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+
+def _checked(text: str, convert: Callable[[str], float], ok: Callable[[float], bool], expected: str):
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+    if not ok(value):  # `not` so that a nan fails too
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+    return value
 
 
 def count(text: str) -> int:
-    """An argparse `type` for counts (repeats, batch sizes, examples): an int >= 1. argparse names
-    the flag in its error, e.g. `argument --repeats: must be an int >= 1, got '0'`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
-    return value
+    """Counts (repeats, batch sizes, examples, shapes): an int >= 1."""
+    return _checked(text, int, lambda v: v >= 1, "an int >= 1")
 
 
 def natural(text: str) -> int:
-    """An argparse `type` for an int >= 0 (e.g. `--threads`, where 0 means "leave as is")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
-    return value
+    """An int >= 0 (e.g. `--threads`, where 0 means "leave as is")."""
+    return _checked(text, int, lambda v: v >= 0, "an int >= 0")
 
 
 def positive(text: str) -> float:
-    """An argparse `type` for a time or size that must be > 0 (e.g. a measured forward in ms)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+    """A time or size that must be > 0 (e.g. a measured forward in ms)."""
+    return _checked(text, float, lambda v: v > 0, "a number > 0")
