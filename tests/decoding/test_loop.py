@@ -191,3 +191,20 @@ def test_step_state_replays_the_loops_state(mock_denoiser):
         again = step_state(mock_denoiser(st.tokens), st.tokens, st.mask[:, s:e], s, e, mask_id=mock_denoiser.mask_id)
         for field in ("mask", "x0", "confidence", "entropy", "margin"):
             assert torch.equal(getattr(again, field), getattr(st, field)), field
+
+
+@pytest.mark.parametrize(("name", "knobs", "message"), [
+    ("threshold", {"threshold": "abc"}, "policy 'threshold': knob `threshold` ('abc') must be a number"),
+    ("threshold", {"threshold": True}, "policy 'threshold': knob `threshold` (True) must be a number"),
+    ("dilated", {"base": 2.5}, "policy 'dilated': knob `base` (2.5) must be an int"),
+    ("guided", {"skip_blocked": 1}, "policy 'guided': knob `skip_blocked` (1) must be true or false"),
+    ("guided", {"edge_threshold": "0.2"}, "policy 'guided': knob `edge_threshold` ('0.2') must be a number or None"),
+])
+def test_a_knob_of_the_wrong_type_is_named(name, knobs, message):
+    """A string from a `name:knob=value` spec or a config used to fail inside the range check as
+    "'<' not supported between instances of 'int' and 'str'"."""
+    with pytest.raises(ValueError) as err:
+        build_policy(name, **knobs)
+    assert str(err.value) == message
+    assert build_policy("threshold", threshold=1).threshold == 1  # an int is a number
+    assert build_policy("guided", edge_threshold=None).edge_threshold is None

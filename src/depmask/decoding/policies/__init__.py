@@ -1,6 +1,8 @@
 """Decoding policies, one file each, and the registry that maps preset names to classes."""
 
 import inspect
+import types
+import typing
 
 from depmask.decoding.policies.base import Policy, commit_top
 from depmask.decoding.policies.clad import Clad
@@ -33,7 +35,32 @@ def build_policy(name: str, **knobs) -> Policy:
     if unknown:
         raise ValueError(f"policy {cls.name!r} has no knob {', '.join(map(repr, unknown))}; "
                          f"its knobs: {', '.join(accepted) or 'none'}")
+    _check_knob_types(cls, knobs)
     return cls(**knobs)
+
+
+_NUMBERS = {float: ("a number", (int, float)), int: ("an int", (int,)), bool: ("true or false", (bool,))}
+
+
+def _check_knob_types(cls: type[Policy], knobs: dict) -> None:
+    """A knob annotated as a number or a bool must be one (a config or a `name:knob=value` spec
+    can hand over a string, which would fail inside the policy's range check as a bare
+    TypeError); other annotations are left to the policy."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve here: nothing to check against
+        return
+    for name, value in knobs.items():
+        hint = hints.get(name)
+        args = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else ()
+        optional = type(None) in args
+        base = next((a for a in args if a is not type(None)), None) if len(args) == 2 and optional else hint
+        if base not in _NUMBERS or (value is None and optional):
+            continue
+        what, kinds = _NUMBERS[base]
+        if not isinstance(value, kinds) or (base is not bool and isinstance(value, bool)):
+            raise ValueError(f"policy {cls.name!r}: knob `{name}` ({value!r}) must be {what}"
+                             + (" or None" if optional else ""))
 
 
 def check_policy(name: str, knobs: dict, where: str) -> None:
