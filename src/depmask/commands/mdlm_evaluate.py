@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from depmask.data_gen.shards import write_atomic
 from depmask.decoding import build_policy
 from depmask.eval import DEFAULT_TASKS, score_task
 from depmask.tasks import get_task
@@ -92,13 +93,13 @@ def mdlm_evaluate(
     print(table)
     out_path = Path(out) if out else Path(model) / "eval.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(rows, indent=2))
+    write_atomic(out_path, json.dumps(rows, indent=2).encode())  # the shipped files: never half-written
     print(f"wrote {out_path}")
     if write_card:
         card = Path(model) / "README.md"
         provenance = Path(model) / "TRAINING.md"
         extra = "\n" + provenance.read_text() if provenance.is_file() else ""
-        card.write_text(model_card(den, table, model, n, seed, device or "cpu", tasks) + extra)
+        write_atomic(card, (model_card(den, table, model, n, seed, device or "cpu", tasks) + extra).encode())
         print(f"wrote {card}")
     return rows
 
