@@ -225,6 +225,8 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     (["--policies", "[{name: entropy_bound, sweep: {tau: [0.5]}}]"],
      r"policy sweep 'entropy_bound', run \{'tau': 0.5\}: policy 'entropy_bound' has no knob 'tau'; its knobs: gamma"),
     # an empty list, or a length of 0, is not "unset": they used to run the defaults
+    (["--policies", "[{name: threshold, sweep: {threshold: [0.5, 0.9]}}, {name: threshold, label: t2, sweep: {threshold: [0.9]}}]"],
+     r"policy sweep 't2', run \{'threshold': 0.9\}: the same run as one of sweep 'threshold' \(same preset and knobs"),
     (["--tasks", "[]"], r"`tasks` is empty"),
     (["--policies", "[]"], r"`policies` is empty"),
     (["--gen_length", "0"], r"`gen_length` \(0\) must be an int >= 1, or None"),

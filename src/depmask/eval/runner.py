@@ -197,8 +197,15 @@ def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None
     """Build every run of every sweep once, so that a bad preset name or knob fails before
     anything loads or decodes, naming the sweep and the run (not after the runs before it).
     `defaults`: per preset name, knobs a command adds to runs that do not set them."""
+    seen: dict[str, str] = {}
     for sweep in policies:
         for knobs in sweep.expand():
+            slug = run_slug(sweep.name, knobs)  # the run's results file: two runs must not share it
+            if slug in seen:
+                raise ValueError(f"policy sweep {sweep.shown!r}, run {_plain(knobs)}: the same run as one of sweep "
+                                 f"{seen[slug]!r} (same preset and knobs, so the same results file); "
+                                 "drop one of them")
+            seen[slug] = sweep.shown
             knobs = {**(defaults or {}).get(sweep.name, {}), **knobs}
             check_policy(sweep.name, knobs, f"policy sweep {sweep.shown!r}, run {_plain(knobs)}")
 
