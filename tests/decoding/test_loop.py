@@ -208,3 +208,6 @@ def test_a_knob_of_the_wrong_type_is_named(name, knobs, message):
     assert str(err.value) == message
     assert build_policy("threshold", threshold=1).threshold == 1  # an int is a number
     assert build_policy("guided", edge_threshold=None).edge_threshold is None
+    import numpy as np
+
+    assert build_policy("dilated", base=np.int64(2)).base == 2  # NumPy scalars from a Python-built sweep

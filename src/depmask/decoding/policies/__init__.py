@@ -1,6 +1,7 @@
 """Decoding policies, one file each, and the registry that maps preset names to classes."""
 
 import inspect
+import numbers
 import types
 import typing
 
@@ -39,7 +40,8 @@ def build_policy(name: str, **knobs) -> Policy:
     return cls(**knobs)
 
 
-_NUMBERS = {float: ("a number", (int, float)), int: ("an int", (int,)), bool: ("true or false", (bool,))}
+# numbers.Real / Integral: NumPy scalars from a Python-built sweep pass too
+_NUMBERS = {float: ("a number", (numbers.Real,)), int: ("an int", (numbers.Integral,)), bool: ("true or false", (bool,))}
 
 
 def _check_knob_types(cls: type[Policy], knobs: dict) -> None:
