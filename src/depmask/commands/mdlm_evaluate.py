@@ -19,6 +19,7 @@ import torch
 from depmask.data_gen.shards import write_atomic
 from depmask.decoding import build_policy
 from depmask.eval import DEFAULT_TASKS, score_task
+from depmask.eval.runner import listed
 from depmask.tasks import get_task
 
 
@@ -79,10 +80,7 @@ def mdlm_evaluate(
         raise ValueError(f"`n` ({n}) must be >= 1")
     if batch_size < 1:
         raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
-    tasks = list(tasks)
-    if not tasks:
-        raise ValueError("`tasks` is empty: name at least one task (nothing would be measured, and the card "
-                         "would lose its table)")
+    tasks = listed("tasks", tasks, DEFAULT_TASKS, "the four synthetic tasks")  # [] would empty the card's table
     for name in tasks:
         get_task(name)  # an unknown name fails here, before the model loads
     den = HFDenoiser.from_pretrained(model, device=device or "cpu")
