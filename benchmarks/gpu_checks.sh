@@ -48,7 +48,8 @@ else
 fi
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)"
 
-step "decoding paths on $device (pytest)" 240 "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}"
+# `-o addopts=-ra`: one process, without pyproject's pytest-xdist options (the machine may lack xdist)
+step "decoding paths on $device (pytest)" 240 "$PY" -m pytest -q -p no:cacheprovider -o addopts=-ra "${tests[@]}"
 step "LLaDA-shaped selection overhead on $device, eager" 120 "$PY" benchmarks/selection_overhead.py \
   --simulate llada --device "$device" "${sim[@]}" --out "$OUT/selection_overhead_llada.json"
 if [[ "${SMOKE:-0}" == 1 ]]; then  # compiling takes ~25 s a step on the CPU; tests/test_benchmarks.py covers it

@@ -198,17 +198,26 @@ def test_head_tradeoff_reads_an_eval_times_its_head_and_refuses_a_retrained_one(
     assert again.returncode != 0 and "holds other weights than those that decoded" in again.stderr
 
 
+def _refused(script, args, monkeypatch, capsys):
+    """Run `benchmarks/<script>.py args` in this process (as `python script.py` would: `__main__`,
+    its directory on `sys.path`) up to the argparse refusal; return (exit code, stderr). In-process
+    because a refusal comes before any work, and a subprocess would spend its time importing torch."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "benchmarks" / f"{script}.py"), run_name="__main__")
+    return exit_.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("script,flag", [("selection_overhead", "decode_repeats"), ("selection_overhead", "batch"),
                                          ("decode_overhead", "repeats"), ("harvest_throughput", "examples"),
                                          ("head_tradeoff", "repeats")])
-def test_benchmarks_refuse_a_count_below_one_before_any_work(tmp_path, script, flag):
+def test_benchmarks_refuse_a_count_below_one_before_any_work(tmp_path, monkeypatch, capsys, script, flag):
     extra = ["--point", "x", str(tmp_path), "demask"] if script == "head_tradeoff" else []
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), f"--{flag}", "0", *extra,
-         "--out", str(tmp_path / "out.json")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
-    assert done.returncode == 2 and f"argument --{flag}: must be an int >= 1, got '0'" in done.stderr
+    code, err = _refused(script, [f"--{flag}", "0", *extra, "--out", str(tmp_path / "out.json")], monkeypatch, capsys)
+    assert code == 2 and f"argument --{flag}: must be an int >= 1, got '0'" in err
     assert not (tmp_path / "out.json").exists()
 
 
@@ -227,11 +236,8 @@ def test_bench_argument_types_name_what_they_expect():
             kind(bad)
 
 
-def test_selection_overhead_refuses_a_simulated_canvas_that_does_not_fit(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "selection_overhead.py"), "--simulate", "llada", "--sim_gen", "100",
-         "--out", str(tmp_path / "out.json")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
-    assert done.returncode == 2 and "--sim_gen (100) must be at most --sim_length (512) and a multiple of --sim_block (32)" in done.stderr
+def test_selection_overhead_refuses_a_simulated_canvas_that_does_not_fit(tmp_path, monkeypatch, capsys):
+    code, err = _refused("selection_overhead", ["--simulate", "llada", "--sim_gen", "100", "--out", str(tmp_path / "out.json")],
+                         monkeypatch, capsys)
+    assert code == 2 and "--sim_gen (100) must be at most --sim_length (512) and a multiple of --sim_block (32)" in err
     assert not (tmp_path / "out.json").exists()
