@@ -3,7 +3,9 @@ accuracy of one-token-per-step decoding, and of the share of the oracle's headro
 
 The headline (`headline.py`) is a maximum over each policy's sweep of runs that pass an accuracy
 window. At n = 1000 the window is 10 items wide, so which sweep point qualifies, and its TPF, move
-with the draw of items. Here the items of a task are resampled with replacement, the same draw
+with the draw of items. The items are i.i.d. draws of the task's test distribution (a task's
+`examples`: a repeated prompt is a second draw, kept), so resampling them estimates that
+distribution's spread. Here the items of a task are resampled with replacement, the same draw
 for every run of the task (paired: runs are compared on the same items), and the whole headline
 is recomputed per replicate — the reference accuracy, which runs qualify, each policy's best. The
 interval is the percentile interval over replicates (`level`, default 95 %).
