@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from sklearn.metrics import roc_auc_score
 
@@ -34,7 +35,7 @@ def test_shipped_head_beats_attention_on_held_out_states(head_dir, config):
         batch = collate_states([{**vars(r), "state": i} for i, r in enumerate(records)])
         pred = head.predict(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"], batch["entropy"])
         pairs = batch["valid"][:, :, None] & batch["valid"][:, None, :]
-        pairs &= ~np.eye(pairs.shape[1], dtype=bool)[None]
+        pairs &= ~torch.eye(pairs.shape[1], dtype=torch.bool)[None]
         att = batch["attention"]
         preds.append(pred[pairs].numpy())
         atts.append(np.maximum(att, att.transpose(1, 2))[pairs].numpy())
