@@ -1,8 +1,12 @@
 """The tiny MDLM's training: objective, data, LightningCLI wiring, export and resume."""
 
+import warnings
+
+import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from depmask.cli import main
 from depmask.models import HFDenoiser
@@ -76,9 +80,12 @@ def test_fit_exports_a_loadable_model_and_resumes(tmp_path):
     assert saved, "LightningCLI must save the resolved config in the run directory"
     ckpts = sorted(runs.rglob("*.ckpt"))
     assert ckpts
-    main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "4",
-          "--model.export_dir", str(tmp_path / "resumed"), "--trainer.default_root_dir", str(runs),
-          "--ckpt_path", str(ckpts[-1])])
+    with warnings.catch_warnings(record=True) as caught:  # step 2 of 8 in the epoch: a mid-epoch resume
+        warnings.simplefilter("always")
+        main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "4",
+              "--model.export_dir", str(tmp_path / "resumed"), "--trainer.default_root_dir", str(runs),
+              "--ckpt_path", str(ckpts[-1])])
+    assert not [w for w in caught if "not resumable" in str(w.message)], "the train loader must be resumable"
     state = torch.load(sorted(runs.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1], weights_only=False)
     assert state["global_step"] == 4
 
@@ -106,3 +113,43 @@ def test_default_logger_is_wandb_offline(tmp_path, monkeypatch):
 
     assert os.environ["WANDB_MODE"] == "offline"
     assert list(tmp_path.rglob("offline-run-*")), "no offline wandb run was written"
+
+
+class _BatchLog(L.Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append((trainer.current_epoch, batch_idx, batch["input_ids"].clone()))
+
+
+def _fit_logging_batches(ckpt_dir, max_steps, ckpt_path=None):
+    """A tiny MDLM fit of 4 batches an epoch, saving a checkpoint after every step; returns the
+    (epoch, batch index, input ids) of every batch it trained on."""
+    dm = TaskMixtureDataModule(tasks=["permutation"], pool_size=40, items_per_epoch=32, batch_size=8, val_size=4)
+    dm.setup()
+    tok = dm.tokenizer
+    module = MDLMModule(hidden_size=16, intermediate_size=32, num_attention_heads=2, export_dir=None,
+                        vocab_size=len(tok), mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id,
+                        eos_token_id=tok.eos_token_id)
+    log = _BatchLog()
+    every_step = ModelCheckpoint(dirpath=ckpt_dir, filename="{step}", every_n_train_steps=1, save_top_k=-1)
+    trainer = L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[log, every_step])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, dm, ckpt_path=ckpt_path)
+    assert not [w for w in caught if "not resumable" in str(w.message)]
+    return log.seen
+
+
+def test_each_epoch_draws_new_batches_and_a_resumed_fit_trains_on_the_rest(tmp_path):
+    full = _fit_logging_batches(tmp_path / "full", max_steps=10)  # 2.5 epochs
+    assert [(e, i) for e, i, _ in full] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1)]
+    first, second = [ids for e, _, ids in full if e == 0], [ids for e, _, ids in full if e == 1]
+    assert not any(torch.equal(a, b) for a in first for b in second), "epoch 1 repeated epoch 0's batches"
+    assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(full, _fit_logging_batches(tmp_path / "again", 10)))
+    for step in (2, 4, 5):  # inside epoch 0, at its end, inside epoch 1
+        resumed = _fit_logging_batches(tmp_path / f"from{step}", 10, ckpt_path=tmp_path / "full" / f"step={step}.ckpt")
+        assert [(e, i) for e, i, _ in resumed] == [(e, i) for e, i, _ in full[step:]], step
+        assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(resumed, full[step:])), step

@@ -10,11 +10,18 @@ positions from the first real token, so padding is invisible to it. Validation b
 the test split with fixed answers, and are used for monitoring only (the exported model is the
 last one; nothing is selected on them). This module does not mask tokens (the LightningModule
 applies the forward process) and holds no model.
+
+Item `i` of epoch `e` is a function of (`seed`, `e`, `i`) alone, so the train loader needs no
+shuffling to change from epoch to epoch, and it resumes exactly: a fit resumed from a checkpoint
+saved in the middle of an epoch trains on that epoch's remaining batches (`_TrainLoader`), not on
+its first ones a second time.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -58,6 +65,45 @@ class _FreshAnswers(Dataset):
         rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
         task, ex = self.pool[rng.randrange(len(self.pool))]
         return encode_example(self.tokenizer, ex.prompt, task.sample_answer(ex, rng))
+
+
+class _TrainLoader(DataLoader):
+    """The train loader of `_FreshAnswers`. Each pass over it is one epoch: it first sets the
+    dataset's epoch (`epoch_of()`, the trainer's), so every epoch draws new items and answers.
+
+    It is stateful in Lightning's sense (`state_dict` / `load_state_dict`, saved in every
+    checkpoint): the state is the epoch and the number of its batches trained so far (`trained`,
+    counted by the data module as each batch goes to the model, not as the loader prefetches it).
+    The first pass after `load_state_dict` in the same epoch skips the batches already trained, so
+    a resumed fit sees the batches the interrupted one had left, in order; they are drawn and
+    dropped (a few seconds for a whole epoch of the shipped config), not trained on.
+    """
+
+    def __init__(self, dataset: _FreshAnswers, *, epoch_of: Callable[[], int], **kwargs: Any):
+        super().__init__(dataset, **kwargs)
+        self.epoch_of = epoch_of
+        self.epoch, self.trained = 0, 0
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator:
+        epoch, trained = self.epoch_of(), 0
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["epoch"] == epoch:
+            trained = resume["trained"]
+            if trained >= len(self):  # saved after the epoch's last batch: Lightning goes on to
+                epoch, trained = epoch + 1, 0  # the next epoch with this pass (it calls iter() once)
+        self.epoch = self.dataset.epoch = epoch
+        self.trained = trained
+        batches = super().__iter__()
+        for _ in range(self.trained):
+            next(batches, None)
+        return batches
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "trained": self.trained}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = {"epoch": int(state_dict["epoch"]), "trained": int(state_dict["trained"])}
 
 
 class _Fixed(Dataset):
@@ -116,9 +162,18 @@ class TaskMixtureDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self._train is not None
-        self._train.epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return DataLoader(self._train, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=lambda items: collate(items, self.pad_id), drop_last=True)
+        return _TrainLoader(self._train, epoch_of=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+                            batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                            collate_fn=lambda items: collate(items, self.pad_id), drop_last=True)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Counts the train batches that reach the model (the train loader's resumable state). The
+        loader is the trainer's, which Lightning may have rebuilt from ours (e.g. for a distributed
+        sampler)."""
+        loader = self.trainer.train_dataloader if self.trainer is not None and self.trainer.training else None
+        if isinstance(loader, _TrainLoader):
+            loader.trained += 1
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         assert self._val is not None
