@@ -255,3 +255,31 @@ def test_excluded_prompts_leave_the_draw(tmp_path):
     with pytest.raises(ValueError, match=r"`n` \(0\) must be an int >= 1"):
         run_decode_eval(den, ["sort"], [PolicySweep("low_confidence")], tmp_path / "c", n=0)
     assert not (tmp_path / "c").exists()
+
+
+def test_sampled_batches_draw_their_own_noise(tmp_path):
+    """At temperature > 0 each batch seeds its sampler from (seed, its first item): two batches
+    holding the same prompt sample it independently (one seed for all batches gave row 0 of
+    every batch the same noise, so they always agreed), and the same run again samples the same."""
+    from dataclasses import replace
+
+    from depmask.decoding import batch_seed
+    from depmask.eval.runner import run_one
+    from depmask.models import HFDenoiser
+    from depmask.tasks.adapter import TaskAdapter
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    adapter = TaskAdapter.build("permutation")
+    ex = adapter.examples("test", 1, 0)[0]
+    copies = [replace(ex, id=f"copy-{i}") for i in range(6)]  # one prompt, six batches of one
+
+    def completions(name):
+        run_one(den, adapter, "low_confidence", {}, copies, tmp_path / f"{name}.jsonl", batch_size=1,
+                temperature=3.0, gen_length=6, block_length=6, steps=6, seed=0)
+        return [r["completion"] for r in read_items(tmp_path / f"{name}.jsonl")]
+
+    first = completions("a")
+    assert len(set(first)) > 1, first
+    assert completions("b") == first
+    assert batch_seed(0, "copy-0") != batch_seed(0, "copy-1") != batch_seed(1, "copy-1")
+    assert 0 <= batch_seed(0, "copy-0") < 2**63

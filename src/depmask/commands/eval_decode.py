@@ -93,7 +93,8 @@ def eval_decode(
         split: which split to evaluate.
         seed: seeds the item draw and sampling.
         batch_size: prompts per decode batch.
-        temperature: 0 = argmax.
+        temperature: 0 = argmax; above 0, each batch samples with its own seed, from `seed` and
+            its first item (`decoding.batch_seed`), so a resumed run samples other noise.
         gen_length: answer canvas (default: the task's).
         block_length: semi-autoregressive block (default: the task's).
         steps: step budget for budgeted policies (default: gen_length).

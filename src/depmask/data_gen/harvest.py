@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from depmask.data_gen.config import HarvestConfig
-from depmask.data_gen.prompts import PromptItem, parse_policy, stable_int
+from depmask.data_gen.prompts import PromptItem, parse_policy
 from depmask.data_gen.recorder import Recorder
 from depmask.data_gen.schema import SCHEMA_VERSION, StateRecord
 from depmask.data_gen.shards import HARVEST_JSON, write_json_atomic
-from depmask.decoding import build_policy, generate
+from depmask.decoding import batch_seed, build_policy, generate
 from depmask.decoding.influence import chunk_for_budget
 
 
@@ -49,7 +49,7 @@ def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id:
                         mask_id=denoiser.mask_id, topk=cfg.topk, chunk_size=chunk)
     generator = None
     if cfg.temperature > 0:
-        generator = torch.Generator(denoiser.device).manual_seed(stable_int(cfg.seed, first.example_id) % 2**63)
+        generator = torch.Generator(denoiser.device).manual_seed(batch_seed(cfg.seed, first.example_id))
     res = generate(denoiser, [it.prompt_ids for it in items], recorder, gen_length=g,
                    block_length=first.block_length, steps=g, temperature=cfg.temperature,
                    generator=generator, pad_id=pad_id)

@@ -5,6 +5,7 @@ from depmask.decoding.compile import compile_mode, compile_mode_for, compiled_se
 from depmask.decoding.loop import build_canvas, check_lengths, generate
 from depmask.decoding.policies import POLICIES, Policy, build_policy, check_policy
 from depmask.decoding.result import DecodeResult
+from depmask.decoding.sampling import batch_seed
 from depmask.decoding.scorers import SCORERS, Scorer, build_scorer
 from depmask.decoding.selector import greedy_select
 from depmask.decoding.state import StepState
@@ -17,6 +18,7 @@ __all__ = [
     "Policy",
     "Scorer",
     "StepState",
+    "batch_seed",
     "build_canvas",
     "build_policy",
     "build_scorer",

@@ -10,7 +10,18 @@ does not choose which positions to commit; policies do.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
+
+
+def batch_seed(seed: int, first_id: str) -> int:
+    """The sampling seed of one batch at temperature > 0: a stable hash of (`seed`, the id of the
+    batch's first item), in [0, 2^63). Batches that shared one seed would give row r of every batch
+    the same noise, sampling those items together instead of independently. (The harvest and
+    `eval decode` seed each batch's generator with it.)"""
+    digest = hashlib.sha256(f"{seed}\x1f{first_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**63
 
 
 def gumbel_argmax(

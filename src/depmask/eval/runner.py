@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from depmask.decoding import (
+    batch_seed,
     build_policy,
     check_lengths,
     check_policy,
@@ -114,7 +115,7 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
 
     def decode(chunk):
         prompts = [adapter.prompt_ids(ex, tokenizer) for ex in chunk]
-        gen = torch.Generator(denoiser.device).manual_seed(seed) if temperature > 0 else None
+        gen = torch.Generator(denoiser.device).manual_seed(batch_seed(seed, chunk[0].id)) if temperature > 0 else None
         return generate(denoiser, prompts, policy, gen_length=gen_length, block_length=block_length,
                         steps=steps or gen_length, temperature=temperature, generator=gen, pad_id=pad_id,
                         compile_select=mode or False)
