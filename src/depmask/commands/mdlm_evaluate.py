@@ -15,6 +15,7 @@ import platform
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from depmask.data_gen.shards import write_atomic
 from depmask.decoding import build_policy
@@ -32,14 +33,14 @@ def settings() -> list[tuple[str, str, dict, str]]:
 
 def evaluate_rows(den, tokenizer, tasks: list[str], n: int, seed: int, batch_size: int) -> list[dict]:
     rows = []
-    for name in tasks:
+    runs = [(name, *setting) for name in tasks for setting in settings()]
+    for name, label, policy_name, knobs, steps_rule in tqdm(runs, desc="mdlm evaluate", unit="run",
+                                                            dynamic_ncols=True):
         task = get_task(name)
-        for label, policy_name, knobs, steps_rule in settings():
-            policy = build_policy(policy_name, **knobs)
-            steps = 1 if steps_rule == "one" else task.answer_length
-            result = score_task(den, tokenizer, task, policy, n, seed, batch_size, steps=steps)
-            rows.append({"task": name, "setting": label, "policy": policy_name, **knobs, "steps": steps,
-                         **result})
+        steps = 1 if steps_rule == "one" else task.answer_length
+        result = score_task(den, tokenizer, task, build_policy(policy_name, **knobs), n, seed, batch_size,
+                            steps=steps)
+        rows.append({"task": name, "setting": label, "policy": policy_name, **knobs, "steps": steps, **result})
     return rows
 
 
