@@ -1,5 +1,6 @@
-"""Results files remember what decoded them: resuming with other head weights (or another model)
-under the same knobs is refused instead of mixing two heads' items in one run."""
+"""Results files remember what decoded them: resuming with other head weights (or another model,
+or other decoding settings) under the same knobs is refused instead of mixing two heads' items in
+one run, or reporting one setting's items as another's."""
 
 import json
 
@@ -36,9 +37,9 @@ def test_check_provenance_writes_accepts_refuses_and_warns(tmp_path):
     check_provenance(items, mine, have_rows=False)  # a fresh run records what decodes it
     assert json.loads(provenance_path(items).read_text()) == mine
     check_provenance(items, dict(mine), have_rows=True)  # the same: resume
-    with pytest.raises(ValueError, match=r"run\.jsonl holds items decoded with a different model, head or "
-                                         r"compiled selection: head_weights was 'aaaa', this run has 'bbbb'\. "
-                                         r"Use another --output"):
+    with pytest.raises(ValueError, match=r"run\.jsonl holds items decoded with a different model, head, "
+                                         r"compiled selection or decoding settings: head_weights was 'aaaa', "
+                                         r"this run has 'bbbb'\. Use another --output"):
         check_provenance(items, {"model": "m@1", "head_weights": "bbbb"}, have_rows=True)
     with pytest.raises(ValueError, match=r"model was 'm@1', this run has 'm@2'"):
         check_provenance(items, {"model": "m@2", "head_weights": "aaaa"}, have_rows=True)
@@ -65,3 +66,36 @@ def test_eval_decode_refuses_to_resume_with_a_retrained_head(tmp_path):
     export(1)  # a retrained head exported to the same directory
     with pytest.raises(ValueError, match=r"head_weights was '[0-9a-f]{16}', this run has '[0-9a-f]{16}'"):
         main(args)
+
+
+def test_eval_decode_refuses_to_resume_with_other_decoding_settings(tmp_path):
+    """Item ids name the task, split, seed and index only: a re-run into the same output with
+    another `--steps`, `--temperature`, length, task argument or dtype reported the first run's
+    items as its own (NFE 8 under `--steps 2`). Now it is refused, naming what differs; the same
+    settings, a task argument given at its default value, or another batch size resume."""
+    base = ["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "4", "--batch_size", "4",
+            "--bootstrap", "0", "--policies", "[{name: low_confidence}]", "--output", str(tmp_path / "ev")]
+    main(base)
+    main([*base, "--task_kwargs", "{sort: {n: 8}}"])  # the default value: the same task
+    main([*base, "--batch_size", "2"])  # batching does not change a temperature-0 decode
+    for extra, differs in [(["--steps", "2"], r"decoding\.steps was 8, this run has 2"),
+                           (["--temperature", "1.0"], r"decoding\.temperature was 0\.0, this run has 1\.0"),
+                           (["--gen_length", "10", "--block_length", "10"], r"decoding\.gen_length was 8, this run has 10"),
+                           (["--task_kwargs", "{sort: {test_fraction: 0.2}}"], r"decoding\.task_arguments was"),
+                           (["--model.dtype", "bfloat16"], r"denoiser\.dtype was 'float32', this run has 'bfloat16'")]:
+        with pytest.raises(ValueError, match=differs):
+            main([*base, *extra])
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary[0]["nfe"] == 8.0  # no refused run rewrote the summary
+
+
+def test_a_record_from_before_the_decoding_settings_is_checked_on_the_rest(tmp_path):
+    items = tmp_path / "items" / "run.jsonl"
+    check_provenance(items, {"model": "m@1"}, have_rows=False)  # written before the settings were recorded
+    now = {"model": "m@1", "decoding": {"steps": 8}, "denoiser": {"dtype": "float32"}}
+    check_provenance(items, now, have_rows=True)  # resumed: nothing to compare the settings with
+    with pytest.raises(ValueError, match=r"model was 'm@1', this run has 'm@2'"):
+        check_provenance(items, {**now, "model": "m@2"}, have_rows=True)
+    check_provenance(items, now, have_rows=False)  # a fresh start records them
+    with pytest.raises(ValueError, match=r"decoding\.steps was 8, this run has 4"):
+        check_provenance(items, {**now, "decoding": {"steps": 4}}, have_rows=True)

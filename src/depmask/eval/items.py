@@ -38,11 +38,16 @@ def weights_digest(directory: str | Path) -> str | None:
     return None
 
 
-def run_provenance(model_fingerprint: str | None, knobs: dict, compile_select: str | None = None) -> dict:
+def run_provenance(model_fingerprint: str | None, knobs: dict, compile_select: str | None = None,
+                   decoding: dict | None = None, denoiser: dict | None = None) -> dict:
     """What decoded a run beyond its knobs: the model's fingerprint, for every knob whose value is
     a checkpoint directory (a head) the digest of its weights, and how its steps were compiled
     (`compile_select`, "jit" / "aot"; absent when eager, so records written before it match): a
-    compiled step may order a float sum differently and tip a decision on a knife edge."""
+    compiled step may order a float sum differently and tip a decision on a knife edge.
+    `decoding`: the loop's settings (temperature, lengths, steps, the task's arguments) and
+    `denoiser`: how the model was loaded (dtype, device type, mask / EOS ids, logit shift, capture
+    layers). Item ids name only the task, split, seed and index, so without these a re-run with
+    another `--steps` or `--temperature` would have reported the old run's items as its own."""
     out: dict = {"model": model_fingerprint}
     for key, value in sorted(knobs.items()):
         if isinstance(value, (str, Path)) and Path(value).is_dir():
@@ -51,7 +56,15 @@ def run_provenance(model_fingerprint: str | None, knobs: dict, compile_select: s
                 out[f"{key}_weights"] = digest
     if compile_select is not None:
         out["compile_select"] = compile_select
+    if decoding is not None:
+        out["decoding"] = decoding
+    if denoiser is not None:
+        out["denoiser"] = denoiser
     return out
+
+
+# recorded since 2026-11-30: a sidecar written before has none, and is not checked on them
+_LATER_KEYS = ("decoding", "denoiser")
 
 
 def provenance_path(items_path: Path) -> Path:
@@ -60,10 +73,12 @@ def provenance_path(items_path: Path) -> Path:
 
 
 def check_provenance(items_path: Path, provenance: dict, have_rows: bool) -> None:
-    """Refuse (ValueError naming both) to resume results decoded by another model or head.
+    """Refuse (ValueError naming both) to resume results decoded by another model or head, or with
+    other decoding settings (`run_provenance`).
 
-    A file without a sidecar (written before sidecars existed) is resumed with a warning. With no
-    rows yet, the sidecar is (re)written: the run starts clean."""
+    A file without a sidecar (written before sidecars existed) is resumed with a warning; a sidecar
+    written before the decoding settings were recorded is checked on the rest only. With no rows
+    yet, the sidecar is (re)written: the run starts clean."""
     side = provenance_path(items_path)
     if not have_rows:
         side.parent.mkdir(parents=True, exist_ok=True)
@@ -74,14 +89,28 @@ def check_provenance(items_path: Path, provenance: dict, have_rows: bool) -> Non
                       "that the same model and head decoded it", stacklevel=2)
         return
     found = json.loads(side.read_text())
-    if found != provenance:
-        diff = {k: (found.get(k), provenance.get(k)) for k in sorted(set(found) | set(provenance))
-                if found.get(k) != provenance.get(k)}
+    mine = {k: v for k, v in provenance.items() if k not in _LATER_KEYS or k in found}
+    if found != mine:
+        flat_found, flat_mine = _flat(found), _flat(mine)
+        diff = {k: (flat_found.get(k), flat_mine.get(k)) for k in sorted(set(flat_found) | set(flat_mine))
+                if flat_found.get(k) != flat_mine.get(k)}
         raise ValueError(
-            f"{items_path} holds items decoded with a different model, head or compiled selection: "
+            f"{items_path} holds items decoded with a different model, head, compiled selection or "
+            "decoding settings: "
             + "; ".join(f"{k} was {a!r}, this run has {b!r}" for k, (a, b) in diff.items())
             + ". Use another --output, or delete the file (and its sidecar) to decode it again"
         )
+
+
+def _flat(record: dict) -> dict:
+    """`{"decoding": {"steps": 8}}` → `{"decoding.steps": 8}` (one level), to name what differs."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()} or {key: value})
+        else:
+            out[key] = value
+    return out
 
 
 def run_slug(policy: str, knobs: dict) -> str:

@@ -90,6 +90,21 @@ def _row_items(res, b: int, committed, seconds: float, examples, completions, co
             for i, (ex, comp, ok) in enumerate(zip(examples, completions, correct))]
 
 
+def denoiser_settings(denoiser) -> dict:
+    """How `denoiser` turns a canvas into logits, beyond its weights (the fingerprint): parameter
+    dtype, device type, mask and EOS ids, the logit shift and the attention capture layers (None:
+    the default, the last quarter). Recorded with each run (`run_provenance`)."""
+    model = getattr(denoiser, "model", None)
+    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    layers = getattr(denoiser, "_capture_layers", None)
+    return {"dtype": str(param.dtype).removeprefix("torch.") if param is not None else None,
+            "device": torch.device(getattr(denoiser, "device", "cpu")).type,
+            "mask_id": getattr(denoiser, "mask_id", None),
+            "eos_ids": list(getattr(denoiser, "eos_ids", ()) or ()),
+            "logits_shift": getattr(denoiser, "logits_shift", None),
+            "capture_layers": list(layers) if layers is not None else None}
+
+
 def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examples, items_path: Path, *,
             batch_size: int, temperature: float, gen_length: int, block_length: int, steps: int | None,
             seed: int, bar=None, keep: list | None = None, label: str | None = None,
@@ -106,7 +121,12 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     rows = read_items(items_path)
     policy = build_policy(policy_name, **knobs)
     mode = compile_mode_for(policy, compile_select)
-    check_provenance(items_path, run_provenance(getattr(denoiser, "fingerprint", None), knobs, mode), bool(rows))
+    decoding = {"temperature": temperature, "gen_length": gen_length, "block_length": block_length,
+                "steps": steps or gen_length,
+                "task_arguments": json.loads(json.dumps(adapter.arguments, sort_keys=True, default=str))}
+    provenance = run_provenance(getattr(denoiser, "fingerprint", None), knobs, mode, decoding=decoding,
+                                denoiser=denoiser_settings(denoiser))
+    check_provenance(items_path, provenance, bool(rows))
     have = done_ids(rows)
     todo = [ex for ex in examples if ex.id not in have]
     if bar is not None:

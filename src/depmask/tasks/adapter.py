@@ -11,10 +11,11 @@ does not decode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from depmask.tasks import BENCHMARKS, TASKS, Example, get_benchmark, get_task
+from depmask.tasks.base import task_arguments
 
 
 @dataclass
@@ -22,13 +23,14 @@ class TaskAdapter:
     name: str
     task: Any
     synthetic: bool
+    arguments: dict[str, Any] = field(default_factory=dict)  # what built `task` (defaults filled in)
 
     @classmethod
     def build(cls, name: str, **kwargs) -> TaskAdapter:
         if name in TASKS:
-            return cls(name, get_task(name, **kwargs), True)
+            return cls(name, get_task(name, **kwargs), True, task_arguments(TASKS[name], kwargs))
         if name in BENCHMARKS:
-            return cls(name, get_benchmark(name, **kwargs), False)
+            return cls(name, get_benchmark(name, **kwargs), False, task_arguments(BENCHMARKS[name], kwargs))
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS) + sorted(BENCHMARKS)}")
 
     @property

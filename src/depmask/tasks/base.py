@@ -93,6 +93,16 @@ def check_task_kwargs(name: str, cls: type, kwargs: dict[str, Any]) -> None:
                          f"its arguments: {', '.join(accepted) or 'none'}")
 
 
+def task_arguments(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments a task (or benchmark) of class `cls` is built with from `kwargs`: its
+    defaults, updated by `kwargs` (so an argument given at its default value reads the same)."""
+    params = inspect.signature(cls.__init__).parameters
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    defaults = {k: p.default for k, p in params.items()
+                if k != "self" and p.kind in named and p.default is not inspect.Parameter.empty}
+    return {**defaults, **kwargs}
+
+
 def split_of(task: str, key: str, test_fraction: float) -> str:
     """The split an instance belongs to: a stable hash of (task, key) against `test_fraction`."""
     digest = hashlib.sha256(f"{task}|{key}".encode()).digest()
