@@ -71,8 +71,8 @@ def test_a_run_is_not_resumed_under_another_compile_mode(tmp_path, head):
     main(_args(out, head, "--compile_select", "aot"))
     main(_args(out, head, "--compile_select", "aot"))  # same mode: everything is resumed
     with pytest.raises(ValueError, match=r"demask_epsilon=0\.3_[0-9a-f]{8}\.jsonl holds items decoded with a "
-                                         r"different model, head or compiled selection: compile_select was "
-                                         r"'aot', this run has None"):
+                                         r"different model, head, compiled selection or decoding settings: "
+                                         r"compile_select was 'aot', this run has None"):
         main(_args(out, head))
 
 
