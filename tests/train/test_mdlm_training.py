@@ -27,13 +27,18 @@ def test_collate_left_pads_and_marks_the_answer():
     assert batch["answer_mask"].tolist() == [[False, False, True, True, True], [False, False, False, False, True]]
 
 
-def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
-    dm = TaskMixtureDataModule(tasks=["sort"], pool_size=8, items_per_epoch=8, batch_size=8, val_size=4)
+def _tiny_module(dm: TaskMixtureDataModule) -> MDLMModule:
+    """A width-16 MDLM for `dm`'s tokenizer (after `dm.setup()`)."""
     dm.setup()
     tok = dm.tokenizer
-    module = MDLMModule(hidden_size=16, intermediate_size=32, num_attention_heads=2, export_dir=None,
-                        vocab_size=len(tok), mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id,
-                        eos_token_id=tok.eos_token_id)
+    return MDLMModule(hidden_size=16, intermediate_size=32, num_attention_heads=2, export_dir=None,
+                      vocab_size=len(tok), mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id)
+
+
+def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
+    dm = TaskMixtureDataModule(tasks=["sort"], pool_size=8, items_per_epoch=8, batch_size=8, val_size=4)
+    module = _tiny_module(dm)
     batch = collate([dm._train[i] for i in range(8)], dm.pad_id)
     seen = {}
     real_forward = module.model.forward
@@ -46,7 +51,7 @@ def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
     loss = module.diffusion_loss(batch, generator=torch.Generator().manual_seed(0))
     noisy, ids, ans = seen["noisy"], batch["input_ids"], batch["answer_mask"]
     assert torch.equal(noisy[~ans], ids[~ans]), "a prompt or pad token was masked"
-    assert (noisy[ans] == tok.mask_token_id).any() and torch.isfinite(loss) and loss > 0
+    assert (noisy[ans] == dm.tokenizer.mask_token_id).any() and torch.isfinite(loss) and loss > 0
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -127,11 +132,7 @@ def _fit_logging_batches(ckpt_dir, max_steps, ckpt_path=None):
     """A tiny MDLM fit of 4 batches an epoch, saving a checkpoint after every step; returns the
     (epoch, batch index, input ids) of every batch it trained on."""
     dm = TaskMixtureDataModule(tasks=["permutation"], pool_size=40, items_per_epoch=32, batch_size=8, val_size=4)
-    dm.setup()
-    tok = dm.tokenizer
-    module = MDLMModule(hidden_size=16, intermediate_size=32, num_attention_heads=2, export_dir=None,
-                        vocab_size=len(tok), mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id,
-                        eos_token_id=tok.eos_token_id)
+    module = _tiny_module(dm)
     log = _BatchLog()
     every_step = ModelCheckpoint(dirpath=ckpt_dir, filename="{step}", every_n_train_steps=1, save_top_k=-1)
     trainer = L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
