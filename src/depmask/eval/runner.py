@@ -94,15 +94,13 @@ def denoiser_settings(denoiser) -> dict:
     """How `denoiser` turns a canvas into logits, beyond its weights (the fingerprint): parameter
     dtype, device type, mask and EOS ids, the logit shift and the attention capture layers (None:
     the default, the last quarter). Recorded with each run (`run_provenance`)."""
-    model = getattr(denoiser, "model", None)
-    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-    layers = getattr(denoiser, "_capture_layers", None)
-    return {"dtype": str(param.dtype).removeprefix("torch.") if param is not None else None,
+    dtype = getattr(denoiser, "dtype", None)
+    return {"dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
             "device": torch.device(getattr(denoiser, "device", "cpu")).type,
             "mask_id": getattr(denoiser, "mask_id", None),
             "eos_ids": list(getattr(denoiser, "eos_ids", ()) or ()),
             "logits_shift": getattr(denoiser, "logits_shift", None),
-            "capture_layers": list(layers) if layers is not None else None}
+            "capture_layers": getattr(denoiser, "capture_layers", None)}
 
 
 def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examples, items_path: Path, *,

@@ -137,6 +137,11 @@ class HFDenoiser:
         return next(self.model.parameters()).dtype
 
     @property
+    def capture_layers(self) -> list[int] | None:
+        """The attention capture layers given at load; None: the default, the last quarter."""
+        return None if self._capture_layers is None else list(self._capture_layers)
+
+    @property
     def capture(self) -> AttentionCapture:
         if self._capture is None:
             self._capture = AttentionCapture(self.model, self._capture_layers)
