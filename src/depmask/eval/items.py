@@ -10,16 +10,30 @@ heads under one run. So each results file has a provenance sidecar (`<run>.prove
 the model's fingerprint, a digest of the weights of every knob that names a checkpoint
 directory, and the compiled-selection mode when there is one), written with the first rows;
 `check_provenance` refuses to resume a file whose sidecar disagrees, naming both.
+
+Two processes may decode into one output (two configs that share runs, as
+`configs/eval/tiny-tasks-large-head.yaml` shares `tiny-tasks.yaml`'s). While one decodes a run it
+holds that run's lock (`run_lock`, `<run>.lock`); the other waits, then reads what the first
+wrote and decodes only what is missing. Without it both appended every item, and the run counted
+each twice once it was read again. `unique_items` keeps the first row of each id, so a file that
+holds repeats (written before the lock) still counts each item once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): runs are not locked
+    fcntl = None
 
 PROVENANCE_SUFFIX = ".provenance.json"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -152,3 +166,37 @@ def append_items(path: Path, rows: list[dict]) -> None:
 
 def done_ids(rows: list[dict]) -> set[str]:
     return {r["id"] for r in rows}
+
+
+def unique_items(rows: Iterable[dict], wanted: set[str]) -> list[dict]:
+    """The rows whose id is in `wanted`, the first of each id only, in file order."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r["id"] in wanted and r["id"] not in seen:
+            seen.add(r["id"])
+            out.append(r)
+    return out
+
+
+@contextlib.contextmanager
+def run_lock(items_path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on a run (`<run>.lock` beside its results file) for the block:
+    another process decoding the same run waits here (`on_wait` is called first, to say so). The
+    lock is the operating system's (`flock`): a killed holder releases it. No lock without fcntl."""
+    if fcntl is None:
+        yield
+        return
+    path = Path(items_path).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -33,8 +33,10 @@ from depmask.eval.items import (
     check_provenance,
     done_ids,
     read_items,
+    run_lock,
     run_provenance,
     run_slug,
+    unique_items,
 )
 from depmask.eval.summary import summarize
 from depmask.tasks.adapter import TaskAdapter
@@ -116,7 +118,6 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     the first batch is decoded once, untimed and discarded, so that `seconds` and `tokens_per_s`
     leave the compilation out."""
     tokenizer = denoiser.tokenizer
-    rows = read_items(items_path)
     policy = build_policy(policy_name, **knobs)
     mode = compile_mode_for(policy, compile_select)
     decoding = {"temperature": temperature, "gen_length": gen_length, "block_length": block_length,
@@ -124,11 +125,6 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
                 "task_arguments": json.loads(json.dumps(adapter.arguments, sort_keys=True, default=str))}
     provenance = run_provenance(getattr(denoiser, "fingerprint", None), knobs, mode, decoding=decoding,
                                 denoiser=denoiser_settings(denoiser))
-    check_provenance(items_path, provenance, bool(rows))
-    have = done_ids(rows)
-    todo = [ex for ex in examples if ex.id not in have]
-    if bar is not None:
-        bar.update(len(examples) - len(todo))
     pad_id = getattr(tokenizer, "pad_token_id", None)
 
     def decode(chunk):
@@ -138,27 +134,37 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
                         steps=steps or gen_length, temperature=temperature, generator=gen, pad_id=pad_id,
                         compile_select=mode or False)
 
-    if mode is not None and todo:
-        shown = bar.postfix if bar is not None else None
+    def waiting():
         if bar is not None:
-            bar.set_postfix_str(f"{shown}, compiling ({mode})" if shown else f"compiling ({mode})")
-        decode(todo[:batch_size])  # compiles (or loads `aot` libraries) outside the timed batches
+            bar.set_postfix_str(f"{bar.postfix}, waiting: another process decodes this run")
+
+    with run_lock(items_path, on_wait=waiting):  # read after the lock: another process's items count
+        rows = read_items(items_path)
+        check_provenance(items_path, provenance, bool(rows))
+        have = done_ids(rows)
+        todo = [ex for ex in examples if ex.id not in have]
         if bar is not None:
-            bar.set_postfix_str(shown or "")
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        t0 = time.perf_counter()
-        res = decode(chunk)
-        seconds = time.perf_counter() - t0
-        completions = [adapter.completion(r, tokenizer, denoiser.eos_ids) for r in res.generated.tolist()]
-        correct = adapter.grade(chunk, completions)
-        new = _row_items(res, len(chunk), res.committed.tolist(), seconds, chunk, completions, correct)
-        append_items(items_path, new)
-        rows += new
-        if bar is not None:
-            bar.update(len(chunk))
-    wanted = {ex.id for ex in examples}
-    mine = [r for r in rows if r["id"] in wanted]
+            bar.update(len(examples) - len(todo))
+        if mode is not None and todo:
+            shown = bar.postfix if bar is not None else None
+            if bar is not None:
+                bar.set_postfix_str(f"{shown}, compiling ({mode})" if shown else f"compiling ({mode})")
+            decode(todo[:batch_size])  # compiles (or loads `aot` libraries) outside the timed batches
+            if bar is not None:
+                bar.set_postfix_str(shown or "")
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            t0 = time.perf_counter()
+            res = decode(chunk)
+            seconds = time.perf_counter() - t0
+            completions = [adapter.completion(r, tokenizer, denoiser.eos_ids) for r in res.generated.tolist()]
+            correct = adapter.grade(chunk, completions)
+            new = _row_items(res, len(chunk), res.committed.tolist(), seconds, chunk, completions, correct)
+            append_items(items_path, new)
+            rows += new
+            if bar is not None:
+                bar.update(len(chunk))
+    mine = unique_items(rows, {ex.id for ex in examples})
     if keep is not None:
         keep.append(mine)
     row = summarize(adapter.name, label or policy_name, _plain(knobs), mine)

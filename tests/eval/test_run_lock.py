@@ -1,0 +1,69 @@
+"""Two processes decoding into one output: a run is decoded by one process at a time (`run_lock`),
+and a results file that holds an item twice counts it once (`unique_items`)."""
+
+import json
+import subprocess
+import sys
+import time
+
+from depmask.cli import main
+from depmask.eval.items import read_items, run_lock, unique_items
+from tests.conftest import EMBEDDED
+
+HOLD = """
+import fcntl, sys, time
+with open(sys.argv[1], "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_unique_items_keeps_the_first_row_of_each_wanted_id():
+    rows = [{"id": "a", "v": 1}, {"id": "b", "v": 2}, {"id": "a", "v": 3}, {"id": "c", "v": 4}]
+    assert unique_items(rows, {"a", "b"}) == [{"id": "a", "v": 1}, {"id": "b", "v": 2}]
+    assert unique_items([], {"a"}) == []
+
+
+def test_a_run_held_by_another_process_is_waited_for(tmp_path):
+    items = tmp_path / "items" / "run.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(items.with_suffix(".lock")), "1.5"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        items.parent.mkdir(parents=True, exist_ok=True)
+        assert holder.stdout.readline().strip() == "held"
+        waited = []
+        start = time.monotonic()
+        with run_lock(items, on_wait=lambda: waited.append(time.monotonic() - start)):
+            entered = time.monotonic() - start
+        assert len(waited) == 1 and waited[0] < 1.0 and entered >= 1.0  # told, then let in on release
+        with run_lock(items, on_wait=lambda: waited.append("again")):  # free now: no wait
+            pass
+        assert waited[1:] == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_killed_holder_releases_the_run(tmp_path):
+    items = tmp_path / "run.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(items.with_suffix(".lock")), "60"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    with run_lock(items, on_wait=lambda: None):  # returns: the dead process's lock is gone
+        pass
+
+
+def test_a_results_file_holding_an_item_twice_counts_it_once(tmp_path):
+    """What two unlocked processes used to leave behind: every row appended twice."""
+    out = tmp_path / "ev"
+    args = ["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "6", "--batch_size", "3",
+            "--bootstrap", "0", "--policies", "[{name: low_confidence}]", "--output", str(out)]
+    main(args)
+    items = next((out / "items" / "sort").glob("*.jsonl"))
+    items.write_text(items.read_text() * 2)
+    assert len(read_items(items)) == 12
+    main(args)
+    assert [r["n"] for r in json.loads((out / "summary.json").read_text())] == [6]
