@@ -8,8 +8,9 @@ A run's knobs name a head by its path, and the path's weights can change (a retr
 exported to the same directory, a new shipped head): resuming would then mix items of two
 heads under one run. So each results file has a provenance sidecar (`<run>.provenance.json`:
 the model's fingerprint, a digest of the weights of every knob that names a checkpoint
-directory, and the compiled-selection mode when there is one), written with the first rows;
-`check_provenance` refuses to resume a file whose sidecar disagrees, naming both.
+directory, the compiled-selection mode when there is one, the decoding settings and how the model
+was loaded), written with the first rows; `check_provenance` refuses to resume a file whose
+sidecar disagrees, naming both.
 
 Two processes may decode into one output (two configs that share runs, as
 `configs/eval/tiny-tasks-large-head.yaml` shares `tiny-tasks.yaml`'s). While one decodes a run it
