@@ -154,3 +154,17 @@ def test_each_epoch_draws_new_batches_and_a_resumed_fit_trains_on_the_rest(tmp_p
         resumed = _fit_logging_batches(tmp_path / f"from{step}", 10, ckpt_path=tmp_path / "full" / f"step={step}.ckpt")
         assert [(e, i) for e, i, _ in resumed] == [(e, i) for e, i, _ in full[step:]], step
         assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(resumed, full[step:])), step
+
+
+@pytest.mark.parametrize("bound", [{"max_epochs": 2}, {"max_steps": 8}])
+def test_the_learning_rate_schedule_spans_the_fit(bound):
+    """Warm-up, then cosine decay to 0.1 × lr at the fit's last step, whichever of `max_epochs`
+    and `max_steps` bounds the fit (with `max_epochs` it used to assume 10,000 steps)."""
+    dm = TaskMixtureDataModule(tasks=["permutation"], pool_size=40, items_per_epoch=32, batch_size=8, val_size=4)
+    module = _tiny_module(dm)
+    module.hparams.warmup_steps = 2
+    trainer = L.Trainer(**bound, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, limit_val_batches=0)
+    trainer.fit(module, dm)
+    assert trainer.global_step == 8
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * module.hparams.lr)

@@ -120,8 +120,10 @@ class MDLMModule(L.LightningModule):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr,
                                 betas=(0.9, 0.98))
-        total = max(1, self.trainer.max_steps if self.trainer.max_steps > 0 else 10_000)
-        warm = self.hparams.warmup_steps
+        # the fit's real length, whether `max_steps` or `max_epochs` bounds it (it assumed 10,000
+        # steps whenever `max_steps` was unset); warm-up no longer than the fit
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warm = min(self.hparams.warmup_steps, total)
 
         def schedule(step: int) -> float:
             if step < warm:
