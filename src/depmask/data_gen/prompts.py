@@ -9,13 +9,13 @@ decode.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from depmask.data_gen.config import HarvestConfig
+from depmask.stable_hash import stable_int
 
 
 @dataclass
@@ -27,10 +27,6 @@ class PromptItem:
     gen_length: int
     block_length: int
     keep_steps: list[int] = field(default_factory=list)  # forward indices whose state is kept ([] = all)
-
-
-def stable_int(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 def parse_policy(spec: str) -> tuple[str, dict]:

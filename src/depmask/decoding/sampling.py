@@ -10,9 +10,9 @@ does not choose which positions to commit; policies do.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
+
+from depmask.stable_hash import stable_int
 
 
 def batch_seed(seed: int, first_id: str) -> int:
@@ -20,8 +20,7 @@ def batch_seed(seed: int, first_id: str) -> int:
     batch's first item), in [0, 2^63). Batches that shared one seed would give row r of every batch
     the same noise, sampling those items together instead of independently. (The harvest and
     `eval decode` seed each batch's generator with it.)"""
-    digest = hashlib.sha256(f"{seed}\x1f{first_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**63
+    return stable_int(seed, first_id) % 2**63
 
 
 def gumbel_argmax(

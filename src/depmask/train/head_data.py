@@ -12,22 +12,20 @@ attention [b, m, m] (for the attention baseline) and a state index (for per-stat
 
 from __future__ import annotations
 
-import hashlib
-
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from depmask.data_gen.dataset import HarvestError, column_values, harvest_info, load_harvest
+from depmask.stable_hash import stable_int
 
 COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "attention", "tv"]
 
 
 def in_val(example_id: str, val_fraction: float, seed: int) -> bool:
     """Stable split: an example is in val iff its hash falls below `val_fraction`."""
-    h = int.from_bytes(hashlib.sha256(f"{seed}\x1f{example_id}".encode()).digest()[:8], "big")
-    return h / 2**64 < val_fraction
+    return stable_int(seed, example_id) / 2**64 < val_fraction
 
 
 class _States(Dataset):
