@@ -8,7 +8,7 @@ import torch
 
 from depmask.data_gen import HarvestConfig, Recorder, build_items, group_items, harvest_group
 from depmask.data_gen.dataset import load_harvest
-from depmask.data_gen.prompts import parse_policy
+from depmask.data_gen.prompts import choose_steps, parse_policy
 from depmask.data_gen.verify import verify_harvest
 from depmask.decoding import build_policy, generate
 from depmask.decoding.influence import denoiser_forward, gather_positions, pairwise_influence
@@ -38,6 +38,26 @@ def test_recorder_does_not_change_the_trajectory(embedded):
     assert int(recorded.probe_nfe.sum()) > 0 and torch.equal(recorded.nfe - recorded.probe_nfe, plain.nfe)
 
 
+def test_a_parallel_trajectory_keeps_its_states_among_the_forwards_it_takes(embedded):
+    """`threshold` finishes a sudoku4 in a few forwards: each example keeps min(states, forwards)
+    states, chosen among those forwards (among 16 forward indices, as before 2026-11-30, most
+    states fell after the trajectory's end and were never recorded)."""
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=12, states_per_example=3,
+                         policies=["threshold:threshold=0.7"], batch_size=12)
+    group = groups[0]
+    lengths = generate(embedded, [it.prompt_ids for it in group], build_policy("threshold", threshold=0.7),
+                       gen_length=16, pad_id=embedded.tokenizer.pad_token_id).nfe.tolist()
+    assert max(lengths) < 16 and min(lengths) < 3  # short trajectories, some shorter than 3
+    res = harvest_group(embedded, group, cfg, embedded.tokenizer.pad_token_id)
+    by_example = {}
+    for r in res.records:
+        by_example.setdefault(r.example_id, []).append(r.step)
+    assert by_example == {it.example_id: choose_steps(cfg.seed, it.example_id, n, 3) for it, n in zip(group, lengths)}
+    assert len(res.records) == sum(min(3, n) for n in lengths)
+    old_choice = sum(sum(t < n for t in choose_steps(cfg.seed, it.example_id, 16, 3)) for it, n in zip(group, lengths))
+    assert len(res.records) > old_choice
+
+
 def test_kept_states_and_records_are_exact(embedded):
     cfg, groups = _items(embedded, tasks=["sudoku4", "permutation"], examples_per_task=4, states_per_example=3,
                          batch_size=8)
@@ -46,7 +66,7 @@ def test_kept_states_and_records_are_exact(embedded):
         by_example = {}
         for r in res.records:
             by_example.setdefault(r.example_id, []).append(r.step)
-        assert by_example == {it.example_id: it.keep_steps for it in group}
+        assert by_example == {it.example_id: choose_steps(cfg.seed, it.example_id, it.gen_length, 3) for it in group}
         for r in res.records[:6]:
             tokens = torch.as_tensor(r.tokens, dtype=torch.long)[None]
             pos = torch.as_tensor(r.positions, dtype=torch.long)[None]
@@ -217,3 +237,20 @@ def test_task_names_and_task_kwargs_are_checked(embedded, tmp_path):
     assert "task_kwargs" not in HarvestConfig().identity()
     assert HarvestConfig(tasks=["gsm8k"], task_kwargs={"gsm8k": {"shots": 0}}).identity()["task_kwargs"] == {
         "gsm8k": {"shots": 0}}
+
+
+def test_a_harvest_whose_states_were_chosen_the_old_way_is_not_resumed(tmp_path):
+    from depmask.data_gen.harvest import STATE_CHOICE, prepare_output
+
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=4)
+    spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"])
+    assert spec["state_choice"] == STATE_CHOICE
+    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"]) == spec  # the same harvest: resumed
+    old = {k: v for k, v in spec.items() if k != "state_choice"}  # harvest.json from before 2026-11-30
+    (tmp_path / "h" / "harvest.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"state_choice: None → \"among the trajectory's forwards\""):
+        prepare_output(cfg, "m@1", 8, 30, ["a", "b"])
+    every = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=None)
+    every_old = {**old, "config": every.identity()}
+    (tmp_path / "h" / "harvest.json").write_text(json.dumps(every_old))
+    assert prepare_output(every, "m@1", 8, 30, ["a", "b"]) == every_old  # every state kept: nothing chosen

@@ -37,8 +37,8 @@ class HarvestConfig:
             first problems in file order at seed 0, as `depmask eval decode` does).
         policies: trajectory policies, each a preset name with optional knobs,
             e.g. `threshold:threshold=0.7`; with several, each example gets one (by its id's hash).
-        states_per_example: states kept per example, chosen at random among its decoding steps
-            (all steps when None).
+        states_per_example: states kept per example, chosen at random among the forwards its
+            trajectory takes (all steps when None; `prompts.choose_steps`).
         gen_length: answer canvas; default the task's answer length, a benchmark's `gen_length`
             (required with `prompts_file`).
         block_length: semi-autoregressive block; default a benchmark's `block_length`, else

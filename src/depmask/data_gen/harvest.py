@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from depmask.data_gen.config import HarvestConfig
-from depmask.data_gen.prompts import PromptItem, parse_policy
+from depmask.data_gen.prompts import PromptItem, choose_steps, parse_policy
 from depmask.data_gen.recorder import Recorder
 from depmask.data_gen.schema import SCHEMA_VERSION, StateRecord
 from depmask.data_gen.shards import HARVEST_JSON, write_json_atomic
@@ -32,29 +32,42 @@ class GroupResult:
     probe_forwards: int = 0
 
 
+# how each example's kept states are chosen (`prompts.choose_steps`), recorded in harvest.json: a
+# harvest chosen otherwise is not resumed with this code
+STATE_CHOICE = "among the trajectory's forwards"
+
+
 def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id: int) -> GroupResult:
     """Decode `items` (one group: same lengths and policy) and return their kept states."""
     first = items[0]
     name, knobs = parse_policy(first.policy)
     policy = build_policy(name, **knobs)
     b, g = len(items), first.gen_length
-    keep = torch.zeros(b, g, dtype=torch.bool)
-    for r, it in enumerate(items):
-        keep[r, it.keep_steps if it.keep_steps else slice(None)] = True
+    prompts = [it.prompt_ids for it in items]
+
+    def sampler():
+        if cfg.temperature == 0:
+            return None  # the same seed for both passes: the same trajectory
+        return torch.Generator(denoiser.device).manual_seed(batch_seed(cfg.seed, first.example_id))
+
+    keep, plain_forwards = torch.ones(b, g, dtype=torch.bool), 0
+    if cfg.states_per_example is not None:  # states among the forwards each trajectory takes: decode it first
+        plain = generate(denoiser, prompts, policy, gen_length=g, block_length=first.block_length, steps=g,
+                         temperature=cfg.temperature, generator=sampler(), pad_id=pad_id)
+        keep[:], plain_forwards = False, plain.forwards
+        for r, it in enumerate(items):
+            keep[r, choose_steps(cfg.seed, it.example_id, int(plain.nfe[r]), cfg.states_per_example)] = True
     width = max(len(it.prompt_ids) for it in items)
     chunk = cfg.chunk_size or chunk_for_budget(cfg.memory_budget_mb << 20, width + g, denoiser.vocab_size)
     meta = [{"example_id": it.example_id, "task": it.task, "policy": it.policy,
              "fingerprint": denoiser.fingerprint, "prompt_length": len(it.prompt_ids)} for it in items]
     recorder = Recorder(policy, keep, [width - len(it.prompt_ids) for it in items], meta,
                         mask_id=denoiser.mask_id, topk=cfg.topk, chunk_size=chunk)
-    generator = None
-    if cfg.temperature > 0:
-        generator = torch.Generator(denoiser.device).manual_seed(batch_seed(cfg.seed, first.example_id))
-    res = generate(denoiser, [it.prompt_ids for it in items], recorder, gen_length=g,
-                   block_length=first.block_length, steps=g, temperature=cfg.temperature,
-                   generator=generator, pad_id=pad_id)
+    res = generate(denoiser, prompts, recorder, gen_length=g, block_length=first.block_length, steps=g,
+                   temperature=cfg.temperature, generator=sampler(), pad_id=pad_id)
     return GroupResult(example_ids=[it.example_id for it in items], records=recorder.records,
-                       pairs=recorder.pairs, forwards=res.forwards, probe_forwards=recorder.probe_forwards)
+                       pairs=recorder.pairs, forwards=plain_forwards + res.forwards,
+                       probe_forwards=recorder.probe_forwards)
 
 
 def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab_size: int,
@@ -65,12 +78,15 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
     ids_hash = hashlib.sha256("\n".join(sorted(example_ids)).encode()).hexdigest()
     spec = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "hidden_size": hidden_size,
             "vocab_size": vocab_size, "model": cfg.model, "config": cfg.identity(),
-            "examples": len(example_ids), "examples_sha256": ids_hash}
+            "examples": len(example_ids), "examples_sha256": ids_hash, "state_choice": STATE_CHOICE}
     path = out / HARVEST_JSON
     if path.is_file():
         old = json.loads(path.read_text())
         diffs = [f"{k}: {old.get(k)!r} → {spec[k]!r}" for k in ("schema_version", "fingerprint", "hidden_size", "examples_sha256")
                  if old.get(k) != spec[k]]
+        if cfg.states_per_example is not None and old.get("state_choice") != STATE_CHOICE:
+            diffs.append(f"state_choice: {old.get('state_choice')!r} → {STATE_CHOICE!r} (its states were chosen "
+                         "among `gen_length` forward indices, before 2026-11-30)")
         diffs += [f"config.{k}: {old['config'].get(k)!r} → {v!r}" for k, v in spec["config"].items()
                   if old.get("config", {}).get(k) != v]
         if diffs:
