@@ -283,3 +283,23 @@ def test_sampled_batches_draw_their_own_noise(tmp_path):
     assert completions("b") == first
     assert batch_seed(0, "copy-0") != batch_seed(0, "copy-1") != batch_seed(1, "copy-1")
     assert 0 <= batch_seed(0, "copy-0") < 2**63
+
+
+def test_another_gen_length_keeps_the_tasks_block(tmp_path):
+    """`--gen_length` alone keeps the task's block, as documented (it used to switch to one block
+    of gen_length, so semi-autoregressive decoding silently became a single block); a gen_length
+    the block does not divide is refused, pointing at `--block_length`."""
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text(json.dumps({"question": "Sam has 3 pens.", "answer": "#### 3"}) + "\n")
+    task_kwargs = {"gsm8k": {"path": str(data), "shots": 0, "gen_length": 48, "block_length": 16}}
+    from depmask.models import HFDenoiser
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    run_decode_eval(den, ["gsm8k"], [PolicySweep("low_confidence")], tmp_path / "a", n=1, gen_length=32,
+                    task_kwargs=task_kwargs)
+    (run,) = json.loads((tmp_path / "a" / "runs.json").read_text()).values()
+    assert (run["gen_length"], run["block_length"]) == (32, 16)
+    with pytest.raises(ValueError, match=r"task 'gsm8k': `block_length` \(16\) must be >= 1 and divide "
+                                         r"`gen_length` \(40\) \(the task's block; give --block_length"):
+        run_decode_eval(den, ["gsm8k"], [PolicySweep("low_confidence")], tmp_path / "b", n=1, gen_length=40,
+                        task_kwargs=task_kwargs)

@@ -74,3 +74,26 @@ def test_shares_count_only_runs_that_stay_in_the_window():
     assert "40 %" in heldout_table(list(rows.values()))
     out_of_window = {r["policy"]: r for r in heldout_headline(SELECT, EVAL, tolerance=0.01)}
     assert out_of_window["demask"]["within"] is False and out_of_window["demask"]["share"] is None
+
+
+def test_runs_that_differ_only_in_their_head_are_told_apart():
+    """A sweep over heads (`sweep: {head: [A, B]}`) gives runs whose table text is the same
+    (`knob_text` leaves the head's path out): the run chosen on the held-out rows used to be
+    matched by that text, so head A's evaluation figures were reported for a choice of head B."""
+    select = [_row("low_confidence", 1.0, 1.0), _row("demask", 0.5, 9.0, head="A", epsilon=0.3),
+              _row("demask", 1.0, 3.0, head="B", epsilon=0.3)]
+    evaluation = [_row("low_confidence", 1.0, 1.0), _row("demask", 0.5, 9.5, head="A", epsilon=0.3),
+                  _row("demask", 1.0, 3.5, head="B", epsilon=0.3)]
+    (d,) = [r for r in heldout_headline(select, evaluation) if r["policy"] == "demask"]
+    assert (d["select_tpf"], d["tpf"], d["accuracy"], d["within"]) == (3.0, 3.5, 1.0, True)
+
+
+def test_a_labelled_probing_policy_counts_its_decoding_forwards_in_the_share():
+    """The share of a probing run that is not named `oracle` (a labelled crossing with the oracle's
+    scorer) is computed on its decoding TPF, as the bootstraps compute it (it used to take its TPF
+    with the probes counted here, and decoding TPF there)."""
+    select = [_row("low_confidence", 1.0, 1.0), _row("threshold", 1.0, 4.0, threshold=0.9),
+              _row("oracle", 1.0, 2.0, probe=5, decode=8.0, epsilon=1.0),
+              _row("oracle-conflict", 1.0, 1.6, probe=5, decode=6.0, threshold=0.9)]
+    rows = {r["policy"]: r for r in heldout_headline(select, select)}
+    assert rows["oracle-conflict"]["share"] == pytest.approx((6.0 - 4.0) / (8.0 - 4.0))

@@ -99,3 +99,22 @@ def test_a_record_from_before_the_decoding_settings_is_checked_on_the_rest(tmp_p
     check_provenance(items, now, have_rows=False)  # a fresh start records them
     with pytest.raises(ValueError, match=r"decoding\.steps was 8, this run has 4"):
         check_provenance(items, {**now, "decoding": {"steps": 4}}, have_rows=True)
+
+
+def test_a_sampled_run_remembers_its_seed(tmp_path):
+    """At temperature > 0 the seed draws the samples, and a benchmark's item ids do not name it: a
+    re-run with another `--seed` into the same output served the first seed's samples as its own.
+    The sampling seed is now part of the decoding settings; at temperature 0 it is not (argmax
+    decoding does not read it)."""
+    base = ["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "2", "--batch_size", "2",
+            "--bootstrap", "0", "--policies", "[{name: low_confidence}]"]
+    sampled = [*base, "--temperature", "1.0", "--output", str(tmp_path / "t1")]
+    main([*sampled, "--seed", "0"])
+    main([*sampled, "--seed", "0"])  # the same seed resumes
+    with pytest.raises(ValueError, match=r"decoding\.seed was 0, this run has 1"):
+        main([*sampled, "--seed", "1"])
+    argmax = [*base, "--output", str(tmp_path / "t0")]
+    main([*argmax, "--seed", "0"])
+    main([*argmax, "--seed", "1"])  # argmax decoding: other items of the same run, nothing to refuse
+    sidecar = json.loads(next((tmp_path / "t0" / "items" / "sort").glob("*.provenance.json")).read_text())
+    assert "seed" not in sidecar["decoding"]

@@ -105,10 +105,17 @@ def test_eval_subadditivity_end_to_end(tmp_path, capsys):
     out = tmp_path / "sub"
     rows = main(["eval", "subadditivity", "--model", str(EMBEDDED), "--head", str(ROOT / "models" / "tiny-tasks-head"),
                  "--tasks", "[permutation]", "--n", "3", "--samples", "32", "--output", str(out),
-                 "--policies", "[{name: threshold, knobs: {threshold: 0.5}}, {name: demask, knobs: {epsilon: 1.0}}]"])
+                 "--policies", "[{name: threshold, knobs: {threshold: 0.5}}, {name: demask, knobs: {epsilon: 1.0}}, "
+                 "{name: guided, label: attention-conflict-token, knobs: {units: token, rule: conflict, scorer: attention, "
+                 "threshold: 0.5}}, {name: guided, label: attention-conflict, knobs: {units: cluster, rule: conflict, "
+                 "scorer: attention, threshold: 0.5}}]"])
     del rows
     summary = json.loads((out / "subadditivity.json").read_text())
-    assert {r["policy"] for r in summary} == {"threshold", "demask"}
+    # a labelled crossing is named by its label and its string knobs: two `guided` runs that differ
+    # only in `units` used to share one name (rows, table, and one colour in the plot)
+    assert [r["policy"] for r in summary] == ["threshold", "demask", "attention-conflict-token", "attention-conflict"]
+    assert summary[2]["run"] == "attention-conflict-token(units=token,rule=conflict,scorer=attention,threshold=0.5)"
+    assert len({r["run"] for r in summary}) == 4
     for r in summary:
         for key in ("task", "policy", "states", "holds", "ratio", "tv", "bound"):
             assert key in r, key

@@ -90,8 +90,8 @@ def eval_subadditivity(
                     topk=topk)
     pad_id = getattr(den.tokenizer, "pad_token_id", None)
     rows, states = [], []
-    runs = [(t, sweep.name, knobs) for t in tasks for sweep in policies for knobs in sweep.expand()]
-    for task_name, name, knobs in tqdm(runs, desc="eval subadditivity", unit="run", dynamic_ncols=True):
+    runs = [(t, sweep.name, sweep.shown, knobs) for t in tasks for sweep in policies for knobs in sweep.expand()]
+    for task_name, name, shown, knobs in tqdm(runs, desc="eval subadditivity", unit="run", dynamic_ncols=True):
         if name == "demask" and "head" not in knobs:
             knobs = {**knobs, "head": head}
         adapter = TaskAdapter.build(task_name)
@@ -108,12 +108,12 @@ def eval_subadditivity(
             correct += sum(adapter.grade(chunk, completions))
             sizes += probe.sizes
             for rec in probe.records:
-                rec = {"task": task_name, "policy": name, **_plain(knobs), "run": _label(name, _plain(knobs)),
+                rec = {"task": task_name, "policy": shown, **_plain(knobs), "run": _label(shown, _plain(knobs)),
                        "example_id": chunk[rec.pop("row")].id,
                        **rec}
                 mine.append(rec)
         states += mine
-        rows.append(_summarize(task_name, name, _plain(knobs), mine, sizes, correct / len(examples)))
+        rows.append(_summarize(task_name, shown, _plain(knobs), mine, sizes, correct / len(examples)))
     with open(out / "states.jsonl", "w") as f:
         for rec in states:
             f.write(json.dumps(rec) + "\n")
@@ -125,7 +125,9 @@ def eval_subadditivity(
 
 
 def _plain(knobs: dict) -> dict:
-    return {k: v for k, v in knobs.items() if isinstance(v, (int, float, bool)) and k != "head"}
+    """The knobs that name a run in the rows, the table and the plot's legend: numbers, flags and
+    words (`units`, `rule`, `scorer`), not the head's path (a sweep's label tells heads apart)."""
+    return {k: v for k, v in knobs.items() if isinstance(v, (int, float, bool, str)) and k != "head"}
 
 
 def _mean(values) -> float:
@@ -156,12 +158,13 @@ def _label(policy: str, knobs: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'task':<12} {'policy':<26} {'acc':>5} {'states':>9} {'|S|':>5} {'TV':>7} {'bound':>7} "
+    w = max([26, *(len(r["run"]) for r in rows)])  # whole run names: a crossing's label and knobs
+    head = (f"{'task':<12} {'policy':<{w}} {'acc':>5} {'states':>9} {'|S|':>5} {'TV':>7} {'bound':>7} "
             f"{'bound holds':>11} {'TV/bound':>8} {'top-k':>7} {'holds':>6} {'chain':>7} {'holds':>6} {'err max':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['task']:<12} {r['run'][:26]:<26} {100 * r['accuracy']:>5.1f} {r['states']:>4}/{r['steps']:<4} "
+            f"{r['task']:<12} {r['run']:<{w}} {100 * r['accuracy']:>5.1f} {r['states']:>4}/{r['steps']:<4} "
             f"{r['set_size']:>5.2f} {r['tv']:>7.4f} {r['bound']:>7.4f} {100 * r['holds']:>10.1f}% {r['ratio']:>8.3f} "
             f"{r['bound_topk']:>7.4f} {100 * r['holds_topk']:>5.1f}% {r['bound_chain']:>7.4f} "
             f"{100 * r['holds_chain']:>5.1f}% {r['tv_err_max']:>8.1e}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from depmask.eval.summary import knob_text, policy_width
+from depmask.eval.summary import knob_text, policy_width, run_key
 
 MEASURES = {"tpf": "afp", "tpf_pooled": "decode_tpf_pooled"}  # measure -> its decoding-forward twin
 TITLES = {"tpf": "mean over items of tokens / forwards", "tpf_pooled": "pooled: all tokens / all forwards"}
@@ -55,6 +55,7 @@ def headline(
             out.append({"task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
                         "reference_accuracy": ref_acc,
                         "accuracy": best["accuracy"] if best else None, "knobs": knob_text(best) if best else "",
+                        "run": run_key(best) if best else None,
                         "nfe": best["nfe"] if best else None, "tpf": best[measure] if best else None,
                         "decode_tpf": best[MEASURES[measure]] if best else None, "probing": probing})
     return out

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from depmask.eval.headline import MEASURES, headline, window_text
-from depmask.eval.headline_ci import ORACLE, headroom_shares
-from depmask.eval.summary import knob_text, policy_width
+from depmask.eval.headline_ci import headroom_shares
+from depmask.eval.summary import policy_width, run_key
 
 
 def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str = "low_confidence",
@@ -45,7 +45,7 @@ def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str =
             pick = pick if pick is not None and pick["accuracy"] is not None else None
             scored = None
             if pick is not None:
-                scored = next((r for r in runs if knob_text(r) == pick["knobs"]), None)
+                scored = next((r for r in runs if run_key(r) == pick["run"]), None)
                 if scored is None:
                     raise ValueError(f"{task}/{policy}: the run chosen on the selection items "
                                      f"({pick['knobs']!r}) was not run on the evaluation items")
@@ -69,9 +69,10 @@ def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str =
 
 
 def _shares(rows: list[dict], reference: str) -> None:
-    """Set `share` on one task's rows (`headroom_shares` on the runs that stay in the window; the
-    oracle by its decoding TPF)."""
-    heads = {r["policy"]: np.array([(r["decode_tpf"] if r["policy"] == ORACLE else r["tpf"])
+    """Set `share` on one task's rows (`headroom_shares` on the runs that stay in the window; a
+    probing policy — the oracle, or a labelled crossing with the oracle's scorer — by its decoding
+    TPF, as `heldout_ci` and `headline_ci` count it)."""
+    heads = {r["policy"]: np.array([(r["decode_tpf"] if r["probing"] else r["tpf"])
                                     if r["within"] else np.nan]) for r in rows}
     shares = headroom_shares(heads, reference)
     for r in rows:

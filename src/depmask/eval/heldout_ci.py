@@ -27,7 +27,7 @@ from depmask.eval.headline_ci import (
     resample_counts,
     run_stats,
 )
-from depmask.eval.summary import knob_text, policy_width
+from depmask.eval.summary import policy_width, run_key
 
 
 def heldout_intervals(select_rows: list[dict], select_items: list[list[dict]], rows: list[dict],
@@ -70,7 +70,7 @@ def heldout_intervals(select_rows: list[dict], select_items: list[list[dict]], r
 
 
 def _key(row: dict) -> tuple:
-    return row["task"], row["policy"], knob_text(row)
+    return row["task"], row["policy"], run_key(row)
 
 
 def _replicates(policies, select_stats, eval_stats, reference, tolerance) -> dict[str, tuple]:

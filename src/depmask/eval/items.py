@@ -61,8 +61,10 @@ def run_provenance(model_fingerprint: str | None, knobs: dict, compile_select: s
     compiled step may order a float sum differently and tip a decision on a knife edge.
     `decoding`: the loop's settings (temperature, lengths, steps, the task's arguments) and
     `denoiser`: how the model was loaded (dtype, device type, mask / EOS ids, logit shift, capture
-    layers). Item ids name only the task, split, seed and index, so without these a re-run with
-    another `--steps` or `--temperature` would have reported the old run's items as its own."""
+    layers); at temperature > 0 `decoding` also holds the sampling seed. Item ids name only the
+    task, split and index (a synthetic task's also the seed of its draw; a benchmark's do not), so
+    without these a re-run with another `--steps`, `--temperature` or sampling `--seed` would have
+    reported the old run's items as its own."""
     out: dict = {"model": model_fingerprint}
     for key, value in sorted(knobs.items()):
         if isinstance(value, (str, Path)) and Path(value).is_dir():

@@ -123,6 +123,8 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     decoding = {"temperature": temperature, "gen_length": gen_length, "block_length": block_length,
                 "steps": steps or gen_length,
                 "task_arguments": json.loads(json.dumps(adapter.arguments, sort_keys=True, default=str))}
+    if temperature > 0:  # the sampling seed: a benchmark's item ids do not name it (a synthetic task's do)
+        decoding["seed"] = seed
     provenance = run_provenance(getattr(denoiser, "fingerprint", None), knobs, mode, decoding=decoding,
                                 denoiser=denoiser_settings(denoiser))
     pad_id = getattr(tokenizer, "pad_token_id", None)
@@ -261,11 +263,12 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                 raise ValueError(f"task {task_name!r}: every item of the draw (split {split!r}, seed {seed}) "
                                  "is an excluded (evaluation) item")
         g = gen_length or adapter.gen_length
-        blk = block_length or (g if gen_length else adapter.block_length)
+        blk = block_length or adapter.block_length  # the task's block, also under another gen_length
         try:  # every task's lengths, before the first run decodes (or creates its files)
             check_lengths(g, blk, steps or g)
         except ValueError as err:
-            raise ValueError(f"task {task_name!r}: {err}") from None
+            hint = "" if block_length else f" (the task's block; give --block_length for gen_length {g})"
+            raise ValueError(f"task {task_name!r}: {err}{hint}") from None
         for sweep in policies:
             for knobs in sweep.expand():
                 plan.append((adapter, examples, sweep, knobs, g, blk))

@@ -19,6 +19,7 @@ Two tokens-per-forward measures, because they rank policies differently:
 
 from __future__ import annotations
 
+import json
 import math
 
 
@@ -71,8 +72,17 @@ RUN_FIELDS = ("compile_select",)  # how a run was decoded, not a knob of its pol
 
 
 def knob_text(row: dict) -> str:
+    """A row's knobs for the tables (`epsilon=0.7`), the head's path left out: display only — two
+    runs of one policy that differ in their head have the same text (`run_key` tells them apart)."""
     skip = {"task", "policy", "head", *METRICS, *RUN_FIELDS}
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in skip)
+
+
+def run_key(row: dict) -> str:
+    """Every knob of a row's run, the head included: what identifies a run within its task and
+    policy (matching a run chosen on one item set with its twin on another)."""
+    skip = {"task", "policy", *METRICS, *RUN_FIELDS}
+    return json.dumps({k: v for k, v in row.items() if k not in skip}, sort_keys=True, default=str)
 
 
 def table(rows: list[dict]) -> str:
