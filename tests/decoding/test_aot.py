@@ -112,12 +112,15 @@ def test_compiled_select_keeps_one_function_per_policy_and_mode():
 @pytest.mark.parametrize("knobs", [
     {"units": "token", "rule": "budget", "scorer": "attention", "epsilon": 0.3, "skip_blocked": True},
     {"units": "cluster", "rule": "conflict", "scorer": "head", "threshold": 0.5, "edge_threshold": 0.2},
-], ids=["attention-budget-skip", "head-conflict-graph"])
+    {"units": "cluster", "rule": "conflict", "scorer": "head", "threshold": 0.5},
+], ids=["attention-budget-skip", "head-conflict-graph", "head-conflict-floor"])
 def test_aot_compiles_the_crossings_with_loops(mock_denoiser, prompts, knobs):
     """Crossings whose selection loops over units (skipping, a general conflict graph) export too."""
     if knobs["scorer"] == "head":
         knobs = {**knobs, "head": _head(mock_denoiser)}
     policy = build_policy("guided", **knobs)
+    # CLAD's matching reads each row's unpadded length for its floor when no attention is captured
+    assert ("keys" in policy.state_fields) == (knobs["rule"] == "conflict" and "edge_threshold" not in knobs)
     kwargs = dict(gen_length=8, pad_id=0)
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
           generate(mock_denoiser, prompts, policy, **kwargs), str(knobs))

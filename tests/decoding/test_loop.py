@@ -113,6 +113,22 @@ def test_logits_eos_inf_never_emits_eos(prompts):
     assert (plain.generated == den.eos_ids[0]).all()
 
 
+def test_logits_eos_inf_leaves_the_models_logits_alone(mock_denoiser):
+    """The EOS ban is applied to a copy: the oracle's baseline (`block_log_probs`) is built from the
+    model's logits after `step_state`, and its probes see EOS unbanned, so banning it in place made
+    every influence count p(EOS) (TV of an unchanged canvas against itself came out up to 0.1)."""
+    from depmask.decoding.loop import step_state
+
+    tokens = torch.tensor([[1, 2, mock_denoiser.mask_id, mock_denoiser.mask_id]])
+    out = mock_denoiser(tokens, None)
+    before = out.logits.clone()
+    eos = torch.tensor(mock_denoiser.eos_ids)
+    state = step_state(out, tokens, tokens[:, 2:] == mock_denoiser.mask_id, 2, 4, mask_id=mock_denoiser.mask_id,
+                       eos=eos, logits_eos_inf=True)
+    assert torch.equal(out.logits, before)
+    assert not torch.isin(state.x0[0, 2:], eos).any()
+
+
 def test_confidence_eos_eot_inf_commits_eos_last(prompts):
     den = MockDenoiser()
     den.bias[den.eos_ids[0]] = 4.0  # EOS likely, not everywhere

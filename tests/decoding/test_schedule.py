@@ -27,3 +27,18 @@ def test_dream_schedule_transcription():
         assert int(dream_count(torch.tensor([left]), i, steps, eps)) == want
         left -= want
     assert left == 0
+
+
+def test_dream_counts_in_float32_as_dream_does():
+    """Dream builds its timesteps with `torch.linspace` (float32) and multiplies a float32 count;
+    in float64 the product falls on the other side of an integer for some (steps, step, n) — found
+    by a sweep over steps ≤ 64 and n ≤ 256 (19 cases, e.g. 36 against Dream's 37 below)."""
+    from tests.decoding.reference import dream_count as dream
+
+    cases = [(27, 21, 223, 37), (27, 22, 186, 36), (27, 24, 224, 74)]  # (steps, step, n, Dream's count)
+    for steps, step, n, want in cases:
+        assert dream(n, step, steps) == want
+        assert int(dream_count(torch.tensor([n]), step, steps)) == want
+    for steps in (27, 64):
+        got = [[int(c) for c in dream_count(torch.arange(1, 257), step, steps)] for step in range(steps - 1)]
+        assert got == [[dream(n, step, steps) for n in range(1, 257)] for step in range(steps - 1)]

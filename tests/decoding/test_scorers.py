@@ -258,8 +258,16 @@ def test_the_oracle_probes_only_candidates():
     cand = state.mask & (state.confidence >= 0.3)
     top = state.confidence.masked_fill(~state.mask, -1).argmax(1)
     cand[torch.arange(3), top] = True
-    assert copies.tolist() == cand.sum(1).tolist()
+    assert copies.tolist() == [n if n > 1 else 0 for n in cand.sum(1).tolist()]  # a lone candidate: no pair
     assert not (commit & ~cand).any() and commit[:, s:e].any(1).all()
+
+
+def test_a_row_with_one_candidate_costs_no_probe(prompts):
+    """With one candidate there is no pair to measure and that candidate is committed anyway: the
+    oracle used to spend (and count) one probe forward on it, e.g. at each block's last step."""
+    res = generate(MockDenoiser(), prompts, build_policy("oracle", confidence_floor=1.0), gen_length=16,
+                   block_length=8)
+    assert (res.nfe == 16).all() and (res.probe_nfe == 0).all()  # one token per step, nothing probed
 
 
 def test_oracle_scorer_refuses_a_state_without_a_probe():
@@ -384,3 +392,22 @@ def test_depmask_decode_refuses_a_head_for_another_model(tmp_path):
     with pytest.raises(ValueError, match="llada-8b@rev:0"):
         main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3", "--gen_length", "4",
               "--policy", "demask", "--policy.head", path])
+
+
+def test_the_conflict_floor_without_attention_ignores_the_batch():
+    """With ≤ 2 clusters CLAD's rule needs a weight ≥ 1.2 / L. Without captured attention L was the
+    canvas width, padding included, so a short prompt's floor fell when a long prompt shared its
+    batch (1.2 / 11 alone, 1.2 / 48 beside a 40-token prompt) and its decode changed; L is now the
+    row's own unpadded length."""
+    long_prompt = list(range(1, 11)) * 4
+    changed = 0
+    for seed in range(6):
+        den = MockDenoiser(seed=seed, scale=1.0)
+        for threshold in (0.2, 0.6):
+            knobs = {"units": "cluster", "rule": "conflict", "scorer": "oracle", "threshold": threshold}
+            alone = generate(den, [[1, 2, 3]], build_policy("guided", **knobs), gen_length=8, steps=8)
+            batch = generate(den, [[1, 2, 3], long_prompt], build_policy("guided", **knobs), gen_length=8, steps=8)
+            assert alone.commit_step[0].tolist() == batch.commit_step[0].tolist(), (seed, threshold)
+            wide = generate(den, [[1, 2, 3]], build_policy("guided", **knobs, edge_floor=1.2 / 48), gen_length=8, steps=8)
+            changed += wide.commit_step[0].tolist() != alone.commit_step[0].tolist()
+    assert changed  # the floor matters on these decodes: the check above can fail

@@ -79,8 +79,8 @@ class _Step(torch.nn.Module):
 
 def _canvas_dims(field: str) -> tuple[int, ...]:
     """The dimensions of a state field that run over the canvas: the second of every field
-    (`[b, l, ...]`), and the third of the attention (`[b, l, l]`)."""
-    return (1, 2) if field == "attention" else (1,)
+    (`[b, l, ...]`), the third of the attention (`[b, l, l]`), none of the rows' lengths (`[b]`)."""
+    return (1, 2) if field == "attention" else () if field == "keys" else (1,)
 
 
 class AotSelect:

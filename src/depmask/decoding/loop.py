@@ -148,6 +148,7 @@ def generate(
     commit_step = torch.zeros(b, gen_length, dtype=torch.long, device=tokens.device)  # [b, g]
     live = torch.ones(b, dtype=torch.bool, device=tokens.device)  # [b]
     eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=tokens.device)
+    keys = attn.sum(dim=1) if attn is not None else torch.full_like(nfe, tokens.shape[1])  # [b] unpadded lengths
     forwards = [0]  # a list so that the probe closure can count too
     start = time.perf_counter()
 
@@ -175,7 +176,7 @@ def generate(
             )
             state.step, state.steps_per_block, state.block = step, steps_per_block, blk
             state.block_masked = block_masked[rows]
-            state.rows = rows
+            state.rows, state.keys = rows, keys[rows]
             if policy.needs_probe:
                 state.block_log_probs = torch.log_softmax(out.logits[:, s:e].float(), dim=-1)
                 state.probe = _probe(denoiser, attn, rows, nfe, probe_nfe, forwards)
@@ -240,9 +241,9 @@ def step_state(
     `policy.select`: the block's candidate tokens and their confidence, entropy and margin
     (`sampling.py`), the EOS options applied. Step counters are left at their defaults (the
     loop sets them). Benchmarks replay it to time a selection where the loop runs it."""
-    logits = out.logits[:, s:e].float()  # [b, c, v]
-    if logits_eos_inf:
-        logits[..., eos] = float("-inf")
+    logits = out.logits[:, s:e].float()  # [b, c, v]: a view of the model's logits when they are float32
+    if logits_eos_inf:  # out of place: the oracle's baseline reads `out.logits` unbanned, as its probes are
+        logits = logits.index_fill(-1, eos, float("-inf"))
     x0_blk = gumbel_argmax(logits, temperature, generator, forbid=mask_id)  # [b, c]
     conf, ent, margin = token_statistics(logits, x0_blk)
     if confidence_eos_eot_inf:

@@ -41,6 +41,8 @@ class StepState:
     generator: torch.Generator | None = None  # the loop's RNG, for stochastic policies
     block_log_probs: torch.Tensor | None = None  # [b, c, v] log-softmax of the block, when probing
     rows: torch.Tensor | None = None  # [b] long: each state row's index in the decoded batch
+    keys: torch.Tensor | None = None  # [b] long: canvas positions the row's forward attends over
+    # (its length without left padding; the loop sets it; None: the whole canvas)
     probe: Probe | None = None  # extra counted forwards, only for policies with `needs_probe`
 
     @property

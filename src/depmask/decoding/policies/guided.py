@@ -99,8 +99,11 @@ class Guided(Policy):
     def state_fields(self) -> tuple[str, ...] | None:  # type: ignore[override]
         if self._scorer.needs_probe:  # reads the probe and the block's log-probabilities too
             return None
-        # `_keys` reads the attention exactly when the scorer captured it (else the canvas width)
-        return ("mask", "confidence", *(f for f in self._scorer.state_fields if f not in ("mask", "confidence")))
+        # `_keys` reads the attention exactly when the scorer captured it (else the rows' lengths)
+        fields = ("mask", "confidence", *(f for f in self._scorer.state_fields if f not in ("mask", "confidence")))
+        reads_keys = (self.rule == "conflict" and self.edge_threshold is None and self.edge_floor is None
+                      and "attention" not in fields)
+        return (*fields, "keys") if reads_keys else fields
 
     def bind(self, denoiser) -> None:
         """Check the scorer against the model before decoding (a head trained for another model
@@ -176,9 +179,11 @@ class GuidedPreset(Policy):
 
 def _keys(state: StepState, query: torch.Tensor) -> torch.Tensor | float:
     """[b] L: keys each row attends over — keys with non-zero attention from `query` [b, 1] (its
-    most confident masked position) — or the canvas width when no attention was captured."""
+    most confident masked position) — or, when no attention was captured, the row's own unpadded
+    length (`state.keys`; the canvas width, padding included, would tie a row's floor to the longest
+    prompt of its batch), or the canvas width for a state built without it."""
     if state.attention is None:
-        return float(state.mask.shape[1])
+        return float(state.mask.shape[1]) if state.keys is None else state.keys.to(torch.float64)
     row = state.attention.gather(1, query[:, :, None].expand(-1, 1, state.attention.shape[2]))  # [b, 1, l]
     return (row[:, 0] > 0).sum(dim=1).to(torch.float64)
 

@@ -7,7 +7,8 @@ prediction, `D[i, j] = TV(p_i(· | x), p_i(· | x, x_j := x̂_j))`, through
 `depmask.decoding.influence.pairwise_influence`. The copies go through `state.probe`, which the
 loop gives policies with `needs_probe` and counts per row in NFE and in `probe_nfe`; they are
 batched `chunk_size` copies per forward. Only candidates are probed (the selector never commits
-anything else), so a step costs as many copies as it has candidates.
+anything else), so a step costs as many copies as it has candidates — none when a row has only
+one (there is no pair to measure, and that one is committed whatever the scores).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class OracleScorer(Scorer):
             raise ValueError("the oracle scorer needs `state.probe` and `state.block_log_probs`; "
                              "`generate()` provides them for policies whose `needs_probe` is True")
         order, positions, valid = block_slots(state, candidates)
+        valid = valid & (valid.sum(dim=1, keepdim=True) > 1)  # [b, m]: a lone candidate has no pair to probe
         s = state.block_start
         v = state.block_log_probs.shape[-1]
         base = state.block_log_probs.gather(1, (positions - s)[:, :, None].expand(-1, -1, v))  # [b, m, v]
