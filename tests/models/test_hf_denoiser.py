@@ -141,6 +141,17 @@ def test_padding_does_not_change_a_rows_predictions():
     assert pad.attention[:, 3:, :3].abs().max() == 0  # padding is never attended
 
 
+def test_left_padding_keeps_learned_absolute_positions(tiny_bert_dir):
+    """BERT numbers positions from the first column unless given `position_ids`: a left-padded row
+    used to be read at shifted positions, so its predictions depended on its batch-mates' lengths
+    (max |Δ logit| 0.35, 5 of 8 argmaxes changed). Each row now counts from its first real token."""
+    den = HFDenoiser.from_pretrained(tiny_bert_dir, mask_id=4)
+    x = torch.randint(5, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), x], dim=1)
+    am = torch.cat([torch.zeros(1, 3), torch.ones(1, 8)], dim=1)
+    assert torch.allclose(den(padded, am).logits[:, 3:], den(x).logits, atol=1e-5)
+
+
 def test_decode_batch_equals_rows_alone_on_a_real_model():
     den = HFDenoiser(tiny_mdlm())
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]

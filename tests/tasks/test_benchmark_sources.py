@@ -144,6 +144,11 @@ def test_missing_explicit_path_and_wrong_split_file(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPMASK_GSM8K", str(_jsonl(tmp_path / "train.jsonl", GSM8K_ROWS)))
     with pytest.raises(DataNotFoundError, match="named for split 'train', not 'test'"):
         GSM8K().examples("test")
+    # the Hub's shard names too: `train-00000-of-00001.parquet` used to serve as any split
+    hub = tmp_path / "hub" / "train-00000-of-00001.jsonl"
+    monkeypatch.setenv("DEPMASK_GSM8K", str(_jsonl(hub, GSM8K_ROWS)))
+    with pytest.raises(DataNotFoundError, match="named for split 'train', not 'test'"):
+        GSM8K().examples("test")
 
 
 def test_mbpp_without_its_range_and_fewshot_without_prompt_split(tmp_path):

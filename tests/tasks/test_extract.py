@@ -46,6 +46,10 @@ from depmask.tasks.benchmarks.extract import gsm8k_reference
     ("50% of them, i.e. 12 people", "12"),
     ("no number here", None),
     ("", None),
+    # a boxed fraction is its value, not the 4 inside it (which graded 3/4 right for 4)
+    ("She eats 3 of the 4 slices, so the fraction is \\boxed{\\frac{3}{4}}", "0.75"),
+    ("\\boxed{\\dfrac{10}{2}} slices", "5"),
+    ("There are 4 cats and the answer is \\boxed{x}", None),  # a box without a number is no answer
 ])
 def test_extract_gsm8k(completion, expected):
     assert extract_gsm8k(completion) == expected
@@ -90,6 +94,9 @@ def test_last_boxed(text, expected):
     (r"Thus $x = \boxed{\dfrac{1}{2}}$.", r"\dfrac{1}{2}"),
     ("Final Answer: The final answer is $[2,5)$. I hope it is correct.", "[2,5)"),
     ("so the answer is $-3$.", "-3"),
+    # a number ends its sentence too (it used to run on: `12.Thismatchesthecheckabove`)
+    ("Adding them up, the answer is 12. This matches the check above.", "12"),
+    ("So the answer is 0.5. Done.", "0.5"),
     ("nothing here", None),
 ])
 def test_extract_math(completion, expected):

@@ -15,6 +15,7 @@ that order. Logits come back float32. It does not decode (`depmask.decoding` doe
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,9 @@ class HFDenoiser:
         # explicit layers are checked against the model now, not at the first attention forward
         self._capture = None if capture_layers is None else AttentionCapture(model, capture_layers)
         self.fingerprint = fingerprint or model_fingerprint(model, name=name, path=path)
+        # a model whose forward takes `position_ids` numbers a left-padded row from its padding unless
+        # told otherwise (BERT's learned absolute positions); Dream passes them the same way
+        self._position_ids = "position_ids" in inspect.signature(model.forward).parameters
 
     @classmethod
     def from_pretrained(
@@ -158,6 +162,9 @@ class HFDenoiser:
         kwargs = {"input_ids": tokens}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.long()
+            if self._position_ids:  # each row counts from its first real token, as it would alone
+                first = attention_mask.long().argmax(dim=-1, keepdim=True)  # [b, 1]: left padding width
+                kwargs["position_ids"] = (torch.arange(tokens.shape[1], device=tokens.device) - first).clamp_min(0)
         if need_hidden:
             kwargs["output_hidden_states"] = True
         ctx = self.capture.capturing() if need_attention else contextlib.nullcontext()

@@ -1,8 +1,10 @@
 r"""Answer extraction and comparison for the math benchmarks.
 
-- GSM8K: the final number of a completion — after `####` if present, else the last `\boxed{}`,
-  else the last "the answer is ...", else the last number in the text. Commas, `$`, a trailing
-  period, negative numbers and decimals are handled; numbers compare by value (`72.00 == 72`).
+- GSM8K: the final number of a completion — after `####` if present, else the last `\boxed{}`
+  (a box with no number in it is no answer: the text around it is not searched), else the last
+  "the answer is ...", else the last number in the text. Commas, `$`, a trailing period, negative
+  numbers, decimals and a boxed `\frac{a}{b}` (its value) are handled; numbers compare by value
+  (`72.00 == 72`).
 - MATH: the content of the last `\boxed{}` / `\fbox{}` (nested braces kept), else the Minerva
   "Final Answer: The final answer is X." line, else "the answer is X". Answers are normalised the
   usual way (Hendrycks' `strip_string` plus Minerva's unit/number clean-up): `\left`/`\right`,
@@ -76,16 +78,24 @@ def extract_gsm8k(completion: str) -> str | None:
         if found is not None:
             return found
     boxed = last_boxed(completion)
-    if boxed is not None:
-        found = _last_number(_strip_latex_number(boxed))
-        if found is not None:
-            return found
+    if boxed is not None:  # the model's final answer: a fraction's value, or no answer at all (not a
+        # number from elsewhere in the text, e.g. the 4 of `\boxed{\frac{3}{4}}` graded right for 4)
+        return _last_number(_strip_latex_number(_GSM8K_FRAC.sub(_fraction_value, boxed)))
     matches = list(_ANSWER_IS.finditer(completion))
     if matches:
         found = _first_number(completion[matches[-1].end():])
         if found is not None:
             return found
     return _last_number(completion)
+
+
+_GSM8K_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-−]?\d[\d,]*(?:\.\d+)?)\s*\}\s*\{\s*(\d[\d,]*(?:\.\d+)?)\s*\}")
+
+
+def _fraction_value(match: re.Match) -> str:
+    """`\frac{a}{b}` as the decimal of a / b (left as it was when b is 0)."""
+    a, b = (Decimal(g.replace("−", "-").replace(",", "")) for g in match.groups())
+    return match.group(0) if b == 0 else format((a / b).normalize(), "f")
 
 
 def _first_number(text: str) -> str | None:
@@ -161,7 +171,7 @@ def extract_math(completion: str) -> str | None:
     matches = list(_ANSWER_IS.finditer(completion))
     if matches:
         rest = completion[matches[-1].end():].strip()
-        line = re.split(r"\n|(?<![\d\\])\.(?:\s|$)", rest, maxsplit=1)[0]
+        line = re.split(r"\n|(?<!\\)\.(?:\s|$)", rest, maxsplit=1)[0]  # `12. More` ends at 12
         return _strip_dollars(line) or None
     return None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,12 +95,14 @@ _SPLIT_WORDS = ("train", "test", "validation", "prompt")
 
 
 def _split_in_name(p: Path) -> str | None:
-    """The split a file is named for (`test.jsonl`, `gsm8k_train.jsonl.gz`), else None."""
+    """The split a file is named for (`test.jsonl`, `gsm8k_train.jsonl.gz`, and the Hub's shards,
+    `train-00000-of-00001.parquet`), else None."""
     stem = p.name
     for suffix in _FILE_SUFFIXES:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
+    stem = re.sub(r"-\d+-of-\d+$", "", stem)  # a Hub shard: its split is the name before the shard number
     for word in _SPLIT_WORDS:
         if stem == word or stem.endswith((f"_{word}", f"-{word}", f".{word}")):
             return word
