@@ -254,3 +254,31 @@ def test_a_harvest_whose_states_were_chosen_the_old_way_is_not_resumed(tmp_path)
     every_old = {**old, "config": every.identity()}
     (tmp_path / "h" / "harvest.json").write_text(json.dumps(every_old))
     assert prepare_output(every, "m@1", 8, 30, ["a", "b"]) == every_old  # every state kept: nothing chosen
+
+
+def test_a_resume_with_other_prompts_precision_or_without_task_kwargs_is_refused(tmp_path):
+    """Example ids (`task:split:seed:i`, or a prompts file's own) do not change with the prompts
+    behind them, so `examples_sha256` let a resume mix two data sets: after editing the prompts
+    file, after dropping `task_kwargs` (empty ones are not recorded, and only the new config's keys
+    were compared), or under another Lightning precision (bf16 moves the influences)."""
+    from depmask.data_gen.harvest import items_digest, prepare_output
+    from depmask.data_gen.prompts import PromptItem
+
+    items = [PromptItem("a", "t", [1, 2], "low_confidence", 8, 8), PromptItem("b", "t", [3], "low_confidence", 8, 8)]
+    edited = [PromptItem("a", "t", [1, 5], "low_confidence", 8, 8), items[1]]
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"],
+                        task_kwargs={"sudoku4": {"test_fraction": 0.5}})
+    spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(items), precision="32-true")
+    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(list(reversed(items))),
+                          precision="32-true") == spec  # the same examples in another order: resumed
+    with pytest.raises(ValueError, match=r"items_sha256: '[0-9a-f]{64}' → '[0-9a-f]{64}'"):
+        prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(edited), precision="32-true")
+    with pytest.raises(ValueError, match=r"precision: '32-true' → 'bf16-mixed'"):
+        prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(items), precision="bf16-mixed")
+    plain = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"])
+    with pytest.raises(ValueError, match=r"config\.task_kwargs: \{'sudoku4': \{'test_fraction': 0\.5\}\} → \{\}"):
+        prepare_output(plain, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(items), precision="32-true")
+    before = {k: v for k, v in spec.items() if k not in ("items_sha256", "precision")}  # from before 2026-11-30
+    (tmp_path / "h" / "harvest.json").write_text(json.dumps(before))
+    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(edited),
+                          precision="bf16-mixed") == before  # nothing recorded to compare with

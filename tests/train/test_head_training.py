@@ -104,6 +104,30 @@ def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):
     assert torch.load(run / "last.ckpt", weights_only=False)["epoch"] == 2
 
 
+def test_a_resume_continues_from_the_last_epoch_in_its_own_run(harvest, tmp_path):
+    """`last.ckpt` follows every epoch, not only those that improve the monitored metric (Lightning
+    2.6 rewrote it only with a new top-k checkpoint, so a resume repeated the epochs after the last
+    improving one); the resumed run keeps its checkpoints in the run it resumes, so the best of all
+    its epochs is exported; and a `--model.*` setting other than the checkpoint's is refused instead
+    of silently replaced by it (`--model.export_dir` may change)."""
+    run = tmp_path / "run"
+    # `mode: max` on the falling val loss: only the first epoch makes a top-k checkpoint
+    fit(harvest, tmp_path, "--trainer.max_epochs", "3", "--trainer.logger", "false", "--checkpoint.mode", "max")
+    last = torch.load(run / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * (last["global_step"] // 3) > 0
+    steps_per_epoch = last["global_step"] // 3
+    assert len(list(run.glob("head-*.ckpt"))) == 1
+    with pytest.raises(ValueError, match=r"model\.lr is 0\.002 in the checkpoint, 0\.003 here"):
+        fit(harvest, tmp_path, "--trainer.max_epochs", "4", "--trainer.logger", "false", "--checkpoint.mode", "max",
+            "--model.lr", "0.003", "--ckpt_path", str(run / "last.ckpt"))
+    main(["train", "fit", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest), "--trainer.max_epochs", "4",
+          "--trainer.logger", "false", "--checkpoint.mode", "max", "--model.export_dir", str(tmp_path / "head2"),
+          "--ckpt_path", str(run / "last.ckpt")])  # no --checkpoint.dirpath: the run's own directory
+    last = torch.load(run / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 3 and last["global_step"] == 4 * steps_per_epoch  # one more epoch, none repeated
+    assert DependencyHead.from_pretrained(tmp_path / "head2").training_manifest["checkpoint"].startswith(str(run))
+
+
 def test_default_logger_is_wandb_offline_with_the_head_artifact(harvest, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -70,25 +70,43 @@ def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id:
                        probe_forwards=recorder.probe_forwards)
 
 
+def items_digest(items: list[PromptItem]) -> str:
+    """sha256 of what each example decodes — its id, prompt tokens, policy and lengths — in id
+    order: an edited prompts file or other task arguments keep the ids but change this."""
+    rows = sorted((it.example_id, it.prompt_ids, it.policy, it.gen_length, it.block_length) for it in items)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+# recorded since 2026-11-30: a harvest.json written before has none, and is not checked on them
+_LATER_KEYS = ("items_sha256", "precision")
+
+
 def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab_size: int,
-                   example_ids: list[str]) -> dict:
-    """Create `harvest.json`, or check that an existing one asked for the same data."""
+                   example_ids: list[str], items_sha256: str | None = None, precision: str | None = None) -> dict:
+    """Create `harvest.json`, or check that an existing one asked for the same data.
+
+    `items_sha256`: `items_digest` of the examples (the ids alone, `examples_sha256`, do not change
+    when a prompts file is edited); `precision`: the Lightning precision the forwards run under
+    (`bf16-mixed` changes the influences)."""
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     ids_hash = hashlib.sha256("\n".join(sorted(example_ids)).encode()).hexdigest()
     spec = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "hidden_size": hidden_size,
             "vocab_size": vocab_size, "model": cfg.model, "config": cfg.identity(),
             "examples": len(example_ids), "examples_sha256": ids_hash, "state_choice": STATE_CHOICE}
+    spec.update({k: v for k, v in (("items_sha256", items_sha256), ("precision", precision)) if v is not None})
     path = out / HARVEST_JSON
     if path.is_file():
         old = json.loads(path.read_text())
         diffs = [f"{k}: {old.get(k)!r} → {spec[k]!r}" for k in ("schema_version", "fingerprint", "hidden_size", "examples_sha256")
                  if old.get(k) != spec[k]]
+        diffs += [f"{k}: {old[k]!r} → {spec[k]!r}" for k in _LATER_KEYS if k in old and k in spec and old[k] != spec[k]]
         if cfg.states_per_example is not None and old.get("state_choice") != STATE_CHOICE:
             diffs.append(f"state_choice: {old.get('state_choice')!r} → {STATE_CHOICE!r} (its states were chosen "
                          "among `gen_length` forward indices, before 2026-11-30)")
-        diffs += [f"config.{k}: {old['config'].get(k)!r} → {v!r}" for k, v in spec["config"].items()
-                  if old.get("config", {}).get(k) != v]
+        old_config = {"task_kwargs": {}, **old.get("config", {})}  # empty task_kwargs are not recorded, so
+        new_config = {"task_kwargs": {}, **spec["config"]}  # dropping them on resume is compared too
+        diffs += [f"config.{k}: {old_config.get(k)!r} → {v!r}" for k, v in new_config.items() if old_config.get(k) != v]
         if diffs:
             raise ValueError(
                 f"{path} belongs to a different harvest; resuming would mix data ({'; '.join(diffs)}). "

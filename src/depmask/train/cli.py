@@ -23,10 +23,39 @@ class DepmaskCLI(LightningCLI):
     holds them too (it does: `depmask train fit ...`). `sys.argv` itself is left alone, since
     Lightning's DDP launcher re-runs it in the child processes."""
 
+    # model arguments a resumed run may change: where it writes its result, not what it trains
+    RESUME_MAY_CHANGE: tuple[str, ...] = ("export_dir",)
+
     def parse_arguments(self, parser, args) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """With `--ckpt_path`, LightningCLI replaces the `model` arguments by the checkpoint's
+        hyperparameters, so a `--model.*` flag of the resuming command was silently ignored
+        (`--model.export_dir elsewhere` exported over the first run's head). Now a model argument
+        that differs from the checkpoint's is refused, naming both values — resume with the
+        run's own settings, or start a new run — except those in `RESUME_MAY_CHANGE`, where the
+        command wins."""
+        sub = self.config.get("subcommand")
+        mine = self.config[sub].get("model") if sub else None
+        mine = mine.clone() if mine is not None else None
+        super()._parse_ckpt_path()
+        if mine is None:
+            return
+        theirs = self.config[sub]["model"]
+        diff = {key: (theirs.get(key), value) for key, value in mine.items()
+                if value is not None and key in theirs and theirs.get(key) is not None and theirs.get(key) != value}
+        for key in self.RESUME_MAY_CHANGE:
+            if key in diff:
+                self.config[sub]["model"][key] = diff.pop(key)[1]
+        if diff:
+            ckpt = self.config[sub].get("ckpt_path")
+            raise ValueError(
+                f"`ckpt_path` ({ckpt}) resumes a run trained with other model settings than this command's: "
+                + "; ".join(f"model.{k} is {a!r} in the checkpoint, {b!r} here" for k, (a, b) in sorted(diff.items()))
+                + ". Resume with the run's own settings (its config.yaml), or drop --ckpt_path to start a new run")
 
 
 def wandb_offline_by_default() -> None:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from depmask.data_gen import HarvestConfig, build_items, group_items, harvest_group, prepare_output
+from depmask.data_gen.harvest import items_digest
 from depmask.data_gen.prompts import PromptItem
 from depmask.data_gen.schema import records_to_table
 from depmask.data_gen.shards import (
@@ -110,14 +111,7 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     if denoiser.tokenizer is None:
         raise ValueError(f"`model` ({cfg.model}) has no tokenizer files; the harvest needs one to encode prompts")
     items = build_items(cfg, denoiser.tokenizer)
-    prepare_output(cfg, denoiser.fingerprint, denoiser.hidden_size, denoiser.vocab_size,
-                   [it.example_id for it in items])
     out = Path(cfg.output)
-    if record is not None:
-        write_atomic(out / "harvest.yaml", record)
-    groups = group_items(items, cfg.batch_size)
-    done = done_examples(out)
-    todo = [g for g in groups if not all(it.example_id in done for it in g)]
     kwargs = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
               "enable_model_summary": False, "accelerator": "auto", "devices": 1}
     kwargs.update(trainer_kwargs or {})
@@ -125,6 +119,13 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     writer = ShardWriter(out, denoiser.hidden_size, denoiser.fingerprint)
     callbacks = list(kwargs.pop("callbacks", None) or [])
     trainer = pl.Trainer(callbacks=[*callbacks, writer, progress], **kwargs)
+    prepare_output(cfg, denoiser.fingerprint, denoiser.hidden_size, denoiser.vocab_size,
+                   [it.example_id for it in items], items_sha256=items_digest(items), precision=str(trainer.precision))
+    if record is not None:
+        write_atomic(out / "harvest.yaml", record)
+    groups = group_items(items, cfg.batch_size)
+    done = done_examples(out)
+    todo = [g for g in groups if not all(it.example_id in done for it in g)]
     if trainer.is_global_zero:
         removed = clean_incomplete(out)
         if removed:

@@ -5,7 +5,9 @@ own directory, `runs/head/<time>-<pid>/` (two runs started in the same second do
 holding the resolved `config.yaml` and the checkpoints (`--checkpoint.*`, monitored on `val/auroc`
 unless the config says otherwise); early stopping is `--early_stopping.*`. The harvest's
 hidden size, model fingerprint and data manifest are linked into the module from the data module,
-so the exported head (`--model.export_dir`) knows which base model it belongs to. The default
+so the exported head (`--model.export_dir`) knows which base model it belongs to. `last.ckpt` is
+rewritten every epoch (`RunCheckpoint`), and a run resumed from it (`--ckpt_path`) keeps its
+checkpoints in that run's directory, so the best of all its epochs is exported. The default
 logger is wandb, offline unless `WANDB_MODE` or an API key says otherwise; `--trainer.logger false`
 or `--trainer.logger CSVLogger` work too.
 """
@@ -41,10 +43,34 @@ class SaveConfigToRunDir(SaveConfigCallback):
             self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose `last.ckpt` follows every epoch. Lightning 2.6 rewrites it only in a
+    step that also saved a top-k checkpoint, i.e. when the monitored metric improved, so a run
+    resumed from `last.ckpt` restarted from its last *improving* epoch and trained the epochs after
+    it again (with the early-stopping counter and schedule of that older point)."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer) -> None:
+        # skipped where the parent saved in this step already (its `last.ckpt` too), in sanity
+        # checks and in fast_dev_run
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class HeadCLI(DepmaskCLI):
     def add_arguments_to_parser(self, parser) -> None:
         run_dir = f"runs/head/{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        self._default_run_dir = run_dir
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/auroc", "checkpoint.mode": "max",
                              "checkpoint.dirpath": run_dir, "checkpoint.filename": "head-{step}",
                              "checkpoint.save_last": True})
@@ -54,6 +80,16 @@ class HeadCLI(DepmaskCLI):
         parser.link_arguments("data.hidden_size", "model.hidden_size", apply_on="instantiate")
         parser.link_arguments("data.fingerprint", "model.base_fingerprint", apply_on="instantiate")
         parser.link_arguments("data.manifest", "model.training_manifest", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """A resumed run (`--ckpt_path`) keeps its checkpoints in the directory it resumes from
+        unless `--checkpoint.dirpath` says otherwise: in a new directory Lightning forgets the
+        best checkpoint so far, and the exported head was the best of the resumed epochs only."""
+        cfg = self.config.get(self.subcommand) if self.subcommand else None
+        if cfg is None or not cfg.get("ckpt_path") or cfg.get("checkpoint") is None:
+            return
+        if cfg["checkpoint"].get("dirpath") == self._default_run_dir:
+            cfg["checkpoint"]["dirpath"] = str(Path(cfg["ckpt_path"]).parent)
 
 
 def head_cli(args: Sequence[str] | None = None) -> LightningCLI:
