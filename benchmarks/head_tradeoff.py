@@ -12,7 +12,8 @@ of a head policy's sweep in it (`demask`, or a sweep's `label`). Accuracy and TP
 directory's `low_confidence` accuracy − `--window`). The head is the one those runs name (their
 `head` knob); its weights must still be the ones that decoded them (the runs' provenance records),
 or the point is refused. The cost is measured here: a decode of `--batch` test prompts with that
-head at the chosen ε, each step replayed as `benchmarks/selection_overhead.py` does (select right
+head's run (its preset with every knob it was decoded with: ε, and a crossing's units, rule and
+τ), each step replayed as `benchmarks/selection_overhead.py` does (select right
 after the step's forward and statistics; `--compile aot` as `compile_select="aot"` runs it), median
 of `--repeats`: `ratio` = select / bare forward. `--reference` (optional) names a directory with
 confidence-rule sweeps (`threshold`, `entropy_bound`, `factor`, ...: the headline's `BASELINES`)
@@ -39,7 +40,7 @@ from depmask.decoding import build_policy, generate  # noqa: E402
 from depmask.eval.headline import check_tolerance, headline  # noqa: E402
 from depmask.eval.headline_ci import BASELINES, ORACLE  # noqa: E402
 from depmask.eval.items import provenance_path, weights_digest  # noqa: E402
-from depmask.eval.summary import knob_text  # noqa: E402
+from depmask.eval.summary import run_key  # noqa: E402
 from depmask.models import HFDenoiser  # noqa: E402
 from depmask.tasks import get_task  # noqa: E402
 
@@ -63,20 +64,27 @@ def best_in_window(rows: list[dict], policy: str, window: float, measure_key: st
     top = next((t for t in tops if t["policy"] == policy), None)
     if top is None or top["accuracy"] is None:
         return None
-    return next(r for r in rows if r["policy"] == policy and knob_text(r) == top["knobs"])
+    return next(r for r in rows if r["policy"] == policy and run_key(r) == top["run"])
 
 
-def head_of(directory: Path, task: str, run: dict) -> str:
-    """The head directory `run` names, checked against the weights that decoded it."""
+def run_entry(directory: Path, task: str, run: dict) -> tuple[str, dict]:
+    """`runs.json`'s key and entry of `run` (a summary row): the same task and label, and every knob
+    of the entry equal to the row's (ε alone does not tell apart a threshold × ε sweep's runs)."""
+    runs = json.loads((Path(directory) / "runs.json").read_text())
+    for key, entry in runs.items():
+        if entry["task"] == task and entry["label"] == run["policy"] and all(
+                run.get(k) == (str(v) if k == "head" else v) for k, v in entry["knobs"].items()):
+            return key, entry
+    raise ValueError(f"`{directory}/runs.json` has no run {run['policy']} of {task!r} with the knobs of its summary row")
+
+
+def head_of(directory: Path, task: str, run: dict) -> tuple[str, str, dict]:
+    """The head directory `run` names, checked against the weights that decoded it, with the run's
+    preset and knobs (the head's path among them) to rebuild its policy."""
     head = run.get("head")
     if not head:
         raise ValueError(f"run {run['policy']} of `{directory}` names no `head`: not a head policy")
-    runs = json.loads((Path(directory) / "runs.json").read_text())
-    key = next((k for k, v in runs.items()
-                if v["task"] == task and v["label"] == run["policy"] and v["knobs"].get("epsilon") == run.get("epsilon")),
-               None)
-    if key is None:
-        raise ValueError(f"`{directory}/runs.json` has no run {run['policy']} ε {run.get('epsilon')} of {task!r}")
+    key, entry = run_entry(directory, task, run)
     side = provenance_path(Path(directory) / "items" / f"{key}.jsonl")
     if not Path(head).is_dir():
         raise ValueError(f"the head `{head}` that decoded `{directory}` ({run['policy']}) is gone")
@@ -85,14 +93,16 @@ def head_of(directory: Path, task: str, run: dict) -> str:
         if recorded is not None and recorded != weights_digest(head):
             raise ValueError(f"`{head}` holds other weights than those that decoded `{directory}` "
                              f"({run['policy']}: {recorded} recorded, {weights_digest(head)} now)")
-    return head
+    return head, entry["policy"], {**entry["knobs"], "head": head}
 
 
-def time_head(den, task, head: str, epsilon: float, batch: int, repeats: int, compile_select: str | None,
+def time_head(den, task, preset: str, knobs: dict, batch: int, repeats: int, compile_select: str | None,
               seed: int) -> dict:
+    """The selection cost of the run's own policy (`preset` with all its `knobs`: a labelled
+    `guided` crossing keeps its units, rule and τ; `demask` its confidence floor)."""
     examples = task.examples("test", batch, seed=seed)
     prompts = [den.tokenizer.convert_tokens_to_ids(ex.prompt.split()) for ex in examples]
-    policy = build_policy("demask", head=head, epsilon=epsilon)
+    policy = build_policy(preset, **knobs)
     rec = Recorder(policy)
     generate(den, prompts, rec, gen_length=task.answer_length, pad_id=den.tokenizer.pad_token_id)
     mean = measure(den, policy, rec.states, repeats, compile_select)
@@ -191,10 +201,11 @@ def main() -> None:
         if run is None:
             raise SystemExit(f"--point {label}: no {policy!r} run of `{directory}` is within {args.window} of "
                              "one-token-per-step accuracy")
-        head = head_of(Path(directory), args.task, run)
-        cost = time_head(den, task, head, run["epsilon"], args.batch, args.repeats,
+        head, preset, knobs = head_of(Path(directory), args.task, run)
+        cost = time_head(den, task, preset, knobs, args.batch, args.repeats,
                          None if args.compile == "none" else args.compile, args.seed)
         point = {"label": label, "eval_dir": directory, "policy": policy, "head": head, "epsilon": run["epsilon"],
+                 "timed": {"preset": preset, **{k: v for k, v in knobs.items() if k != "head"}},
                  "accuracy": run["accuracy"], "tpf": run[args.measure], **cost}
         if lines and lines["confidence"] and lines["oracle"]:
             low, high = lines["confidence"]["tpf"], lines["oracle"]["tpf"]

@@ -148,21 +148,29 @@ def decode_overhead(den, policy: Policy, prompts, gen_length: int, commits: list
     loop), its forwards back to back; `select`, the median over decodes of the select calls' time
     inside them (`Timing`). The two decodes alternate, after one warm-up of each. `added − select`
     is what the policy adds outside its select calls: its `bind` once per decode, a slower forward
-    after a selection, and noise."""
+    after a selection, and noise. On a GPU `added` is taken from a third, untimed decode of the
+    policy: `Timing`'s synchronisations would keep the select from overlapping the forward still
+    running, as it does in a real decode."""
     select = policy.select if compile_select is None else compiled_select(policy, compile_select)
     timing, replay = Timing(policy, select, den.device), Replay(policy, commits)
     per_decode: list[float] = []
+    pad_id = den.tokenizer.pad_token_id
 
     def timed_decode():
         timing.seconds.clear()
-        generate(den, prompts, timing, gen_length=gen_length, pad_id=den.tokenizer.pad_token_id)
+        generate(den, prompts, timing, gen_length=gen_length, pad_id=pad_id)
         per_decode.append(sum(timing.seconds))
 
     runs = {"policy": timed_decode,
-            "replay": partial(generate, den, prompts, replay, gen_length=gen_length, pad_id=den.tokenizer.pad_token_id)}
+            "replay": partial(generate, den, prompts, replay, gen_length=gen_length, pad_id=pad_id)}
+    if den.device.type == "cuda":  # `Timing` synchronises around each select, which stops the select's
+        # launches overlapping the forward still running: `added` comes from an untimed decode instead
+        runs["plain"] = partial(generate, den, prompts, policy, gen_length=gen_length, pad_id=pad_id,
+                                compile_select=compile_select or False)
     seconds = timed(runs, den.device, repeats, raw=True)
     n = len(commits)
-    diffs = torch.tensor(seconds["policy"], dtype=torch.float64) - torch.tensor(seconds["replay"], dtype=torch.float64)
+    added = seconds.get("plain", seconds["policy"])
+    diffs = torch.tensor(added, dtype=torch.float64) - torch.tensor(seconds["replay"], dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     draws = diffs[torch.randint(len(diffs), (1000, len(diffs)), generator=g)].median(dim=1).values
     lo, hi = torch.quantile(draws, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
@@ -208,13 +216,15 @@ def flops(fn) -> int:
 
 
 def scorer_of(policy: Policy):
-    return policy._guided._scorer  # the preset's scorer, to time it alone
+    """The scorer of a preset (`clad`, `demask`) or of a plain `guided` policy, to time it alone."""
+    return getattr(policy, "_guided", policy)._scorer
 
 
 def candidates_of(policy: Policy, state: StepState) -> torch.Tensor:
     s, e = state.block_start, state.block_end
     cand = torch.zeros_like(state.mask)
-    cand[:, s:e] = candidate_positions(state.confidence[:, s:e], state.mask[:, s:e], policy._guided.threshold)
+    threshold = getattr(policy, "_guided", policy).threshold
+    cand[:, s:e] = candidate_positions(state.confidence[:, s:e], state.mask[:, s:e], threshold)
     return cand
 
 
@@ -375,7 +385,7 @@ def print_table(rows: list[dict]) -> None:
     def cell(value, width: int, digits: int = 3) -> str:
         return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
 
-    print(f"{'policy':<8}{'steps':>6}{'select ms':>11}{'after fwd':>11}{'in decode':>11}{'score ms':>10}"
+    print(f"{'policy':<8}{'steps':>6}{'select ms':>11}{'after fwd':>11}{'decode +ms':>11}{'score ms':>10}"
           f"{'forward ms':>12}{'capture ms':>12}{'ratio':>8}{'decode ratio':>14}{'w/ capture':>12}{'FLOPs ratio':>13}")
     for r in rows:
         print(f"{r['policy']:<8}{r['steps']:>6}{cell(r['select_ms'], 11)}{cell(r['select_after_forward_ms'], 11)}"
@@ -425,6 +435,9 @@ def main() -> None:
     if args.sim_gen > args.sim_length or args.sim_gen % args.sim_block:
         ap.error(f"--sim_gen ({args.sim_gen}) must be at most --sim_length ({args.sim_length}) and a multiple of "
                  f"--sim_block ({args.sim_block})")
+    if args.simulate and args.head:
+        ap.error("--head is not used with --simulate: the simulated shapes (hidden 4096) take a random head of "
+                 "the class defaults; drop one of them")
     if args.sim_hidden % args.sim_heads:
         ap.error(f"--sim_hidden ({args.sim_hidden}) must be a multiple of --sim_heads ({args.sim_heads})")
     if args.threads:

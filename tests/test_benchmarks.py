@@ -172,20 +172,31 @@ def test_head_tradeoff_reads_an_eval_times_its_head_and_refuses_a_retrained_one(
     ev = tmp_path / "ev"
     policies = ("[{name: low_confidence}, {name: threshold, sweep: {threshold: [0.5, 0.9]}}, "
                 "{name: oracle, sweep: {epsilon: [0.5]}}, "
-                f"{{name: demask, knobs: {{head: {head}}}, sweep: {{epsilon: [0.05, 0.5]}}}}]")
+                f"{{name: demask, knobs: {{head: {head}}}, sweep: {{epsilon: [0.05, 0.5]}}}}, "
+                f"{{name: guided, label: head-cluster, knobs: {{units: cluster, rule: budget, scorer: head, head: {head}}}, "
+                "sweep: {threshold: [0.5, 0.9], epsilon: [0.5]}}]")
     cli(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "4", "--batch_size", "4",
          "--bootstrap", "0", "--policies", policies, "--output", str(ev)])
     out, png = tmp_path / "tradeoff.json", tmp_path / "tradeoff.png"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "head_tradeoff.py"), "--model", str(EMBEDDED), "--task", "sort",
-           "--reference", str(ev), "--point", "tiny", str(ev), "demask", "--window", "1.0", "--batch", "2",
+           "--reference", str(ev), "--point", "tiny", str(ev), "demask", "--point", "cross", str(ev), "head-cluster",
+           "--window", "1.0", "--batch", "2",
            "--repeats", "1", "--compile", "none", "--out", str(out), "--plot", str(png)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     rows = [r for r in json.loads((ev / "summary.json").read_text()) if r["policy"] == "demask"]
     best = max(rows, key=lambda r: r["tpf_pooled"])  # a 100-point window admits every run
-    [point] = report["points"]
+    point, cross = report["points"]
     assert point["head"] == str(head) and point["epsilon"] == best["epsilon"]
+    assert point["timed"] == {"preset": "demask", "epsilon": best["epsilon"]}
+    # a crossing is timed as itself (it used to be timed as plain `demask` at its ε), and its run is
+    # the one of its threshold × ε sweep that the headline picks
+    crossing = max((r for r in json.loads((ev / "summary.json").read_text()) if r["policy"] == "head-cluster"),
+                   key=lambda r: r["tpf_pooled"])
+    assert cross["timed"] == {"preset": "guided", "units": "cluster", "rule": "budget", "scorer": "head",
+                              "threshold": crossing["threshold"], "epsilon": 0.5}
+    assert cross["tpf"] == crossing["tpf_pooled"]
     assert point["tpf"] == best["tpf_pooled"] and point["select_ms"] > 0 and point["forward_ms"] > 0
     assert point["ratio"] == pytest.approx(point["select_ms"] / point["forward_ms"])
     low, high = report["reference"]["confidence"]["tpf"], report["reference"]["oracle"]["tpf"]
@@ -240,4 +251,12 @@ def test_selection_overhead_refuses_a_simulated_canvas_that_does_not_fit(tmp_pat
     code, err = _refused("selection_overhead", ["--simulate", "llada", "--sim_gen", "100", "--out", str(tmp_path / "out.json")],
                          monkeypatch, capsys)
     assert code == 2 and "--sim_gen (100) must be at most --sim_length (512) and a multiple of --sim_block (32)" in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_selection_overhead_refuses_a_head_it_would_not_use(tmp_path, monkeypatch, capsys):
+    """`--simulate` times a random head of the class defaults: a `--head` given with it was ignored."""
+    code, err = _refused("selection_overhead", ["--simulate", "llada", "--head", str(tmp_path),
+                                                "--out", str(tmp_path / "out.json")], monkeypatch, capsys)
+    assert code == 2 and "--head is not used with --simulate" in err
     assert not (tmp_path / "out.json").exists()

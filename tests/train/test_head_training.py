@@ -83,6 +83,26 @@ def test_a_head_reading_attention_trains_on_the_harvested_attention(harvest, tmp
     assert head.use_attention and head.scorer.att is not None
 
 
+def test_the_manifest_holds_the_exported_weights_metrics_as_eval_predictor_measures_them(harvest, tmp_path):
+    """The exported head's manifest `metrics` are those of the checkpoint it exports (they were the
+    last epoch's), and `val/precision_at_k` counts states with ≥ k pairs only, as `eval predictor`
+    does (RetrievalPrecision divides by k, so a state with 2 pairs scored at most 2 / 5). The
+    attention-reading head is also scored by `eval predictor` (it was called without attention)."""
+    from depmask.commands.eval_predictor import eval_predictor
+
+    fit(harvest, tmp_path, "--trainer.max_epochs", "3", "--trainer.logger", "false", "--checkpoint.mode", "max",
+        "--model.use_attention", "true", "--model.precision_k", "3")
+    manifest = DependencyHead.from_pretrained(tmp_path / "head").training_manifest
+    saved = torch.load(manifest["checkpoint"], weights_only=False)
+    assert manifest["metrics_step"] == saved["global_step"] < torch.load(tmp_path / "run" / "last.ckpt",
+                                                                         weights_only=False)["global_step"]
+    assert manifest["metrics"]["val/loss"] == pytest.approx(manifest["best_score"])
+    rows = {r["score"]: r for r in eval_predictor(str(harvest), head=str(tmp_path / "head"), split="val",
+                                                  val_fraction=0.3, k=3, output=str(tmp_path / "pred"))}
+    assert manifest["metrics"]["val/auroc"] == pytest.approx(rows["head"]["auroc"], abs=1e-5)
+    assert manifest["metrics"]["val/precision_at_k"] == pytest.approx(rows["head"]["precision_at_k"], abs=1e-5)
+
+
 def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):
     logs = tmp_path / "logs"
     fit(harvest, tmp_path, "--trainer.max_epochs", "2", "--trainer.logger", "CSVLogger",

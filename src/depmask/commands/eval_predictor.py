@@ -92,8 +92,8 @@ def _collect(data, indices: list[int], model, batch_size: int) -> tuple[dict[str
         valid = batch["valid"]  # [b, m]
         per_batch = baseline_scores(batch)
         if model is not None:
-            per_batch["head"] = model.predict(batch["hidden"], batch["positions"], valid,
-                                              batch["confidence"], batch["entropy"])  # [b, m, m]
+            per_batch["head"] = model.predict(batch["hidden"], batch["positions"], valid, batch["confidence"],
+                                              batch["entropy"], batch["attention"] if model.use_attention else None)
             prefixes.append(prefix_costs(batch["tv"], per_batch["head"], batch["confidence"], valid))
         for n in names:
             scores[n].append(flatten_pairs(per_batch[n], valid))

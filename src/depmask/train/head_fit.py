@@ -1,8 +1,8 @@
 """Train a dependency head from Python (what `depmask train fit` does, without the CLI).
 
 Used by the quickstart: same module, same data module, same checkpointing on `val/auroc` and the
-same export; no logger unless one is passed. Returns the exported head's directory and its final
-validation metrics. `module_kwargs` reads the `model:` section of a `depmask train fit` config
+same export; no logger unless one is passed. Returns the exported head's directory and the
+validation metrics of the checkpoint it exports (not of the last epoch). `module_kwargs` reads the `model:` section of a `depmask train fit` config
 (`configs/train/head-tiny.yaml`), so the quickstart trains the architecture that config ships.
 """
 
@@ -62,5 +62,4 @@ def train_head(harvest: str | Path, export_dir: str | Path, *, epochs: int = 3, 
                         enable_model_summary=False, log_every_n_steps=20, gradient_clip_val=1.0,
                         num_sanity_val_steps=0, accelerator="auto", devices=1)
     trainer.fit(head, datamodule=data)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    return Path(export_dir), metrics
+    return Path(export_dir), dict(head.exported_metrics)

@@ -15,7 +15,7 @@ of every prefix, `C_t = Σ_{i ≠ j < t} D[i, j]`, predicted against harvested, 
 
 Metrics (torchmetrics): `train/loss`, `val/loss`, `val/auroc` and `val/ap` (positives: pairs with
 TV ≥ `positive_threshold`), `val/spearman` (rank correlation with TV over all pairs),
-`val/precision_at_k` (per state, the share of the head's top-k pairs that are positives), and the
+`val/precision_at_k` (per state with at least k pairs, the share of the head's top-k pairs that are positives), and the
 same AUROC / AP for the training-free attention score on the same pairs (`val/auroc_attention`,
 `val/ap_attention`: captured attention symmetrised with max(A, Aᵀ)). At the end of `fit` the best
 checkpoint (by the checkpoint callback's monitor, `val/loss` in the shipped configs) is exported
@@ -130,6 +130,9 @@ class HeadModule(L.LightningModule):
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()
         self.val_precision = RetrievalPrecision(top_k=precision_k)
+        self._precision_seen = False  # this epoch had a state with ≥ precision_k pairs
+        self._val_history: dict[int, dict[str, float]] = {}  # global step -> its val metrics
+        self.exported_metrics: dict[str, float] = {}  # the exported checkpoint's (`on_fit_end`)
 
     def _pairs(self, batch):
         full = self.head(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"], batch["entropy"],
@@ -140,7 +143,9 @@ class HeadModule(L.LightningModule):
     def _prefix_term(self, full: torch.Tensor, batch) -> torch.Tensor:
         """mean over states and prefixes t of (log1p Ĉ_t − log1p C_t)², positions in confidence order."""
         valid, pairs = batch["valid"], pair_mask(batch["valid"])
-        order = batch["confidence"].float().masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
+        # stable: tied confidences in index order, as the selector visits them (`_budget_prefix`)
+        order = batch["confidence"].float().masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True,
+                                                                                          stable=True)
         pred = prefix_cost(torch.sigmoid(full.float()) * pairs, order)  # [b, m]
         true = prefix_cost(batch["tv"].float() * pairs, order)
         live = valid.gather(1, order)  # [b, m]: prefixes that end on a real position
@@ -192,17 +197,36 @@ class HeadModule(L.LightningModule):
         self.val_attention.update(sym, positive)
         self.val_spearman.update(pred, target)
         state = batch["state"][:, None, None].expand_as(pairs)[pairs]
-        self.val_precision.update(pred, positive.bool(), indexes=state)
+        # only states with ≥ k pairs, as `eval predictor` counts them (RetrievalPrecision divides by
+        # k, so a 2-pair state scored at most 2 / 5 however well it was ranked)
+        enough = (pairs.flatten(1).sum(dim=1) >= self.hparams.precision_k)[:, None, None].expand_as(pairs)[pairs]
+        if enough.any():
+            self.val_precision.update(pred[enough], positive.bool()[enough], indexes=state[enough])
+            self._precision_seen = True
 
     def on_validation_epoch_end(self):
         metrics = {f"val/{k}": v for k, v in {**self.val_head.compute(), **self.val_attention.compute()}.items()}
         metrics["val/spearman"] = self.val_spearman.compute()
-        metrics["val/precision_at_k"] = self.val_precision.compute()
+        seen, self._precision_seen = self._precision_seen, False
+        metrics["val/precision_at_k"] = self.val_precision.compute() if seen else torch.tensor(float("nan"))
         auroc = metrics.pop("val/auroc")
         self.log_dict(metrics, prog_bar=False)
         self.log("val/auroc", auroc, prog_bar=True)
         for m in (self.val_head, self.val_attention, self.val_spearman, self.val_precision):
             m.reset()
+
+    def on_validation_end(self):
+        """Keep each validation's metrics by global step (checkpoints carry them), so the exported
+        head's manifest holds the metrics of the weights it exports, not of the last epoch."""
+        if not self.trainer.sanity_checking:
+            self._val_history[int(self.trainer.global_step)] = {
+                k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_history"] = dict(self._val_history)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._val_history = {int(k): v for k, v in checkpoint.get("val_history", {}).items()}
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -223,15 +247,22 @@ class HeadModule(L.LightningModule):
             return
         ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         best = {}
+        step = int(self.trainer.global_step)  # the weights exported: the last ones unless a best checkpoint loads
         if ckpt and Path(ckpt).is_file():
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            state, step = saved["state_dict"], int(saved["global_step"])
             self.head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
             callback = self.trainer.checkpoint_callback
             score = callback.best_model_score
             best = {"checkpoint": ckpt, "monitor": callback.monitor,
                     "best_score": None if score is None else float(score)}
+        last = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = self._val_history.get(step)
         manifest = {**(self.hparams.training_manifest or {}), **best,
-                    "metrics": {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}}
+                    # the exported weights' own validation (the last epoch's where it is unknown)
+                    "metrics": metrics if metrics is not None else last,
+                    "metrics_step": step if metrics is not None else None}
+        self.exported_metrics = manifest["metrics"]
         path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
         print(f"exported the dependency head to {path}")
         _log_artifact(self.trainer.loggers, path)
