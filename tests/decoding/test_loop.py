@@ -30,6 +30,7 @@ def test_bad_lengths_name_the_value(kw, message):
         ("threshold", {"threshold": 1.5}, "`threshold` (1.5)"),
         ("entropy_bound", {"gamma": -1}, "`gamma` (-1)"),
         ("factor", {"factor": 0}, "`factor` (0)"),
+        ("dilated", {"skip": 0}, "`skip` (0) must be >= 1"),  # as DUS's `dilated_unmask_levels`
         ("nope", {}, "unknown policy 'nope'"),
         ("threshold", {"tau": 0.9}, "policy 'threshold' has no knob 'tau'; its knobs: threshold"),
         ("demask", {"eps": 0.1, "floor": 0.2},

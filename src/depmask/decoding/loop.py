@@ -108,9 +108,12 @@ def generate(
         steps: total step budget over all blocks (used by budgeted policies such as
             `low_confidence`); default `gen_length`, i.e. one token per step.
         temperature: 0 = argmax; > 0 = Gumbel-max sampling in float64.
-        logits_eos_inf: EOS can never be a candidate (LLaDA's option of that name).
-        confidence_eos_eot_inf: positions whose candidate is an EOS id get confidence 0, so they
-            are committed last (the intent of LLaDA's option; see the docs of `DecodeResult`).
+        logits_eos_inf: no id of the denoiser's `eos_ids` can be a candidate (LLaDA's option of that
+            name bans its EOS id alone; `eos_ids` also holds end-of-turn ids such as `<|eot_id|>`,
+            which are banned too). Applied to a copy of the logits: a probing policy's baseline
+            (`block_log_probs`) reads them unbanned, as its probe forwards do.
+        confidence_eos_eot_inf: positions whose candidate is one of `eos_ids` get confidence 0, so
+            they are committed last (the intent of LLaDA's option of that name).
         stop_at_eos: a row stops once it has committed an EOS with everything before it
             unmasked; its remaining masks are filled with that EOS and are not counted as
             committed (`commit_step` 0). Off by default: LLaDA fills the whole canvas.

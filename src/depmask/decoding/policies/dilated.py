@@ -13,6 +13,9 @@ commit: those positions are simply not committed. Unlike the reference code — 
 positions belong to no later level and stay `[MASK]` in the output — they are carried to the next
 level, and the last level commits every position of the block that is still masked. If no
 position of a level passes, its most confident one is committed (the at-least-one contract).
+
+At temperature > 0 the reference computes the confidence from the Gumbel-perturbed logits; here,
+as for every policy, it is the untempered softmax at the sampled token (`sampling.py`).
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ class Dilated(Policy):
     def __init__(self, base: int = 2, skip: int = 1, confidence_threshold: float = 0.3):
         if base < 1:
             raise ValueError(f"`base` ({base}) must be >= 1")
-        if skip < 0:
-            raise ValueError(f"`skip` ({skip}) must be >= 0")
+        if skip < 1:  # DUS's `dilated_unmask_levels` refuses it too (0 would add a level holding index 0 alone)
+            raise ValueError(f"`skip` ({skip}) must be >= 1")
         if not 0 <= confidence_threshold <= 1:
             raise ValueError(f"`confidence_threshold` ({confidence_threshold}) must lie in [0, 1]")
         self.base, self.skip, self.confidence_threshold = base, skip, confidence_threshold

@@ -1,6 +1,7 @@
 """Dream's `entropy` algorithm: order masked positions by negative entropy (lowest entropy first)
-and commit as many as Dream's step schedule says. Same schedule and the same two deliberate
-departures as `margin` (per-row count, at least one).
+and commit as many as Dream's step schedule says. Same schedule and the same departures from
+Dream's code as `margin` (per-row count, at least one; untempered float64 scores; per block;
+no `alg_temp`): see `margin.py`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,15 @@ lowest first, and commit the largest prefix U with Σ_{i∈U} H_i − max_{i∈U
 
 With ascending entropies the max of a prefix is its last element, so the rule is a cumulative
 sum test; the first position always passes (its sum minus max is 0), so at least one commits.
+
+Against the DUS repository's port (`generate_eb_sampler`, the one reference code found):
+- γ is in nats here; the port measures entropy in bits (`log2`), so its γ is this one / ln 2
+  (γ 0.1 here is 0.144 there). The rule is the same; only the knob's scale differs.
+- The port runs at most `steps_per_block` forwards per block and moves on with positions still
+  masked; here a block always runs to the end (the loop's contract). With `steps = gen_length`,
+  as every shipped config sets it, the cap never binds, since each step commits at least one.
+- At temperature > 0 the port takes the entropy of the Gumbel-perturbed logits; here it is the
+  untempered softmax's (`sampling.py`), as for every policy.
 """
 
 from __future__ import annotations

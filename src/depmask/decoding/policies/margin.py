@@ -3,7 +3,15 @@ many as Dream's step schedule says (`int(n_masked · (1 − s/t))` on `linspace(
 
 Departures from Dream's code, both deliberate: the count is per row (Dream averages the masked
 count over the batch), and it is at least one (Dream can transfer zero tokens in a step, which
-wastes a forward). The margin comes from the untempered softmax.
+wastes a forward). Besides:
+- The margin comes from the untempered softmax (Dream's from the tempered, top-p / top-k filtered
+  one), in float64 (Dream ranks in the logits' dtype, bf16 for Dream-7B, so near-ties can order
+  differently).
+- Dream has no blocks: its candidates are every masked position and its schedule runs over the
+  whole answer. Here, as for every policy, only the current block's positions are candidates and
+  the schedule runs per block (`steps_per_block` over the block's masked count); with
+  `block_length = gen_length` (one block) the two coincide.
+- Dream's `alg_temp` (sampling positions instead of ranking them) is not implemented.
 """
 
 from __future__ import annotations
