@@ -4,8 +4,12 @@ Shapes: `b` batch, `l` canvas, `v` vocabulary.
 
 Forward process (LLaDA's): per sequence draw t ~ U(0, 1), mask each *answer* token with
 probability p = (1 − ε)·t + ε (the prompt is never masked), and train the model to recover the
-masked tokens: cross-entropy on masked positions weighted by 1/p, summed and divided by the number
-of answer tokens (an unbiased estimate of the ELBO bound LLaDA trains). Logs `train/loss`,
+masked tokens: cross-entropy on masked positions weighted by 1/p, summed over the batch and
+divided by the batch's number of answer tokens. Per sequence this is LLaDA's bound; over a batch
+it is a ratio of sums (consistent, not unbiased), which weighs every answer token alike, where
+LLaDA's SFT code divides each sequence by its own answer length first and so weighs a short
+answer's tokens more (here: an addition token 1/4, a sudoku4 token 1/16 of a sequence). The
+shipped model was trained with this weighting. Logs `train/loss`,
 `val/loss`, and, each validation, `val/acc/<task>`: exact-verifier accuracy of one-token-per-step
 decoding on a few test items. At the end of `fit` the model is exported with `save_tiny_mdlm`
 (weights, tokenizer, remote code) to `export_dir`. The network itself is plain torch
