@@ -204,7 +204,7 @@ def main() -> None:
         head, preset, knobs = head_of(Path(directory), args.task, run)
         cost = time_head(den, task, preset, knobs, args.batch, args.repeats,
                          None if args.compile == "none" else args.compile, args.seed)
-        point = {"label": label, "eval_dir": directory, "policy": policy, "head": head, "epsilon": run["epsilon"],
+        point = {"label": label, "eval_dir": directory, "policy": policy, "head": head, "epsilon": run.get("epsilon"),
                  "timed": {"preset": preset, **{k: v for k, v in knobs.items() if k != "head"}},
                  "accuracy": run["accuracy"], "tpf": run[args.measure], **cost}
         if lines and lines["confidence"] and lines["oracle"]:
@@ -215,7 +215,8 @@ def main() -> None:
           f"{'ratio':>7} {'FLOPs':>7}")
     for p in points:
         share = f"{p['share']:.0%}" if p.get("share") is not None else "—"
-        print(f"{p['label']:<16} {p['epsilon']:>5g} {100 * p['accuracy']:>8.1f}% {p['tpf']:>6.2f} {share:>6} "
+        eps = "-" if p["epsilon"] is None else f"{p['epsilon']:g}"  # a conflict-rule crossing has no ε
+        print(f"{p['label']:<16} {eps:>5} {100 * p['accuracy']:>8.1f}% {p['tpf']:>6.2f} {share:>6} "
               f"{p['select_ms']:>10.3f} {p['forward_ms']:>11.3f} {p['ratio']:>7.3f} {p['flops_ratio']:>7.4f}")
     if lines:
         for k, r in lines.items():

@@ -278,7 +278,8 @@ def test_a_resume_with_other_prompts_precision_or_without_task_kwargs_is_refused
     plain = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"])
     with pytest.raises(ValueError, match=r"config\.task_kwargs: \{'sudoku4': \{'test_fraction': 0\.5\}\} → \{\}"):
         prepare_output(plain, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(items), precision="32-true")
-    before = {k: v for k, v in spec.items() if k not in ("items_sha256", "precision")}  # from before 2026-11-30
+    before = {k: v for k, v in spec.items() if k not in ("items_sha256", "precision", "revision")}  # before 2026-11-30
     (tmp_path / "h" / "harvest.json").write_text(json.dumps(before))
-    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(edited),
-                          precision="bf16-mixed") == before  # nothing recorded to compare with
+    with pytest.warns(UserWarning, match=r"harvested by depmask revision before 2026-11-30.*captured attention"):
+        assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(edited),
+                              precision="bf16-mixed") == before  # nothing recorded to compare with

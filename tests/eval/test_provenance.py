@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from depmask.cli import main
-from depmask.eval.items import check_provenance, provenance_path, run_provenance, weights_digest
+from depmask.eval.items import (
+    DECODE_REVISION,
+    check_provenance,
+    provenance_path,
+    run_provenance,
+    weights_digest,
+)
 from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
 from tests.conftest import EMBEDDED
@@ -23,11 +29,12 @@ def _checkpoint(directory, content: bytes):
 def test_provenance_digests_the_weights_of_checkpoint_knobs(tmp_path):
     head = _checkpoint(tmp_path / "head", b"weights one")
     first = run_provenance("model@a", {"head": str(head), "epsilon": 0.5, "units": "token"})
-    assert set(first) == {"model", "head_weights"} and first["model"] == "model@a"
+    assert set(first) == {"model", "head_weights", "revision"} and first["model"] == "model@a"
     assert first["head_weights"] == weights_digest(head) and len(first["head_weights"]) == 16
     _checkpoint(head, b"weights two")  # retrained into the same directory
     assert run_provenance("model@a", {"head": str(head), "epsilon": 0.5})["head_weights"] != first["head_weights"]
-    assert run_provenance("model@a", {"head": str(tmp_path / "missing")}) == {"model": "model@a"}
+    assert run_provenance("model@a", {"head": str(tmp_path / "missing")}) == {"model": "model@a",
+                                                                             "revision": DECODE_REVISION}
     assert weights_digest(tmp_path) is None
 
 
@@ -118,3 +125,23 @@ def test_a_sampled_run_remembers_its_seed(tmp_path):
     main([*argmax, "--seed", "1"])  # argmax decoding: other items of the same run, nothing to refuse
     sidecar = json.loads(next((tmp_path / "t0" / "items" / "sort").glob("*.provenance.json")).read_text())
     assert "seed" not in sidecar["decoding"]
+
+
+def test_a_record_of_another_revision_is_resumed_with_a_warning_and_an_old_sampled_run_resumes(tmp_path):
+    """A sidecar without the revision (written before 2026-11-30's decoding fixes) is resumed, with a
+    warning that says what changed since; one without a sampling seed (recorded since the same day)
+    is checked on the rest, as other settings recorded later are."""
+    items = tmp_path / "items" / "run.jsonl"
+    now = run_provenance("m@1", {}, decoding={"temperature": 1.0, "steps": 8, "seed": 0})
+    check_provenance(items, {"model": "m@1", "decoding": {"temperature": 1.0, "steps": 8}}, have_rows=False)
+    with pytest.warns(UserWarning, match=r"decoded by depmask revision before 2026-11-30.*oracle no longer probes"):
+        check_provenance(items, now, have_rows=True)
+    with pytest.raises(ValueError, match=r"decoding\.steps was 8, this run has 4"):
+        check_provenance(items, run_provenance("m@1", {}, decoding={"temperature": 1.0, "steps": 4, "seed": 0}),
+                         have_rows=True)
+    check_provenance(items, now, have_rows=False)  # a fresh start records the revision and the seed
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_provenance(items, now, have_rows=True)

@@ -152,6 +152,22 @@ def test_left_padding_keeps_learned_absolute_positions(tiny_bert_dir):
     assert torch.allclose(den(padded, am).logits[:, 3:], den(x).logits, atol=1e-5)
 
 
+def test_a_model_that_numbers_its_own_positions_is_left_to_it(tmp_path):
+    """RoBERTa counts positions from its input ids, skipping padding (from padding_idx + 1): given
+    0-based `position_ids` it read every row at the wrong positions (max |Δ logit| 0.29)."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=40, pad_token_id=1)
+    den = HFDenoiser(RobertaForMaskedLM(cfg).eval(), mask_id=4)
+    x = torch.randint(5, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([torch.ones(1, 3, dtype=torch.long), x], dim=1)  # RoBERTa's pad id
+    am = torch.cat([torch.zeros(1, 3), torch.ones(1, 8)], dim=1)
+    assert torch.allclose(den(padded, am).logits[:, 3:], den(x).logits, atol=1e-5)
+    assert torch.allclose(den(x, torch.ones(1, 8)).logits, den(x).logits, atol=1e-6)
+
+
 def test_decode_batch_equals_rows_alone_on_a_real_model():
     den = HFDenoiser(tiny_mdlm())
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]

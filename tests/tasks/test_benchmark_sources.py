@@ -149,6 +149,10 @@ def test_missing_explicit_path_and_wrong_split_file(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPMASK_GSM8K", str(_jsonl(hub, GSM8K_ROWS)))
     with pytest.raises(DataNotFoundError, match="named for split 'train', not 'test'"):
         GSM8K().examples("test")
+    hashed = tmp_path / "hub" / "train-00000-of-00001-5e5a6a8a2b3c4d5e.jsonl"
+    monkeypatch.setenv("DEPMASK_GSM8K", str(_jsonl(hashed, GSM8K_ROWS)))
+    with pytest.raises(DataNotFoundError, match="named for split 'train', not 'test'"):
+        GSM8K().examples("test")
 
 
 def test_mbpp_without_its_range_and_fewshot_without_prompt_split(tmp_path):

@@ -50,6 +50,10 @@ from depmask.tasks.benchmarks.extract import gsm8k_reference
     ("She eats 3 of the 4 slices, so the fraction is \\boxed{\\frac{3}{4}}", "0.75"),
     ("\\boxed{\\dfrac{10}{2}} slices", "5"),
     ("There are 4 cats and the answer is \\boxed{x}", None),  # a box without a number is no answer
+    ("Total 18. \\boxed{\\text{18}}", "18"),  # a number in a font macro is still the number
+    ("\\boxed{\\textbf{18}}", "18"),
+    ("\\boxed{\\mathbf{-3}}", "-3"),
+    ("\\boxed{18 \\text{ dollars}}", "18"),
 ])
 def test_extract_gsm8k(completion, expected):
     assert extract_gsm8k(completion) == expected
@@ -246,3 +250,23 @@ def test_garbage_gives_a_program_without_the_function():
     assert _defs(code) == ["is_even", "count_even"]  # only the prompt's stub: tests will fail
     assert _runs(code)["count_even"]([2]) is None
     assert extract_code("@@@", ["f"]).strip() == ""
+
+
+@pytest.mark.parametrize("completion, call, expected", [
+    # a table filled by a top-level loop (it was kept empty: IndexError)
+    ("fib = [0, 1]\nfor i in range(2, 50):\n    fib.append(fib[-1] + fib[-2])\n\ndef fibonacci(n):\n    return fib[n]\n",
+     "fibonacci(9)", 34),
+    # a guarded import (the name it binds was dropped: NameError)
+    ("try:\n    from math import gcd\nexcept ImportError:\n    from fractions import gcd\n\n"
+     "def lcm(a, b):\n    return a * b // gcd(a, b)\n", "lcm(4, 6)", 12),
+    # a method call and a later reassignment that set up a kept name
+    ("TABLE = {}\nTABLE.update({i: i * i for i in range(10)})\nSCALE = 1\nSCALE += 1\n\n"
+     "def sum_sq(n):\n    return SCALE * sum(TABLE[i] for i in range(1, n + 1))\n", "sum_sq(3)", 28),
+    ("import sys\nsys.setrecursionlimit(5000)\n\ndef depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n",
+     "depth(2000)", 2000),
+])
+def test_setup_statements_the_solution_needs_are_kept(completion, call, expected):
+    name = call.split("(")[0]
+    code = extract_code(completion + "\nprint(" + call + ")\nassert " + call + " == -1\nn = int(input())\n", [name])
+    assert "print(" not in code and "assert" not in code and "input(" not in code
+    assert eval(call, _runs(code)) == expected  # trusted, hand-written code only

@@ -101,6 +101,14 @@ def test_the_manifest_holds_the_exported_weights_metrics_as_eval_predictor_measu
                                                   val_fraction=0.3, k=3, output=str(tmp_path / "pred"))}
     assert manifest["metrics"]["val/auroc"] == pytest.approx(rows["head"]["auroc"], abs=1e-5)
     assert manifest["metrics"]["val/precision_at_k"] == pytest.approx(rows["head"]["precision_at_k"], abs=1e-5)
+    # validating every other epoch, the checkpoint is saved at validation end, before any module
+    # hook of that name runs: the metrics are recorded at epoch end, before it
+    shutil.rmtree(tmp_path / "run")
+    fit(harvest, tmp_path, "--trainer.max_epochs", "4", "--trainer.logger", "false", "--checkpoint.mode", "max",
+        "--trainer.check_val_every_n_epoch", "2")
+    manifest = DependencyHead.from_pretrained(tmp_path / "head").training_manifest
+    assert manifest["metrics_step"] == torch.load(manifest["checkpoint"], weights_only=False)["global_step"]
+    assert manifest["metrics"]["val/loss"] == pytest.approx(manifest["best_score"], rel=1e-5)
 
 
 def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):
@@ -146,6 +154,10 @@ def test_a_resume_continues_from_the_last_epoch_in_its_own_run(harvest, tmp_path
     last = torch.load(run / "last.ckpt", weights_only=False)
     assert last["epoch"] == 3 and last["global_step"] == 4 * steps_per_epoch  # one more epoch, none repeated
     assert DependencyHead.from_pretrained(tmp_path / "head2").training_manifest["checkpoint"].startswith(str(run))
+    before = (tmp_path / "head" / "model.safetensors").read_bytes()
+    fit(harvest, tmp_path, "--trainer.max_epochs", "5", "--trainer.logger", "false", "--checkpoint.mode", "max",
+        "--model.export_dir", "null", "--ckpt_path", str(run / "last.ckpt"))  # `null`: export nothing
+    assert (tmp_path / "head" / "model.safetensors").read_bytes() == before  # the first run's head untouched
 
 
 def test_default_logger_is_wandb_offline_with_the_head_artifact(harvest, tmp_path, monkeypatch):

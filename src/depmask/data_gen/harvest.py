@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def items_digest(items: list[PromptItem]) -> str:
 
 # recorded since 2026-11-30: a harvest.json written before has none, and is not checked on them
 _LATER_KEYS = ("items_sha256", "precision")
+# Bumped when a fix changes what the same settings harvest; another revision resumes with a warning.
+HARVEST_REVISION = "2026-11-30"
+_REVISION_NOTE = ("captured attention leaves the model's output as uncaptured (in bf16 the captured forward "
+                  "had moved the baseline against its uncaptured probes, by up to 0.02 TV), and left-padded rows "
+                  "of models that take `position_ids` are numbered from their first token")
 
 
 def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab_size: int,
@@ -95,9 +101,14 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
             "vocab_size": vocab_size, "model": cfg.model, "config": cfg.identity(),
             "examples": len(example_ids), "examples_sha256": ids_hash, "state_choice": STATE_CHOICE}
     spec.update({k: v for k, v in (("items_sha256", items_sha256), ("precision", precision)) if v is not None})
+    spec["revision"] = HARVEST_REVISION
     path = out / HARVEST_JSON
     if path.is_file():
         old = json.loads(path.read_text())
+        if old.get("revision") != HARVEST_REVISION:
+            warnings.warn(f"{path}: harvested by depmask revision {old.get('revision') or 'before 2026-11-30'}, this "
+                          f"is {HARVEST_REVISION}; its states are kept as they are, though since then {_REVISION_NOTE}. "
+                          "Delete the directory to harvest it again", stacklevel=2)
         diffs = [f"{k}: {old.get(k)!r} → {spec[k]!r}" for k in ("schema_version", "fingerprint", "hidden_size", "examples_sha256")
                  if old.get(k) != spec[k]]
         diffs += [f"{k}: {old[k]!r} → {spec[k]!r}" for k in _LATER_KEYS if k in old and k in spec and old[k] != spec[k]]

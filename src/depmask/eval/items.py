@@ -77,11 +77,23 @@ def run_provenance(model_fingerprint: str | None, knobs: dict, compile_select: s
         out["decoding"] = decoding
     if denoiser is not None:
         out["denoiser"] = denoiser
+    out["revision"] = DECODE_REVISION
     return out
 
 
 # recorded since 2026-11-30: a sidecar written before has none, and is not checked on them
 _LATER_KEYS = ("decoding", "denoiser")
+_LATER_SUBKEYS = {"decoding": ("seed",)}  # likewise within a record
+# Bumped when a fix changes what the same settings decode. A record of another revision is resumed
+# with a warning that says what changed (its items may differ from a fresh decode's).
+DECODE_REVISION = "2026-11-30"
+REVISION_NOTES = {
+    "2026-11-30": "the oracle no longer probes (nor counts) a lone candidate; captured attention leaves the "
+                  "model's output bit for bit as uncaptured; left-padded rows of models that take "
+                  "`position_ids` are numbered from their first token; Dream's step count is in float32; "
+                  "`logits_eos_inf` no longer reaches the oracle's baseline; CLAD's floor without attention "
+                  "counts each row's own length",
+}
 
 
 def provenance_path(items_path: Path) -> Path:
@@ -106,7 +118,16 @@ def check_provenance(items_path: Path, provenance: dict, have_rows: bool) -> Non
                       "that the same model and head decoded it", stacklevel=2)
         return
     found = json.loads(side.read_text())
-    mine = {k: v for k, v in provenance.items() if k not in _LATER_KEYS or k in found}
+    if found.get("revision") != provenance.get("revision"):
+        warnings.warn(f"{items_path} was decoded by depmask revision {found.get('revision') or 'before 2026-11-30'}, "
+                      f"this is {provenance.get('revision')}: its items are resumed as they are, though since then "
+                      f"{REVISION_NOTES.get(provenance.get('revision'), 'decoding changed')}. Delete the file (and its "
+                      "sidecar) to decode them again", stacklevel=2)
+    found = {k: v for k, v in found.items() if k != "revision"}
+    mine = {k: v for k, v in provenance.items() if k != "revision" and (k not in _LATER_KEYS or k in found)}
+    for key, subkeys in _LATER_SUBKEYS.items():
+        if isinstance(found.get(key), dict) and isinstance(mine.get(key), dict):
+            mine[key] = {k: v for k, v in mine[key].items() if k not in subkeys or k in found[key]}
     if found != mine:
         flat_found, flat_mine = _flat(found), _flat(mine)
         diff = {k: (flat_found.get(k), flat_mine.get(k)) for k in sorted(set(flat_found) | set(flat_mine))

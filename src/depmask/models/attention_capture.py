@@ -5,9 +5,12 @@ Shapes: `b` batch, `h` query heads, `g` key/value heads, `q` queries, `k` keys, 
 
 How: during one forward, `torch.nn.functional.scaled_dot_product_attention` is wrapped. Forward
 hooks on the chosen transformer layers mark when one of them is running; inside those layers the
-wrapper computes the attention explicitly, one head at a time, adds the head's probabilities to a
-single float32 `[b, q, k]` sum and returns the same output SDPA would. Every other layer calls the
-original SDPA kernel untouched. Extra memory is the `[b, q, k]` sum plus one head's `[b, q, k]`
+wrapper computes the attention probabilities explicitly, one head at a time, adds them to a
+single float32 `[b, q, k]` sum, and returns the original SDPA kernel's own output: capturing never
+changes what the model computes (an output rebuilt from the float32 probabilities differed from a
+bf16 kernel's by enough to move a decode, and to put a noise floor of up to 0.02 TV under a bf16
+harvest, whose probe forwards run uncaptured). Every other layer calls the original SDPA kernel
+untouched. Extra memory is the `[b, q, k]` sum plus one head's `[b, q, k]`
 scores, never `layers × heads × [b, q, k]`.
 
 Remote-code MDLMs (LLaDA, Dream, depmask's tiny MDLM) call `F.scaled_dot_product_attention`
@@ -60,15 +63,16 @@ def explicit_attention(
     attn_mask: torch.Tensor | None = None,  # bool (True = attend) or additive, broadcast to [b, h, q, k]
     is_causal: bool = False,
     scale: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SDPA computed head by head. Returns the output [b, h, q, e] (query dtype) and the sum over
-    heads of the attention probabilities [b, q, k] (float32)."""
+    need_output: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """SDPA computed head by head. Returns the output [b, h, q, e] (query dtype; None without
+    `need_output`) and the sum over heads of the attention probabilities [b, q, k] (float32)."""
     b, h, q, e = query.shape
     g, k = key.shape[1], key.shape[2]
     if h % g:
         raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({g})")
     scale = e**-0.5 if scale is None else scale
-    out = torch.empty(b, h, q, value.shape[-1], dtype=query.dtype, device=query.device)
+    out = torch.empty(b, h, q, value.shape[-1], dtype=query.dtype, device=query.device) if need_output else None
     prob_sum = torch.zeros(b, q, k, dtype=torch.float32, device=query.device)  # [b, q, k]
     causal = None
     if is_causal:
@@ -82,7 +86,8 @@ def explicit_attention(
         if causal is not None:
             scores = scores.masked_fill(~causal, float("-inf"))
         probs = scores.softmax(dim=-1)
-        out[:, head] = (probs @ value[:, kv].float()).to(query.dtype)
+        if out is not None:
+            out[:, head] = (probs @ value[:, kv].float()).to(query.dtype)
         prob_sum += probs
         del scores, probs
     return out, prob_sum
@@ -120,11 +125,12 @@ class AttentionCapture:
                 raise RuntimeError("attention capture needs dropout off (call model.eval())")
             if key.shape[-3] != query.shape[-3] and not enable_gqa:
                 raise RuntimeError("key/value heads differ from query heads without enable_gqa")
-            out, prob_sum = explicit_attention(query, key, value, attn_mask, is_causal, scale)
+            _, prob_sum = explicit_attention(query, key, value, attn_mask, is_causal, scale, need_output=False)
             self._sum = prob_sum if self._sum is None else self._sum + prob_sum
             self._calls += 1
             self._heads = query.shape[1]
-            return out
+            return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                            scale=scale, enable_gqa=enable_gqa, **kw)
 
         return wrapped
 

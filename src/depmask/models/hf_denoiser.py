@@ -63,8 +63,10 @@ class HFDenoiser:
         self._capture = None if capture_layers is None else AttentionCapture(model, capture_layers)
         self.fingerprint = fingerprint or model_fingerprint(model, name=name, path=path)
         # a model whose forward takes `position_ids` numbers a left-padded row from its padding unless
-        # told otherwise (BERT's learned absolute positions); Dream passes them the same way
-        self._position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        # told otherwise (BERT's learned absolute positions); Dream passes them the same way. Not for
+        # models that derive them from the tokens, skipping padding (RoBERTa's family, from 2)
+        self._position_ids = ("position_ids" in inspect.signature(model.forward).parameters
+                              and not _counts_own_positions(model))
 
     @classmethod
     def from_pretrained(
@@ -181,6 +183,18 @@ class HFDenoiser:
 
     def __repr__(self) -> str:
         return f"HFDenoiser({self.fingerprint}, mask_id={self.mask_id}, shift={self.logits_shift})"
+
+
+def _counts_own_positions(model: nn.Module) -> bool:
+    """Whether the model numbers positions from its input ids, padding skipped (RoBERTa, XLM-R,
+    CamemBERT, …: `create_position_ids_from_input_ids`, a method of their embeddings in recent
+    transformers, a function of their modeling module in older ones)."""
+    import sys
+
+    name = "create_position_ids_from_input_ids"
+    if hasattr(sys.modules.get(type(model).__module__), name):
+        return True
+    return any(hasattr(module, name) for module in model.modules())
 
 
 def _refuse_head_directory(path: Path) -> None:

@@ -45,9 +45,8 @@ class DepmaskCLI(LightningCLI):
         if mine is None:
             return
         theirs = self.config[sub]["model"]
-        diff = {key: (theirs.get(key), value) for key, value in mine.items()
-                if value is not None and key in theirs and theirs.get(key) is not None and theirs.get(key) != value}
-        for key in self.RESUME_MAY_CHANGE:
+        diff = {key: (theirs.get(key), value) for key, value in mine.items() if key in theirs and theirs.get(key) != value}
+        for key in self.RESUME_MAY_CHANGE:  # the command's value, `null` included
             if key in diff:
                 self.config[sub]["model"][key] = diff.pop(key)[1]
         if diff:

@@ -68,8 +68,11 @@ class RunCheckpoint(ModelCheckpoint):
 
 class HeadCLI(DepmaskCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        run_dir = f"runs/head/{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        self._default_run_dir = run_dir
+        # one name per CLI: the parser of every subcommand (fit, validate, ...) is built here, and
+        # a second boundary between two of them must not give them different defaults
+        if not hasattr(self, "_default_run_dir"):
+            self._default_run_dir = f"runs/head/{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        run_dir = self._default_run_dir
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/auroc", "checkpoint.mode": "max",
                              "checkpoint.dirpath": run_dir, "checkpoint.filename": "head-{step}",

@@ -131,7 +131,8 @@ class HeadModule(L.LightningModule):
         self.val_spearman = SpearmanCorrCoef()
         self.val_precision = RetrievalPrecision(top_k=precision_k)
         self._precision_seen = False  # this epoch had a state with ≥ precision_k pairs
-        self._val_history: dict[int, dict[str, float]] = {}  # global step -> its val metrics
+        self._val_history: dict[int, dict[str, float]] = {}  # global step -> its val metrics (checkpointed)
+        self._val_loss_sum, self._val_pairs = 0.0, 0
         self.exported_metrics: dict[str, float] = {}  # the exported checkpoint's (`on_fit_end`)
 
     def _pairs(self, batch):
@@ -188,7 +189,10 @@ class HeadModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         logits, target, pairs, full = self._pairs(batch)
-        self.log("val/loss", self._loss(logits, target, full, batch), prog_bar=True, batch_size=target.numel())
+        loss = self._loss(logits, target, full, batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=target.numel())
+        self._val_loss_sum += float(loss) * target.numel()  # Lightning's epoch mean, weighted by pairs
+        self._val_pairs += target.numel()
         positive = (target >= self.hparams.positive_threshold).long()
         pred = torch.sigmoid(logits)
         att = batch["attention"]
@@ -207,20 +211,22 @@ class HeadModule(L.LightningModule):
     def on_validation_epoch_end(self):
         metrics = {f"val/{k}": v for k, v in {**self.val_head.compute(), **self.val_attention.compute()}.items()}
         metrics["val/spearman"] = self.val_spearman.compute()
-        seen, self._precision_seen = self._precision_seen, False
+        # every rank decides alike (compute() is a collective under DDP)
+        seen = self.trainer.strategy.reduce(torch.tensor(float(self._precision_seen), device=self.device),
+                                            reduce_op="max") > 0
+        self._precision_seen = False
         metrics["val/precision_at_k"] = self.val_precision.compute() if seen else torch.tensor(float("nan"))
+        if not self.trainer.sanity_checking:  # by global step: the exported checkpoint's own metrics
+            # (recorded here, before the checkpoint callbacks' `on_validation_end` saves this step)
+            loss = self._val_loss_sum / max(self._val_pairs, 1)
+            self._val_history[int(self.trainer.global_step)] = {
+                "val/loss": loss, **{k: float(v) for k, v in metrics.items()}}
+        self._val_loss_sum, self._val_pairs = 0.0, 0
         auroc = metrics.pop("val/auroc")
         self.log_dict(metrics, prog_bar=False)
         self.log("val/auroc", auroc, prog_bar=True)
         for m in (self.val_head, self.val_attention, self.val_spearman, self.val_precision):
             m.reset()
-
-    def on_validation_end(self):
-        """Keep each validation's metrics by global step (checkpoints carry them), so the exported
-        head's manifest holds the metrics of the weights it exports, not of the last epoch."""
-        if not self.trainer.sanity_checking:
-            self._val_history[int(self.trainer.global_step)] = {
-                k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["val_history"] = dict(self._val_history)

@@ -10,7 +10,8 @@ turns the block's slice into a commit mask (`decoding/selector.py`). What the lo
 
 CLAD's edge floor with ≤ 2 units is 1.2 / L, L the number of keys a query attends over: counted
 per row from the captured attention (keys with non-zero weight, i.e. the canvas minus its left
-padding); without attention, the canvas width.
+padding); without attention, the row's own unpadded length (`StepState.keys`, set by the loop; the
+canvas width for a state built without it).
 """
 
 from __future__ import annotations

@@ -9,10 +9,16 @@ A completion comes in one of two shapes:
 
 Either way the text is cut to its longest prefix that parses (diffusion decoders fill a fixed
 canvas, so text after the solution is often garbage), and then only what the solution needs is
-kept: every top-level import, and the definitions (functions, classes, assignments) reachable by
-name from the entry points and from whatever the prompt defines (tests may call a prompt's helper) — so a trailing `if __name__ == "__main__":`, `print(...)`, example
-calls, asserts, stray prose, a second (broken) copy of the function or an unrelated definition
-after it are dropped. This module does not run code (`depmask.eval.sandbox` does).
+kept: every top-level import, the definitions (functions, classes, assignments, and names bound
+inside a top-level `try` / `if` / `with` / loop, e.g. `try: from math import gcd`) reachable by
+name from the entry points and from whatever the prompt defines (tests may call a prompt's
+helper), and the top-level statements that set up what is kept: a loop filling a kept table, a
+`TABLE.update(...)`, a later `X = ...` or `X += ...`, `sys.setrecursionlimit(...)` (a statement
+that assigns to a kept name or calls a method of one, or of an imported module). So a trailing
+`if __name__ == "__main__":`, `print(...)`, example calls, asserts, stray prose, a second (broken)
+copy of the function or an unrelated definition after it are dropped, and setup code the solution
+needs is not (it used to be: a table built by a loop was left empty). This module does not run
+code (`depmask.eval.sandbox` does).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import re
 from collections.abc import Iterable, Sequence
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-# where code starts after leading prose: an import, def, class, decorator or `NAME = ...`
-_CODE_START = re.compile(r"^(?:from\s+\S+\s+import\s|import\s|def\s|async\s+def\s|class\s|@|[A-Za-z_]\w*\s*(?::[^=]+)?=(?!=))")
+# where code starts after leading prose: an import, `try:` (a guarded import), def, class,
+# decorator or `NAME = ...`
+_CODE_START = re.compile(r"^(?:from\s+\S+\s+import\s|import\s|try\s*:\s*$|def\s|async\s+def\s|class\s|@|"
+                         r"[A-Za-z_]\w*\s*(?::[^=]+)?=(?!=))")
 
 
 def strip_fences(text: str, prefer: Iterable[str] = ()) -> str:
@@ -81,9 +89,58 @@ def _defined_names(node: ast.stmt) -> list[str]:
         targets = node.targets
     elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
         targets = [node.target]
+    elif isinstance(node, (ast.Try, ast.If, ast.With, ast.For, ast.While)) and not _is_main_guard(node):
+        return _bound_inside(node)
     names = []
     for target in targets:
         names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return names
+
+
+def _bound_inside(node: ast.stmt) -> list[str]:
+    """Names a compound statement binds in its body: imports, definitions, assignments."""
+    names: list[str] = []
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.Import, ast.ImportFrom)):
+            names += [(a.asname or a.name).split(".")[0] for a in sub.names if a.name != "*"]
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(sub.name)
+        elif isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+            names += [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+    return list(dict.fromkeys(names))
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "__name__" in _names_used(node.test)
+
+
+def _is_junk(node: ast.stmt) -> bool:
+    """Top-level statements never kept as setup: asserts, the `__main__` guard, and anything
+    reading stdin (a script's `n = int(input())`)."""
+    if isinstance(node, ast.Assert) or _is_main_guard(node):
+        return True
+    return any(isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "input"
+               for sub in ast.walk(node))
+
+
+def _root(expr: ast.expr) -> str | None:
+    while isinstance(expr, (ast.Attribute, ast.Subscript)):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+def _writes(node: ast.stmt) -> set[str]:
+    """Names a statement changes: assignment targets (`X = `, `X[i] = `, `X += `) and objects whose
+    methods it calls (`X.update(...)`, `sys.setrecursionlimit(...)`)."""
+    names = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for target in sub.targets if isinstance(sub, ast.Assign) else [sub.target]:
+                names.add(_root(target))
+        elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
+            names.add(_root(sub.func))
+    names.discard(None)
     return names
 
 
@@ -93,17 +150,29 @@ def _source(node: ast.stmt, lines: Sequence[str]) -> str:
 
 
 class _Module:
-    """Top-level statements of one parsed source, split into imports and definitions."""
+    """Top-level statements of one parsed source, split into imports, definitions and the rest
+    (candidate setup statements)."""
 
     def __init__(self, code: str):
         tree, self.lines = parse_prefix(code)
         self.imports: list[str] = []
+        self.modules: set[str] = set()  # names the imports bind
         self.defs: dict[str, tuple[ast.stmt, str]] = {}  # first definition of each name wins
+        self.setup: list[tuple[ast.stmt, str]] = []  # other statements, kept if they change a kept name
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 self.imports.append(_source(node, self.lines))
-            for name in _defined_names(node):
-                self.defs.setdefault(name, (node, _source(node, self.lines)))
+                self.modules.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+                continue
+            if _is_junk(node):
+                continue
+            names = _defined_names(node)
+            new = [n for n in names if n not in self.defs]
+            for name in new:
+                self.defs[name] = (node, _source(node, self.lines))
+            redefines_function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            if not new and not redefines_function:  # a later copy of a function loses; other statements may set up
+                self.setup.append((node, _source(node, self.lines)))
 
 
 def select_definitions(modules: Sequence[_Module], roots: Iterable[str]) -> str:
@@ -116,14 +185,24 @@ def select_definitions(modules: Sequence[_Module], roots: Iterable[str]) -> str:
     keep: dict[int, tuple[int, int, str]] = {}  # id(node) -> (module, line, text)
     todo = [r for r in roots if r in owner]
     seen: set[str] = set()
+    modules_bound = set().union(*(m.modules for m in modules)) if modules else set()
+    setup = [(i, node, text) for i, module in enumerate(modules) for node, text in module.setup]
     while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        i, node, text = owner[name]
-        keep[id(node)] = (i, node.lineno, text)
-        todo += [n for n in _names_used(node) if n in owner and n not in seen]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            i, node, text = owner[name]
+            keep[id(node)] = (i, node.lineno, text)
+            todo += [n for n in _names_used(node) if n in owner and n not in seen]
+        # setup statements that change a kept name (or call into an imported module) join, with
+        # whatever they use
+        data = {n for n in seen if not isinstance(owner[n][1], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        for i, node, text in setup:
+            if id(node) not in keep and _writes(node) & (data | modules_bound):
+                keep[id(node)] = (i, node.lineno, text)
+                todo += [n for n in _names_used(node) if n in owner and n not in seen]
     imports: list[str] = []
     for module in modules:
         imports += [imp for imp in module.imports if imp not in imports]

@@ -80,7 +80,8 @@ def extract_gsm8k(completion: str) -> str | None:
     boxed = last_boxed(completion)
     if boxed is not None:  # the model's final answer: a fraction's value, or no answer at all (not a
         # number from elsewhere in the text, e.g. the 4 of `\boxed{\frac{3}{4}}` graded right for 4)
-        return _last_number(_strip_latex_number(_GSM8K_FRAC.sub(_fraction_value, boxed)))
+        unwrapped = _FONT.sub(r" \1 ", boxed)  # `\text{18}`, `\mathbf{18}`: their contents
+        return _last_number(_strip_latex_number(_GSM8K_FRAC.sub(_fraction_value, unwrapped)))
     matches = list(_ANSWER_IS.finditer(completion))
     if matches:
         found = _first_number(completion[matches[-1].end():])
@@ -89,6 +90,7 @@ def extract_gsm8k(completion: str) -> str | None:
     return _last_number(completion)
 
 
+_FONT = re.compile(r"\\(?:text|textbf|textrm|mathbf|mathrm|mbox|boldsymbol)\s*\{([^{}]*)\}")
 _GSM8K_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([-−]?\d[\d,]*(?:\.\d+)?)\s*\}\s*\{\s*(\d[\d,]*(?:\.\d+)?)\s*\}")
 
 

@@ -102,7 +102,8 @@ def _split_in_name(p: Path) -> str | None:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    stem = re.sub(r"-\d+-of-\d+$", "", stem)  # a Hub shard: its split is the name before the shard number
+    stem = re.sub(r"-\d+-of-\d+(?:-[0-9a-f]+)?$", "", stem)  # a Hub shard (and its older hashed names):
+    # its split is the name before the shard number
     for word in _SPLIT_WORDS:
         if stem == word or stem.endswith((f"_{word}", f"-{word}", f".{word}")):
             return word
