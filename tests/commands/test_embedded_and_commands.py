@@ -151,3 +151,13 @@ def test_mdlm_evaluate_refuses_bad_settings_and_keeps_the_card(tmp_path, args, m
     with pytest.raises(ValueError, match=message):
         main(["mdlm", "evaluate", "--model", str(model), "--n", "4", *args])
     assert (model / "README.md").read_bytes() == card and (model / "eval.json").read_bytes() == table
+
+
+def test_decode_json_output_is_standard_json_when_tau_is_undefined(capsys):
+    """Every token committed in one forward leaves Kendall's τ undefined (NaN); `json.dumps` wrote
+    it as the bare token `NaN`, which no strict JSON parser reads. It is now `null`."""
+    main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3 3 9 5 7 2", "--gen_length", "8",
+          "--policy", "threshold", "--policy.threshold", "0.01", "--json_output", "true"])
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert summary["nfe"] == 1.0 and summary["kendall_tau"] is None

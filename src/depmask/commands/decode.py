@@ -7,6 +7,7 @@ prints. It does not evaluate answers (that is `eval`).
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import torch
@@ -92,8 +93,9 @@ def decode(
                      "nfe": int(res.nfe[i]), "tpf": float(res.tpf()[i]),
                      "commit_step": res.commit_step[i].tolist()})
     summary = {"policy": policy.name, **policy.knobs(), **res.summary(), "rows": rows}
-    if json_output:
-        print(json.dumps(summary))
+    if json_output:  # standard JSON: an undefined value (τ with every token in one forward) is null
+        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()},
+                         allow_nan=False))
     else:
         for r in rows:
             shown = r["completion"] if r["completion"] is not None else r["completion_ids"]
