@@ -342,3 +342,28 @@ def test_a_tensor_knob_on_the_edge_decides_as_the_float_does():
         assert int(eager[1].sum()) == fits, value  # row 1: the whole block masked
         assert torch.equal(compiled_select(policy, "aot")(state), eager), value
         assert torch.equal(policy.select_with(state, epsilon=torch.tensor(value, dtype=torch.float64)), eager)
+
+
+def test_a_policy_changed_after_compiling_is_compiled_again(mock_denoiser, prompts):
+    """The libraries bake in the non-tensor knobs and the head's weights; changing either after the
+    first decode used to leave the old libraries deciding (NFE [8, 8, 7] against eager [3, 4, 3]
+    after a `load_state_dict`). `compiled_select` now notices and builds them again."""
+    plain = build_policy("guided", units="token", rule="budget", scorer="attention", epsilon=0.1)
+    step = AotSelect(plain)
+    assert not step.refresh()
+    plain.skip_blocked = True
+    assert step.refresh() and not step.refresh()  # noticed once
+    head = _head(mock_denoiser)
+    policy = build_policy("demask", head=head, epsilon=0.3)
+    kwargs = dict(gen_length=8, pad_id=0)
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
+          generate(mock_denoiser, prompts, policy, **kwargs), "before")
+    torch.manual_seed(1)
+    other = DependencyHead(hidden_size=mock_denoiser.hidden_size, dim=16, layers=1, heads=2, max_distance=16,
+                           base_fingerprint=mock_denoiser.fingerprint)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(3)
+    head.load_state_dict(other.state_dict())
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
+          generate(mock_denoiser, prompts, policy, **kwargs), "after load_state_dict")

@@ -411,3 +411,22 @@ def test_the_conflict_floor_without_attention_ignores_the_batch():
             wide = generate(den, [[1, 2, 3]], build_policy("guided", **knobs, edge_floor=1.2 / 48), gen_length=8, steps=8)
             changed += wide.commit_step[0].tolist() != alone.commit_step[0].tolist()
     assert changed  # the floor matters on these decodes: the check above can fail
+
+
+def test_a_preset_knob_set_after_construction_reaches_the_decode(prompts):
+    """`clad.threshold = 0.0` changed the table (`knobs()`, repr) but not the decode: the preset
+    kept its own copy, and its `Guided` decided. Now the knob is forwarded; the head and the
+    oracle's `chunk_size` are fixed and say so."""
+    den = MockDenoiser()
+    clad = build_policy("clad", threshold=0.99)
+    clad.threshold = 0.0
+    fresh = build_policy("clad", threshold=0.0)
+    assert torch.equal(generate(den, prompts, clad, gen_length=8).nfe, generate(den, prompts, fresh, gen_length=8).nfe)
+    demask = build_policy("demask", head=FakeHead(), epsilon=0.1)
+    demask.epsilon, demask.confidence_floor = 0.5, 0.2
+    assert (demask._guided.epsilon, demask._guided.threshold) == (0.5, 0.2)
+    with pytest.raises(AttributeError, match="build a new policy for another head"):
+        demask.head = FakeHead()
+    oracle = build_policy("oracle", epsilon=0.1)
+    with pytest.raises(AttributeError, match="chunk_size is fixed"):
+        oracle.chunk_size = 3

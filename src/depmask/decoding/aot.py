@@ -19,8 +19,11 @@ dynamic, so rows leaving the batch reuse it, and so is the canvas length, so bat
 prompt widths (which move the blocks) reuse it too; a batch whose block starts at column 0 (empty
 prompts) gets a library of its own, with a fixed canvas. Since ε and τ are inputs, a sweep over
 them compiles once, and every policy of the sweep loads that library from the disk cache. The other
-knobs (units, rule, `skip_blocked`, edge settings) and any trained weights are baked in: build a
-new policy to change them.
+knobs (units, rule, `skip_blocked`, edge settings) and any trained weights are baked in. Changing
+them on the policy after a library was built (a knob set, a head's `load_state_dict` or `train()`)
+is noticed when the step is next fetched for a decode (`compiled_select`, once per `generate()`):
+the libraries in memory are dropped and built again (a library of the new step may come from the
+disk cache). Before, the old libraries kept deciding.
 
 Costs: about 10–20 s of compiling per geometry on a 2-core CPU (a C++ compiler is needed), so
 semi-autoregressive decoding with `n` blocks compiles `n` times. Not for policies that probe the
@@ -77,6 +80,32 @@ class _Step(torch.nn.Module):
         return self.policy.select_with(StepState(**values), **dict(zip(self.knobs, tensors[n:])))
 
 
+def _modules_of(obj, depth: int = 3) -> list[torch.nn.Module]:
+    """The `nn.Module`s a policy holds (its head), looked up through its attributes."""
+    if isinstance(obj, torch.nn.Module):
+        return [obj]
+    if depth == 0 or not hasattr(obj, "__dict__"):
+        return []
+    found: list[torch.nn.Module] = []
+    for key, value in vars(obj).items():
+        if not key.startswith("_compiled"):
+            found += [m for m in _modules_of(value, depth - 1) if all(m is not f for f in found)]
+    return found
+
+
+def _policy_stamp(policy: Policy) -> tuple:
+    """What a library bakes in besides its inputs: the policy's (and its `Guided`'s) other knobs,
+    and the mode and version of every parameter and buffer of the modules it holds."""
+    tensor = set(policy.tensor_knobs())
+    knobs = []
+    for obj in (policy, vars(policy).get("_guided")):
+        if isinstance(obj, Policy):
+            knobs += [(k, repr(v)) for k, v in sorted(obj.knobs().items()) if k not in tensor]
+    modules = _modules_of(policy)
+    return (tuple(knobs), tuple(sub.training for top in modules for sub in top.modules()),
+            tuple(t._version for m in modules for t in (*m.parameters(), *m.buffers())))
+
+
 def _canvas_dims(field: str) -> tuple[int, ...]:
     """The dimensions of a state field that run over the canvas: the second of every field
     (`[b, l, ...]`), the third of the attention (`[b, l, l]`), none of the rows' lengths (`[b]`)."""
@@ -103,8 +132,22 @@ class AotSelect:
         self.knobs = tuple(policy.tensor_knobs())  # inputs of every library, after the fields
         self._knob_inputs: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self._runners: dict[tuple, object] = {}
+        self._stamp = _policy_stamp(policy)
         self.loaded = 0  # libraries taken from the disk cache instead of compiled
         self._dir = tempfile.TemporaryDirectory(prefix="depmask-aot-")  # removed with this object
+
+    def refresh(self) -> bool:
+        """Drop the libraries built so far when the policy changed since (its other knobs, or the
+        version or mode of a parameter it holds); True if it did. `compiled_select` calls it each
+        time it hands this step to a decode."""
+        stamp = _policy_stamp(self.policy)
+        if stamp == self._stamp:
+            return False
+        self.fields, self.knobs = tuple(self.policy.state_fields), tuple(self.policy.tensor_knobs())
+        self._runners.clear()
+        self._knob_inputs.clear()
+        self._stamp = stamp
+        return True
 
     def __call__(self, state: StepState) -> torch.Tensor:
         tensors = self._inputs(state)

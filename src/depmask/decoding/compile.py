@@ -58,6 +58,8 @@ def compiled_select(policy: Policy, mode: str = "jit") -> Callable[..., torch.Te
     compiled = vars(policy).setdefault("_compiled_select", {})  # dies with the policy
     if mode not in compiled:
         compiled[mode] = _aot(policy) if mode == "aot" else _jit(policy)
+    elif mode == "aot":
+        compiled[mode].refresh()  # a knob or weight changed since: its libraries are built again
     return compiled[mode]
 
 

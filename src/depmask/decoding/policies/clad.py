@@ -18,6 +18,7 @@ from depmask.decoding.policies.guided import Guided, GuidedPreset
 
 class Clad(GuidedPreset):
     name = "clad"
+    _forwarded = {"threshold": "threshold"}
 
     def __init__(self, threshold: float = 0.7):
         if not 0 <= threshold <= 1:

@@ -17,6 +17,7 @@ from depmask.decoding.policies.guided import Guided, GuidedPreset
 
 class Demask(GuidedPreset):
     name = "demask"
+    _forwarded = {"epsilon": "epsilon", "confidence_floor": "threshold"}
 
     def __init__(self, head: str | None = None, epsilon: float = 0.1, confidence_floor: float = 0.0):
         if not 0 <= confidence_floor <= 1:

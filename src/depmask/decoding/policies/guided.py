@@ -17,7 +17,7 @@ canvas width for a state built without it).
 from __future__ import annotations
 
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -145,9 +145,25 @@ class Guided(Policy):
 
 
 class GuidedPreset(Policy):
-    """A named preset of `Guided`: keeps its own knobs (for tables and YAML) and delegates."""
+    """A named preset of `Guided`: keeps its own knobs (for tables and YAML) and delegates.
+
+    Setting a preset knob after construction (`policy.epsilon = 0.3`) sets the `Guided` attribute
+    it stands for (`_forwarded`), so the decode follows what `knobs()` and the tables show (it used
+    to change the table only). The head, and knobs that are no `Guided` attribute (the oracle's
+    `chunk_size`), are fixed: build a new policy to change them."""
 
     _guided: Guided
+    _forwarded: ClassVar[dict[str, str]] = {}  # preset knob -> the `Guided` attribute it sets
+    _fixed: ClassVar[tuple[str, ...]] = ("head", "chunk_size")
+
+    def __setattr__(self, name: str, value) -> None:
+        guided = vars(self).get("_guided")
+        if guided is not None and name in self._fixed and name in vars(self) and vars(self)[name] is not value:
+            raise AttributeError(f"{type(self).__name__}.{name} is fixed once the policy is built; build a new "
+                                 f"policy for another {name}")
+        super().__setattr__(name, value)
+        if guided is not None and name in self._forwarded:
+            setattr(guided, self._forwarded[name], value)
 
     @property
     def needs_hidden(self) -> bool:  # type: ignore[override]

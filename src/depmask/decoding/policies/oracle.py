@@ -11,6 +11,7 @@ from depmask.decoding.policies.guided import Guided, GuidedPreset
 
 class Oracle(GuidedPreset):
     name = "oracle"
+    _forwarded = {"epsilon": "epsilon", "confidence_floor": "threshold"}
 
     def __init__(self, epsilon: float = 0.1, confidence_floor: float = 0.0, chunk_size: int = 64):
         if not 0 <= confidence_floor <= 1:
