@@ -131,6 +131,17 @@ def test_mdlm_evaluate_writes_json_and_card(tmp_path):
 
     model = tmp_path / "m"
     shutil.copytree(EMBEDDED, model)
+    card, table = (model / "README.md").read_bytes(), (model / "eval.json").read_bytes()
+    # the model's own table (500 items over four tasks) is not replaced by a smaller run's
+    with pytest.raises(ValueError, match=r"holds the model's table of \[500\] items per task .* Give `--out`"):
+        main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]"])
+    assert (model / "README.md").read_bytes() == card and (model / "eval.json").read_bytes() == table
+    main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]",
+          "--out", str(tmp_path / "mine.json"), "--write_card", "false"])  # a table of one's own
+    assert len(json.loads((tmp_path / "mine.json").read_text())) == 5 and (model / "eval.json").read_bytes() == table
+    with pytest.raises(ValueError, match=r"`out` \(.*\) is a directory"):
+        main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--out", str(tmp_path), "--write_card", "false"])
+    (model / "eval.json").unlink()  # a model without a table yet: it gets one, and its card
     rows = main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]"])
     del rows
     data = json.loads((model / "eval.json").read_text())

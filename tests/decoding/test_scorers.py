@@ -430,3 +430,22 @@ def test_a_preset_knob_set_after_construction_reaches_the_decode(prompts):
     oracle = build_policy("oracle", epsilon=0.1)
     with pytest.raises(AttributeError, match="chunk_size is fixed"):
         oracle.chunk_size = 3
+
+
+def test_a_copy_of_the_model_in_another_directory_keeps_its_head(tmp_path):
+    """Fingerprints are `name@revision:config-weights`, the name from the directory: a head was
+    refused for a bit-identical copy of its model (`tiny-copy@local:…` against `tiny-tasks@local:…`,
+    the same hashes). Models are compared by their hashes; other weights are still refused."""
+    import shutil
+
+    from depmask.models import HFDenoiser
+    from depmask.models.fingerprint import same_model
+    from depmask.predictor import DependencyHead
+    from tests.conftest import EMBEDDED, ROOT
+
+    copy = tmp_path / "tiny-copy"
+    shutil.copytree(EMBEDDED, copy)
+    den = HFDenoiser.from_pretrained(copy)
+    head = DependencyHead.from_pretrained(ROOT / "models" / "tiny-tasks-head", denoiser=den)  # not refused
+    assert den.fingerprint != head.base_fingerprint and same_model(den.fingerprint, head.base_fingerprint)
+    assert not same_model("m@local:aaa-bbb", "m@local:aaa-ccc") and same_model(None, None)

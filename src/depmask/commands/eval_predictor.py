@@ -37,6 +37,7 @@ from depmask.eval.predictor_quality import (
     score_metrics,
 )
 from depmask.eval.prefix_decisions import decision_table, decision_text, prefix_costs
+from depmask.models.fingerprint import same_model
 
 SPLITS = ("val", "all")
 METRICS = ("auroc", "ap", "spearman", "precision_at_k")
@@ -48,7 +49,7 @@ def _load_head(head: str, info: dict, harvest: str):
 
     model = DependencyHead.from_pretrained(head)
     problems = []
-    if model.base_fingerprint is not None and model.base_fingerprint != info["fingerprint"]:
+    if model.base_fingerprint is not None and not same_model(model.base_fingerprint, info["fingerprint"]):
         problems.append(f"head `base_fingerprint` is {model.base_fingerprint!r}, harvest fingerprint is "
                         f"{info['fingerprint']!r}")
     if model.hidden_size != int(info["hidden_size"]):

@@ -84,13 +84,17 @@ def mdlm_evaluate(
     tasks = listed("tasks", tasks, DEFAULT_TASKS, "the four synthetic tasks")  # [] would empty the card's table
     for name in tasks:
         get_task(name)  # an unknown name fails here, before the model loads
+    out_path = Path(out) if out else Path(model) / "eval.json"
+    if out_path.is_dir():
+        raise ValueError(f"`out` ({out}) is a directory; give the JSON file to write, e.g. {out_path / 'eval.json'}")
+    if out is None or write_card:
+        _check_model_record(Path(model), n, tasks)
     den = HFDenoiser.from_pretrained(model, device=device or "cpu")
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer; the tasks need one")
     rows = evaluate_rows(den, den.tokenizer, tasks, n, seed, batch_size)
     table = format_table(rows)
     print(table)
-    out_path = Path(out) if out else Path(model) / "eval.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out_path, json.dumps(rows, indent=2).encode())  # the shipped files: never half-written
     print(f"wrote {out_path}")
@@ -101,6 +105,24 @@ def mdlm_evaluate(
         write_atomic(card, (model_card(den, table, model, n, seed, device or "cpu", tasks) + extra).encode())
         print(f"wrote {card}")
     return rows
+
+
+def _check_model_record(model: Path, n: int, tasks: list[str]) -> None:
+    """Refuse, before decoding, to replace the model directory's own table (`eval.json`, read by
+    its card) with one of other items or tasks: `--n 2` rewrote the shipped 500-item table."""
+    record = model / "eval.json"
+    if not record.is_file():
+        return
+    try:
+        rows = json.loads(record.read_text())
+        had = ({r["n"] for r in rows}, list(dict.fromkeys(r["task"] for r in rows)))
+    except (ValueError, KeyError, TypeError):
+        return  # not a table of ours: nothing to protect
+    if had != ({n}, list(tasks)):
+        raise ValueError(
+            f"{record} holds the model's table of {sorted(had[0])} items per task over {had[1]}; this run "
+            f"({n} items over {list(tasks)}) would replace it and its model card. Give `--out` a file of "
+            "your own and `--write_card false`, or the same `--n` and `--tasks` to remake the table")
 
 
 def model_card(den, table: str, model: str, n: int, seed: int, device: str,

@@ -111,3 +111,12 @@ def fingerprint(model: nn.Module, name: str | None = None, path: str | Path | No
     name = name or (Path(str(path)).name if path else None) or getattr(config, "model_type", None) or type(model).__name__
     chash = config_hash(config) if config is not None else "noconfig"
     return f"{name}@{revision_of(path)}:{chash}-{weights_hash(model, stored=stored)}"
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """Whether two fingerprints name the same model: the same config and weights hashes (the part
+    after `name@revision:`), wherever the checkpoint lies: a copy of a model in another directory
+    is that model (its name and revision are where it was loaded from, not what it computes)."""
+    if a is None or b is None:
+        return a == b
+    return a.split(":", 1)[-1] == b.split(":", 1)[-1] if ":" in a and ":" in b else a == b

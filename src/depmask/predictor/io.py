@@ -159,15 +159,18 @@ def read_checkpoint(
 
 def check_compatible(base_fingerprint: str | None, hidden_size: int, denoiser: Any) -> None:
     """Raise ValueError if `denoiser` (anything with `.fingerprint` and `.hidden_size`) is not the
-    model the head was trained on. A head without a recorded fingerprint is checked on hidden
+    model the head was trained on (the same config and weights hashes: a copy of the model in
+    another directory is that model). A head without a recorded fingerprint is checked on hidden
     size only."""
+    from depmask.models.fingerprint import same_model  # here: `predictor` itself imports torch only
+
     missing = [a for a in ("fingerprint", "hidden_size") if not hasattr(denoiser, a)]
     if missing:
         raise TypeError(f"`denoiser` ({type(denoiser).__name__}) lacks attribute(s) {missing}")
     problems = []
     if int(denoiser.hidden_size) != hidden_size:
         problems.append(f"hidden size: head expects {hidden_size}, denoiser has {denoiser.hidden_size}")
-    if base_fingerprint is not None and denoiser.fingerprint != base_fingerprint:
+    if base_fingerprint is not None and not same_model(denoiser.fingerprint, base_fingerprint):
         problems.append(
             f"fingerprint: head was trained on {base_fingerprint!r}, denoiser is {denoiser.fingerprint!r}"
         )

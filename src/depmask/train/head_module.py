@@ -35,6 +35,7 @@ from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 from torchmetrics.retrieval import RetrievalPrecision
 
 from depmask.decoding.selector import prefix_cost
+from depmask.models.fingerprint import same_model
 from depmask.predictor import DependencyHead, pair_mask
 
 LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
@@ -277,7 +278,7 @@ class HeadModule(L.LightningModule):
 def _load_teacher(directory: str, hidden_size: int, base_fingerprint: str | None) -> DependencyHead:
     """The frozen teacher head at `directory`, refused (ValueError) when it reads another model."""
     head = DependencyHead.from_pretrained(directory)
-    if head.hidden_size != hidden_size or head.base_fingerprint != base_fingerprint:
+    if head.hidden_size != hidden_size or not same_model(head.base_fingerprint, base_fingerprint):
         raise ValueError(f"`teacher` ({directory}) was trained for base model {head.base_fingerprint!r} "
                          f"(hidden size {head.hidden_size}); this harvest is {base_fingerprint!r} "
                          f"(hidden size {hidden_size})")
