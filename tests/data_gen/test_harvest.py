@@ -146,9 +146,20 @@ def test_run_harvest_resume_and_identity(embedded, tmp_path):
     again = run_harvest(cfg, QUIET)  # nothing left to do
     assert again["skipped_examples"] == 12 and again["states"] == 0 and again["total_rows"] == 24
     ds = load_harvest(cfg.output)
-    assert len(ds) == 24 and len(set(zip(list(ds["example_id"]), list(ds["step"])))) == 24
+    states = sorted(zip(list(ds["example_id"]), list(ds["step"])))
+    assert len(ds) == 24 and len(set(states)) == 24
+    del ds  # memory-mapped: the shards are damaged below
     with pytest.raises(ValueError, match=r"config.topk: 1 → 2"):
         run_harvest(HarvestConfig(**{**vars(cfg), "topk": 2}), QUIET)
+    # a damaged shard (truncated since) is harvested again on resume; it used to count as done,
+    # so `verify` kept failing after the re-run that its message recommends
+    shard = sorted((tmp_path / "h" / "shards").glob("shard-*.arrow"))[1]
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert not verify_harvest(cfg.output).ok
+    repaired = run_harvest(cfg, QUIET)
+    assert repaired["states"] == 8 and repaired["total_rows"] == 24 and verify_harvest(cfg.output).ok
+    again = load_harvest(cfg.output)
+    assert sorted(zip(list(again["example_id"]), list(again["step"]))) == states
 
 
 def test_prompts_file(embedded, tmp_path):

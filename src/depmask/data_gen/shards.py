@@ -120,7 +120,10 @@ def done_examples(out: Path) -> set[str]:
 
 
 def clean_incomplete(out: Path) -> list[str]:
-    """Remove temporary files and shards without a sidecar; returns the removed names."""
+    """Remove temporary files, shards without a sidecar, and shards whose size is not the one
+    their sidecar records (truncated or overwritten since), with that sidecar, so a resume
+    harvests their examples again; returns the removed names. (A full content check is `depmask
+    harvest verify`'s: it reads every byte.)"""
     directory = Path(out) / SHARDS
     if not directory.is_dir():
         return []
@@ -130,6 +133,16 @@ def clean_incomplete(out: Path) -> list[str]:
         if p.name.startswith(TMP_PREFIX) or orphan:
             p.unlink(missing_ok=True)
             removed.append(p.name)
+    for side in sorted(directory.glob("shard-*.json")):
+        try:
+            info = read_sidecar(side)
+        except ValueError:
+            continue  # not ours to judge: `verify` names it
+        shard = directory / info.name
+        if shard.is_file() and shard.stat().st_size != info.bytes:
+            shard.unlink()
+            side.unlink()
+            removed += [info.name, side.name]
     return removed
 
 

@@ -124,13 +124,13 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     if record is not None:
         write_atomic(out / "harvest.yaml", record)
     groups = group_items(items, cfg.batch_size)
-    done = done_examples(out)
-    todo = [g for g in groups if not all(it.example_id in done for it in g)]
     if trainer.is_global_zero:
         removed = clean_incomplete(out)
         if removed:
-            print(f"harvest: removed {len(removed)} incomplete file(s) of an interrupted run")
+            print(f"harvest: removed {len(removed)} incomplete or damaged file(s); their examples are harvested again")
     trainer.strategy.barrier()
+    done = done_examples(out)  # after the cleaning: a removed shard's examples are to do
+    todo = [g for g in groups if not all(it.example_id in done for it in g)]
     summary = {"skipped_examples": sum(len(g) for g in groups) - sum(len(g) for g in todo)}
     if todo:
         loader = DataLoader(todo, batch_size=1, shuffle=False, collate_fn=_one_group, num_workers=cfg.num_workers)
