@@ -62,6 +62,10 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     recorded = (tmp_path / "quickstart.json").read_bytes()
     with pytest.raises(ValueError, match=r"other settings \(harvest_examples: 12 → 13; head_epochs: 1 → 2\)"):
         main([*args, "--harvest_examples", "13", "--head_epochs", "2"])
+    other = tmp_path / "head.yaml"  # the shipped head's recipe at another width: the key is named
+    other.write_text("model:\n  dim: 16\n")
+    with pytest.raises(ValueError, match=r"other settings \(head\.dim: 32 → 16"):
+        main([*args, "--head_config", str(other)])
     assert (tmp_path / "quickstart.json").read_bytes() == recorded
 
 
@@ -113,6 +117,16 @@ def test_decode_command_names_bad_lengths():
 def test_quickstart_refuses_bad_settings_before_any_work(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
         main(["quickstart", "--out_dir", str(tmp_path / "qs"), *args])
+    assert not (tmp_path / "qs").exists()
+
+
+def test_quickstart_refuses_a_bad_head_config_before_the_harvest(tmp_path):
+    """A bad value in the head config failed only after the harvest, and was recorded with the
+    run's settings, so the corrected command was refused and the harvest had to be deleted."""
+    bad = tmp_path / "head.yaml"
+    bad.write_text("model:\n  pair_activation: 5\n")
+    with pytest.raises(ValueError, match=r"`head_config` \(.*head\.yaml\): `pair_activation` \(5\) must be one of"):
+        main(["quickstart", "--out_dir", str(tmp_path / "qs"), "--head_config", str(bad)])
     assert not (tmp_path / "qs").exists()
 
 

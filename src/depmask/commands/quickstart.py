@@ -71,11 +71,28 @@ def check_settings(out: Path, settings: dict) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text())
-    diffs = [f"{k}: {old.get(k)!r} → {v!r}" for k, v in settings.items() if old.get(k) != v]
+    diffs = []
+    for k, v in settings.items():
+        was = old.get(k)
+        if isinstance(was, dict) and isinstance(v, dict):  # the head's settings: name the keys that differ
+            diffs += [f"{k}.{s}: {was.get(s)!r} → {v.get(s)!r}" for s in dict.fromkeys([*was, *v]) if was.get(s) != v.get(s)]
+        elif was != v:
+            diffs.append(f"{k}: {was!r} → {v!r}")
     if diffs:
         raise ValueError(f"{out} holds a quickstart run with other settings ({'; '.join(diffs)}); its harvest "
                          f"and head would be reused as they are. Give another `--out_dir`, or delete {out} "
                          "to start over")
+
+
+def check_head_kwargs(head_kwargs: dict, head_config: str | None) -> None:
+    """Build the head's module once on a stand-in hidden size, so a bad value of the head config
+    (`pair_activation: 5`) is refused before the harvest, not after it (and before it is recorded)."""
+    from depmask.train.head_module import HeadModule
+
+    try:
+        HeadModule(hidden_size=8, export_dir=None, **head_kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"`head_config` ({head_config or shipped_head_config()}): {err}") from None
 
 
 def record_settings(out: Path, settings: dict) -> None:
@@ -126,6 +143,7 @@ def quickstart(
     dev = check_device(device)  # before any work, not in Lightning's accelerator setup
     trainer = {"accelerator": "cpu"} if dev.type == "cpu" else {"accelerator": "gpu", "devices": [dev.index or 0]}
     head_kwargs = module_kwargs(head_config or shipped_head_config())  # a bad file fails before any work
+    check_head_kwargs(head_kwargs, head_config)  # so does a bad value in it (it used to fail after the harvest)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # so does a bad `n`, read only by the last stage
         raise ValueError(f"`n` ({n!r}) must be an int >= 1 (held-out test items per task)")
     if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or head_epochs < 1:
