@@ -148,6 +148,9 @@ def test_a_resume_continues_from_the_last_epoch_in_its_own_run(harvest, tmp_path
     with pytest.raises(ValueError, match=r"model\.lr is 0\.002 in the checkpoint, 0\.003 here"):
         fit(harvest, tmp_path, "--trainer.max_epochs", "4", "--trainer.logger", "false", "--checkpoint.mode", "max",
             "--model.lr", "0.003", "--ckpt_path", str(run / "last.ckpt"))
+    with pytest.raises(ValueError, match=r"data\.val_fraction is 0\.3 in the checkpoint, 0\.5 here"):  # other data
+        fit(harvest, tmp_path, "--trainer.max_epochs", "4", "--trainer.logger", "false", "--checkpoint.mode", "max",
+            "--data.val_fraction", "0.5", "--ckpt_path", str(run / "last.ckpt"))
     main(["train", "fit", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest), "--trainer.max_epochs", "4",
           "--trainer.logger", "false", "--checkpoint.mode", "max", "--model.export_dir", str(tmp_path / "head2"),
           "--ckpt_path", str(run / "last.ckpt")])  # no --checkpoint.dirpath: the run's own directory

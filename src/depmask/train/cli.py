@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -25,6 +26,8 @@ class DepmaskCLI(LightningCLI):
 
     # model arguments a resumed run may change: where it writes its result, not what it trains
     RESUME_MAY_CHANGE: tuple[str, ...] = ("export_dir",)
+    # data arguments it may change: how batches are loaded, not which
+    RESUME_DATA_MAY_CHANGE: tuple[str, ...] = ("num_workers",)
 
     def parse_arguments(self, parser, args) -> None:
         with warnings.catch_warnings():
@@ -49,12 +52,27 @@ class DepmaskCLI(LightningCLI):
         for key in self.RESUME_MAY_CHANGE:  # the command's value, `null` included
             if key in diff:
                 self.config[sub]["model"][key] = diff.pop(key)[1]
+        diff = {f"model.{k}": v for k, v in diff.items()}
+        diff.update(self._data_diff(sub))
         if diff:
             ckpt = self.config[sub].get("ckpt_path")
             raise ValueError(
-                f"`ckpt_path` ({ckpt}) resumes a run trained with other model settings than this command's: "
-                + "; ".join(f"model.{k} is {a!r} in the checkpoint, {b!r} here" for k, (a, b) in sorted(diff.items()))
+                f"`ckpt_path` ({ckpt}) resumes a run trained with other settings than this command's: "
+                + "; ".join(f"{k} is {a!r} in the checkpoint, {b!r} here" for k, (a, b) in sorted(diff.items()))
                 + ". Resume with the run's own settings (its config.yaml), or drop --ckpt_path to start a new run")
+
+    def _data_diff(self, sub: str) -> dict:
+        """The `data` arguments of this command that differ from those the checkpoint's data
+        module recorded (a resume with another harvest or split trained on, and exported from, data
+        that was not the run's). Checkpoints written before the data modules recorded them: none."""
+        import torch
+
+        ckpt, data = self.config[sub].get("ckpt_path"), self.config[sub].get("data")
+        if not ckpt or data is None or not Path(ckpt).is_file():
+            return {}
+        theirs = torch.load(ckpt, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
+        return {f"data.{k}": (theirs[k], v) for k, v in data.items()
+                if k in theirs and k not in self.RESUME_DATA_MAY_CHANGE and _plain(theirs[k]) != _plain(v)}
 
 
 def wandb_offline_by_default() -> None:
@@ -77,3 +95,8 @@ def mdlm_cli(args: Sequence[str] | None = None) -> LightningCLI:
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
     )
+
+
+def _plain(value):
+    """A config value as plain data, for comparison (a tuple from a checkpoint equals a list)."""
+    return list(value) if isinstance(value, tuple) else value

@@ -96,6 +96,7 @@ class HeadDataModule(L.LightningDataModule):
             raise ValueError(f"`num_workers` ({num_workers}) must be >= 0 (0 = load in the main process)")
         if max_train_states is not None and max_train_states < 1:
             raise ValueError(f"`max_train_states` ({max_train_states}) must be >= 1, or None for all")
+        self.save_hyperparameters()  # into checkpoints: a resume with other data is refused (`DepmaskCLI`)
         self.harvest, self.batch_size, self.num_workers = harvest, batch_size, num_workers
         info = harvest_info(harvest)
         self.hidden_size: int = int(info["hidden_size"])

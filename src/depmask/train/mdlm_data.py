@@ -139,6 +139,7 @@ class TaskMixtureDataModule(L.LightningDataModule):
                 raise ValueError(f"`{name}` ({v}) must be >= 1")
         if num_workers < 0:
             raise ValueError(f"`num_workers` ({num_workers}) must be >= 0 (0 = load in the main process)")
+        self.save_hyperparameters()  # into checkpoints: a resume with other data is refused (`DepmaskCLI`)
         self.tasks = [get_task(t) for t in tasks]
         self.tokenizer = build_tokenizer(self.tasks)
         self.pool_size, self.items_per_epoch, self.val_size = pool_size, items_per_epoch, val_size
