@@ -78,3 +78,18 @@ def test_top_level_help_lists_every_command_including_the_lightning_ones(capsys)
         assert line in out
     for folder in ("configs/harvest/", "configs/train/", "configs/mdlm/"):
         assert (ROOT / folder).is_dir() and folder in out  # the folders named exist
+
+
+@pytest.mark.parametrize("command", [["eval", "decode"], ["eval", "subadditivity"], ["mdlm", "evaluate"],
+                                     ["tasks", "show"]])
+def test_a_misspelled_config_key_of_a_group_command_is_named(tmp_path, capsys, command):
+    """A command inside a group (`eval decode`, `mdlm evaluate`, ...) was parsed nested in the
+    group's parser, and a misspelled config key came out as `error: 'eval'`."""
+    from depmask.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("batchsize: 2\n")
+    with pytest.raises(SystemExit):
+        main([*command, "--config", str(config)])
+    err = capsys.readouterr().err
+    assert "Option 'batchsize' is not accepted" in err and f"depmask {' '.join(command)} --help" in err

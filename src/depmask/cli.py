@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:2] == ["harvest", "verify"] and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], "--directory", *argv[2:]]  # `depmask harvest verify DIR`
     args = _policy_names(argv)
+    group = COMMANDS.get(args[0]) if args else None
+    if isinstance(group, dict) and len(args) > 1 and args[1] in group and not args[1].startswith("_"):
+        # a group's command is parsed on its own: nested in the group's parser, jsonargparse reported
+        # a misspelled config key as "error: 'eval'" instead of naming it
+        CLI(group[args[1]], args=args[2:], as_positional=False, prog=f"depmask {args[0]} {args[1]}",
+            formatter_class=_HelpFormatter)
+        return
     CLI(COMMANDS, args=args, as_positional=False, epilog=EPILOG, formatter_class=_HelpFormatter)
 
 

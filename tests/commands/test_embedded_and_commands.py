@@ -105,6 +105,8 @@ def test_decode_command_names_bad_lengths():
     with pytest.raises(ValueError, match=r"`block_length` \(5\) must be >= 1 and divide `gen_length` \(8\)"):
         main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 1 2", "--gen_length", "8",
               "--block_length", "5"])
+    with pytest.raises(ValueError, match=r"`steps` \(0\) must be an int >= 1"):  # before the model loads
+        main(["decode", "--model", "/nonexistent", "--prompt", "<sort> 1 2", "--gen_length", "8", "--steps", "0"])
 
 
 @pytest.mark.parametrize(("args", "message"), [

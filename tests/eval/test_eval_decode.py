@@ -234,11 +234,16 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     (["--temperature", "-0.5"], r"`temperature` \(-0.5\) must be >= 0"),
     # a length that does not fit a task fails before the first run writes anything
     (["--block_length", "3"], r"task 'sort': `block_length` \(3\) must be >= 1 and divide `gen_length` \(8\)"),
+    # task names and their arguments, before the model loads (a misspelled name was ignored)
+    (["--task_kwargs", "{sorting: {n: 8}}"], r"`task_kwargs` names \['sorting'\], which are not in `tasks`"),
+    (["--tasks", "[sort, nosuch]"], r"unknown task 'nosuch'"),
 ])
 def test_eval_decode_refuses_bad_settings_before_decoding(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
         main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), *args])
     assert not (tmp_path / "ev").exists()
+    with pytest.raises(ValueError, match=message):  # before the model loads: a missing one is not the error
+        main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), *args, "--model.path", str(tmp_path / "none")])
 
 
 def test_excluded_prompts_leave_the_draw(tmp_path):

@@ -13,8 +13,10 @@ import warnings
 import torch
 
 from depmask.decoding import generate
+from depmask.decoding.loop import check_lengths
 from depmask.decoding.policies import LowConfidence, Policy
 from depmask.decoding.trajectory import token_strings, trajectory_lines
+from depmask.eval.runner import check_decoding
 
 
 def decode(
@@ -69,6 +71,8 @@ def decode(
 
     if (prompt is None) == (prompt_ids is None):
         raise ValueError("give exactly one of `prompt` (texts) or `prompt_ids` (token ids)")
+    check_decoding(temperature, gen_length, block_length, steps)  # before the model loads (minutes for 8B)
+    check_lengths(gen_length, block_length or gen_length, steps or gen_length)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = HFDenoiser.from_pretrained(model, mask_id=mask_id, device=device, dtype=dtype)
     tok = den.tokenizer

@@ -36,6 +36,7 @@ from depmask.eval.runner import (
     check_counts,
     check_decoding,
     check_policies,
+    check_tasks,
     listed,
     run_decode_eval,
     task_prompts,
@@ -127,6 +128,7 @@ def eval_decode(
     check_counts(n, batch_size)
     check_decoding(temperature, gen_length, block_length, steps)
     check_policies(policies)  # every run's preset and knobs, before the model loads
+    check_tasks(tasks, task_kwargs, gen_length, block_length, steps)  # so every task and its arguments
     if not windows:
         raise ValueError("`windows` is empty; give at least one accuracy window, e.g. [0.01]")
     bad = [w for w in windows if not 0 <= w <= 1]

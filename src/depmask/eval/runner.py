@@ -220,6 +220,31 @@ def check_decoding(temperature: float, gen_length: int | None, block_length: int
             raise ValueError(f"`{name}` ({value!r}) must be an int >= 1, or None for {unset}")
 
 
+def task_lengths(adapter: TaskAdapter, gen_length: int | None, block_length: int | None,
+                 steps: int | None) -> tuple[int, int]:
+    """A task's (gen_length, block_length): the settings given, else the task's own (its block
+    also under another gen_length), checked (ValueError naming the task)."""
+    g = gen_length or adapter.gen_length
+    blk = block_length or adapter.block_length
+    try:
+        check_lengths(g, blk, steps or g)
+    except ValueError as err:
+        hint = "" if block_length else f" (the task's block; give --block_length for gen_length {g})"
+        raise ValueError(f"task {adapter.name!r}: {err}{hint}") from None
+    return g, blk
+
+
+def check_tasks(tasks: list[str], task_kwargs: dict[str, dict] | None, gen_length: int | None = None,
+                block_length: int | None = None, steps: int | None = None) -> None:
+    """Every task built with its arguments and its lengths checked, and no `task_kwargs` for a task
+    that is not run (a misspelled name was silently ignored), before a model loads."""
+    stray = sorted(set(task_kwargs or {}) - set(tasks))
+    if stray:
+        raise ValueError(f"`task_kwargs` names {stray}, which are not in `tasks` ({tasks})")
+    for name in tasks:
+        task_lengths(TaskAdapter.build(name, **(task_kwargs or {}).get(name, {})), gen_length, block_length, steps)
+
+
 def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None = None) -> None:
     """Build every run of every sweep once, so that a bad preset name or knob fails before
     anything loads or decodes, naming the sweep and the run (not after the runs before it).
@@ -262,13 +287,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
             if not examples:
                 raise ValueError(f"task {task_name!r}: every item of the draw (split {split!r}, seed {seed}) "
                                  "is an excluded (evaluation) item")
-        g = gen_length or adapter.gen_length
-        blk = block_length or adapter.block_length  # the task's block, also under another gen_length
-        try:  # every task's lengths, before the first run decodes (or creates its files)
-            check_lengths(g, blk, steps or g)
-        except ValueError as err:
-            hint = "" if block_length else f" (the task's block; give --block_length for gen_length {g})"
-            raise ValueError(f"task {task_name!r}: {err}{hint}") from None
+        g, blk = task_lengths(adapter, gen_length, block_length, steps)
         for sweep in policies:
             for knobs in sweep.expand():
                 plan.append((adapter, examples, sweep, knobs, g, blk))
