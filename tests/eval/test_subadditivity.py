@@ -138,8 +138,29 @@ def test_config_parses():
                                            r"policy sweep 'threshold', run \{'tau': 0.5\}: policy 'threshold' has no knob"),
                                           (["--head", "/nope"], r"policy sweep 'demask', run .*head checkpoint directory"),
                                           (["--tasks", "[]"], r"`tasks` is empty"),
-                                          (["--policies", "[]"], r"`policies` is empty")])
+                                          (["--policies", "[]"], r"`policies` is empty"),
+                                          # accepted before, with changed results or a misnamed error
+                                          (["--delta", "2"], r"`delta` \(2\.0\) must lie in \(0, 1\)"),
+                                          (["--topk", "0"], r"`topk` \(0\) must be an int >= 1"),
+                                          (["--samples", "0"], r"`samples` \(0\) must be an int >= 1"),
+                                          (["--tasks", "[sudoku4, nosuch]"], r"unknown task 'nosuch'")])
 def test_eval_subadditivity_refuses_bad_settings_before_loading(tmp_path, args, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         main(["eval", "subadditivity", "--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "sub"), *args])
+    assert not (tmp_path / "sub").exists()
+
+
+
+def test_eval_subadditivity_refuses_a_head_for_another_model_before_the_first_run(tmp_path):
+    """A head for another model failed only when its run came, after the runs before it."""
+    from depmask.models import HFDenoiser
+    from depmask.predictor import DependencyHead
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    DependencyHead(den.hidden_size, dim=8, layers=0, heads=2, base_fingerprint="other@x:aaa-bbb").save_pretrained(
+        tmp_path / "head")
+    with pytest.raises(ValueError, match="does not match the denoiser"):
+        main(["eval", "subadditivity", "--model", str(EMBEDDED), "--head", str(tmp_path / "head"), "--tasks",
+              "[permutation]", "--n", "2", "--output", str(tmp_path / "sub"),
+              "--policies", "[{name: threshold, knobs: {threshold: 0.5}}, {name: demask, knobs: {epsilon: 1.0}}]"])
     assert not (tmp_path / "sub").exists()

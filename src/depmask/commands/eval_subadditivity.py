@@ -81,9 +81,23 @@ def eval_subadditivity(
     tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")
     policies = listed("policies", policies, _default_policies(), "the default sweeps")
     check_policies(policies, defaults={"demask": {"head": head}})  # as the runs below build them
+    for name, value, least in (("samples", samples, 1), ("exact_max_set", exact_max_set, 0),  # 0: never exact
+                               ("max_enumeration", max_enumeration, 0), ("topk", topk, 1)):  # 0: always sampled
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"`{name}` ({value!r}) must be an int >= {least}")
+    if not 0 < delta < 1:
+        raise ValueError(f"`delta` ({delta}) must lie in (0, 1): the probability mass each position may leave out")
+    for name in tasks:  # every task, before the model loads and before the first run
+        TaskAdapter.build(name)
     den = HFDenoiser.from_pretrained(model)
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer files; the tasks need one")
+    for sweep in policies:  # a head for another model, before the first run (not after the runs before it)
+        for knobs in sweep.expand():
+            knobs = {"head": head, **knobs} if sweep.name == "demask" else knobs
+            bind = getattr(build_policy(sweep.name, **knobs), "bind", None)  # the guided ones check their head
+            if bind is not None:
+                bind(den)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(exact_max_set=exact_max_set, delta=delta, max_enumeration=max_enumeration, samples=samples,
