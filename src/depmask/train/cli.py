@@ -93,6 +93,7 @@ def mdlm_cli(args: Sequence[str] | None = None) -> LightningCLI:
         args=list(args) if args is not None else None,
         trainer_defaults={"logger": default_logger(name="tiny-mdlm"), "default_root_dir": "runs/mdlm"},
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "depmask mdlm"},  # its errors' tip: `depmask mdlm fit --help`
         seed_everything_default=0,
     )
 

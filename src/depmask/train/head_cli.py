@@ -104,5 +104,6 @@ def head_cli(args: Sequence[str] | None = None) -> LightningCLI:
         trainer_defaults={"logger": default_logger(name="dependency-head"), "default_root_dir": "runs/head"},
         save_config_callback=SaveConfigToRunDir,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+        parser_kwargs={"prog": "depmask train"},  # its errors' tip: `depmask train fit --help`
         seed_everything_default=0,
     )
