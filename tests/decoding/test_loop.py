@@ -228,3 +228,19 @@ def test_a_knob_of_the_wrong_type_is_named(name, knobs, message):
     import numpy as np
 
     assert build_policy("dilated", base=np.int64(2)).base == 2  # NumPy scalars from a Python-built sweep
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"prompts": [1, 2, 3]}, TypeError, r"flat list of token ids; give one sequence per row"),
+    ({"prompts": [[4.7, 5.2]]}, TypeError, r"prompt 0 holds torch.float32 values; token ids are ints"),
+    ({"temperature": float("nan")}, ValueError, r"`temperature` \(nan\) must be a finite number >= 0"),
+    ({"temperature": float("inf")}, ValueError, r"`temperature` \(inf\) must be a finite number"),
+    ({"pad_id": 999}, ValueError, r"`pad_id` \(999\) must be a token id in \[0, 13\)"),
+    ({"gen_length": 16.0}, TypeError, r"`gen_length` \(16.0\) must be an int"),
+])
+def test_bad_generate_arguments_are_named(mock_denoiser, kwargs, error, message):
+    """These used to decode silently (a flat list as one-token prompts, floats truncated, NaN
+    temperature as padding) or fail deep inside torch (an out-of-vocabulary pad id)."""
+    kwargs = {"prompts": [[1, 2]], "gen_length": 8, **kwargs}
+    with pytest.raises(error, match=message):
+        generate(mock_denoiser, kwargs.pop("prompts"), build_policy("low_confidence"), **kwargs)

@@ -63,7 +63,19 @@ def build_canvas(
     A prompt token outside [0, `vocab_size`) is refused by name (the embedding would raise a bare
     `IndexError`).
     """
-    rows = [torch.as_tensor(p, dtype=torch.long).flatten().tolist() for p in prompts]
+    if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence):
+        if not (isinstance(prompts, torch.Tensor) and prompts.dim() == 2):
+            raise TypeError(f"`prompts` must be a list of token-id sequences, one per row (a [b, l] tensor "
+                            f"also works), got {type(prompts).__name__}")
+    if len(prompts) and all(isinstance(p, int) for p in prompts):
+        raise TypeError("`prompts` is a flat list of token ids; give one sequence per row: [ids] for one prompt "
+                        f"(it would decode {len(prompts)} one-token prompts)")
+    rows = []
+    for i, p in enumerate(prompts):
+        t = torch.as_tensor(p)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"prompt {i} holds {t.dtype} values; token ids are ints")
+        rows.append(t.to(torch.long).flatten().tolist())
     if not rows:
         raise ValueError("`prompts` is empty: give at least one prompt")
     width = max(len(r) for r in rows)
@@ -125,9 +137,12 @@ def generate(
     """
     block_length = gen_length if block_length is None else block_length
     steps = gen_length if steps is None else steps
+    for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"`{name}` ({value!r}) must be an int")
     num_blocks = check_lengths(gen_length, block_length, steps)
-    if temperature < 0:
-        raise ValueError(f"`temperature` ({temperature}) must be >= 0")
+    if not temperature >= 0 or temperature == float("inf"):  # NaN fails the comparison
+        raise ValueError(f"`temperature` ({temperature}) must be a finite number >= 0")
     if not isinstance(policy, Policy):
         raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
     if hasattr(policy, "bind"):  # e.g. a learned scorer refuses a model it was not trained for
@@ -140,6 +155,9 @@ def generate(
     mask_id = denoiser.mask_id
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0
+    vocab = getattr(denoiser, "vocab_size", None)
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0 or (vocab is not None and pad_id >= vocab):
+        raise ValueError(f"`pad_id` ({pad_id!r}) must be a token id in [0, {vocab if vocab is not None else 'vocab'})")
     steps_per_block = steps // num_blocks
 
     tokens, attn, width = build_canvas(
