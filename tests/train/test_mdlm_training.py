@@ -168,3 +168,22 @@ def test_the_learning_rate_schedule_spans_the_fit(bound):
     trainer.fit(module, dm)
     assert trainer.global_step == 8
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * module.hparams.lr)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"val_decode_items": -1}, r"`val_decode_items` \(-1\) must be an int >= 0"),
+    ({"num_hidden_layers": 0}, r"`num_hidden_layers` \(0\) must be an int >= 1"),
+    ({"hidden_size": 130}, r"`hidden_size` \(130\) must be a multiple of `num_attention_heads` \(4\)"),
+])
+def test_bad_mdlm_settings_are_named(kwargs, message):
+    from depmask.train.mdlm_module import MDLMModule
+
+    with pytest.raises(ValueError, match=message):
+        MDLMModule(**kwargs)
+
+
+def test_a_vocabulary_smaller_than_the_tokenizer_is_named(tmp_path):
+    """It failed in the first training step with a raw `TypeError` from `torch.where`."""
+    with pytest.raises(ValueError, match=r"`vocab_size` \(5\) is smaller than the data's tokenizer"):
+        main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "1", "--model.vocab_size", "5",
+              "--model.export_dir", str(tmp_path / "m"), "--trainer.default_root_dir", str(tmp_path / "runs")])

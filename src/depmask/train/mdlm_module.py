@@ -63,6 +63,16 @@ class MDLMModule(L.LightningModule):
             raise ValueError(f"`eps` ({eps}) must lie in (0, 1)")
         if lr <= 0:
             raise ValueError(f"`lr` ({lr}) must be > 0")
+        for name, value, least in (("hidden_size", hidden_size, 1), ("num_hidden_layers", num_hidden_layers, 1),
+                                   ("num_attention_heads", num_attention_heads, 1),
+                                   ("intermediate_size", intermediate_size, 1),
+                                   ("max_position_embeddings", max_position_embeddings, 1),
+                                   ("warmup_steps", warmup_steps, 0), ("val_decode_items", val_decode_items, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"`{name}` ({value!r}) must be an int >= {least}")
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"`hidden_size` ({hidden_size}) must be a multiple of `num_attention_heads` "
+                             f"({num_attention_heads})")
         self.save_hyperparameters()
         self.model: TinyMDLMForMaskedLM | None = None
         if vocab_size is not None:
@@ -78,9 +88,12 @@ class MDLMModule(L.LightningModule):
         ))
 
     def setup(self, stage: str) -> None:
+        tok = self.trainer.datamodule.tokenizer
         if self.model is None:
-            tok = self.trainer.datamodule.tokenizer
             self._build(len(tok), tok.mask_token_id, tok.pad_token_id, tok.eos_token_id)
+        elif self.model.config.vocab_size < len(tok):  # a raw indexing error in the first step, otherwise
+            raise ValueError(f"`vocab_size` ({self.model.config.vocab_size}) is smaller than the data's tokenizer "
+                             f"({len(tok)} tokens); leave it unset to take the tokenizer's")
 
     # -- objective ---------------------------------------------------------------------------
     def diffusion_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
