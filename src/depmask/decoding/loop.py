@@ -73,7 +73,7 @@ def build_canvas(
     rows = []
     for i, p in enumerate(prompts):
         t = torch.as_tensor(p)
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):  # `[]` is float
             raise TypeError(f"prompt {i} holds {t.dtype} values; token ids are ints")
         rows.append(t.to(torch.long).flatten().tolist())
     if not rows:
