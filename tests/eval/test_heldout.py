@@ -52,7 +52,7 @@ def test_the_table_flags_runs_that_leave_the_window():
     text = heldout_table(heldout_headline(SELECT, EVAL, tolerance=0.01))
     demask = next(line for line in text.splitlines() if line.startswith("t ") and " demask " in line)
     assert demask.rstrip().endswith("NO") and "97.5% 8.10" in demask
-    assert "the oracle: chosen by" in text
+    assert "the oracle is chosen, and its share counted, by it; its evaluation column counts the probes" in text
 
 
 def test_bad_arguments_and_missing_runs_are_named():

@@ -1,5 +1,5 @@
 """Two processes decoding into one output: a run is decoded by one process at a time (`run_lock`),
-and a results file that holds an item twice counts it once (`unique_items`)."""
+and a results file that holds an item twice counts it once (`unique_items`), one torn by a kill resumes cleanly."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import time
 
 from depmask.cli import main
-from depmask.eval.items import read_items, run_lock, unique_items
+from depmask.eval.items import append_items, read_items, run_lock, unique_items
 from tests.conftest import EMBEDDED
 
 HOLD = """
@@ -67,3 +67,13 @@ def test_a_results_file_holding_an_item_twice_counts_it_once(tmp_path):
     assert len(read_items(items)) == 12
     main(args)
     assert [r["n"] for r in json.loads((out / "summary.json").read_text())] == [6]
+
+
+def test_a_final_line_without_its_newline_is_torn_even_when_it_parses(tmp_path):
+    items = tmp_path / "run.jsonl"
+    append_items(items, [{"id": "a0"}, {"id": "a1"}])
+    with open(items, "a") as f:
+        f.write(json.dumps({"id": "a2"}))  # killed between the row's `}` and its newline
+    assert [r["id"] for r in read_items(items)] == ["a0", "a1"]
+    append_items(items, [{"id": f"b{i}"} for i in range(3)])  # the resume writes from a clean line
+    assert [r["id"] for r in read_items(items)] == ["a0", "a1", "b0", "b1", "b2"]

@@ -20,7 +20,6 @@ policy's knob is chosen on those and scored on the evaluation items (`headline_h
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from depmask.eval.runner import (
     run_decode_eval,
     task_prompts,
 )
-from depmask.eval.summary import table
+from depmask.eval.summary import plain, table, to_json
 
 
 @dataclass
@@ -153,23 +152,23 @@ def eval_decode(
                            steps=steps, task_kwargs=task_kwargs, items=items, compile_select=compile_select)
     out = Path(output)
     print(table(rows))
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
+    (out / "summary.json").write_text(to_json(rows))
     if any(r["policy"] == "low_confidence" for r in rows):
         top, text = headline_report(rows, tolerances=windows)
         print(text)
-        (out / "headline.json").write_text(json.dumps(top, indent=2))
+        (out / "headline.json").write_text(to_json(top))
         if bootstrap:
             ci = [r for w in windows for m in MEASURES
                   for r in headline_intervals(rows, items, tolerance=w, measure=m, n_boot=bootstrap, seed=seed)]
             for w in windows:
                 for m in MEASURES:
                     print("\n" + intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
-            (out / "headline_ci.json").write_text(json.dumps(ci, indent=2))
+            (out / "headline_ci.json").write_text(to_json(ci))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(plain(rows))
     png = plot_frontier(rows, out / "frontier.png", windows=windows)
     pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled", windows=windows)
     if select_n:
@@ -193,13 +192,13 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list
     select_items: list[list[dict]] = []
     select_rows = run_decode_eval(den, tasks, policies, out / "select", n=select_n, split=split, seed=select_seed,
                                   task_kwargs=task_kwargs, exclude=exclude, items=select_items, **decode)
-    (out / "select" / "summary.json").write_text(json.dumps(select_rows, indent=2))
+    (out / "select" / "summary.json").write_text(to_json(select_rows))
     held = [r for w in windows for m in MEASURES
             for r in heldout_headline(select_rows, rows, tolerance=w, measure=m)]
     for w in windows:
         for m in MEASURES:
             print("\n" + heldout_table([r for r in held if r["measure"] == m and r["tolerance"] == w]))
-    (out / "headline_heldout.json").write_text(json.dumps(held, indent=2))
+    (out / "headline_heldout.json").write_text(to_json(held))
     if bootstrap:
         ci = [r for w in windows for m in MEASURES
               for r in heldout_intervals(select_rows, select_items, rows, items, tolerance=w, measure=m,
@@ -207,7 +206,7 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list
         for w in windows:
             for m in MEASURES:
                 print("\n" + heldout_intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
-        (out / "headline_heldout_ci.json").write_text(json.dumps(ci, indent=2))
+        (out / "headline_heldout_ci.json").write_text(to_json(ci))
 
 
 def _log_wandb(rows: list[dict], pngs: list[Path], out: Path) -> None:

@@ -148,7 +148,8 @@ transformers: `AutoModel.from_pretrained("{model}", trust_remote_code=True)`.
 Measured with `depmask mdlm evaluate --model {model} --n {n} --seed {seed}{task_flag}` (torch
 {torch.__version__}, Python {platform.python_version()}). `one_per_step`: `low_confidence` with
 steps = answer length; `all_at_once`: the whole answer in one forward; `threshold_τ`: Fast-dLLM's
-threshold rule. TPF = answer tokens per forward.
+threshold rule. TPF = answer tokens per forward, pooled over the items (answer length / mean NFE:
+`eval decode`'s `tpf_pooled`, not its per-item mean `tpf`).
 
 {table}
 """

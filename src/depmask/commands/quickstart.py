@@ -23,7 +23,7 @@ from depmask.data_gen.shards import write_atomic
 from depmask.eval.headline import headline_report
 from depmask.eval.plots import plot_frontier
 from depmask.eval.runner import PolicySweep, listed
-from depmask.eval.summary import table
+from depmask.eval.summary import table, to_json
 
 
 def _shipped(relative: str, marker: str = "") -> Path:
@@ -174,8 +174,8 @@ def quickstart(
     top, text = headline_report(rows)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    (out / "headline.json").write_text(json.dumps(top, indent=2))
+    (out / "summary.json").write_text(to_json(rows))
+    (out / "headline.json").write_text(to_json(top))
     plot_frontier(rows, out / "frontier.png")
     print(f"wrote {out / 'summary.json'}, {out / 'headline.json'} and {out / 'frontier.png'}")
     return rows

@@ -107,5 +107,6 @@ def heldout_table(rows: list[dict]) -> str:
                      f"{r['decode_tpf']:>10.2f}{star}  {'yes' if r['within'] else 'NO':<6}"
                      + (f"  {100 * r['share']:.0f} %" if r["share"] is not None else ""))
     if any(r["probing"] for r in rows):
-        lines.append("* the oracle: chosen by, and reported with, its TPF over decoding forwards (probes excluded)")
+        lines.append("* over decoding forwards (probes excluded): the oracle is chosen, and its share counted, by it; "
+                     "its evaluation column counts the probes")
     return "\n".join(lines)

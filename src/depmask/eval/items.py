@@ -160,13 +160,16 @@ def run_slug(policy: str, knobs: dict) -> str:
 
 
 def read_items(path: Path) -> list[dict]:
-    """Rows of a results file; a torn final line is dropped (and cut from the file)."""
+    """Rows of a results file; a torn final line is dropped (and cut from the file). A final line
+    without its newline is torn even when it parses: the next append would continue it."""
     path = Path(path)
     if not path.is_file():
         return []
     rows, good_bytes = [], 0
     with open(path, "rb") as f:
         for line in f:
+            if not line.endswith(b"\n"):
+                break
             try:
                 rows.append(json.loads(line))
                 good_bytes += len(line)

@@ -5,7 +5,8 @@ Wilson interval (`accuracy_lo`, `accuracy_hi`), mean `nfe`, `probe_nfe`, `tpf`, 
 `tpf_pooled`, `decode_tpf_pooled`, `kendall_tau`, `tokens_per_s` (committed answer tokens per
 second of decoding), `seconds` and `n`, and `compile_select` ("jit" / "aot") for a run whose steps
 were compiled (`depmask eval decode --compile_select`) — plain JSON that other tools read without
-depmask. It does not decode.
+depmask (`to_json`: a mean that is undefined, such as τ when every item is decoded in one forward,
+is null, an empty cell in `summary.csv`). It does not decode.
 
 Two tokens-per-forward measures, because they rank policies differently:
 - `tpf` is the mean over items of each item's committed tokens / forwards (`afp`: / decoding
@@ -61,6 +62,23 @@ def summarize(task: str, policy: str, knobs: dict, items: list[dict]) -> dict:
         "kendall_tau": _mean(r["kendall_tau"] for r in items),
         "tokens_per_s": tokens / seconds if seconds > 0 else math.nan, "seconds": seconds, "n": n,
     }
+
+
+def plain(value):
+    """`value` with every non-finite float (an undefined mean: τ when every item is decoded in one
+    forward) replaced by None, through lists and dicts: what `summary.json` and the CSV hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def to_json(rows) -> str:
+    """Standard JSON (no `NaN` token) of summary or headline rows: an undefined value is null."""
+    return json.dumps(plain(rows), indent=2, allow_nan=False)
 
 
 def policy_width(rows: list[dict]) -> int:

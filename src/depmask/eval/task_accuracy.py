@@ -35,7 +35,8 @@ def decode_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int
 
 def score_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int = 0, batch_size: int = 128,
                steps: int | None = None) -> dict:
-    """One result row: accuracy, mean NFE, TPF (answer tokens per forward), seconds, n."""
+    """One result row: accuracy, mean NFE, `tpf`, seconds, n. `tpf` is pooled over the items (answer
+    length / mean NFE: `eval decode`'s `tpf_pooled`, not its per-item mean `tpf`)."""
     exs, comps, nfe, secs = decode_task(denoiser, tokenizer, task, policy, n, seed, batch_size, steps)
     mean_nfe = sum(nfe) / len(nfe)
     return {"accuracy": sum(task.score(e, c) for e, c in zip(exs, comps)) / len(exs), "nfe": mean_nfe,
