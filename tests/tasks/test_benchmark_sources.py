@@ -259,3 +259,64 @@ def test_example_is_the_shared_dataclass(tmp_path):
     assert isinstance(ex, Example) and ex.task == "gsm8k"
     json.dumps(ex.meta)  # JSON-serialisable
     assert "reference: 2" in bench.show(ex, "The answer is 2.") and "(correct)" in bench.show(ex, "The answer is 2.")
+
+
+def test_a_single_saved_split_is_not_served_as_another(tmp_path):
+    """A `save_to_disk` Dataset records its split: a test set was served as train (its ids read
+    `gsm8k:train:i`), so a head could be trained on the evaluation problems."""
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list(GSM8K_ROWS[:3], split="test").save_to_disk(str(tmp_path / "saved"))
+    assert len(GSM8K(path=tmp_path / "saved").examples("test")) == 3
+    with pytest.raises(DataNotFoundError, match=r"holds split 'test' \(its state.json\), not 'train'"):
+        GSM8K(path=tmp_path / "saved").examples("train")
+    _jsonl(tmp_path / "gsm8k_test" / "test.jsonl", GSM8K_ROWS[:2])  # a directory named for a split
+    with pytest.raises(DataNotFoundError, match="named for split 'test', not 'train'"):
+        GSM8K(path=tmp_path / "gsm8k_test").examples("train")
+
+
+def test_the_data_dirs_split_file_comes_before_its_unnamed_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPMASK_DATA_DIR", str(tmp_path))
+    _jsonl(tmp_path / "gsm8k.jsonl", GSM8K_ROWS[:2])  # unnamed: any split, so the last resort
+    _jsonl(tmp_path / "gsm8k_train.jsonl", GSM8K_ROWS[2:7])
+    bench = GSM8K()
+    assert len(bench.examples("train")) == 5 and bench.sources["train"].endswith("gsm8k_train.jsonl")
+    assert len(bench.examples("test")) == 2 and bench.sources["test"].endswith("gsm8k.jsonl")
+
+
+def test_json_lines_under_a_json_name_and_records_of_another_benchmark(tmp_path):
+    lines = tmp_path / "test.json"  # what `datasets.Dataset.to_json` writes by default
+    _jsonl(lines, GSM8K_ROWS[:3])
+    assert read_records(lines) == GSM8K_ROWS[:3]
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"question": "q"')
+    with pytest.raises(ValueError, match=r"broken.json'?: not JSON"):
+        read_records(broken)
+    mbpp_file = _jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS)
+    with pytest.raises(ValueError, match=r"mbpp.jsonl: record 0 has no field '(question|answer)' .*is this gsm8k data"):
+        GSM8K(path=mbpp_file).examples()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"shots": "3"}, r"`shots` \('3'\) must be an integer, not str"),
+    ({"shots": 2.5}, r"`shots` \(2.5\) must be an integer"),
+    ({"gen_length": "256"}, r"`gen_length` \('256'\) must be an integer"),
+    ({"block_length": 0}, r"`block_length` \(0\) must be >= 1"),
+    ({"chat": "false"}, r"`chat` \('false'\) must be true, false or null"),
+    ({"allow_download": "no"}, r"`allow_download` \('no'\) must be true, false or null"),
+    ({"system_prompt": 3}, r"`system_prompt` \(3\) must be text or null"),
+])
+def test_benchmark_arguments_of_the_wrong_type_are_named(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GSM8K(path=tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"timeout_s": -1}, r"`timeout_s` \(-1\) must be > 0"),
+    ({"timeout_s": "10"}, r"`timeout_s` \('10'\) must be a number"),
+    ({"memory_mb": 0}, r"`memory_mb` \(0\) must be >= 64"),
+    ({"max_workers": 0}, r"`max_workers` \(0\) must be >= 1"),
+])
+def test_sandbox_limits_are_checked_when_the_benchmark_is_built(tmp_path, kwargs, message):
+    """They were checked at the first grade, after the model loaded and a batch decoded."""
+    with pytest.raises(ValueError, match=message):
+        MBPP(path=tmp_path, **kwargs)

@@ -215,3 +215,36 @@ def test_an_argument_a_task_does_not_take_is_named():
     with pytest.raises(ValueError, match=r"task 'gsm8k' takes no argument 'pth' .*its arguments: path, shots"):
         get_benchmark("gsm8k", pth="/data")
     assert get_task("addition", digits=2).digits == 2
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("addition", {"digits": "3"}, r"`digits` \('3'\) must be an integer, not str"),
+    ("addition", {"digits": 2.5}, r"`digits` \(2.5\) must be an integer, not float"),
+    ("addition", {"digits": True}, r"`digits` \(True\) must be an integer, not bool"),
+    ("sort", {"n": "8"}, r"`n` \('8'\) must be an integer"),
+    ("permutation", {"n_symbols": 3.5}, r"`n_symbols` \(3.5\) must be an integer"),
+    ("permutation", {"n_symbols": 27}, r"`n_symbols` \(27\) must lie in \[1, 26\]"),
+    ("sudoku4", {"min_givens": 4.5}, r"`min_givens` \(4.5\) must be an integer"),
+    ("sort", {"test_fraction": "0.1"}, r"`test_fraction` \('0.1'\) must be a number in \(0, 1\)"),
+])
+def test_task_sizes_of_the_wrong_type_are_named_when_the_task_is_built(name, kwargs, message):
+    """From a config they reached generation (`random.randrange` on 4.5, after the model loaded)."""
+    with pytest.raises(ValueError, match=message):
+        get_task(name, **kwargs)
+
+
+def test_a_task_whose_symbols_the_tokenizer_lacks_is_refused():
+    """`permutation` with 12 letters on the embedded model (8 letters) decoded `[UNK]` prompts and
+    graded 10 %, with no warning."""
+    from transformers import AutoTokenizer
+
+    from depmask.tasks.adapter import TaskAdapter
+    from tests.conftest import EMBEDDED
+
+    tok = AutoTokenizer.from_pretrained(str(EMBEDDED))
+    fine = TaskAdapter.build("permutation")
+    example = fine.examples("test", 1, 0)[0]
+    assert tok.unk_token_id not in fine.prompt_ids(example, tok)
+    wide = TaskAdapter.build("permutation", n_symbols=12)
+    with pytest.raises(ValueError, match=r"task 'permutation' .*uses 4 symbol\(s\) the model's tokenizer does not have: i j k l"):
+        wide.prompt_ids(wide.examples("test", 1, 0)[0], tok)

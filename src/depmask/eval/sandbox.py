@@ -78,6 +78,10 @@ class SandboxLimits:
     network_namespace: bool | None = None
 
     def __post_init__(self) -> None:
+        for name in ("timeout_s", "memory_mb", "file_size_mb", "max_processes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"`{name}` ({value!r}) must be a number, not {type(value).__name__}")
         if not self.timeout_s > 0:
             raise ValueError(f"`timeout_s` ({self.timeout_s}) must be > 0")
         if self.memory_mb < 64:

@@ -50,8 +50,23 @@ class TaskAdapter:
 
     def prompt_ids(self, example: Example, tokenizer) -> list[int]:
         if self.synthetic:
+            self._check_symbols(tokenizer)
             return tokenizer.convert_tokens_to_ids(example.prompt.split())
         return self.task.prompt_ids(example, tokenizer)
+
+    def _check_symbols(self, tokenizer) -> None:
+        """Refuse a synthetic task whose symbols the tokenizer lacks (they would all become its
+        unknown token, and the reference answer itself could not be written): `permutation` with
+        `n_symbols: 12` on the embedded model, which knows 8 letters."""
+        if getattr(self, "_checked", None) is tokenizer:
+            return
+        vocab = tokenizer.get_vocab()
+        missing = [s for s in self.task.symbols if s not in vocab]
+        if missing:
+            raise ValueError(f"task {self.name!r} ({self.arguments}) uses {len(missing)} symbol(s) the model's "
+                             f"tokenizer does not have: {' '.join(missing[:12])}; the model was not trained on "
+                             "this task's arguments")
+        self._checked = tokenizer
 
     def completion(self, ids: Sequence[int], tokenizer, eos_ids: Sequence[int] = ()) -> str:
         if self.synthetic:

@@ -7,7 +7,8 @@ where a number of unknown length starts). Prompt: `<addition>`, the first number
 Answer: the sum zero-padded to `digits + 1` digits, most significant first: `0 5 4 6`. Exactly one
 answer is right.
 Each number's length is uniform in [1, digits] and its digits uniform (leading digit non-zero),
-so carries are common (a column carries about half the time). The key is the unordered pair, so
+so carries are common (with 3 digits the units column carries about half the time, higher
+columns less: 27 % of columns overall). The key is the unordered pair, so
 `a + b` and `b + a` share a split. It does not do subtraction or other bases.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from depmask.tasks.base import Example, SyntheticTask
+from depmask.tasks.base import Example, SyntheticTask, check_int
 from depmask.tasks.text import completion_tokens
 
 _DIGITS = tuple("0123456789")
@@ -39,9 +40,7 @@ class Addition(SyntheticTask):
 
     def __init__(self, digits: int = 3, test_fraction: float = 0.1) -> None:
         super().__init__(test_fraction=test_fraction)
-        if digits < 1:
-            raise ValueError(f"`digits` ({digits}) must be >= 1")
-        self.digits = digits
+        self.digits = check_int("digits", digits, 1)
 
     @property
     def answer_length(self) -> int:

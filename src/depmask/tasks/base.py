@@ -80,6 +80,26 @@ def check_split(split: str) -> str:
     return split
 
 
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """Return `value` if it is an integer (not a bool) in [lo, hi], else raise a ValueError naming
+    the argument: sizes reach tasks from a config's `task_kwargs`, where `"3"`, `4.5` or `true`
+    would otherwise fail deep in generation, after the model has loaded."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"`{name}` ({value!r}) must be an integer, not {type(value).__name__}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"lie in [{lo}, {hi}]" if hi is not None else f"be >= {lo}"
+        raise ValueError(f"`{name}` ({value}) must {bound}")
+    return value
+
+
+def check_optional_bool(name: str, value: Any) -> bool | None:
+    """Return `value` if it is True, False or None, else raise a ValueError naming it (`"false"`
+    from a config would otherwise count as true)."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"`{name}` ({value!r}) must be true, false or null, not {type(value).__name__}")
+    return value
+
+
 def check_task_kwargs(name: str, cls: type, kwargs: dict[str, Any]) -> None:
     """Refuse keyword arguments that `cls` (a task or benchmark class) does not take, naming them
     and the ones it does (they reach it from a config's `task_kwargs`, far from the class)."""
@@ -120,6 +140,8 @@ class SyntheticTask(ABC):
     name: str = ""
 
     def __init__(self, test_fraction: float = 0.1) -> None:
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+            raise ValueError(f"`test_fraction` ({test_fraction!r}) must be a number in (0, 1)")
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"`test_fraction` ({test_fraction}) must lie in (0, 1)")
         self.test_fraction = test_fraction

@@ -16,7 +16,7 @@ import string
 from collections import Counter
 from typing import Any
 
-from depmask.tasks.base import Example, SyntheticTask
+from depmask.tasks.base import Example, SyntheticTask, check_int
 from depmask.tasks.text import completion_tokens
 
 
@@ -27,12 +27,8 @@ class Permutation(SyntheticTask):
 
     def __init__(self, n: int = 6, n_symbols: int = 8, test_fraction: float = 0.1) -> None:
         super().__init__(test_fraction=test_fraction)
-        if n < 1:
-            raise ValueError(f"`n` ({n}) must be >= 1")
-        if not 1 <= n_symbols <= 26:
-            raise ValueError(f"`n_symbols` ({n_symbols}) must lie in [1, 26]")
-        self.n = n
-        self.n_symbols = n_symbols
+        self.n = check_int("n", n, 1)
+        self.n_symbols = check_int("n_symbols", n_symbols, 1, 26)
 
     @property
     def alphabet(self) -> tuple[str, ...]:

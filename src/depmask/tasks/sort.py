@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from depmask.tasks.base import Example, SyntheticTask
+from depmask.tasks.base import Example, SyntheticTask, check_int
 from depmask.tasks.text import completion_tokens
 
 _DIGITS = tuple("0123456789")
@@ -23,9 +23,7 @@ class Sort(SyntheticTask):
 
     def __init__(self, n: int = 8, test_fraction: float = 0.1) -> None:
         super().__init__(test_fraction=test_fraction)
-        if n < 1:
-            raise ValueError(f"`n` ({n}) must be >= 1")
-        self.n = n
+        self.n = check_int("n", n, 1)
 
     @property
     def answer_length(self) -> int:

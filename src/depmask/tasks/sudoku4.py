@@ -15,7 +15,7 @@ import random
 from functools import lru_cache
 from typing import Any
 
-from depmask.tasks.base import Example, SyntheticTask
+from depmask.tasks.base import Example, SyntheticTask, check_int
 from depmask.tasks.text import completion_tokens
 
 _DIGITS = ("1", "2", "3", "4")
@@ -81,6 +81,8 @@ class Sudoku4(SyntheticTask):
 
     def __init__(self, min_givens: int = 4, max_givens: int = 10, test_fraction: float = 0.1) -> None:
         super().__init__(test_fraction=test_fraction)
+        check_int("min_givens", min_givens, 0, 16)
+        check_int("max_givens", max_givens, 0, 16)
         if not 0 <= min_givens <= max_givens <= 16:
             raise ValueError(
                 f"`min_givens` ({min_givens}) and `max_givens` ({max_givens}) must satisfy "

