@@ -164,3 +164,36 @@ def test_column_values_reads_a_column_as_a_plain_list():
     assert ids == [f"t:{k}:{i}" for k in range(4) for i in range(3)] and all(type(e) is str for e in ids)
     assert column_values(data.with_format(None), "example_id") == ids
     assert [list(v) for v in column_values(data.with_format(None), "x")] == [[k, i] for k in range(4) for i in range(3)]
+
+
+def test_verify_checks_sidecar_fields_the_manifests_figures_and_which_examples(tmp_path):
+    """A sidecar with `example_ids: null` raised a TypeError out of verify; a manifest with wrong
+    row counts and digests, and the right number of the wrong examples, were reported OK."""
+    import hashlib
+
+    make_harvest(tmp_path)
+    spec = json.loads((tmp_path / "harvest.json").read_text())
+    spec["examples_sha256"] = hashlib.sha256("\n".join(["a", "b", "c"]).encode()).hexdigest()
+    (tmp_path / "harvest.json").write_text(json.dumps(spec))
+    assert verify_harvest(tmp_path).ok
+    spec["examples_sha256"] = hashlib.sha256("\n".join(["a", "b", "d"]).encode()).hexdigest()
+    (tmp_path / "harvest.json").write_text(json.dumps(spec))
+    assert any("not the ones harvest.json asks for" in p for p in verify_harvest(tmp_path).problems)
+
+    (tmp_path / "m").mkdir()
+    make_harvest(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / MANIFEST_JSON).read_text())
+    manifest["shards"][0]["rows"] += 1
+    manifest["shards"][1]["sha256"] = "0" * 64
+    (tmp_path / "m" / MANIFEST_JSON).write_text(json.dumps(manifest))
+    problems = "\n".join(verify_harvest(tmp_path / "m").problems)
+    assert "rows" in problems and "sha256" in problems and "its sidecar says" in problems
+
+    (tmp_path / "s").mkdir()
+    make_harvest(tmp_path / "s")
+    sidecar = sorted((tmp_path / "s" / "shards").glob("*.json"))[0]
+    side = json.loads(sidecar.read_text())
+    side["example_ids"] = None
+    sidecar.write_text(json.dumps(side))
+    report = verify_harvest(tmp_path / "s")  # a report, not a stack trace
+    assert any(sidecar.name in p and "not a shard sidecar (example_ids is NoneType)" in p for p in report.problems)

@@ -178,3 +178,12 @@ def test_manifest_must_be_json(tmp_path):
     with pytest.raises(TypeError, match="training_manifest"):
         _head().save_pretrained(tmp_path, training_manifest={"when": object()})
     assert not (tmp_path / CONFIG_NAME).exists()
+
+
+def test_a_bad_map_location_is_named_not_blamed_on_the_weights(tmp_path):
+    out = _head().save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"`map_location` \('gpu'\) is not a device"):
+        DependencyHead.from_pretrained(out, map_location="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"`map_location` \('cuda'\): this machine has no CUDA device"):
+            DependencyHead.from_pretrained(out, map_location="cuda")

@@ -140,3 +140,19 @@ def test_a_teacher_for_another_model_or_a_bad_weight_is_refused(tmp_path):
         HeadModule(hidden_size=8, base_fingerprint="other@y", export_dir=None, teacher=str(path), loss="mse")
     with pytest.raises(FileNotFoundError):
         HeadModule(hidden_size=8, export_dir=None, teacher=str(tmp_path / "missing"))
+
+
+def test_a_batch_without_pairs_gives_a_zero_training_loss_and_no_validation_figures():
+    """A batch of one-position states (the unshuffled val set's tail often is one) had a NaN loss:
+    the epoch's val/loss went NaN, the best checkpoint stuck, and the export failed."""
+    valid = torch.tensor([[True, False, False], [True, False, False]])
+    batch = {**batch_of(torch.rand(2, 3, 3), torch.rand(2, 3), valid), "attention": torch.rand(2, 3, 3),
+             "state": torch.tensor([0, 1])}
+    mod = module()
+    loss = mod.training_step(batch, 0)
+    assert loss.item() == 0.0 and loss.requires_grad
+    mod.validation_step(batch, 0)
+    assert (mod._val_loss_sum, mod._val_pairs) == (0.0, 0)
+    both = {**batch, "valid": torch.tensor([[True, True, False], [True, False, False]])}
+    mod.validation_step(both, 0)
+    assert mod._val_pairs == 2 and torch.isfinite(torch.tensor(mod._val_loss_sum))

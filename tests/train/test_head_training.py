@@ -81,6 +81,16 @@ def test_a_head_reading_attention_trains_on_the_harvested_attention(harvest, tmp
     fit(harvest, tmp_path, "--trainer.fast_dev_run", "true", "--model.use_attention", "true")
     head = DependencyHead.from_pretrained(tmp_path / "head")
     assert head.use_attention and head.scorer.att is not None
+    # the harvest captured the default layers: a model capturing others is refused (same fingerprint)
+    from depmask.models import HFDenoiser
+
+    assert head.training_manifest["capture_layers"] is None
+    head.check_compatible(HFDenoiser.from_pretrained(EMBEDDED))
+    other = HFDenoiser.from_pretrained(EMBEDDED, capture_layers=[0])
+    with pytest.raises(ValueError, match=r"reads attention averaged over layers \[\d+\].*captures layers \[0\]"):
+        head.check_compatible(other)
+    with pytest.raises(ValueError, match=r"capture_layers="):
+        DependencyHead.from_pretrained(tmp_path / "head", denoiser=other)
 
 
 def test_the_manifest_holds_the_exported_weights_metrics_as_eval_predictor_measures_them(harvest, tmp_path):

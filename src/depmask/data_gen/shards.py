@@ -97,9 +97,16 @@ def sidecar_name(shard: str) -> str:
 def read_sidecar(path: Path) -> ShardInfo:
     """Parse a sidecar; raises ValueError naming the file when it is not one."""
     try:
-        return ShardInfo(**json.loads(Path(path).read_text()))
+        info = ShardInfo(**json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"{Path(path).name}: not a shard sidecar ({e})") from None
+    kinds = {"name": str, "rows": int, "example_ids": list, "states": dict, "sha256": str, "bytes": int,
+             "fingerprint": str}
+    wrong = [f"{k} is {type(getattr(info, k)).__name__}" for k, kind in kinds.items()
+             if not isinstance(getattr(info, k), kind) or isinstance(getattr(info, k), bool)]
+    if wrong or not all(isinstance(e, str) for e in info.example_ids):
+        raise ValueError(f"{Path(path).name}: not a shard sidecar ({', '.join(wrong) or 'example_ids are not all text'})")
+    return info
 
 
 def completed_shards(out: Path) -> list[ShardInfo]:

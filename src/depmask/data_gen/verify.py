@@ -9,6 +9,7 @@ memory-mapped for training. This module reads; it never repairs (re-running the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -104,6 +105,11 @@ def verify_harvest(directory: str | Path) -> Report:
     if report.expected_examples is not None and report.examples != report.expected_examples:
         report.problems.append(f"incomplete: {report.examples} of {report.expected_examples} examples harvested "
                                "(run the same harvest command again to resume)")
+    elif "examples_sha256" in spec:  # as many examples as expected: are they the expected ones?
+        present = hashlib.sha256("\n".join(sorted(per_example)).encode()).hexdigest()
+        if present != spec["examples_sha256"]:
+            report.problems.append(f"the harvested examples are not the ones {HARVEST_JSON} asks for "
+                                   "(its examples_sha256 differs): shards of another harvest?")
     _check_manifest(out, report)
     return report
 
@@ -167,3 +173,12 @@ def _check_manifest(out: Path, report: Report) -> None:
         report.problems.append(f"{MANIFEST_JSON}: lists {n}, which is missing")
     for n in sorted(present - listed):
         report.problems.append(f"{n}: not in {MANIFEST_JSON}")
+    for entry in manifest["shards"]:  # its figures are the sidecars' (the shards themselves are checked above)
+        sidecar = out / SHARDS / sidecar_name(str(entry.get("name", "")))
+        try:
+            info = read_sidecar(sidecar)
+        except (ValueError, OSError):
+            continue  # reported with the shard
+        for key, value in (("rows", info.rows), ("sha256", info.sha256), ("bytes", info.bytes)):
+            if key in entry and entry[key] != value:
+                report.problems.append(f"{MANIFEST_JSON}: {info.name} {key} {entry[key]!r}, its sidecar says {value!r}")

@@ -295,8 +295,10 @@ class DependencyHead(nn.Module):
     # ---- checkpoints -------------------------------------------------------------------------
 
     def check_compatible(self, denoiser: Any) -> None:
-        """Raise ValueError if `denoiser`'s fingerprint or hidden size is not this head's."""
+        """Raise ValueError if `denoiser`'s fingerprint or hidden size is not this head's, or, for a
+        head that reads attention, if it captures other layers than the harvest did."""
         io.check_compatible(self.base_fingerprint, self.hidden_size, denoiser)
+        io.check_capture_layers(self.use_attention, self.training_manifest, denoiser)
 
     def save_pretrained(self, directory: str | Path, training_manifest: dict | None = None) -> Path:
         """Write `config.json` + `model.safetensors` into `directory`; returns the directory.
@@ -318,6 +320,7 @@ class DependencyHead(nn.Module):
         config, state_dict = io.read_checkpoint(directory, map_location)
         if denoiser is not None:
             io.check_compatible(config["base_fingerprint"], config["hidden_size"], denoiser)
+            io.check_capture_layers(bool(config.get("use_attention")), config.get("training_manifest"), denoiser)
         config_path = Path(directory) / io.CONFIG_NAME
         try:
             head = cls(**{k: config[k] for k in (*io.ARCHITECTURE_KEYS, *io.OPTIONAL_ARCHITECTURE_KEYS)})

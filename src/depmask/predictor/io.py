@@ -151,7 +151,13 @@ def read_checkpoint(
         raise ValueError(f"{config_path}: not valid JSON ({err})") from err
     config = _validate_config(config, config_path)
     try:
-        state_dict = load_file(weights_path, device=str(torch.device(map_location)))
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"`map_location` ({map_location!r}) is not a device ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`map_location` ({map_location!r}): this machine has no CUDA device")
+    try:
+        state_dict = load_file(weights_path, device=str(device))
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{weights_path}: cannot read safetensors weights ({err})") from err
     return config, state_dict
@@ -176,3 +182,21 @@ def check_compatible(base_fingerprint: str | None, hidden_size: int, denoiser: A
         )
     if problems:
         raise ValueError("dependency head does not match the denoiser — " + "; ".join(problems))
+
+
+def check_capture_layers(use_attention: bool, manifest: dict | None, denoiser: Any) -> None:
+    """Raise ValueError if a head that reads attention was trained on attention captured over other
+    layers than `denoiser` captures (the harvest's `capture_layers`, recorded in the training
+    manifest; None there: the default, the last quarter). The fingerprint does not cover them, and
+    the captured maps differ by up to 0.4 between layer sets. Heads without the record pass."""
+    if not use_attention or not manifest or "capture_layers" not in manifest or not hasattr(denoiser, "capture"):
+        return
+    from depmask.models import default_capture_layers
+
+    capture = denoiser.capture
+    n = len(capture.stack)
+    trained = sorted({int(i) % n for i in (manifest["capture_layers"] or default_capture_layers(n))})
+    if trained != list(capture.layers):
+        raise ValueError(f"dependency head does not match the denoiser — it reads attention averaged over layers "
+                         f"{trained} (its harvest's `capture_layers`), the denoiser captures layers {capture.layers}; "
+                         f"load the model with `capture_layers={trained}`")

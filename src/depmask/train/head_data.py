@@ -117,7 +117,9 @@ class HeadDataModule(L.LightningDataModule):
         self.manifest = {"harvest": str(harvest), "fingerprint": self.fingerprint,
                          "train_states": len(self.train_idx), "val_states": len(self.val_idx),
                          "train_examples": len(self.train_examples), "val_examples": len(self.val_examples),
-                         "val_fraction": val_fraction, "split_seed": split_seed}
+                         "val_fraction": val_fraction, "split_seed": split_seed,
+                         # the attention a head may read was averaged over these layers (None: the default)
+                         "capture_layers": info.get("config", {}).get("capture_layers")}
 
     def _loader(self, idx: list[int], shuffle: bool) -> DataLoader:
         return DataLoader(_States(self.data, idx), batch_size=self.batch_size, shuffle=shuffle,

@@ -184,12 +184,16 @@ class HeadModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         logits, target, _, full = self._pairs(batch)
+        if target.numel() == 0:  # only one-position states: no pair to fit (a mean over none is NaN);
+            return full.sum() * 0.0  # a zero loss on the graph keeps DDP's ranks in step
         loss = self._loss(logits, target, full, batch, label=self._distilled(target, batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=target.numel())
         return loss
 
     def validation_step(self, batch, batch_idx):
         logits, target, pairs, full = self._pairs(batch)
+        if target.numel() == 0:  # a batch of one-position states (the val set's tail often is one):
+            return  # nothing to score; its NaN loss made the epoch's val/loss NaN and the export fail
         loss = self._loss(logits, target, full, batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=target.numel())
         self._val_loss_sum += float(loss) * target.numel()  # Lightning's epoch mean, weighted by pairs
