@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one prepared run for a session whose task is lent one (the device
-# tool): run(command="bash benchmarks/gpu_checks.sh", timeout_s=560). About 5–8 minutes on one
-# H100/H200 (estimated: it has not yet run on one).
-#   1. tests/test_devices.py on CUDA: every preset decodes the embedded model as on the CPU
-#      (float32), every scorer works in bfloat16, selection compiled ahead of time for CUDA.
-#   2. benchmarks/selection_overhead.py --simulate llada: `demask` and `clad` selection time over
+# tool): run(command="bash benchmarks/gpu_checks.sh", timeout_s=560). At most 8.5 minutes (the
+# steps' limits add up to 510 s), probably less (estimated: it has not yet run on one H100/H200).
+#   1. benchmarks/selection_overhead.py --simulate llada: `demask` and `clad` selection time over
 #      the forward of a random-weight LLaDA-8B-shaped model (d 4096, canvas 512, block 32, batch
-#      8, bf16), eager and compiled ahead of time — issue 6's target is <= 0.05.
-#   3. the same on the embedded model with the shipped head, on CUDA, compiled ahead of time.
+#      8, bf16), eager — issue 6's target is <= 0.05; first, as the measurement the run is for.
+#      3 repeats of 4 steps: ~130 forwards of ~62 TFLOP each.
+#   2. tests/test_devices.py on CUDA: every preset decodes the embedded model as on the CPU
+#      (float32), every scorer works in bfloat16, selection compiled ahead of time for CUDA.
+#   3. step 1 compiled ahead of time.
+#   4. the embedded model with the shipped head, on CUDA, compiled ahead of time.
 # Needs python3 with torch (CUDA), transformers, safetensors, numpy, tqdm and pytest, which the
 # project's device machines hold; depmask is read from src/, not installed. Every step has its own
 # time limit and a failed step does not stop the others; the exit status is 1 if any failed.
@@ -42,22 +44,22 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
 else
   device=cuda
   tests=(tests/test_devices.py)
-  sim=()
+  sim=(--repeats 3 --sim_steps 4)  # the defaults (10 × 8) are ~900 forwards of the 8B shape: over a minute
   embedded=(--repeats 20)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 fi
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)"
 
-# `-o addopts=-ra`: one process, without pyproject's pytest-xdist options (the machine may lack xdist)
-step "decoding paths on $device (pytest)" 240 "$PY" -m pytest -q -p no:cacheprovider -o addopts=-ra "${tests[@]}"
-step "LLaDA-shaped selection overhead on $device, eager" 120 "$PY" benchmarks/selection_overhead.py \
+step "LLaDA-shaped selection overhead on $device, eager" 100 "$PY" benchmarks/selection_overhead.py \
   --simulate llada --device "$device" "${sim[@]}" --out "$OUT/selection_overhead_llada.json"
+# `-o addopts=-ra`: one process, without pyproject's pytest-xdist options (the machine may lack xdist)
+step "decoding paths on $device (pytest)" 170 "$PY" -m pytest -q -p no:cacheprovider -o addopts=-ra "${tests[@]}"
 if [[ "${SMOKE:-0}" == 1 ]]; then  # compiling takes ~25 s a step on the CPU; tests/test_benchmarks.py covers it
   echo "== (smoke run: the two compiled steps are skipped)"
 else
-  step "LLaDA-shaped selection overhead on $device, compiled ahead of time" 200 "$PY" benchmarks/selection_overhead.py \
+  step "LLaDA-shaped selection overhead on $device, compiled ahead of time" 160 "$PY" benchmarks/selection_overhead.py \
     --simulate llada --device "$device" --compile aot "${sim[@]}" --out "$OUT/selection_overhead_llada_aot.json"
-  step "embedded model, shipped head, on $device, compiled ahead of time" 150 "$PY" benchmarks/selection_overhead.py \
+  step "embedded model, shipped head, on $device, compiled ahead of time" 80 "$PY" benchmarks/selection_overhead.py \
     --head models/tiny-tasks-head --device "$device" --compile aot "${embedded[@]}" \
     --out "$OUT/selection_overhead_embedded_aot.json"
 fi

@@ -440,6 +440,15 @@ def main() -> None:
                  "the class defaults; drop one of them")
     if args.sim_hidden % args.sim_heads:
         ap.error(f"--sim_hidden ({args.sim_hidden}) must be a multiple of --sim_heads ({args.sim_heads})")
+    if args.simulate is None:  # the embedded model is measured: the simulate-only flags would be ignored
+        given = [f"--{k}" for k, v in vars(args).items()
+                 if (k.startswith("sim_") or k == "base_ms") and v != ap.get_default(k)]
+        if given:
+            ap.error(f"{', '.join(given)} only apply with --simulate llada")
+    if not 0 <= args.tau <= 1:
+        ap.error(f"--tau ({args.tau}) must lie in [0, 1] (CLAD's confidence threshold)")
+    if not args.epsilon >= 0:
+        ap.error(f"--epsilon ({args.epsilon}) must be >= 0 (DEMASK's budget)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.simulate is None and args.device is None:

@@ -150,6 +150,17 @@ def test_the_gpu_check_script_runs_its_steps_and_reports_failures(tmp_path):
     assert bad.returncode == 1 and log.count(": FAILED (exit 1") == 2 and "some step FAILED" in log
 
 
+def test_the_gpu_check_scripts_limits_fit_its_one_device_call():
+    """The steps' limits (710 s) once exceeded the 560 s call the script's header recommends and
+    the device tool's 600 s maximum: a slow but passing run would lose its last steps."""
+    import re
+
+    script = (ROOT / "benchmarks" / "gpu_checks.sh").read_text()
+    limits = [int(x) for x in re.findall(r'^\s*step "[^"]+" (\d+) ', script, flags=re.M)]
+    call = int(re.search(r"timeout_s=(\d+)", script).group(1))
+    assert len(limits) == 4 and sum(limits) + 40 <= call <= 600, (limits, call)
+
+
 def test_head_tradeoff_reads_an_eval_times_its_head_and_refuses_a_retrained_one(tmp_path):
     """`benchmarks/head_tradeoff.py` on a tiny `eval decode` output (sort, 4 items): the point is
     the best `demask` run within the window, its head is the one the run names and is timed, the
@@ -260,3 +271,31 @@ def test_selection_overhead_refuses_a_head_it_would_not_use(tmp_path, monkeypatc
                                                 "--out", str(tmp_path / "out.json")], monkeypatch, capsys)
     assert code == 2 and "--head is not used with --simulate" in err
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("selection_overhead", ["--base_ms", "5", "--sim_layers", "3"], "--sim_layers, --base_ms only apply with --simulate llada"),
+    ("selection_overhead", ["--tau", "2"], "--tau (2.0) must lie in [0, 1]"),
+    ("selection_overhead", ["--epsilon", "nan"], "--epsilon (nan) must be >= 0"),
+    ("decode_overhead", ["--policy", "clad", "--threshold", "0.5"], "--threshold is the `threshold` policy's knob"),
+    ("decode_overhead", ["--policy", "oracle"], "probes with extra forwards of another shape"),
+])
+def test_benchmarks_refuse_flags_they_would_ignore_or_misname(tmp_path, monkeypatch, capsys, script, args, message):
+    code, err = _refused(script, [*args, "--out", str(tmp_path / "out.json")], monkeypatch, capsys)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_decode_overhead_times_bare_forwards_that_capture_what_the_policy_reads(monkeypatch):
+    """`clad` decodes with attention capture: its bare arm captures too (it did not)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from decode_overhead import time_bare
+
+    calls = []
+
+    def den(tokens, need_hidden=False, need_attention=False):
+        calls.append((need_hidden, need_attention))
+
+    time_bare(den, None, 2, build_policy("clad"))
+    time_bare(den, None, 1, build_policy("threshold"))
+    assert calls == [(False, True), (False, True), (False, False)]
