@@ -128,3 +128,29 @@ def test_sampling_uses_the_generator(mock_denoiser, prompts):
         for s in range(4)
     }
     assert len(outs) > 1
+
+
+@pytest.mark.parametrize("name, knobs, message", [
+    ("factor", {"factor": float("nan")}, r"`factor` \(nan\) must be > 0"),
+    ("entropy_bound", {"gamma": float("nan")}, r"`gamma` \(nan\) must be >= 0"),
+    ("demask", {"epsilon": float("nan")}, r"`epsilon` \(nan\) must be >= 0"),
+    ("oracle", {"epsilon": float("nan")}, r"`epsilon` \(nan\) must be >= 0"),
+    ("guided", {"rule": "conflict", "edge_threshold": float("nan")}, r"`edge_threshold` \(nan\) must be >= 0"),
+    ("guided", {"rule": "conflict", "edge_floor": float("nan")}, r"`edge_floor` \(nan\) must be >= 0"),
+])
+def test_a_nan_knob_is_refused(name, knobs, message):
+    """NaN fails every comparison: `factor` committed everything, `demask` one token per step,
+    `entropy_bound` crashed mid-decode (a harvest spec's `json.loads` reads `NaN`)."""
+    with pytest.raises(ValueError, match=message):
+        build_policy(name, **knobs)
+
+
+def test_cluster_units_without_a_confidence_floor_are_flagged(recwarn):
+    """At τ = 0 the block's masked run is one cluster, committed whole in one forward whatever ε
+    (CLAD's rule read literally, so it is kept, and said)."""
+    with pytest.warns(UserWarning, match=r"`units` 'cluster' with `threshold` 0: .*commits it whole"):
+        build_policy("guided", units="cluster")
+    with pytest.warns(UserWarning, match=r"`units` 'cluster' with `threshold` 0"):
+        build_policy("clad", threshold=0.0)
+    recwarn.clear()
+    assert build_policy("guided", units="cluster", threshold=0.5).threshold == 0.5 and not recwarn.list

@@ -291,3 +291,26 @@ def test_the_default_run_directory_is_unique_to_the_process(capsys):
         main(["train", "fit", "--config", str(CONFIG), "--print_config"])
     dirpath = yaml.safe_load(capsys.readouterr().out)["checkpoint"]["dirpath"]
     assert dirpath.startswith("runs/head/") and dirpath.endswith(f"-{os.getpid()}")
+
+
+def test_the_export_holds_the_config_of_its_weights_and_a_moved_run_resumes_in_its_new_place(harvest, tmp_path):
+    """`train_config.yaml` was written into the export folder when a run started: a killed fit, or
+    `train validate`, left a config beside weights it did not make. A run directory moved and
+    resumed from there lost its `last.ckpt` (the resumed epochs went to `last-v1.ckpt`) and the
+    epochs before the move no longer competed for the exported best."""
+    fit(harvest, tmp_path, "--trainer.max_epochs", "2", "--trainer.logger", "false")
+    head = tmp_path / "head"
+    before = (head / "train_config.yaml").read_text()
+    main(["train", "validate", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest), "--model.dim", "16",
+          "--model.export_dir", str(head), "--trainer.logger", "false", "--checkpoint.dirpath", str(tmp_path / "v")])
+    assert (head / "train_config.yaml").read_text() == before  # validate exports nothing, writes nothing there
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    scores = torch.load(moved / "last.ckpt", weights_only=False)["callbacks"]
+    main(["train", "fit", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest), "--trainer.max_epochs", "3",
+          "--trainer.logger", "false", "--model.export_dir", str(head), "--ckpt_path", str(moved / "last.ckpt")])
+    assert not (tmp_path / "run").exists() and not list(moved.glob("last-v*.ckpt")) and torch.load(moved / "last.ckpt", weights_only=False)["epoch"] == 2
+    manifest = DependencyHead.from_pretrained(head).training_manifest
+    assert manifest["best_score"] is not None and manifest["checkpoint"].startswith(str(moved))
+    earlier = next(v for k, v in scores.items() if k.startswith("RunCheckpoint"))["best_model_score"]
+    assert manifest["best_score"] <= float(earlier) + 1e-9  # val/loss, minimised: the epochs before the move count

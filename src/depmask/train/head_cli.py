@@ -28,19 +28,18 @@ from depmask.train.head_module import HeadModule
 
 
 class SaveConfigToRunDir(SaveConfigCallback):
-    """Save the resolved config next to the checkpoints (and into the exported head's folder)."""
+    """Save the resolved config next to the checkpoints when a run starts, and hand it to the module,
+    which writes it into the exported head's folder with the weights (`train_config.yaml`): written
+    at the start, a killed or `validate` run left a config that did not describe the head beside it."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        targets = []
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
-            targets.append(Path(trainer.checkpoint_callback.dirpath) / "config.yaml")
-        if getattr(pl_module.hparams, "export_dir", None):
-            targets.append(Path(pl_module.hparams.export_dir) / "train_config.yaml")
-        for path in targets:
+            path = Path(trainer.checkpoint_callback.dirpath) / "config.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
+        pl_module.train_config_text = self.parser.dump(self.config, skip_none=False)
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -59,11 +58,40 @@ class RunCheckpoint(ModelCheckpoint):
         if not self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A run directory that was moved (or copied) and resumed from there: its checkpoints are
+        found under the new directory. Lightning forgot them when `dirpath` differed, so `last.ckpt`
+        stayed behind (the resumed epochs went to `last-v1.ckpt`, and a second resume repeated them)
+        and the epochs before the move no longer competed for the exported best."""
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            moved = _rebased(state_dict, Path(old), Path(self.dirpath))
+            if moved is not None:
+                state_dict = moved
+        super().load_state_dict(state_dict)
+
     def _refresh_last(self, trainer) -> None:
         # skipped where the parent saved in this step already (its `last.ckpt` too), in sanity
         # checks and in fast_dev_run
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _rebased(state: dict, old: Path, new: Path) -> dict | None:
+    """`ModelCheckpoint` state with its paths under `old` moved to `new`, dropping files not found
+    there; None when none of them is there (a new directory, not the same run moved)."""
+    def move(path):
+        if not path or Path(path).parent != old:
+            return path
+        there = new / Path(path).name
+        return str(there) if there.is_file() else ""
+
+    best_k = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
+    best_k = {k: v for k, v in best_k.items() if k}
+    paths = {k: move(state.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")}
+    if not best_k and not any(paths.values()):
+        return None
+    return {**state, **paths, "best_k_models": best_k, "dirpath": str(new)}
 
 
 class HeadCLI(DepmaskCLI):

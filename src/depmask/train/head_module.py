@@ -34,6 +34,7 @@ from torchmetrics import MetricCollection, SpearmanCorrCoef
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 from torchmetrics.retrieval import RetrievalPrecision
 
+from depmask.data_gen.shards import write_atomic
 from depmask.decoding.selector import prefix_cost
 from depmask.models.fingerprint import same_model
 from depmask.predictor import DependencyHead, pair_mask
@@ -275,6 +276,8 @@ class HeadModule(L.LightningModule):
                     "metrics_step": step if metrics is not None else None}
         self.exported_metrics = manifest["metrics"]
         path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
+        if getattr(self, "train_config_text", None):  # the CLI's resolved config, beside the weights it made
+            write_atomic(Path(path) / "train_config.yaml", self.train_config_text.encode())
         print(f"exported the dependency head to {path}")
         _log_artifact(self.trainer.loggers, path)
 

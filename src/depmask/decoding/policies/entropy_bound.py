@@ -26,7 +26,7 @@ class EntropyBound(Policy):
     name = "entropy_bound"
 
     def __init__(self, gamma: float = 0.1):
-        if gamma < 0:
+        if not gamma >= 0:  # NaN fails too
             raise ValueError(f"`gamma` ({gamma}) must be >= 0 (nats)")
         self.gamma = gamma
 

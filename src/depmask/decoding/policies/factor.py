@@ -19,7 +19,7 @@ class Factor(Policy):
     name = "factor"
 
     def __init__(self, factor: float = 1.0):
-        if factor <= 0:
+        if not factor > 0:  # NaN fails too
             raise ValueError(f"`factor` ({factor}) must be > 0")
         self.factor = factor
 

@@ -16,6 +16,7 @@ canvas width for a state built without it).
 
 from __future__ import annotations
 
+import warnings
 from os import PathLike
 from typing import Any, ClassVar, Literal
 
@@ -35,11 +36,15 @@ class Guided(Policy):
     Args:
         units: `token`, or `cluster` (confidence-induced clusters, CLAD's CICs).
         rule: `budget` (DEMASK: summed pairwise dependency ≤ ε) or `conflict` (CLAD: no conflict
-            edge between chosen units, conflicts resolved as a maximum-weight independent set).
+            edge between chosen units; on CLAD's mutual top-1 matching the maximum-weight
+            independent set, exact; with `edge_threshold`, a greedy one). The first unit is always
+            committed and is exempt from the rule: under `budget` the most confident unit (a
+            cluster's inner pairs may exceed ε by themselves), under `conflict` the largest.
         scorer: `attention`, `head`, `oracle` or `none`.
         epsilon: the dependency budget ε of the budget rule.
         threshold: confidence floor τ — masked positions below it are never candidates (the most
-            confident one always is); for cluster units it also draws the clusters.
+            confident one always is); for cluster units it also draws the clusters (at τ = 0 the
+            block's masked run is one cluster, committed whole: a warning says so).
         skip_blocked: budget rule: skip a unit that would break the budget and keep visiting
             (default: stop there, so the chosen set is a confidence-ordered prefix).
         edge_threshold: conflict rule: an edge joins every pair of units whose affinity reaches it
@@ -69,12 +74,16 @@ class Guided(Policy):
             raise ValueError(f"`units` ({units!r}) must be one of {UNITS}")
         if rule not in RULES:
             raise ValueError(f"`rule` ({rule!r}) must be one of {RULES}")
-        if epsilon < 0:
+        if not epsilon >= 0:  # written so that NaN fails too
             raise ValueError(f"`epsilon` ({epsilon}) must be >= 0")
         if not 0 <= threshold <= 1:
             raise ValueError(f"`threshold` ({threshold}) must lie in [0, 1]")
+        if units == "cluster" and threshold == 0:  # CLAD's rule read literally; rarely what is meant
+            warnings.warn("`units` 'cluster' with `threshold` 0: every masked position is a candidate, the block's "
+                          "masked run is one cluster, and the forced first unit commits it whole in one forward "
+                          "whatever the rule and ε; give τ > 0 (CLAD's default 0.7)", stacklevel=2)
         for knob, value in (("edge_threshold", edge_threshold), ("edge_floor", edge_floor)):
-            if value is not None and value < 0:
+            if value is not None and not value >= 0:
                 raise ValueError(f"`{knob}` ({value}) must be >= 0 or None")
         self.units, self.rule, self.scorer = units, rule, scorer
         self.epsilon, self.threshold, self.skip_blocked = epsilon, threshold, skip_blocked
