@@ -77,3 +77,12 @@ def test_a_final_line_without_its_newline_is_torn_even_when_it_parses(tmp_path):
     assert [r["id"] for r in read_items(items)] == ["a0", "a1"]
     append_items(items, [{"id": f"b{i}"} for i in range(3)])  # the resume writes from a clean line
     assert [r["id"] for r in read_items(items)] == ["a0", "a1", "b0", "b1", "b2"]
+
+
+def test_a_head_spelled_another_way_is_the_same_run():
+    from depmask.eval.items import run_slug
+
+    knobs = {"epsilon": 0.3, "head": "models/tiny-tasks-head"}
+    assert run_slug("demask", knobs) == run_slug("demask", {**knobs, "head": "models/tiny-tasks-head/"}) \
+        == run_slug("demask", {**knobs, "head": "./models/tiny-tasks-head"})
+    assert run_slug("demask", knobs) != run_slug("demask", {**knobs, "head": "models/other-head"})

@@ -187,3 +187,21 @@ def test_a_bad_map_location_is_named_not_blamed_on_the_weights(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"`map_location` \('cuda'\): this machine has no CUDA device"):
             DependencyHead.from_pretrained(out, map_location="cuda")
+
+
+def test_an_export_killed_between_its_two_files_leaves_no_config(tmp_path, monkeypatch):
+    """New weights beside the old `config.json` (old architecture, old manifest) could load; with
+    the config removed first, a half-written export is refused as incomplete."""
+    from depmask.predictor import io
+
+    out = _head().save_pretrained(tmp_path / "ckpt", training_manifest={"run": 1})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _head(dim=32).save_pretrained(out, training_manifest={"run": 2})
+    assert not (out / CONFIG_NAME).exists()
+    with pytest.raises(FileNotFoundError, match=CONFIG_NAME):
+        DependencyHead.from_pretrained(out)

@@ -20,10 +20,12 @@ policy's knob is chosen on those and scored on the evaluation items (`headline_h
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from depmask.data_gen.shards import write_atomic
 from depmask.decoding import compile_mode
 from depmask.eval.headline import MEASURES, headline_report
 from depmask.eval.headline_ci import headline_intervals, intervals_table
@@ -152,23 +154,24 @@ def eval_decode(
                            steps=steps, task_kwargs=task_kwargs, items=items, compile_select=compile_select)
     out = Path(output)
     print(table(rows))
-    (out / "summary.json").write_text(to_json(rows))
+    write_atomic(out / "summary.json", to_json(rows).encode())
     if any(r["policy"] == "low_confidence" for r in rows):
         top, text = headline_report(rows, tolerances=windows)
         print(text)
-        (out / "headline.json").write_text(to_json(top))
+        write_atomic(out / "headline.json", to_json(top).encode())
         if bootstrap:
             ci = [r for w in windows for m in MEASURES
                   for r in headline_intervals(rows, items, tolerance=w, measure=m, n_boot=bootstrap, seed=seed)]
             for w in windows:
                 for m in MEASURES:
                     print("\n" + intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
-            (out / "headline_ci.json").write_text(to_json(ci))
+            write_atomic(out / "headline_ci.json", to_json(ci).encode())
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(plain(rows))
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(plain(rows))
+    write_atomic(out / "summary.csv", text.getvalue().encode())
     png = plot_frontier(rows, out / "frontier.png", windows=windows)
     pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled", windows=windows)
     if select_n:
@@ -192,13 +195,13 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list
     select_items: list[list[dict]] = []
     select_rows = run_decode_eval(den, tasks, policies, out / "select", n=select_n, split=split, seed=select_seed,
                                   task_kwargs=task_kwargs, exclude=exclude, items=select_items, **decode)
-    (out / "select" / "summary.json").write_text(to_json(select_rows))
+    write_atomic(out / "select" / "summary.json", to_json(select_rows).encode())
     held = [r for w in windows for m in MEASURES
             for r in heldout_headline(select_rows, rows, tolerance=w, measure=m)]
     for w in windows:
         for m in MEASURES:
             print("\n" + heldout_table([r for r in held if r["measure"] == m and r["tolerance"] == w]))
-    (out / "headline_heldout.json").write_text(to_json(held))
+    write_atomic(out / "headline_heldout.json", to_json(held).encode())
     if bootstrap:
         ci = [r for w in windows for m in MEASURES
               for r in heldout_intervals(select_rows, select_items, rows, items, tolerance=w, measure=m,
@@ -206,7 +209,7 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list
         for w in windows:
             for m in MEASURES:
                 print("\n" + heldout_intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
-        (out / "headline_heldout_ci.json").write_text(to_json(ci))
+        write_atomic(out / "headline_heldout_ci.json", to_json(ci).encode())
 
 
 def _log_wandb(rows: list[dict], pngs: list[Path], out: Path) -> None:

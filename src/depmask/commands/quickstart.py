@@ -174,8 +174,8 @@ def quickstart(
     top, text = headline_report(rows)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(to_json(rows))
-    (out / "headline.json").write_text(to_json(top))
+    write_atomic(out / "summary.json", to_json(rows).encode())
+    write_atomic(out / "headline.json", to_json(top).encode())
     plot_frontier(rows, out / "frontier.png")
     print(f"wrote {out / 'summary.json'}, {out / 'headline.json'} and {out / 'frontier.png'}")
     return rows

@@ -153,6 +153,8 @@ def _flat(record: dict) -> dict:
 
 def run_slug(policy: str, knobs: dict) -> str:
     """A file-name-safe, stable name for a (policy, knobs) run."""
+    # a head directory spelled with a trailing slash or `./` is the same run (its results file too)
+    knobs = {k: os.path.normpath(v) if k == "head" and isinstance(v, str) else v for k, v in knobs.items()}
     digest = hashlib.sha1(json.dumps(knobs, sort_keys=True, default=str).encode()).hexdigest()[:8]
     short = "_".join(f"{k}={v}" for k, v in sorted(knobs.items()) if isinstance(v, (int, float)))
     slug = re.sub(r"[^A-Za-z0-9_.=-]", "-", f"{policy}_{short}" if short else policy)

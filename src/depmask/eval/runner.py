@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from depmask.data_gen.shards import write_atomic
 from depmask.decoding import (
     batch_seed,
     build_policy,
@@ -305,5 +306,5 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                                 compile_select=compile_select))
             index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": sweep.name, "label": sweep.shown,
                                                "knobs": knobs, "gen_length": g, "block_length": blk}
-    (out / "runs.json").write_text(json.dumps(index, indent=2, default=str))
+    write_atomic(out / "runs.json", json.dumps(index, indent=2, default=str).encode())
     return rows

@@ -78,7 +78,8 @@ def write_checkpoint(
     state_dict: dict[str, torch.Tensor],
     training_manifest: dict | None = None,
 ) -> Path:
-    """Write `config.json` and `model.safetensors` into `directory` (created if missing)."""
+    """Write `model.safetensors`, then `config.json`, into `directory` (created if missing), each
+    atomically; `config.json` is removed first, so its presence means the pair is complete."""
     if training_manifest is not None and not isinstance(training_manifest, dict):
         raise TypeError(f"`training_manifest` must be a dict or None, got {type(training_manifest).__name__}")
     payload = {
@@ -97,6 +98,10 @@ def write_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     meta = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+    # the old config goes first and the new one comes last: a write killed between the two files
+    # leaves weights without a config (refused on load, and the quickstart's sign of an unfinished
+    # export), never new weights beside the old config's architecture and manifest
+    (directory / CONFIG_NAME).unlink(missing_ok=True)
     _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=meta))
     _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text + "\n"))
     return directory
