@@ -168,6 +168,19 @@ def test_a_model_that_numbers_its_own_positions_is_left_to_it(tmp_path):
     assert torch.allclose(den(x, torch.ones(1, 8)).logits, den(x).logits, atol=1e-6)
 
 
+def test_a_dream_model_gets_its_padded_batch_mask_as_dream_generates_it(tiny_dream_dir):
+    """Dream hands `attention_mask` to SDPA as given, and its `generate` passes a `[b, 1, l, l]`
+    bool mask: the `[b, l]` long mask crashed Dream's SDPA on every padded batch (the shipped Dream
+    eval configs decode 8 prompts of different lengths at once). The stand-in refuses it as SDPA does."""
+    den = HFDenoiser.from_pretrained(tiny_dream_dir)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    policy = build_policy("threshold", threshold=0.2)
+    batch = generate(den, prompts, policy, gen_length=8, block_length=4, steps=8)
+    for i, p in enumerate(prompts):
+        alone = generate(den, [p], policy, gen_length=8, block_length=4, steps=8)
+        assert batch.generated[i].tolist() == alone.generated[0].tolist()
+
+
 def test_decode_batch_equals_rows_alone_on_a_real_model():
     den = HFDenoiser(tiny_mdlm())
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]

@@ -67,6 +67,9 @@ class HFDenoiser:
         # models that derive them from the tokens, skipping padding (RoBERTa's family, from 2)
         self._position_ids = ("position_ids" in inspect.signature(model.forward).parameters
                               and not _counts_own_positions(model))
+        # Dream hands `attention_mask` to SDPA as given: its `generate` passes a padded batch's mask
+        # as `[b, 1, l, l]` bool (query and key both real), which a `[b, l]` mask is not
+        self._pairwise_mask = is_dream(config)
 
     @classmethod
     def from_pretrained(
@@ -163,7 +166,11 @@ class HFDenoiser:
     ) -> DenoiserOutput:
         kwargs = {"input_ids": tokens}
         if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask.long()
+            if self._pairwise_mask:
+                am = attention_mask.bool()
+                kwargs["attention_mask"] = am[:, None, None, :] & am[:, None, :, None]  # [b, 1, l, l]
+            else:
+                kwargs["attention_mask"] = attention_mask.long()
             if self._position_ids:  # each row counts from its first real token, as it would alone
                 first = attention_mask.long().argmax(dim=-1, keepdim=True)  # [b, 1]: left padding width
                 kwargs["position_ids"] = (torch.arange(tokens.shape[1], device=tokens.device) - first).clamp_min(0)
@@ -234,10 +241,15 @@ def unshift_rows(x: torch.Tensor | None) -> torch.Tensor | None:
     return torch.cat([x[:, :1], x[:, :-1]], dim=1)
 
 
-def detect_logits_shift(config) -> bool:
-    """Dream-style models (model_type containing 'dream') predict token i at position i − 1."""
+def is_dream(config) -> bool:
+    """A Dream-family model: its model_type or an architecture names Dream."""
     names = [str(getattr(config, "model_type", "") or "")] + list(getattr(config, "architectures", None) or [])
     return any("dream" in n.lower() for n in names)
+
+
+def detect_logits_shift(config) -> bool:
+    """Dream-style models (model_type containing 'dream') predict token i at position i − 1."""
+    return is_dream(config)
 
 
 def resolve_mask_id(mask_id: int | None, tokenizer, config) -> int:
