@@ -58,8 +58,8 @@ def test_collate_pads_ragged_states():
     assert (batch["tv"][1, 2:] == 0).all()
 
 
-def test_fast_dev_run_exports_a_loadable_head(harvest, tmp_path):
-    fit(harvest, tmp_path, "--trainer.fast_dev_run", "true")
+def test_a_short_fit_exports_a_loadable_head(harvest, tmp_path):
+    fit(harvest, tmp_path, "--trainer.max_steps", "1", "--trainer.logger", "false")
     from depmask.models import HFDenoiser
 
     head = DependencyHead.from_pretrained(tmp_path / "head", denoiser=HFDenoiser.from_pretrained(EMBEDDED))
@@ -67,7 +67,7 @@ def test_fast_dev_run_exports_a_loadable_head(harvest, tmp_path):
 
 
 def test_a_student_distils_from_a_teacher_head_through_the_cli(harvest, tmp_path):
-    fit(harvest, tmp_path / "t", "--trainer.fast_dev_run", "true", "--model.dim", "64")
+    fit(harvest, tmp_path / "t", "--trainer.max_steps", "1", "--trainer.logger", "false", "--model.dim", "64")
     fit(harvest, tmp_path / "s", "--trainer.max_steps", "2", "--trainer.logger", "false", "--model.layers", "0",
         "--model.teacher", str(tmp_path / "t" / "head"), "--model.teacher_weight", "0.5")
     student = DependencyHead.from_pretrained(tmp_path / "s" / "head")
@@ -78,7 +78,7 @@ def test_a_student_distils_from_a_teacher_head_through_the_cli(harvest, tmp_path
 
 def test_a_head_reading_attention_trains_on_the_harvested_attention(harvest, tmp_path):
     """The module hands the batch's attention to the head (which refuses to run without it)."""
-    fit(harvest, tmp_path, "--trainer.fast_dev_run", "true", "--model.use_attention", "true")
+    fit(harvest, tmp_path, "--trainer.max_steps", "1", "--trainer.logger", "false", "--model.use_attention", "true")
     head = DependencyHead.from_pretrained(tmp_path / "head")
     assert head.use_attention and head.scorer.att is not None
     # the harvest captured the default layers: a model capturing others is refused (same fingerprint)
@@ -314,3 +314,20 @@ def test_the_export_holds_the_config_of_its_weights_and_a_moved_run_resumes_in_i
     assert manifest["best_score"] is not None and manifest["checkpoint"].startswith(str(moved))
     earlier = next(v for k, v in scores.items() if k.startswith("RunCheckpoint"))["best_model_score"]
     assert manifest["best_score"] <= float(earlier) + 1e-9  # val/loss, minimised: the epochs before the move count
+
+
+def test_no_export_from_a_dry_run_or_over_a_model(harvest, tmp_path, capsys):
+    """`fast_dev_run` and `max_epochs 0` exported an untrained head; an `export_dir` holding a model
+    (the flag means the model's directory in `mdlm fit`) had its config and weights replaced."""
+    fit(harvest, tmp_path, "--trainer.fast_dev_run", "true", "--trainer.logger", "false")
+    assert not (tmp_path / "head").exists() and "a fast_dev_run checks the code" in capsys.readouterr().out
+    fit(harvest, tmp_path, "--trainer.max_epochs", "0", "--trainer.logger", "false")
+    assert not (tmp_path / "head").exists() and "took no optimiser step" in capsys.readouterr().out
+    model = tmp_path / "model"
+    shutil.copytree(EMBEDDED, model)
+    before = (model / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"`export_dir` \(.*model'\) holds a model \('tiny_mdlm'\)"):
+        main(["train", "fit", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest), "--trainer.max_steps", "1",
+              "--trainer.logger", "false", "--model.export_dir", str(model), "--checkpoint.dirpath", str(tmp_path / "run2")])
+    assert (model / "model.safetensors").read_bytes() == before
+

@@ -59,6 +59,7 @@ def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
     ({"pool_size": 0}, r"`pool_size` \(0\) must be >= 1"),
     ({"batch_size": 0}, r"`batch_size` \(0\) must be >= 1"),
     ({"num_workers": -1}, r"`num_workers` \(-1\) must be >= 0"),
+    ({"items_per_epoch": 50, "batch_size": 96}, r"`items_per_epoch` \(50\) is smaller than `batch_size` \(96\)"),
 ])
 def test_bad_data_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -187,3 +188,26 @@ def test_a_vocabulary_smaller_than_the_tokenizer_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"`vocab_size` \(5\) is smaller than the data's tokenizer"):
         main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "1", "--model.vocab_size", "5",
               "--model.export_dir", str(tmp_path / "m"), "--trainer.default_root_dir", str(tmp_path / "runs")])
+
+
+def test_token_ids_other_than_the_tokenizers_are_refused_and_vocab_size_alone_takes_them(tmp_path):
+    """A mask id the tokenizer does not write trained a model whose decodes used another mask;
+    `vocab_size` alone failed in the first step with a raw `TypeError` (no mask id)."""
+    run = ["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "1",
+           "--trainer.default_root_dir", str(tmp_path / "runs")]
+    with pytest.raises(ValueError, match=r"`mask_token_id` \(5\) is not the data tokenizer's \(\d+\)"):
+        main([*run, "--model.vocab_size", "64", "--model.mask_token_id", "5", "--model.export_dir", str(tmp_path / "a")])
+    with pytest.raises(ValueError, match=r"`mask_token_id` \(5\) is not the data tokenizer's"):
+        main([*run, "--model.mask_token_id", "5", "--model.export_dir", str(tmp_path / "b")])
+    main([*run, "--model.vocab_size", "64", "--model.export_dir", str(tmp_path / "c")])
+    den = HFDenoiser.from_pretrained(tmp_path / "c")
+    assert den.vocab_size == 64 and den.model.config.mask_token_id == den.tokenizer.mask_token_id == den.mask_id
+
+
+def test_a_fit_that_trains_nothing_or_a_dry_run_exports_nothing(tmp_path, capsys):
+    """`fast_dev_run` (a one-batch check) replaced the export directory, by default the shipped model's."""
+    out = tmp_path / "m"
+    main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.fast_dev_run", "true",
+          "--model.export_dir", str(out), "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert not out.exists() and "not exporting to" in capsys.readouterr().out
+

@@ -205,3 +205,24 @@ def check_capture_layers(use_attention: bool, manifest: dict | None, denoiser: A
         raise ValueError(f"dependency head does not match the denoiser — it reads attention averaged over layers "
                          f"{trained} (its harvest's `capture_layers`), the denoiser captures layers {capture.layers}; "
                          f"load the model with `capture_layers={trained}`")
+
+
+def check_export_dir(directory: str | Path) -> None:
+    """Refuse (ValueError) to export a head into a directory that holds something else: a model
+    (its `config.json` has a `model_type`), or anything but a head's config. A head's directory, an
+    empty one or a new one pass. Checked before training, not after it."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"`export_dir` ({str(directory)!r}) exists and is not a directory")
+    config = directory / CONFIG_NAME
+    if not config.is_file():
+        return
+    try:
+        found = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        found = None
+    if not isinstance(found, dict) or "model_type" in found or "format_version" not in found:
+        kind = f"a model ({found['model_type']!r})" if isinstance(found, dict) and "model_type" in found else \
+            "a config.json that is not a head's"
+        raise ValueError(f"`export_dir` ({str(directory)!r}) holds {kind}; a head export would replace its "
+                         "config.json and weights: give the head a directory of its own")

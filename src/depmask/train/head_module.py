@@ -38,6 +38,8 @@ from depmask.data_gen.shards import write_atomic
 from depmask.decoding.selector import prefix_cost
 from depmask.models.fingerprint import same_model
 from depmask.predictor import DependencyHead, pair_mask
+from depmask.predictor.io import check_export_dir
+from depmask.train.export_guard import skip_export_reason
 
 LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
 
@@ -119,6 +121,8 @@ class HeadModule(L.LightningModule):
             raise ValueError(f"`precision_k` ({precision_k}) must be >= 1 (the k of val/precision_at_k)")
         if hidden_size < 1:
             raise ValueError(f"`hidden_size` ({hidden_size}) must be >= 1 (the CLI links it from the harvest)")
+        if export_dir is not None:
+            check_export_dir(export_dir)
         self.save_hyperparameters()
         self.head = DependencyHead(hidden_size, dim=dim, layers=layers, heads=heads, max_distance=max_distance,
                                    use_confidence=use_confidence, dropout=dropout, base_fingerprint=base_fingerprint,
@@ -256,6 +260,10 @@ class HeadModule(L.LightningModule):
 
     def on_fit_end(self):
         if self.hparams.export_dir is None or not self.trainer.is_global_zero:
+            return
+        reason = skip_export_reason(self.trainer)
+        if reason is not None:
+            print(f"not exporting to {self.hparams.export_dir}: {reason}")
             return
         ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         best = {}

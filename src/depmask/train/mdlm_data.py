@@ -137,6 +137,9 @@ class TaskMixtureDataModule(L.LightningDataModule):
                         ("val_size", val_size), ("batch_size", batch_size)):
             if v < 1:
                 raise ValueError(f"`{name}` ({v}) must be >= 1")
+        if items_per_epoch < batch_size:  # the train loader drops the last partial batch: none would be left
+            raise ValueError(f"`items_per_epoch` ({items_per_epoch}) is smaller than `batch_size` ({batch_size}): "
+                             "an epoch would hold no training batch")
         if num_workers < 0:
             raise ValueError(f"`num_workers` ({num_workers}) must be >= 0 (0 = load in the main process)")
         self.save_hyperparameters()  # into checkpoints: a resume with other data is refused (`DepmaskCLI`)

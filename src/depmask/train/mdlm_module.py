@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM, save_tiny_mdlm
+from depmask.train.export_guard import skip_export_reason
 
 
 class MDLMModule(L.LightningModule):
@@ -56,7 +57,7 @@ class MDLMModule(L.LightningModule):
             val_decode_items: test items per task decoded one token per step at each validation.
             export_dir: where `fit` saves the final model (None: do not export).
             vocab_size, mask_token_id, pad_token_id, eos_token_id: taken from the data module's
-                tokenizer when left unset (the CLI links them).
+                tokenizer when left unset; an id given must be the tokenizer's.
         """
         super().__init__()
         if not 0 < eps < 1:
@@ -89,11 +90,21 @@ class MDLMModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         tok = self.trainer.datamodule.tokenizer
+        ids = {"mask_token_id": tok.mask_token_id, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+        for name, want in ids.items():  # a mask id the tokenizer does not write trains a model no one can decode
+            given = self.hparams.get(name)
+            if given is not None and given != want:
+                raise ValueError(f"`{name}` ({given}) is not the data tokenizer's ({want}); leave it unset to "
+                                 "take the tokenizer's")
         if self.model is None:
-            self._build(len(tok), tok.mask_token_id, tok.pad_token_id, tok.eos_token_id)
-        elif self.model.config.vocab_size < len(tok):  # a raw indexing error in the first step, otherwise
+            self._build(len(tok), *ids.values())
+            return
+        if self.model.config.vocab_size < len(tok):  # a raw indexing error in the first step, otherwise
             raise ValueError(f"`vocab_size` ({self.model.config.vocab_size}) is smaller than the data's tokenizer "
                              f"({len(tok)} tokens); leave it unset to take the tokenizer's")
+        for name, want in ids.items():  # `vocab_size` alone: the ids still come from the tokenizer
+            if getattr(self.model.config, name) is None:
+                setattr(self.model.config, name, want)
 
     # -- objective ---------------------------------------------------------------------------
     def diffusion_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
@@ -153,6 +164,10 @@ class MDLMModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
+            reason = skip_export_reason(self.trainer)
+            if reason is not None:
+                print(f"not exporting to {self.hparams.export_dir}: {reason}")
+                return
             out = save_tiny_mdlm(self.model.cpu().float(), Path(self.hparams.export_dir),
                                  self.trainer.datamodule.tokenizer)
             print(f"exported the model to {out}")
