@@ -101,6 +101,16 @@ def test_decode_command_warns_about_words_the_tokenizer_does_not_know(capsys):
         main([*args, "--prompt", "<sort> 8 1 3 3 9 5 7 2"])
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--prompt", "[]"], r"`prompt` / `prompt_ids` is empty"),
+    (["--prompt", "<sort> 1 2", "--policy", "oracle", "--compile_select", "aot"], r"probes the model at every step"),
+    (["--prompt", "<sort> 1 2", "--compile_select", "foo"], r"`compile_select` \('foo'\) must be"),
+])
+def test_decode_command_refuses_what_it_can_before_the_model_loads(args, message):
+    with pytest.raises(ValueError, match=message):  # the model path does not exist: the refusal comes first
+        main(["decode", "--model", "/nonexistent", "--gen_length", "8", *args])
+
+
 def test_decode_command_names_bad_lengths():
     with pytest.raises(ValueError, match=r"`block_length` \(5\) must be >= 1 and divide `gen_length` \(8\)"):
         main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 1 2", "--gen_length", "8",
@@ -115,6 +125,8 @@ def test_decode_command_names_bad_lengths():
     (["--tasks", "[]"], r"`tasks` is empty"),
     (["--tasks", "[nope]"], r"unknown task 'nope'"),
     (["--device", "cdua"], r"`device` \('cdua'\) is not a torch device"),
+    (["--seed", "-1"], r"`seed` \(-1\) must be an int in \[0, 2\*\*32 - 1\]"),  # it failed after the harvest
+    (["--tasks", "[sudoku4, sudoku4]"], r"names \['sudoku4'\] more than once"),
 ])
 def test_quickstart_refuses_bad_settings_before_any_work(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):

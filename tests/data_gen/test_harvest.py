@@ -294,3 +294,15 @@ def test_a_resume_with_other_prompts_precision_or_without_task_kwargs_is_refused
     with pytest.warns(UserWarning, match=r"harvested by depmask revision before 2026-11-30.*captured attention"):
         assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(edited),
                               precision="bf16-mixed") == before  # nothing recorded to compare with
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"split": "validation"}, r"`split` \('validation'\) must be one of train, test"),
+    ({"tasks": ["sudoku4", "sudoku4"]}, r"names \['sudoku4'\] more than once"),
+    ({"prompts_file": "/nonexistent/prompts.jsonl", "gen_length": 8}, r"`prompts_file` \('/nonexistent/prompts.jsonl'\) does not exist"),
+])
+def test_the_harvest_refuses_its_inputs_before_the_model_loads(tmp_path, kwargs, message):
+    cfg = HarvestConfig(**{"model": str(tmp_path / "no-model"), "output": str(tmp_path / "h"), "tasks": ["sudoku4"],
+                           "examples_per_task": 2, **kwargs})
+    with pytest.raises(ValueError, match=message):  # the model does not exist: the refusal comes first
+        run_harvest(cfg, {"accelerator": "cpu"})

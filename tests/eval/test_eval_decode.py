@@ -247,6 +247,11 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     # task names and their arguments, before the model loads (a misspelled name was ignored)
     (["--task_kwargs", "{sorting: {n: 8}}"], r"`task_kwargs` names \['sorting'\], which are not in `tasks`"),
     (["--tasks", "[sort, nosuch]"], r"unknown task 'nosuch'"),
+    # these failed only after every run had decoded (the bootstrap), or after the model loaded
+    (["--seed", "-1"], r"`seed` \(-1\) must be an int in \[0, 2\*\*32 - 1\]"),
+    (["--select_n", "2", "--select_seed", "-3"], r"`select_seed` \(-3\) must be an int"),
+    (["--tasks", "[sort, sort]"], r"names \['sort'\] more than once"),
+    (["--split", "validation"], r"`split` \('validation'\) must be one of train, test"),
 ])
 def test_eval_decode_refuses_bad_settings_before_decoding(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
@@ -254,6 +259,15 @@ def test_eval_decode_refuses_bad_settings_before_decoding(tmp_path, args, messag
     assert not (tmp_path / "ev").exists()
     with pytest.raises(ValueError, match=message):  # before the model loads: a missing one is not the error
         main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), *args, "--model.path", str(tmp_path / "none")])
+
+
+def test_a_benchmark_without_its_data_is_named_before_the_model_loads(tmp_path):
+    """`configs/eval/gsm8k-llada.yaml`'s first-run error came after LLaDA-8B had loaded."""
+    from depmask.tasks.benchmarks import DataNotFoundError
+
+    with pytest.raises(DataNotFoundError, match=r"no 'gsm8k' data for split 'test'"):
+        main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), "--tasks", "[gsm8k]", "--n", "2",
+              "--task_kwargs", "{gsm8k: {path: /nonexistent/gsm8k.jsonl}}", "--model.path", str(tmp_path / "none")])
 
 
 def test_excluded_prompts_leave_the_draw(tmp_path):

@@ -87,3 +87,21 @@ def test_a_tensor_the_checkpoint_lacks_is_hashed_as_loaded():
     first = next(iter(state))
     changed = weights_hash(model, stored=lambda name, values: state[name].flatten()[:values] + 1 if name == first else None)
     assert changed != weights_hash(model)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_tied_output_bias_is_read_as_stored(tmp_path, dtype):
+    """BERT's `cls.predictions.decoder.bias` is the last tensor (always sampled) and the checkpoint
+    keeps it under `cls.predictions.bias`: it was hashed as loaded, so a trained BERT (non-zero
+    bias) changed fingerprint with the dtype."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    model = BertForMaskedLM(cfg).eval()
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()  # trained: not the zeros of init, which round exactly
+    model.save_pretrained(tmp_path / "bert")
+    fp32 = HFDenoiser.from_pretrained(tmp_path / "bert", mask_id=4).fingerprint
+    assert HFDenoiser.from_pretrained(tmp_path / "bert", mask_id=4, dtype=dtype).fingerprint == fp32

@@ -202,3 +202,18 @@ def test_shipped_checkpoint_carries_the_current_modeling_code():
 
     for name in REMOTE_CODE_FILES:
         assert (EMBEDDED / name).read_text() == (Path(pkg.__file__).parent / name).read_text(), name
+
+
+def test_tokenizer_files_that_do_not_load_are_named(tmp_path):
+    """A truncated tokenizer.json was taken for "no tokenizer": `eval decode` then said the model
+    had no tokenizer files."""
+    import shutil
+
+    from tests.conftest import EMBEDDED
+
+    model = tmp_path / "m"
+    shutil.copytree(EMBEDDED, model)
+    (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text()[:200])
+    with pytest.warns(UserWarning, match=r"the tokenizer files in .* could not be loaded"):
+        den = HFDenoiser.from_pretrained(model)
+    assert den.tokenizer is None

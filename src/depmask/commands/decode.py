@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from depmask.decoding import generate
+from depmask.decoding import compile_mode, generate
 from depmask.decoding.loop import check_lengths
 from depmask.decoding.policies import LowConfidence, Policy
 from depmask.decoding.trajectory import token_strings, trajectory_lines
@@ -73,6 +73,11 @@ def decode(
         raise ValueError("give exactly one of `prompt` (texts) or `prompt_ids` (token ids)")
     check_decoding(temperature, gen_length, block_length, steps)  # before the model loads (minutes for 8B)
     check_lengths(gen_length, block_length or gen_length, steps or gen_length)
+    if not ([prompt] if isinstance(prompt, str) else prompt if prompt is not None else prompt_ids):
+        raise ValueError("`prompt` / `prompt_ids` is empty: give at least one prompt")
+    if compile_mode(compile_select) is not None and policy.needs_probe:  # as `generate` would, after the load
+        raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} probes "
+                         "the model at every step — decode it without compiling")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = HFDenoiser.from_pretrained(model, mask_id=mask_id, device=device, dtype=dtype)
     tok = den.tokenizer

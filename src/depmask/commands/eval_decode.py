@@ -37,12 +37,14 @@ from depmask.eval.runner import (
     check_counts,
     check_decoding,
     check_policies,
+    check_seed,
     check_tasks,
     listed,
     run_decode_eval,
     task_prompts,
 )
 from depmask.eval.summary import plain, table, to_json
+from depmask.paths import output_dir
 
 
 @dataclass
@@ -129,7 +131,12 @@ def eval_decode(
     check_counts(n, batch_size)
     check_decoding(temperature, gen_length, block_length, steps)
     check_policies(policies)  # every run's preset and knobs, before the model loads
-    check_tasks(tasks, task_kwargs, gen_length, block_length, steps)  # so every task and its arguments
+    check_seed("seed", seed)
+    output = str(output_dir("output", output))  # `~` expanded; a file there is named now, not after decoding
+    if select_seed is not None:
+        check_seed("select_seed", select_seed)
+    # every task with its arguments, and its draw (a benchmark's data file): before the model loads
+    check_tasks(tasks, task_kwargs, gen_length, block_length, steps, split=split, n=n, seed=seed)
     if not windows:
         raise ValueError("`windows` is empty; give at least one accuracy window, e.g. [0.01]")
     bad = [w for w in windows if not 0 <= w <= 1]

@@ -188,6 +188,7 @@ def eval_predictor(
         One row per score: score, auroc, ap, spearman, precision_at_k, n_pairs, n_positive, n_states.
     """
     from depmask.data_gen.dataset import HarvestError, harvest_info, load_harvest
+    from depmask.paths import output_dir
 
     if split not in SPLITS:
         raise ValueError(f"`split` ({split!r}) must be one of {SPLITS}")
@@ -204,6 +205,7 @@ def eval_predictor(
     decisions = [0.3, 1.0, 2.0] if decisions is None else list(decisions)
     if any(e <= 0 for e in decisions):
         raise ValueError(f"`decisions` ({decisions}) must be oracle budgets ε > 0")
+    out = output_dir("output", output)  # a file there is named now, not after the scoring
     info = harvest_info(harvest)
     model = _load_head(head, info, harvest) if head is not None else None
     if model is not None:
@@ -225,7 +227,6 @@ def eval_predictor(
                  for name, parts in scores.items()]
     print(f"{len(indices)} {split} states of {harvest}; positives: TV >= {positive_threshold}; precision@{k}")
     print(_table(rows))
-    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictor.json").write_text(json.dumps(rows, indent=2, allow_nan=False))
     written = [out / "predictor.json"]

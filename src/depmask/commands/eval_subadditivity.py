@@ -71,12 +71,14 @@ def eval_subadditivity(
         output: results directory.
     """
     from depmask.decoding import build_policy, generate
-    from depmask.eval.runner import check_counts, check_policies, listed
+    from depmask.eval.runner import check_counts, check_policies, check_tasks, listed
     from depmask.eval.subadditivity import SetProbe
     from depmask.models import HFDenoiser
+    from depmask.paths import output_dir
     from depmask.tasks.adapter import TaskAdapter
 
     check_counts(n, batch_size)  # before the model loads
+    out = output_dir("output", output)
 
     tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")
     policies = listed("policies", policies, _default_policies(), "the default sweeps")
@@ -87,8 +89,7 @@ def eval_subadditivity(
             raise ValueError(f"`{name}` ({value!r}) must be an int >= {least}")
     if not 0 < delta < 1:
         raise ValueError(f"`delta` ({delta}) must lie in (0, 1): the probability mass each position may leave out")
-    for name in tasks:  # every task, before the model loads and before the first run
-        TaskAdapter.build(name)
+    check_tasks(tasks, None, split=split, n=n, seed=seed)  # every task and its draw, before the model loads
     den = HFDenoiser.from_pretrained(model)
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer files; the tasks need one")
@@ -98,7 +99,6 @@ def eval_subadditivity(
             bind = getattr(build_policy(sweep.name, **knobs), "bind", None)  # the guided ones check their head
             if bind is not None:
                 bind(den)
-    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(exact_max_set=exact_max_set, delta=delta, max_enumeration=max_enumeration, samples=samples,
                     topk=topk)

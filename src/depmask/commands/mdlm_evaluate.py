@@ -21,6 +21,7 @@ from depmask.data_gen.shards import write_atomic
 from depmask.decoding import build_policy
 from depmask.eval import DEFAULT_TASKS, score_task
 from depmask.eval.runner import listed
+from depmask.paths import output_dir
 from depmask.tasks import get_task
 
 
@@ -84,7 +85,12 @@ def mdlm_evaluate(
     tasks = listed("tasks", tasks, DEFAULT_TASKS, "the four synthetic tasks")  # [] would empty the card's table
     for name in tasks:
         get_task(name)  # an unknown name fails here, before the model loads
-    out_path = Path(out) if out else Path(model) / "eval.json"
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:
+        raise ValueError(f"`tasks` ({tasks}) names {twice} more than once")
+    model = str(Path(model).expanduser())
+    out_path = Path(out).expanduser() if out else Path(model) / "eval.json"
+    output_dir("out", out_path.parent)  # a file above it is named now, not after the decoding
     if out_path.is_dir():
         raise ValueError(f"`out` ({out}) is a directory; give the JSON file to write, e.g. {out_path / 'eval.json'}")
     if out is None or write_card:

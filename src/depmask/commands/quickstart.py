@@ -22,8 +22,9 @@ from pathlib import Path
 from depmask.data_gen.shards import write_atomic
 from depmask.eval.headline import headline_report
 from depmask.eval.plots import plot_frontier
-from depmask.eval.runner import PolicySweep, listed
+from depmask.eval.runner import PolicySweep, check_seed, check_tasks, listed
 from depmask.eval.summary import table, to_json
+from depmask.paths import output_dir
 
 
 def _shipped(relative: str, marker: str = "") -> Path:
@@ -138,8 +139,8 @@ def quickstart(
     from depmask.train.head_fit import module_kwargs, train_head
 
     tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")
-    path = Path(model) if model else embedded_model_path()
-    out = Path(out_dir)
+    path = Path(model).expanduser() if model else embedded_model_path()
+    out = output_dir("out_dir", out_dir)
     dev = check_device(device)  # before any work, not in Lightning's accelerator setup
     trainer = {"accelerator": "cpu"} if dev.type == "cpu" else {"accelerator": "gpu", "devices": [dev.index or 0]}
     head_kwargs = module_kwargs(head_config or shipped_head_config())  # a bad file fails before any work
@@ -148,6 +149,8 @@ def quickstart(
         raise ValueError(f"`n` ({n!r}) must be an int >= 1 (held-out test items per task)")
     if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or head_epochs < 1:
         raise ValueError(f"`head_epochs` ({head_epochs!r}) must be an int >= 1 (0 would export an untrained head)")
+    check_seed("seed", seed)  # it seeds the head's training too, which refuses a negative one after the harvest
+    check_tasks(tasks, None, split="test", n=n, seed=seed)  # an unknown or repeated task, before the harvest
     settings = {"model": str(path.resolve()), "tasks": tasks, "harvest_examples": harvest_examples,
                 "states_per_example": states_per_example, "seed": seed, "head_epochs": head_epochs,
                 "head": head_kwargs}

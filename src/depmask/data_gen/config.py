@@ -9,6 +9,7 @@ the same data is produced, never what it is. This module validates; it runs noth
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 IDENTITY_FIELDS = (
     "tasks", "split", "examples_per_task", "prompts_file", "seed", "policies",
@@ -75,6 +76,13 @@ class HarvestConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        from depmask.paths import output_dir
+
+        # `~` in a YAML value reaches here unexpanded (it made a directory named `~`)
+        self.model = str(Path(self.model).expanduser())
+        self.output = str(output_dir("output", self.output))
+        if self.prompts_file is not None:
+            self.prompts_file = str(Path(self.prompts_file).expanduser())
         checks = [
             ("examples_per_task", self.examples_per_task >= 1, ">= 1"),
             ("topk", self.topk >= 1, ">= 1"),

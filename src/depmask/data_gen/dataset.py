@@ -22,7 +22,7 @@ class HarvestError(ValueError):
 
 def load_harvest(directory: str | Path, verify: bool = True) -> Dataset:
     """All states of a harvest as one memory-mapped `Dataset` (numpy format)."""
-    directory = Path(directory)
+    directory = Path(directory).expanduser()
     if verify:
         report = verify_harvest(directory)
         if not report.ok:
@@ -35,7 +35,7 @@ def load_harvest(directory: str | Path, verify: bool = True) -> Dataset:
 
 def harvest_info(directory: str | Path) -> dict:
     """The harvest's `harvest.json` (model fingerprint, hidden size, config)."""
-    path = Path(directory) / HARVEST_JSON
+    path = Path(directory).expanduser() / HARVEST_JSON
     if not path.is_file():
         raise HarvestError(f"{path} is missing: {directory} is not a harvest directory")
     return json.loads(path.read_text())

@@ -236,14 +236,30 @@ def task_lengths(adapter: TaskAdapter, gen_length: int | None, block_length: int
 
 
 def check_tasks(tasks: list[str], task_kwargs: dict[str, dict] | None, gen_length: int | None = None,
-                block_length: int | None = None, steps: int | None = None) -> None:
-    """Every task built with its arguments and its lengths checked, and no `task_kwargs` for a task
-    that is not run (a misspelled name was silently ignored), before a model loads."""
+                block_length: int | None = None, steps: int | None = None, split: str | None = None,
+                n: int | None = None, seed: int = 0) -> None:
+    """Every task built with its arguments and its lengths checked, no task named twice, and no
+    `task_kwargs` for a task that is not run (a misspelled name was silently ignored), before a
+    model loads. With `split`, the draw is made too: a benchmark's missing data file, a split the
+    task lacks or a generated task without `n` are named before an 8B model loads, not after."""
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:
+        raise ValueError(f"`tasks` ({tasks}) names {twice} more than once")
     stray = sorted(set(task_kwargs or {}) - set(tasks))
     if stray:
         raise ValueError(f"`task_kwargs` names {stray}, which are not in `tasks` ({tasks})")
     for name in tasks:
-        task_lengths(TaskAdapter.build(name, **(task_kwargs or {}).get(name, {})), gen_length, block_length, steps)
+        adapter = TaskAdapter.build(name, **(task_kwargs or {}).get(name, {}))
+        task_lengths(adapter, gen_length, block_length, steps)
+        if split is not None:
+            adapter.examples(split, n, seed)
+
+
+def check_seed(name: str, value) -> None:
+    """A seed numpy's and Lightning's generators take: an int in [0, 2**32 - 1] (a negative one
+    failed in the bootstrap after every run had decoded)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError(f"`{name}` ({value!r}) must be an int in [0, 2**32 - 1]")
 
 
 def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None = None) -> None:
@@ -278,7 +294,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
     check_counts(n, batch_size)
     check_decoding(temperature, gen_length, block_length, steps)
     check_policies(policies)
-    out = Path(output)
+    out = Path(output).expanduser()
     plan = []
     for task_name in tasks:
         adapter = TaskAdapter.build(task_name, **(task_kwargs or {}).get(task_name, {}))

@@ -8,9 +8,11 @@ same architecture. It does not detect a change that touches only unsampled value
 A model loaded from a safetensors checkpoint is hashed on the values *as stored* (`stored_tensors`),
 not as loaded: a float32 checkpoint loaded in bfloat16 keeps its float32 fingerprint, so a head
 trained on it is not refused for the dtype alone (`config_hash` ignores dtype for the same reason).
-A tensor the checkpoint does not hold under the model's name (a tied output embedding) is hashed as
-loaded. Where stored and loaded values agree (any checkpoint loaded in its own dtype, and any
-bfloat16 one loaded in float32) the digest is the same either way.
+A tensor the checkpoint does not hold under the model's name (a tied output layer) is read under
+the name of the tensor it shares storage with. A checkpoint in another format (`.bin`) is hashed as
+loaded, so for it another dtype is another fingerprint. Where stored and loaded values agree (any
+checkpoint loaded in its own dtype, and any bfloat16 one loaded in float32) the digest is the same
+either way.
 """
 
 from __future__ import annotations
@@ -46,13 +48,20 @@ def weights_hash(model: nn.Module, samples: int = 8, values: int = 65536,
     if not params:
         return "noweights"
     pick = sorted({round(i * (len(params) - 1) / max(1, samples - 1)) for i in range(samples)})
+    tied: dict[tuple, list[str]] = {}  # one storage under several names (a tied output layer)
+    if stored is not None:
+        for name, t in params:
+            tied.setdefault((t.data_ptr(), tuple(t.shape)), []).append(name)
     h = hashlib.sha256()
     for i in pick:
         name, t = params[i]
         flat = t.detach().flatten()[:values]
-        kept = stored(name, values) if stored is not None else None
-        if kept is not None and kept.numel() == flat.numel():
-            flat = kept
+        if stored is not None:  # as stored, under this name or, if tied, under the one the checkpoint keeps
+            for alias in [name, *(n for n in tied.get((t.data_ptr(), tuple(t.shape)), []) if n != name)]:
+                kept = stored(alias, values)
+                if kept is not None and kept.numel() == flat.numel():
+                    flat = kept
+                    break
         h.update(name.encode())
         h.update(flat.to("cpu", torch.float32).numpy().tobytes())
     return h.hexdigest()[:10]

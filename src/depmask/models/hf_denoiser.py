@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class HFDenoiser:
         from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
 
-        path = Path(path)
+        path = Path(path).expanduser()
         if not (path.is_dir() and (path / "config.json").is_file()):
             raise FileNotFoundError(
                 f"`path` ({str(path)!r}) is not a local model directory with a config.json; "
@@ -129,8 +130,12 @@ class HFDenoiser:
             )
         tokenizer = None  # only from real tokenizer files: transformers 5 invents an empty one otherwise
         has_tokenizer = any((path / f).is_file() for f in TOKENIZER_FILES)
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            tokenizer = None if not has_tokenizer else AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        if has_tokenizer:  # files that are there but do not load are named, not taken for "no tokenizer"
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+                warnings.warn(f"the tokenizer files in {str(path)!r} could not be loaded ({type(err).__name__}: "
+                              f"{err}); the model loads without a tokenizer (token ids only)", stacklevel=2)
         model.to(device)
         # hashed as stored, so that the dtype asked for does not change the model's identity
         stored = stored_tensors(path, prefix=getattr(model, "base_model_prefix", "") or "")

@@ -92,7 +92,7 @@ def write_checkpoint(
         text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise TypeError(f"`training_manifest` must be JSON-serialisable (finite numbers, str keys): {err}") from err
-    directory = Path(directory)
+    directory = Path(directory).expanduser()
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"`directory` ({directory}) exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def read_checkpoint(
     Raises FileNotFoundError (missing directory or file) or ValueError (unreadable or invalid
     config, unreadable weights), each naming the path.
     """
-    directory = Path(directory)
+    directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(f"head checkpoint directory {directory} does not exist (or is not a directory)")
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME

@@ -101,12 +101,26 @@ def _one_group(batch: list[list[PromptItem]]) -> list[PromptItem]:
     return batch[0]
 
 
+def _check_inputs(cfg: HarvestConfig) -> None:
+    """What can be checked without the model, before it loads (minutes for an 8B one): the prompts
+    file exists; the tasks are known, named once, and have their split and data."""
+    from depmask.eval.runner import check_tasks
+
+    if cfg.prompts_file is not None:
+        if not Path(cfg.prompts_file).exists():
+            raise ValueError(f"`prompts_file` ({cfg.prompts_file!r}) does not exist (a .jsonl file or a "
+                             "`datasets.save_to_disk` directory)")
+        return
+    check_tasks(list(cfg.tasks), cfg.task_kwargs, split=cfg.split, n=cfg.examples_per_task, seed=cfg.seed)
+
+
 def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: bytes | None = None) -> dict:
     """Harvest (or resume) `cfg.output`; returns this run's summary (rank 0's view).
 
     `record` (the command's resolved YAML) is written to `harvest.yaml` once the output directory
     is known to hold this harvest, so a refused run leaves an existing harvest's record as it was.
     """
+    _check_inputs(cfg)
     denoiser = HFDenoiser.from_pretrained(cfg.model, dtype=cfg.dtype, capture_layers=cfg.capture_layers)
     if denoiser.tokenizer is None:
         raise ValueError(f"`model` ({cfg.model}) has no tokenizer files; the harvest needs one to encode prompts")

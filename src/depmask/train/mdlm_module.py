@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM, save_tiny_mdlm
+from depmask.paths import output_dir
 from depmask.train.export_guard import skip_export_reason
 
 
@@ -74,6 +75,8 @@ class MDLMModule(L.LightningModule):
         if hidden_size % num_attention_heads:
             raise ValueError(f"`hidden_size` ({hidden_size}) must be a multiple of `num_attention_heads` "
                              f"({num_attention_heads})")
+        if export_dir is not None:
+            output_dir("export_dir", export_dir)  # a file there is named now, not after the training
         self.save_hyperparameters()
         self.model: TinyMDLMForMaskedLM | None = None
         if vocab_size is not None:
@@ -168,6 +171,6 @@ class MDLMModule(L.LightningModule):
             if reason is not None:
                 print(f"not exporting to {self.hparams.export_dir}: {reason}")
                 return
-            out = save_tiny_mdlm(self.model.cpu().float(), Path(self.hparams.export_dir),
+            out = save_tiny_mdlm(self.model.cpu().float(), Path(self.hparams.export_dir).expanduser(),
                                  self.trainer.datamodule.tokenizer)
             print(f"exported the model to {out}")

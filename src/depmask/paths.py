@@ -1,0 +1,24 @@
+"""Output locations given on the command line or in a config, checked before any work.
+
+`output_dir(name, path)` expands `~` (a YAML value or `--output=~/x` reaches depmask unexpanded,
+and became a directory literally named `~`) and refuses a path that exists as a file, or below a
+file, naming the argument: found at the first write, such a path used to fail after the decoding,
+scoring or training it was to hold.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def output_dir(name: str, path: str | os.PathLike) -> Path:
+    """`path` with `~` expanded; ValueError naming `name` when it, or a folder above it, is a file."""
+    out = Path(path).expanduser()
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"lies below a file ({p})"
+                raise ValueError(f"`{name}` ({str(path)!r}) {what}; give a directory")
+            break
+    return out
