@@ -70,10 +70,21 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile_select"])
-def test_decode_command_on_the_embedded_model(capsys, compiled):
+def test_decode_command_on_the_embedded_model(capsys, monkeypatch, compiled):
+    import depmask.commands.decode as decode_command
+
+    asked = []
+    real = decode_command.generate
+
+    def spy(*args, **kwargs):  # the flag must reach the loop, not only be parsed and checked
+        asked.append(kwargs.get("compile_select"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode_command, "generate", spy)
     main(["decode", "--model", str(EMBEDDED), "--prompt", "<sort> 8 1 3 3 9 5 7 2", "--gen_length", "8",
           "--policy", "threshold", "--policy.threshold", "0.9", "--json_output", "true",
           "--compile_select", str(compiled).lower()])
+    assert asked == [compiled]
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["rows"][0]["completion"] == "1 2 3 3 5 7 8 9"
     assert out["policy"] == "threshold" and out["nfe"] >= 1 and out["tpf"] > 1
@@ -84,7 +95,21 @@ def test_decode_command_compiles_clad_ahead_of_time(capsys):
             "--policy", "clad", "--policy.threshold", "0.9", "--json_output", "true"]
     main(args)
     eager = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    main([*args, "--compile_select", "aot"])
+    from depmask.decoding import aot as aot_module
+
+    built = []
+    real = aot_module.AotSelect.__init__
+
+    def spy(self, *a, **k):  # the step is really compiled ahead of time, not decoded eagerly twice
+        built.append(type(a[0]).__name__ if a else None)
+        real(self, *a, **k)
+
+    aot_module.AotSelect.__init__ = spy
+    try:
+        main([*args, "--compile_select", "aot"])
+    finally:
+        aot_module.AotSelect.__init__ = real
+    assert built == ["Clad"]
     aot = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert aot["rows"][0]["completion"] == eager["rows"][0]["completion"] == "1 2 3 3 5 7 8 9"
     assert aot["nfe"] == eager["nfe"] and aot["policy"] == "clad"

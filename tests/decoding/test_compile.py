@@ -17,10 +17,14 @@ def test_compiled_decode_equals_eager_for_clad_and_demask(mock_denoiser, prompts
     """Both issue presets, two blocks, several steps per block; under `clad` rows finish at
     different steps (NFE 8, 7, 11), so the batch shrinks (the dynamic recompile). Every commit,
     step and NFE agree with the eager decode."""
+    from torch._dynamo.utils import counters
+
     for policy in (build_policy("clad", threshold=0.99), build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)):
         kwargs = dict(gen_length=12, block_length=6, pad_id=0)
         eager = generate(mock_denoiser, prompts, policy, **kwargs)
+        graphs = counters["stats"]["unique_graphs"]
         compiled = generate(mock_denoiser, prompts, policy, compile_select=True, **kwargs)
+        assert counters["stats"]["unique_graphs"] > graphs, policy.name  # compiled, not the eager step twice
         assert torch.equal(compiled.tokens, eager.tokens), policy.name
         assert torch.equal(compiled.commit_step, eager.commit_step), policy.name
         assert torch.equal(compiled.nfe, eager.nfe), policy.name

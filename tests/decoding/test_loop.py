@@ -100,9 +100,23 @@ def test_one_token_per_step_accounting(mock_denoiser, prompts):
 
 
 def test_finished_rows_leave_the_batch(prompts):
-    den = MockDenoiser()
-    res = generate(den, prompts, build_policy("threshold", threshold=0.3), gen_length=8)
-    assert den.calls == res.forwards == int(res.nfe.max())
+    """Rows that finish at different steps: the model sees only the rows with masks left, so the
+    rows it is given add up to the rows' own forwards."""
+
+    class Counting(MockDenoiser):
+        def __init__(self):
+            super().__init__()
+            self.rows = []
+
+        def __call__(self, tokens, *args, **kwargs):
+            self.rows.append(tokens.shape[0])
+            return super().__call__(tokens, *args, **kwargs)
+
+    den = Counting()
+    res = generate(den, prompts, build_policy("threshold", threshold=0.9), gen_length=8)
+    assert len(set(res.nfe.tolist())) > 1  # rows do finish at different steps here
+    assert den.calls == len(den.rows) == res.forwards == int(res.nfe.max())
+    assert sum(den.rows) == int(res.nfe.sum())  # a finished row is not decoded again
 
 
 def test_logits_eos_inf_never_emits_eos(prompts):
@@ -133,14 +147,20 @@ def test_logits_eos_inf_leaves_the_models_logits_alone(mock_denoiser):
 def test_confidence_eos_eot_inf_commits_eos_last(prompts):
     den = MockDenoiser()
     den.bias[den.eos_ids[0]] = 4.0  # EOS likely, not everywhere
-    res = generate(den, prompts, build_policy("low_confidence"), gen_length=8, confidence_eos_eot_inf=True)
-    for row, steps in zip(res.generated, res.commit_step):
-        eos_steps = steps[row == den.eos_ids[0]]
-        other = steps[row != den.eos_ids[0]]
-        if eos_steps.numel() and other.numel():
-            # EOS candidates had confidence 0; the other positions in the canvas outrank them
-            # at every step where a non-EOS candidate existed, so EOS comes last
-            assert eos_steps.min() > other.min()
+    def eos_last(res) -> list[bool]:  # per row with both kinds: every EOS committed after every other token
+        out = []
+        for row, steps in zip(res.generated, res.commit_step):
+            eos_steps, other = steps[row == den.eos_ids[0]], steps[row != den.eos_ids[0]]
+            if eos_steps.numel() and other.numel():
+                out.append(bool(eos_steps.min() > other.max()))
+        return out
+
+    # EOS candidates get confidence 0: the other positions outrank them at every step where a
+    # non-EOS candidate exists, so EOS comes last
+    on = eos_last(generate(den, prompts, build_policy("low_confidence"), gen_length=8, confidence_eos_eot_inf=True))
+    assert on and all(on)
+    off = eos_last(generate(den, prompts, build_policy("low_confidence"), gen_length=8))
+    assert not all(off)  # without the option some EOS is committed before other tokens (the check can fail)
 
 
 def test_stop_at_eos_saves_forwards_and_fills_with_eos(prompts):
