@@ -37,3 +37,12 @@ def test_a_harvest_output_under_home_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = HarvestConfig(model="~/model", output="~/harvest", tasks=["sort"])
     assert cfg.output == str(tmp_path / "harvest") and cfg.model == str(tmp_path / "model")
+
+
+def test_a_harvest_keeps_its_prompts_files_spelling():
+    """Only `~` is expanded: `prompts_file` is recorded and compared on resume, and normalising
+    `./prompts/` to `prompts` refused the resume of a harvest started before."""
+    from depmask.data_gen import HarvestConfig
+
+    cfg = HarvestConfig(model="models/tiny-tasks/", output="out/", tasks=[], prompts_file="./prompts/", gen_length=8)
+    assert (cfg.prompts_file, cfg.model, cfg.output) == ("./prompts/", "models/tiny-tasks/", "out/")

@@ -332,3 +332,17 @@ def test_another_gen_length_keeps_the_tasks_block(tmp_path):
                                          r"`gen_length` \(40\) \(the task's block; give --block_length"):
         run_decode_eval(den, ["gsm8k"], [PolicySweep("low_confidence")], tmp_path / "b", n=1, gen_length=40,
                         task_kwargs=task_kwargs)
+
+
+def test_mbpps_few_shot_split_is_named_before_the_model_loads(tmp_path):
+    """3-shot MBPP prompts read the `prompt` split, which a folder holding only the test problems lacks."""
+    from depmask.tasks.benchmarks import DataNotFoundError
+
+    data = tmp_path / "mbpp"
+    data.mkdir()
+    rows = [{"task_id": t, "text": f"Return {t}.", "code": f"def f():\n    return {t}",
+             "test_list": [f"assert f() == {t}"], "test_setup_code": "", "challenge_test_list": []} for t in (11, 12)]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataNotFoundError, match=r"prompt"):
+        main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), "--tasks", "[mbpp]", "--n", "2",
+              "--task_kwargs", f"{{mbpp: {{path: {data}}}}}", "--model.path", str(tmp_path / "none")])

@@ -110,7 +110,10 @@ def test_eval_subadditivity_end_to_end(tmp_path, capsys):
                  "threshold: 0.5}}, {name: guided, label: attention-conflict, knobs: {units: cluster, rule: conflict, "
                  "scorer: attention, threshold: 0.5}}]"])
     del rows
-    summary = json.loads((out / "subadditivity.json").read_text())
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    summary = json.loads((out / "subadditivity.json").read_text(), parse_constant=refuse)  # standard JSON
     # a labelled crossing is named by its label and its string knobs: two `guided` runs that differ
     # only in `units` used to share one name (rows, table, and one colour in the plot)
     assert [r["policy"] for r in summary] == ["threshold", "demask", "attention-conflict-token", "attention-conflict"]

@@ -205,3 +205,15 @@ def test_an_export_killed_between_its_two_files_leaves_no_config(tmp_path, monke
     assert not (out / CONFIG_NAME).exists()
     with pytest.raises(FileNotFoundError, match=CONFIG_NAME):
         DependencyHead.from_pretrained(out)
+
+
+def test_capture_layers_problem_names_two_different_explicit_layer_sets():
+    from depmask.predictor.io import capture_layers_problem
+
+    manifest = {"capture_layers": [0]}
+    assert capture_layers_problem(True, manifest, [3]) == ("the head reads attention over layers [0], the harvest "
+                                                            "captured layers [3]")
+    assert capture_layers_problem(True, manifest, [0]) is None
+    assert capture_layers_problem(False, manifest, [3]) is None  # reads no attention
+    assert capture_layers_problem(True, {"capture_layers": None}, [3]) is None  # a default: unresolved here
+    assert capture_layers_problem(True, None, [3]) is None  # a head from before the record

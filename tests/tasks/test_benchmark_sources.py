@@ -269,9 +269,16 @@ def test_a_single_saved_split_is_not_served_as_another(tmp_path):
     assert len(GSM8K(path=tmp_path / "saved").examples("test")) == 3
     with pytest.raises(DataNotFoundError, match=r"holds split 'test' \(its state.json\), not 'train'"):
         GSM8K(path=tmp_path / "saved").examples("train")
-    _jsonl(tmp_path / "gsm8k_test" / "test.jsonl", GSM8K_ROWS[:2])  # a directory named for a split
+    datasets.Dataset.from_list(GSM8K_ROWS[:2]).save_to_disk(str(tmp_path / "gsm8k_test"))  # named for a split
     with pytest.raises(DataNotFoundError, match="named for split 'test', not 'train'"):
         GSM8K(path=tmp_path / "gsm8k_test").examples("train")
+    # "train" is what `datasets` records for any local file it reads: not a refusal
+    datasets.Dataset.from_list(GSM8K_ROWS[:3], split="train").save_to_disk(str(tmp_path / "from_file"))
+    assert len(GSM8K(path=tmp_path / "from_file").examples("test")) == 3
+    # a folder of split files serves them, whatever its own name says
+    _jsonl(tmp_path / "ci_smoke_test" / "train.jsonl", GSM8K_ROWS[:4])
+    _jsonl(tmp_path / "ci_smoke_test" / "test.jsonl", GSM8K_ROWS[:2])
+    assert len(GSM8K(path=tmp_path / "ci_smoke_test").examples("train")) == 4
 
 
 def test_the_data_dirs_split_file_comes_before_its_unnamed_file(tmp_path, monkeypatch):
@@ -287,6 +294,9 @@ def test_json_lines_under_a_json_name_and_records_of_another_benchmark(tmp_path)
     lines = tmp_path / "test.json"  # what `datasets.Dataset.to_json` writes by default
     _jsonl(lines, GSM8K_ROWS[:3])
     assert read_records(lines) == GSM8K_ROWS[:3]
+    one = tmp_path / "one.json"
+    _jsonl(one, GSM8K_ROWS[:1])  # a single line: one record
+    assert read_records(one) == GSM8K_ROWS[:1]
     broken = tmp_path / "broken.json"
     broken.write_text('[{"question": "q"')
     with pytest.raises(ValueError, match=r"broken.json'?: not JSON"):

@@ -248,3 +248,12 @@ def test_a_task_whose_symbols_the_tokenizer_lacks_is_refused():
     wide = TaskAdapter.build("permutation", n_symbols=12)
     with pytest.raises(ValueError, match=r"task 'permutation' .*uses 4 symbol\(s\) the model's tokenizer does not have: i j k l"):
         wide.prompt_ids(wide.examples("test", 1, 0)[0], tok)
+
+
+def test_numpy_numbers_are_numbers():
+    """The type checks added on 2026-11-30 refused `np.int64(8)` (a sweep over `np.arange`)."""
+    import numpy as np
+
+    assert get_task("sort", n=np.int64(6)).n == 6 and type(get_task("sort", n=np.int64(6)).n) is int
+    assert get_task("sudoku4", min_givens=np.int32(5)).min_givens == 5
+    assert get_task("addition", test_fraction=np.float32(0.25)).test_fraction == np.float32(0.25)

@@ -46,6 +46,7 @@ _COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "atten
 
 def _load_head(head: str, info: dict, harvest: str):
     from depmask.predictor import DependencyHead
+    from depmask.predictor.io import capture_layers_problem
 
     model = DependencyHead.from_pretrained(head)
     problems = []
@@ -54,6 +55,10 @@ def _load_head(head: str, info: dict, harvest: str):
                         f"{info['fingerprint']!r}")
     if model.hidden_size != int(info["hidden_size"]):
         problems.append(f"head hidden size is {model.hidden_size}, harvest hidden size is {info['hidden_size']}")
+    layers = capture_layers_problem(model.use_attention, model.training_manifest,
+                                    (info.get("config") or {}).get("capture_layers"))
+    if layers:
+        problems.append(layers)
     if problems:
         raise ValueError(f"`head` ({head}) does not match `harvest` ({harvest}): " + "; ".join(problems))
     return model

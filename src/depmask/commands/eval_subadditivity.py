@@ -70,9 +70,11 @@ def eval_subadditivity(
         seed: seeds the item draw and the Monte-Carlo draws.
         output: results directory.
     """
+    from depmask.data_gen.shards import write_atomic
     from depmask.decoding import build_policy, generate
     from depmask.eval.runner import check_counts, check_policies, check_tasks, listed
     from depmask.eval.subadditivity import SetProbe
+    from depmask.eval.summary import to_json
     from depmask.models import HFDenoiser
     from depmask.paths import output_dir
     from depmask.tasks.adapter import TaskAdapter
@@ -131,7 +133,7 @@ def eval_subadditivity(
     with open(out / "states.jsonl", "w") as f:
         for rec in states:
             f.write(json.dumps(rec) + "\n")
-    (out / "subadditivity.json").write_text(json.dumps(rows, indent=2))
+    write_atomic(out / "subadditivity.json", to_json(rows).encode())  # standard JSON: an undefined mean is null
     png = plot_scatter(states, out / "scatter.png")
     print(table(rows))
     print(f"wrote {out / 'subadditivity.json'}, {out / 'states.jsonl'} and {png}")

@@ -90,7 +90,10 @@ def mdlm_evaluate(
         raise ValueError(f"`tasks` ({tasks}) names {twice} more than once")
     model = str(Path(model).expanduser())
     out_path = Path(out).expanduser() if out else Path(model) / "eval.json"
-    output_dir("out", out_path.parent)  # a file above it is named now, not after the decoding
+    try:  # a file above the table's path is named now, not after the decoding
+        output_dir("out" if out else "model", out_path.parent)
+    except ValueError as err:
+        raise ValueError(f"{err} (the folder the table {str(out_path)!r} goes in)") from None
     if out_path.is_dir():
         raise ValueError(f"`out` ({out}) is a directory; give the JSON file to write, e.g. {out_path / 'eval.json'}")
     if out is None or write_card:

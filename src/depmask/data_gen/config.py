@@ -8,8 +8,8 @@ the same data is produced, never what it is. This module validates; it runs noth
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 IDENTITY_FIELDS = (
     "tasks", "split", "examples_per_task", "prompts_file", "seed", "policies",
@@ -78,11 +78,13 @@ class HarvestConfig:
     def __post_init__(self) -> None:
         from depmask.paths import output_dir
 
-        # `~` in a YAML value reaches here unexpanded (it made a directory named `~`)
-        self.model = str(Path(self.model).expanduser())
-        self.output = str(output_dir("output", self.output))
+        # `~` in a YAML value reaches here unexpanded (it made a directory named `~`); only `~`: the
+        # spelling is otherwise kept, as a harvest records `prompts_file` and compares it on resume
+        self.model = os.path.expanduser(self.model)
+        output_dir("output", self.output)
+        self.output = os.path.expanduser(self.output)
         if self.prompts_file is not None:
-            self.prompts_file = str(Path(self.prompts_file).expanduser())
+            self.prompts_file = os.path.expanduser(self.prompts_file)
         checks = [
             ("examples_per_task", self.examples_per_task >= 1, ">= 1"),
             ("topk", self.topk >= 1, ">= 1"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,13 +253,15 @@ def check_tasks(tasks: list[str], task_kwargs: dict[str, dict] | None, gen_lengt
         adapter = TaskAdapter.build(name, **(task_kwargs or {}).get(name, {}))
         task_lengths(adapter, gen_length, block_length, steps)
         if split is not None:
-            adapter.examples(split, n, seed)
+            drawn = adapter.examples(split, n, seed)
+            if drawn and not adapter.synthetic:  # its prompt too: MBPP's few-shot exemplars are another split
+                adapter.task.prompt_text(drawn[0], None, chat=False)
 
 
 def check_seed(name: str, value) -> None:
     """A seed numpy's and Lightning's generators take: an int in [0, 2**32 - 1] (a negative one
     failed in the bootstrap after every run had decoded)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
         raise ValueError(f"`{name}` ({value!r}) must be an int in [0, 2**32 - 1]")
 
 

@@ -39,6 +39,7 @@ POSIX only (Linux is what it is tested on).
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import secrets
 import shutil
@@ -80,7 +81,7 @@ class SandboxLimits:
     def __post_init__(self) -> None:
         for name in ("timeout_s", "memory_mb", "file_size_mb", "max_processes"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"`{name}` ({value!r}) must be a number, not {type(value).__name__}")
         if not self.timeout_s > 0:
             raise ValueError(f"`timeout_s` ({self.timeout_s}) must be > 0")

@@ -226,3 +226,16 @@ def check_export_dir(directory: str | Path) -> None:
             "a config.json that is not a head's"
         raise ValueError(f"`export_dir` ({str(directory)!r}) holds {kind}; a head export would replace its "
                          "config.json and weights: give the head a directory of its own")
+
+
+def capture_layers_problem(use_attention: bool, manifest: dict | None, harvested: list[int] | None) -> str | None:
+    """Why a head that reads attention may not be scored on (or teach from) a harvest whose
+    attention was captured over `harvested` layers (its `capture_layers`, None: the default), or
+    None. Without the model the default cannot be resolved, so only two explicit, different layer
+    sets are a problem (decoding checks against the loaded model: `check_capture_layers`)."""
+    if not use_attention or not manifest or manifest.get("capture_layers") is None or harvested is None:
+        return None
+    trained = sorted({int(i) for i in manifest["capture_layers"]})
+    if trained != sorted({int(i) for i in harvested}):
+        return f"the head reads attention over layers {trained}, the harvest captured layers {sorted(harvested)}"
+    return None

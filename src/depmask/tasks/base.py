@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import numbers
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -84,12 +85,12 @@ def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     """Return `value` if it is an integer (not a bool) in [lo, hi], else raise a ValueError naming
     the argument: sizes reach tasks from a config's `task_kwargs`, where `"3"`, `4.5` or `true`
     would otherwise fail deep in generation, after the model has loaded."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy's integers are integers
         raise ValueError(f"`{name}` ({value!r}) must be an integer, not {type(value).__name__}")
     if value < lo or (hi is not None and value > hi):
         bound = f"lie in [{lo}, {hi}]" if hi is not None else f"be >= {lo}"
         raise ValueError(f"`{name}` ({value}) must {bound}")
-    return value
+    return int(value)
 
 
 def check_optional_bool(name: str, value: Any) -> bool | None:
@@ -140,7 +141,7 @@ class SyntheticTask(ABC):
     name: str = ""
 
     def __init__(self, test_fraction: float = 0.1) -> None:
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real):
             raise ValueError(f"`test_fraction` ({test_fraction!r}) must be a number in (0, 1)")
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"`test_fraction` ({test_fraction}) must lie in (0, 1)")

@@ -81,8 +81,7 @@ class Sudoku4(SyntheticTask):
 
     def __init__(self, min_givens: int = 4, max_givens: int = 10, test_fraction: float = 0.1) -> None:
         super().__init__(test_fraction=test_fraction)
-        check_int("min_givens", min_givens, 0, 16)
-        check_int("max_givens", max_givens, 0, 16)
+        min_givens, max_givens = check_int("min_givens", min_givens, 0, 16), check_int("max_givens", max_givens, 0, 16)
         if not 0 <= min_givens <= max_givens <= 16:
             raise ValueError(
                 f"`min_givens` ({min_givens}) and `max_givens` ({max_givens}) must satisfy "

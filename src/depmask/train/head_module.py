@@ -38,7 +38,7 @@ from depmask.data_gen.shards import write_atomic
 from depmask.decoding.selector import prefix_cost
 from depmask.models.fingerprint import same_model
 from depmask.predictor import DependencyHead, pair_mask
-from depmask.predictor.io import check_export_dir
+from depmask.predictor.io import capture_layers_problem, check_export_dir
 from depmask.train.export_guard import skip_export_reason
 
 LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
@@ -131,7 +131,8 @@ class HeadModule(L.LightningModule):
                                    pair_refine=pair_refine)
         # a plain attribute, not a submodule: frozen, outside the optimiser and the checkpoints
         object.__setattr__(self, "_teacher",
-                           _load_teacher(teacher, hidden_size, base_fingerprint) if teacher is not None else None)
+                           _load_teacher(teacher, hidden_size, base_fingerprint, training_manifest)
+                           if teacher is not None else None)
         self.val_head = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision()})
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()
@@ -290,13 +291,19 @@ class HeadModule(L.LightningModule):
         _log_artifact(self.trainer.loggers, path)
 
 
-def _load_teacher(directory: str, hidden_size: int, base_fingerprint: str | None) -> DependencyHead:
-    """The frozen teacher head at `directory`, refused (ValueError) when it reads another model."""
+def _load_teacher(directory: str, hidden_size: int, base_fingerprint: str | None,
+                  training_manifest: dict | None = None) -> DependencyHead:
+    """The frozen teacher head at `directory`, refused (ValueError) when it reads another model, or
+    attention captured over other layers than this harvest's."""
     head = DependencyHead.from_pretrained(directory)
     if head.hidden_size != hidden_size or not same_model(head.base_fingerprint, base_fingerprint):
         raise ValueError(f"`teacher` ({directory}) was trained for base model {head.base_fingerprint!r} "
                          f"(hidden size {head.hidden_size}); this harvest is {base_fingerprint!r} "
                          f"(hidden size {hidden_size})")
+    layers = capture_layers_problem(head.use_attention, head.training_manifest,
+                                    (training_manifest or {}).get("capture_layers"))
+    if layers:
+        raise ValueError(f"`teacher` ({directory}): {layers}")
     return head.float().requires_grad_(False).eval()
 
 

@@ -111,10 +111,10 @@ class Benchmark(ABC):
             block_length: semi-autoregressive block size the benchmark is decoded with.
         """
         shots = self.default_shots if shots is None else shots
-        if check_int("shots", shots, 0) > self.max_shots:
+        shots = check_int("shots", shots, 0)
+        if shots > self.max_shots:
             raise ValueError(f"`shots` ({shots}) must lie in [0, {self.max_shots}] for {self.name}")
-        check_int("gen_length", gen_length, 1)
-        check_int("block_length", block_length, 1)
+        gen_length, block_length = check_int("gen_length", gen_length, 1), check_int("block_length", block_length, 1)
         check_optional_bool("chat", chat)
         check_optional_bool("allow_download", allow_download)
         if system_prompt is not None and not isinstance(system_prompt, str):

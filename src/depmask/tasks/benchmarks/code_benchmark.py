@@ -48,7 +48,7 @@ class CodeBenchmark(Benchmark):
         super().__init__(path=path, shots=shots, chat=chat, system_prompt=system_prompt,
                          allow_download=allow_download, gen_length=gen_length, block_length=block_length)
         if max_workers is not None:
-            check_int("max_workers", max_workers, 1)
+            max_workers = check_int("max_workers", max_workers, 1)
         if executor is None:  # check the limits now, not at the first grade after a batch decoded
             from depmask.eval.sandbox import SandboxLimits
 

@@ -11,9 +11,9 @@ Where depmask looks, in order, for benchmark `name` and split `split`:
 
 A location may be a file — `.jsonl`, `.jsonl.gz`, `.json` (a list of records) or `.parquet`,
 taken as the requested split unless its name says another split (`train.jsonl` is not `test`) — or a
-directory (refused likewise when its name says another split): one written by `datasets`'
-`save_to_disk` (a `Dataset`, refused when it records another split, or a `DatasetDict` from which
-the split is taken), or one holding `<split>.jsonl` (or
+directory: one written by `datasets`' `save_to_disk` (a `Dataset`, refused when its name or the
+split it records says another split, "train" excepted: `datasets` records it for any local file;
+or a `DatasetDict` from which the split is taken), or one holding `<split>.jsonl` (or
 `.jsonl.gz`, `.json`, `.parquet`, or a `save_to_disk` directory named `<split>`). If nothing is
 found, `DataNotFoundError` lists every place it looked and how to point depmask at the data.
 This module knows nothing of any benchmark's fields; `datasets` is imported only when needed.
@@ -85,6 +85,8 @@ def read_records(path: str | Path) -> list[dict]:
             raise ValueError(f"{str(p)!r}: not JSON ({e.msg} at line {e.lineno})") from e
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
+        elif isinstance(data, dict):  # one record (a one-line JSON Lines file under a .json name too)
+            data = [data]
         if not isinstance(data, list):
             raise ValueError(f"{str(p)!r}: a .json data file must hold a list of records (or one record per line)")
         return data
@@ -136,8 +138,9 @@ def _load_saved(d: Path, split: str) -> list[dict] | None:
         if split not in loaded:
             raise KeyError(f"{str(d)!r} is a DatasetDict with splits {sorted(loaded)}, not {split!r}")
         loaded = loaded[split]
-    elif loaded.split is not None and str(loaded.split) in _SPLIT_WORDS and str(loaded.split) != split:
-        # a single split saved on its own records which one it is: a test set is not served as train
+    elif str(loaded.split) in _SPLIT_WORDS and str(loaded.split) not in (split, "train"):
+        # a single split saved on its own records which one it is: a test set is not served as
+        # train. "train" proves nothing: `datasets` records it for any local file it reads
         raise KeyError(f"{str(d)!r} holds split {str(loaded.split)!r} (its state.json), not {split!r}")
     return [dict(r) for r in loaded]
 
@@ -155,8 +158,8 @@ def _try_location(p: Path, split: str, tried: list[str], label: str) -> list[dic
             return None
         return read_records(p)
     if p.is_dir():
-        named = _split_in_name(p)
-        if named is not None and named != split:
+        named = _split_in_name(p)  # a single saved dataset named for a split (not a folder of split files)
+        if named is not None and named != split and (p / "state.json").is_file():
             tried.append(f"{label}: {p} is named for split {named!r}, not {split!r}")
             return None
         if _is_saved_dataset(p):
