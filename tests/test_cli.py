@@ -93,3 +93,16 @@ def test_a_misspelled_config_key_of_a_group_command_is_named(tmp_path, capsys, c
         main([*command, "--config", str(config)])
     err = capsys.readouterr().err
     assert "Option 'batchsize' is not accepted" in err and f"depmask {' '.join(command)} --help" in err
+
+
+def test_the_top_level_names_and_no_lightning_outside_train():
+    """`from depmask import HFDenoiser, build_policy, generate, DependencyHead, get_task` is what a
+    script needs; importing depmask must not import Lightning (it lives in `train/` only)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, depmask; from depmask import HFDenoiser, build_policy, generate, DependencyHead, get_task; "
+            "print(sorted(m for m in ('lightning', 'lightning.pytorch', 'datasets') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
