@@ -45,6 +45,8 @@ class HarvestModule(pl.LightningModule):
             self.pad_id = denoiser.eos_ids[0] if denoiser.eos_ids else 0
 
     def predict_step(self, batch: list[PromptItem], batch_idx: int = 0):
+        if not batch:  # a rank's filler group: fewer groups were left than ranks
+            return None
         with torch.inference_mode():
             return harvest_group(self.denoiser, batch, self.cfg, self.pad_id)
 
@@ -57,6 +59,8 @@ class ShardWriter(BasePredictionWriter):
         self.output, self.hidden_size, self.fingerprint = Path(output), hidden_size, fingerprint
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if prediction is None:  # a filler group
+            return
         table = records_to_table(prediction.records, self.hidden_size)
         write_shard(self.output, table, prediction.example_ids, self.fingerprint)
 
@@ -76,6 +80,8 @@ class HarvestProgress(Callback):
             self.bar = tqdm(total=sum(trainer.num_predict_batches), desc=desc, unit="batch", dynamic_ncols=True)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if outputs is None:  # a filler group
+            return
         self.examples += len(outputs.example_ids)
         self.states += len(outputs.records)
         self.pairs += outputs.pairs
@@ -147,6 +153,9 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     todo = [g for g in groups if not all(it.example_id in done for it in g)]
     summary = {"skipped_examples": sum(len(g) for g in groups) - sum(len(g) for g in todo)}
     if todo:
+        # every rank gets a group: Lightning's unpadded distributed sampler asserts on a rank with
+        # none, so a resume with fewer groups left than ranks crashed on every retry
+        todo += [[]] * max(0, trainer.world_size - len(todo))
         loader = DataLoader(todo, batch_size=1, shuffle=False, collate_fn=_one_group, num_workers=cfg.num_workers)
         trainer.predict(HarvestModule(denoiser, cfg), dataloaders=loader, return_predictions=False)
     summary.update(progress.totals(), world_size=trainer.world_size)

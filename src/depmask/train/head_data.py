@@ -121,13 +121,21 @@ class HeadDataModule(L.LightningDataModule):
                          # the attention a head may read was averaged over these layers (None: the default)
                          "capture_layers": info.get("config", {}).get("capture_layers")}
 
-    def _loader(self, idx: list[int], shuffle: bool) -> DataLoader:
+    def _loader(self, idx: list[int], shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(_States(self.data, idx), batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=collate_states, num_workers=self.num_workers,
+                          sampler=sampler, collate_fn=collate_states, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_idx, True)
 
     def val_dataloader(self) -> DataLoader:
+        """Under DDP each rank validates its own states, none twice: Lightning's padding sampler
+        repeated states to even out the ranks, and the reduced metrics counted them twice."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            return self._loader(self.val_idx, False, UnrepeatedDistributedSampler(_States(self.data, self.val_idx),
+                                                                                  shuffle=False))
         return self._loader(self.val_idx, False)

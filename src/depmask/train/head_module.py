@@ -201,8 +201,9 @@ class HeadModule(L.LightningModule):
         if target.numel() == 0:  # a batch of one-position states (the val set's tail often is one):
             return  # nothing to score; its NaN loss made the epoch's val/loss NaN and the export fail
         loss = self._loss(logits, target, full, batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=target.numel())
-        self._val_loss_sum += float(loss) * target.numel()  # Lightning's epoch mean, weighted by pairs
+        # val/loss is logged at the epoch's end from these sums, reduced over ranks: Lightning's own
+        # epoch mean of a per-step log was each rank's share of the val set under DDP
+        self._val_loss_sum += float(loss) * target.numel()  # weighted by pairs
         self._val_pairs += target.numel()
         positive = (target >= self.hparams.positive_threshold).long()
         pred = torch.sigmoid(logits)
@@ -227,15 +228,20 @@ class HeadModule(L.LightningModule):
                                             reduce_op="max") > 0
         self._precision_seen = False
         metrics["val/precision_at_k"] = self.val_precision.compute() if seen else torch.tensor(float("nan"))
+        sums = self.trainer.strategy.reduce(torch.tensor([self._val_loss_sum, float(self._val_pairs)],
+                                                         dtype=torch.float64, device=self.device), reduce_op="sum")
+        loss = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")  # the same on every rank
         if not self.trainer.sanity_checking:  # by global step: the exported checkpoint's own metrics
             # (recorded here, before the checkpoint callbacks' `on_validation_end` saves this step)
-            loss = self._val_loss_sum / max(self._val_pairs, 1)
             self._val_history[int(self.trainer.global_step)] = {
                 "val/loss": loss, **{k: float(v) for k, v in metrics.items()}}
         self._val_loss_sum, self._val_pairs = 0.0, 0
         auroc = metrics.pop("val/auroc")
-        self.log_dict(metrics, prog_bar=False)
-        self.log("val/auroc", auroc, prog_bar=True)
+        # every value is already the whole val set's, the same on every rank: the mean over ranks
+        # (sync_dist) leaves it as it is, and Lightning no longer warns that it is per rank
+        self.log_dict(metrics, prog_bar=False, sync_dist=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/auroc", auroc, prog_bar=True, sync_dist=True)
         for m in (self.val_head, self.val_attention, self.val_spearman, self.val_precision):
             m.reset()
 

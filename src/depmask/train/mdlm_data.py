@@ -14,7 +14,9 @@ applies the forward process) and holds no model.
 Item `i` of epoch `e` is a function of (`seed`, `e`, `i`) alone, so the train loader needs no
 shuffling to change from epoch to epoch, and it resumes exactly: a fit resumed from a checkpoint
 saved in the middle of an epoch trains on that epoch's remaining batches (`_TrainLoader`), not on
-its first ones a second time.
+its first ones a second time. Under DDP Lightning puts a shuffling distributed sampler on the train
+loader: a killed fit still resumes exactly, but a fit stopped by `max_steps` mid-epoch and extended
+from its checkpoint draws its later epochs in another order (a review found it on 2 gloo ranks).
 """
 
 from __future__ import annotations
