@@ -110,6 +110,26 @@ def time_head(den, task, preset: str, knobs: dict, batch: int, repeats: int, com
             "flops_ratio": mean["flops_ratio"], "steps": len(rec.states)}
 
 
+def item_ids(directory: Path, task: str) -> set[str]:
+    """The item ids the eval at `directory` decoded for `task` (its `items/<task>/` results)."""
+    ids: set[str] = set()
+    for path in sorted((directory / "items" / task).glob("*.jsonl")):
+        ids |= {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+    return ids
+
+
+def check_same_items(reference: Path, points: list[tuple[str, str, str]], task: str) -> None:
+    """Refuse points decoded on other items than the reference lines: the share of the headroom
+    compares TPFs, which only means something on the same items."""
+    want = item_ids(reference, task)
+    for label, directory, _ in points:
+        got = item_ids(Path(directory), task)
+        if got != want:
+            raise SystemExit(f"--point {label}: `{directory}` decoded other {task} items than --reference "
+                             f"`{reference}` ({len(got)} against {len(want)}, {len(got & want)} in common); "
+                             "decode both with the same --n, --seed and --split")
+
+
 def reference_lines(directory: Path, task: str, window: float, measure_key: str) -> dict:
     """The headline's best confidence rule (`BASELINES`) and the oracle (its decoding forwards
     only) within the window."""
@@ -136,13 +156,16 @@ def plot(points: list[dict], lines: dict | None, path: Path, measure_key: str, w
     ax.set_xscale("log")
     for p in points:
         ax.scatter(p["ratio"], p["tpf"], s=36, color="C0" if p["ratio"] <= TARGET else "C3", zorder=3)
+    # the colours' meaning, in the legend (empty scatters: legend entries only)
+    ax.scatter([], [], s=36, color="C0", label=f"head within the {TARGET:.0%} budget")
+    ax.scatter([], [], s=36, color="C3", label="head over the budget")
     ax.axvline(TARGET, color="grey", linestyle="--", linewidth=1)
     if lines and lines["confidence"] and lines["oracle"]:
         low, high = lines["confidence"]["tpf"], lines["oracle"]["tpf"]
         ax.axhline(low, color="C2", linewidth=1, label=f"best confidence rule ({lines['confidence']['policy']})")
         ax.axhline(high, color="k", linewidth=1, label="oracle (decoding forwards)")
         ax.axhline(low + (high - low) / 2, color="k", linestyle=":", linewidth=1, label="half of the headroom")
-        ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right")
     ax.text(TARGET, ax.get_ylim()[1], f" {TARGET:.0%} budget", fontsize=8, color="grey", va="top")
     ax.set_xlabel("selection time per step / base forward (log)")
     ax.set_ylabel(f"best {'pooled TPF' if measure_key == 'tpf_pooled' else 'per-item TPF'} within "
@@ -191,6 +214,8 @@ def main() -> None:
     check_tolerance(args.window)  # ValueError naming it, before anything loads
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.reference:
+        check_same_items(Path(args.reference), args.point, args.task)
     lines = reference_lines(Path(args.reference), args.task, args.window, args.measure) if args.reference else None
     den = HFDenoiser.from_pretrained(args.model, device="cpu")
     task = get_task(args.task)

@@ -301,3 +301,18 @@ def test_decode_overhead_times_bare_forwards_that_capture_what_the_policy_reads(
     time_bare(den, None, 2, build_policy("clad"))
     time_bare(den, None, 1, build_policy("threshold"))
     assert calls == [(False, True), (False, True), (False, False)]
+
+
+def test_head_tradeoff_refuses_points_decoded_on_other_items(tmp_path, monkeypatch, capsys):
+    """The share of the headroom compares TPFs of the reference directory and each point's: on
+    other items it meant nothing, and nothing checked it."""
+    for name, ids in (("ref", ["a", "b"]), ("other", ["a", "c"])):
+        items = tmp_path / name / "items" / "sort"
+        items.mkdir(parents=True)
+        (items / "run.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from head_tradeoff import check_same_items
+
+    check_same_items(tmp_path / "ref", [("same", str(tmp_path / "ref"), "demask")], "sort")
+    with pytest.raises(SystemExit, match=r"--point p: .*other sort items than --reference .*\(2 against 2, 1 in common\)"):
+        check_same_items(tmp_path / "ref", [("p", str(tmp_path / "other"), "demask")], "sort")

@@ -139,12 +139,16 @@ def test_wandb_logging_is_offline_by_default(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     out = tmp_path / "ev"
     main(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "4", "--output", str(out),
-          "--policies", "[{name: threshold, sweep: {threshold: [0.9]}}]", "--wandb", "true"])
+          "--policies", "[{name: low_confidence}, {name: threshold, sweep: {threshold: [0.9]}}]", "--wandb", "true"])
     import os
 
     assert os.environ["WANDB_MODE"] == "offline"
     runs = list(out.rglob("offline-run-*"))
     assert runs and list(runs[0].glob("*.wandb"))
+    # the run's config holds the evaluation's settings (it held only the output directory)
+    record = next(runs[0].glob("*.wandb")).read_bytes()  # offline: the config is in the run's record
+    for needle in (b"model_fingerprint", b"tiny-tasks@", b"policies", b"windows", b"headline"):
+        assert needle in record, needle
 
 
 def test_eval_decode_reports_every_accuracy_window(tmp_path, capsys):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -188,7 +189,14 @@ def eval_decode(
                  compile_select=compile_select)
     print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png}, {pooled.name} and items/ under {out}")
     if wandb:
-        _log_wandb(rows, [png, pooled], out)
+        settings = {"model": asdict(model), "tasks": tasks, "n": n, "split": split, "seed": seed,
+                    "temperature": temperature, "gen_length": gen_length, "block_length": block_length,
+                    "steps": steps, "windows": windows, "task_kwargs": task_kwargs,
+                    "policies": [{"name": p.name, "label": p.label, "knobs": p.knobs, "sweep": p.sweep}
+                                 for p in policies], "compile_select": compile_select,
+                    "model_fingerprint": den.fingerprint}
+        _log_wandb(rows, [png, pooled], out, settings, top if any(r["policy"] == "low_confidence" for r in rows)
+                   else None)
     return rows
 
 
@@ -219,13 +227,21 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list
         write_atomic(out / "headline_heldout_ci.json", to_json(ci).encode())
 
 
-def _log_wandb(rows: list[dict], pngs: list[Path], out: Path) -> None:
+def _log_wandb(rows: list[dict], pngs: list[Path], out: Path, settings: dict | None = None,
+               headline_rows: list[dict] | None = None) -> None:
+    """The summary table, the plots and, when given, the headline table, in a run whose config holds
+    the evaluation's settings (model, tasks, items, seed, policies, ...), so runs compare in the UI."""
     if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
         os.environ["WANDB_MODE"] = "offline"
     import wandb
 
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    run = wandb.init(project="depmask", job_type="eval-decode", dir=str(out), config={"output": str(out)})
-    run.log({"summary": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows]),
+    def table(items: list[dict]):
+        keys = list(dict.fromkeys(k for r in items for k in r))
+        return wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in plain(items)])
+
+    config = {"output": str(out), **plain(json.loads(json.dumps(settings or {}, default=str)))}
+    run = wandb.init(project="depmask", job_type="eval-decode", dir=os.environ.get("WANDB_DIR", str(out)),
+                     config=config)
+    run.log({"summary": table(rows), **({"headline": table(headline_rows)} if headline_rows else {}),
              **{png.stem: wandb.Image(str(png)) for png in pngs}})
     run.finish()

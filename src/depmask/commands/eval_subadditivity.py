@@ -194,12 +194,14 @@ def plot_scatter(states: list[dict], path: str | Path) -> Path:
     tasks = list(dict.fromkeys(s["task"] for s in states)) or ["(no states)"]
     top = 1.5 * max([2.0] + [s["bound"] for s in states])  # the bound can exceed 1 (up to |S|(|S| − 1))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 4.3), squeeze=False)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {run: palette[i % len(palette)] for i, run in enumerate(dict.fromkeys(s["run"] for s in states))}
     for ax, task in zip(axes[0], tasks):
         mine = [s for s in states if s["task"] == task]
         for label in dict.fromkeys(s['run'] for s in mine):
             pts = [s for s in mine if s['run'] == label]
             ax.scatter([max(s["bound"], FLOOR) for s in pts], [max(s["tv"], FLOOR) for s in pts], s=9, alpha=0.6,
-                       label=label)
+                       label=label, color=colour[label])  # one colour per run in every panel
         ax.plot([FLOOR, top], [FLOOR, top], "k--", lw=1, label="TV = bound")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -208,6 +210,6 @@ def plot_scatter(states: list[dict], path: str | Path) -> Path:
         ax.set_title(task)
         ax.set_xlabel("Σ_{i≠j∈S} I[i,j]  (k = 1)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6, loc="upper left")
+        ax.legend(fontsize=6, loc="lower right")  # below the diagonal: the bound's violations lie above it
     axes[0][0].set_ylabel(f"TV(product, sequential joint)  (< {FLOOR:g} drawn at {FLOOR:g})")
     return save_figure(fig, path)

@@ -41,10 +41,15 @@ def plot_frontier(
     windows: Sequence[float] = (0.01,),
 ) -> Path:
     """Save the frontier of `rows` (summary rows) to `path` (PNG); returns the path. The second row
-    shows accuracies within `zoom` points of the `reference` policy's (of the best run without it),
-    with a dotted line at each headline window below it (`windows`, fractions: 0.01 = 1 point)."""
+    shows accuracies from `zoom` points below the `reference` policy's (the best run's without it)
+    up to the most accurate run, with a dotted line at each headline window below the reference
+    (`windows`, fractions: 0.01 = 1 point); the zoom widens to hold the widest window. A policy
+    that probes (the oracle) is drawn at its decoding-forward TPF, dashed, wherever it probes in
+    any task, so the one legend says so for every panel."""
     plt = pyplot()
+    zoom = max(zoom, 100 * max(windows, default=0) + 1)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
+    probes = {r["policy"] for r in rows if x in MEASURES and r.get("probe_nfe", 0) > 0}
     cols = max(len(tasks), 1)
     fig, axes = plt.subplots(2, cols, figsize=(4.5 * cols, 7.0), squeeze=False, height_ratios=[1.0, 0.85])
     panels = [(ax, zoomed, task) for row, zoomed in enumerate((False, True)) for ax, task in zip(axes[row], tasks)]
@@ -53,14 +58,15 @@ def plot_frontier(
         has_reference = any(r["policy"] == reference for r in mine)
         top = 100 * max(r["accuracy"] for r in mine if r["policy"] == reference or not has_reference)
         low = top - zoom
-        shown = []  # TPF of the parallel decoders' points inside the zoom
+        shown, highest = [], top  # TPF of the parallel decoders' points inside the zoom; its top
         for policy in dict.fromkeys(r["policy"] for r in mine):
             runs = [r for r in mine if r["policy"] == policy]
-            probing = x in MEASURES and any(r.get("probe_nfe", 0) > 0 for r in runs)
+            probing = policy in probes
             key = MEASURES[x] if probing else x
             points = sorted((r[key], 100 * r["accuracy"]) for r in runs)
             if policy != reference:  # the reference sits at TPF 1, left of everything
                 shown += [px for px, py in points if py >= low]
+                highest = max([highest, *(py for _, py in points)])
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls="--" if probing else "-",
                     label=f"{policy} (decode steps)" if probing else policy)
@@ -75,7 +81,7 @@ def plot_frontier(
         for w in windows:  # the headline's accuracy windows (no loss is the solid line)
             if 0 < 100 * w < zoom:
                 ax.axhline(top - 100 * w, color="0.4", lw=0.8, ls=":")
-        ax.set_ylim(low, min(top, 100.0) + zoom / 10)
+        ax.set_ylim(low, min(highest, 100.0) + zoom / 10)  # runs more accurate than the reference too
         if shown:
             pad = 0.05 * (max(shown) - min(shown)) + 0.05
             ax.set_xlim(min(shown) - pad, max(shown) + pad)

@@ -130,7 +130,8 @@ class MDLMModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         g = torch.Generator(device=batch["input_ids"].device).manual_seed(batch_idx)
         loss = self.diffusion_loss(batch, generator=g)  # fixed masks: comparable across epochs
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        # reduced over ranks: under DDP each rank validates its own share of the val set
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.hparams.val_decode_items < 1 or self.trainer.sanity_checking:
