@@ -156,3 +156,25 @@ def test_a_batch_without_pairs_gives_a_zero_training_loss_and_no_validation_figu
     both = {**batch, "valid": torch.tensor([[True, True, False], [True, False, False]])}
     mod.validation_step(both, 0)
     assert mod._val_pairs == 2 and torch.isfinite(torch.tensor(mod._val_loss_sum))
+
+
+def test_precision_shares_count_ties_as_eval_predictor_does():
+    """Saturated sigmoids tie at the k-th place; the share counts them by expectation, as
+    `eval predictor` does, so the exported manifest's precision@k is its figure."""
+    import numpy as np
+
+    from depmask.eval.predictor_quality import precision_at_k
+    from depmask.predictor import pair_mask
+    from depmask.train.head_module import precision_shares
+
+    g = torch.Generator().manual_seed(0)
+    valid = torch.tensor([[True] * 4, [True, True, False, False], [True, True, True, False]])
+    pairs = pair_mask(valid)
+    logits = torch.randn(3, 4, 4, generator=g)
+    logits[0, 0, 1] = logits[0, 1, 0] = logits[0, 2, 3] = 40.0  # three pairs tie at sigmoid 1.0
+    tv = torch.rand(3, 4, 4, generator=g) * 0.3
+    shares = precision_shares(logits, tv, pairs, 2, 0.1)
+    state = torch.arange(3)[:, None, None].expand_as(pairs)[pairs].numpy()
+    want = precision_at_k(torch.sigmoid(logits)[pairs].numpy(), (tv[pairs] >= 0.1).numpy(), state, 2)
+    assert shares.numel() == 3  # every state has ≥ 2 ordered pairs (the 2-slot one exactly 2)
+    assert float(shares.mean()) == pytest.approx(want) and not np.isnan(want)

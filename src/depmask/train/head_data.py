@@ -131,9 +131,10 @@ class HeadDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """Under DDP each rank validates its own states, none twice: Lightning's padding sampler
-        repeated states to even out the ranks, and the reduced metrics counted them twice."""
+        repeated states to even out the ranks, and the reduced metrics counted them twice. (With
+        fewer val states than ranks, the padding one: the unpadded one refuses an idle rank.)"""
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
+                and 1 < torch.distributed.get_world_size() <= len(self.val_idx):
             from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
             return self._loader(self.val_idx, False, UnrepeatedDistributedSampler(_States(self.data, self.val_idx),

@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection, SpearmanCorrCoef
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
-from torchmetrics.retrieval import RetrievalPrecision
 
 from depmask.data_gen.shards import write_atomic
 from depmask.decoding.selector import prefix_cost
@@ -136,8 +135,10 @@ class HeadModule(L.LightningModule):
         self.val_head = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision()})
         self.val_attention = self.val_head.clone(postfix="_attention")
         self.val_spearman = SpearmanCorrCoef()
-        self.val_precision = RetrievalPrecision(top_k=precision_k)
-        self._precision_seen = False  # this epoch had a state with ≥ precision_k pairs
+        # precision@k over the states with ≥ k pairs, as sums (reduced over ranks at the epoch's end,
+        # as the loss is: torchmetrics' retrieval metric gathered once per update, and ranks with
+        # other numbers of val batches issued mismatched collectives)
+        self._prec_sum, self._prec_states = 0.0, 0
         self._val_history: dict[int, dict[str, float]] = {}  # global step -> its val metrics (checkpointed)
         self._val_loss_sum, self._val_pairs = 0.0, 0
         self.exported_metrics: dict[str, float] = {}  # the exported checkpoint's (`on_fit_end`)
@@ -212,25 +213,21 @@ class HeadModule(L.LightningModule):
         self.val_head.update(pred, positive)
         self.val_attention.update(sym, positive)
         self.val_spearman.update(pred, target)
-        state = batch["state"][:, None, None].expand_as(pairs)[pairs]
-        # only states with ≥ k pairs, as `eval predictor` counts them (RetrievalPrecision divides by
-        # k, so a 2-pair state scored at most 2 / 5 however well it was ranked)
-        enough = (pairs.flatten(1).sum(dim=1) >= self.hparams.precision_k)[:, None, None].expand_as(pairs)[pairs]
-        if enough.any():
-            self.val_precision.update(pred[enough], positive.bool()[enough], indexes=state[enough])
-            self._precision_seen = True
+        shares = precision_shares(full, batch["tv"], pairs, self.hparams.precision_k, self.hparams.positive_threshold)
+        self._prec_sum += float(shares.sum())
+        self._prec_states += shares.numel()
 
     def on_validation_epoch_end(self):
         metrics = {f"val/{k}": v for k, v in {**self.val_head.compute(), **self.val_attention.compute()}.items()}
         metrics["val/spearman"] = self.val_spearman.compute()
-        # every rank decides alike (compute() is a collective under DDP)
-        seen = self.trainer.strategy.reduce(torch.tensor(float(self._precision_seen), device=self.device),
-                                            reduce_op="max") > 0
-        self._precision_seen = False
-        metrics["val/precision_at_k"] = self.val_precision.compute() if seen else torch.tensor(float("nan"))
-        sums = self.trainer.strategy.reduce(torch.tensor([self._val_loss_sum, float(self._val_pairs)],
-                                                         dtype=torch.float64, device=self.device), reduce_op="sum")
+        # one collective per epoch on every rank, whatever its number of val batches (MPS has no float64)
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        sums = self.trainer.strategy.reduce(
+            torch.tensor([self._val_loss_sum, self._val_pairs, self._prec_sum, self._prec_states], dtype=dtype,
+                         device=self.device), reduce_op="sum")
         loss = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")  # the same on every rank
+        metrics["val/precision_at_k"] = torch.tensor(float(sums[2] / sums[3]) if sums[3] > 0 else float("nan"))
+        self._prec_sum, self._prec_states = 0.0, 0
         if not self.trainer.sanity_checking:  # by global step: the exported checkpoint's own metrics
             # (recorded here, before the checkpoint callbacks' `on_validation_end` saves this step)
             self._val_history[int(self.trainer.global_step)] = {
@@ -242,7 +239,7 @@ class HeadModule(L.LightningModule):
         self.log_dict(metrics, prog_bar=False, sync_dist=True)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/auroc", auroc, prog_bar=True, sync_dist=True)
-        for m in (self.val_head, self.val_attention, self.val_spearman, self.val_precision):
+        for m in (self.val_head, self.val_attention, self.val_spearman):
             m.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -295,6 +292,22 @@ class HeadModule(L.LightningModule):
             write_atomic(Path(path) / "train_config.yaml", self.train_config_text.encode())
         print(f"exported the dependency head to {path}")
         _log_artifact(self.trainer.loggers, path)
+
+
+def precision_shares(logits: torch.Tensor, tv: torch.Tensor, pairs: torch.Tensor, k: int,
+                     positive_threshold: float) -> torch.Tensor:
+    """Per state with ≥ `k` pairs (`[b, m, m]` inputs, one state per row), the share of its top-k
+    pairs by predicted score that are positive (TV ≥ threshold); ties at the k-th place count by
+    their expected share, as `eval.predictor_quality.precision_at_k` counts them. `[e]`."""
+    enough = pairs.flatten(1).sum(dim=1) >= k  # [b]
+    if not enough.any():
+        return torch.zeros(0, device=logits.device)
+    scores = torch.sigmoid(logits.float()).masked_fill(~pairs, float("-inf")).flatten(1)[enough]  # [e, m*m]
+    positive = ((tv.float() >= positive_threshold) & pairs).flatten(1)[enough]  # [e, m*m]
+    kth = scores.topk(k, dim=1).values[:, -1:]  # [e, 1]: the k-th largest score
+    above, tied = scores > kth, scores == kth
+    from_ties = (k - above.sum(1)) * (positive & tied).sum(1) / tied.sum(1)
+    return ((positive & above).sum(1) + from_ties) / k
 
 
 def _load_teacher(directory: str, hidden_size: int, base_fingerprint: str | None,
