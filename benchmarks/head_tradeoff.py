@@ -110,24 +110,26 @@ def time_head(den, task, preset: str, knobs: dict, batch: int, repeats: int, com
             "flops_ratio": mean["flops_ratio"], "steps": len(rec.states)}
 
 
-def item_ids(directory: Path, task: str) -> set[str]:
-    """The item ids the eval at `directory` decoded for `task` (its `items/<task>/` results)."""
-    ids: set[str] = set()
-    for path in sorted((directory / "items" / task).glob("*.jsonl")):
-        ids |= {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
-    return ids
+def drawn_items(directory: Path, task: str) -> set[str] | None:
+    """The digests of the draws the eval at `directory` scored `task` on (`runs.json`, since
+    2026-11-30; None for an older eval). Its results files may hold more items, from earlier draws."""
+    index = json.loads((directory / "runs.json").read_text()) if (directory / "runs.json").is_file() else {}
+    digests = {e.get("items_sha256") for e in index.values() if e.get("task") == task}
+    return None if not digests or None in digests else digests
 
 
 def check_same_items(reference: Path, points: list[tuple[str, str, str]], task: str) -> None:
-    """Refuse points decoded on other items than the reference lines: the share of the headroom
+    """Refuse points scored on other items than the reference lines: the share of the headroom
     compares TPFs, which only means something on the same items."""
-    want = item_ids(reference, task)
+    want = drawn_items(reference, task)
     for label, directory, _ in points:
-        got = item_ids(Path(directory), task)
-        if got != want:
-            raise SystemExit(f"--point {label}: `{directory}` decoded other {task} items than --reference "
-                             f"`{reference}` ({len(got)} against {len(want)}, {len(got & want)} in common); "
-                             "decode both with the same --n, --seed and --split")
+        got = drawn_items(Path(directory), task)
+        if want is None or got is None:
+            print(f"--point {label}: cannot check that `{directory}` and --reference `{reference}` scored the same "
+                  f"{task} items (an eval from before runs.json recorded them)", file=sys.stderr)
+        elif got != want:
+            raise SystemExit(f"--point {label}: `{directory}` scored other {task} items than --reference "
+                             f"`{reference}` (another --n, --seed or --split); decode both on the same items")
 
 
 def reference_lines(directory: Path, task: str, window: float, measure_key: str) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from depmask.decoding import build_policy, generate
-from tests.conftest import ROOT
+from tests.conftest import EMBEDDED, ROOT
 from tests.decoding.mock import MockDenoiser
 
 
@@ -305,14 +305,29 @@ def test_decode_overhead_times_bare_forwards_that_capture_what_the_policy_reads(
 
 def test_head_tradeoff_refuses_points_decoded_on_other_items(tmp_path, monkeypatch, capsys):
     """The share of the headroom compares TPFs of the reference directory and each point's: on
-    other items it meant nothing, and nothing checked it."""
-    for name, ids in (("ref", ["a", "b"]), ("other", ["a", "c"])):
-        items = tmp_path / name / "items" / "sort"
-        items.mkdir(parents=True)
-        (items / "run.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
+    other items it meant nothing, and nothing checked it. The draw each summary row is over is in
+    `runs.json` (a results file may hold more items, from earlier draws)."""
+    for name, digest in (("ref", "aa"), ("same", "aa"), ("other", "bb")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "runs.json").write_text(json.dumps(
+            {f"sort/run{i}": {"task": "sort", "items_sha256": digest} for i in range(2)}))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "runs.json").write_text(json.dumps({"sort/run": {"task": "sort"}}))
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from head_tradeoff import check_same_items
 
-    check_same_items(tmp_path / "ref", [("same", str(tmp_path / "ref"), "demask")], "sort")
-    with pytest.raises(SystemExit, match=r"--point p: .*other sort items than --reference .*\(2 against 2, 1 in common\)"):
+    check_same_items(tmp_path / "ref", [("same", str(tmp_path / "same"), "demask")], "sort")
+    with pytest.raises(SystemExit, match=r"--point p: .*scored other sort items than --reference"):
         check_same_items(tmp_path / "ref", [("p", str(tmp_path / "other"), "demask")], "sort")
+    check_same_items(tmp_path / "ref", [("o", str(tmp_path / "old"), "demask")], "sort")
+    assert "cannot check" in capsys.readouterr().err
+
+
+def test_runs_json_records_the_draw_each_summary_row_is_over(tmp_path):
+    from depmask.cli import main as cli
+
+    for n in (4, 2):  # a smaller rerun: the results files keep 4 items, the summary is over 2
+        cli(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", str(n), "--bootstrap", "0",
+             "--policies", "[{name: low_confidence}]", "--output", str(tmp_path / "ev")])
+    entry = next(iter(json.loads((tmp_path / "ev" / "runs.json").read_text()).values()))
+    assert entry["items"] == 2 and len(entry["items_sha256"]) == 64

@@ -193,7 +193,8 @@ def eval_decode(
                     "temperature": temperature, "gen_length": gen_length, "block_length": block_length,
                     "steps": steps, "windows": windows, "task_kwargs": task_kwargs,
                     "policies": [{"name": p.name, "label": p.label, "knobs": p.knobs, "sweep": p.sweep}
-                                 for p in policies], "compile_select": compile_select,
+                                 for p in policies], "compile_select": compile_select, "batch_size": batch_size,
+                    "bootstrap": bootstrap, "select_n": select_n, "select_seed": select_seed,
                     "model_fingerprint": den.fingerprint}
         _log_wandb(rows, [png, pooled], out, settings, top if any(r["policy"] == "low_confidence" for r in rows)
                    else None)

@@ -57,7 +57,7 @@ def plot_frontier(
         mine = [r for r in rows if r["task"] == task]
         has_reference = any(r["policy"] == reference for r in mine)
         top = 100 * max(r["accuracy"] for r in mine if r["policy"] == reference or not has_reference)
-        low = top - zoom
+        low = max(top - zoom, -1.0)  # a window as wide as the panel: the zoom is the whole range
         shown, highest = [], top  # TPF of the parallel decoders' points inside the zoom; its top
         for policy in dict.fromkeys(r["policy"] for r in mine):
             runs = [r for r in mine if r["policy"] == policy]
@@ -79,7 +79,7 @@ def plot_frontier(
         ax.set_title(f"{task}: within {zoom:g} points of {reference if has_reference else 'the best'}", fontsize=9)
         ax.axhline(top, color="0.4", lw=0.8)
         for w in windows:  # the headline's accuracy windows (no loss is the solid line)
-            if 0 < 100 * w < zoom:
+            if 0 < 100 * w < zoom and top - 100 * w > low:
                 ax.axhline(top - 100 * w, color="0.4", lw=0.8, ls=":")
         ax.set_ylim(low, min(highest, 100.0) + zoom / 10)  # runs more accurate than the reference too
         if shown:

@@ -9,6 +9,7 @@ Re-running skips items already written. The per-item file is the source of truth
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import numbers
@@ -258,6 +259,11 @@ def check_tasks(tasks: list[str], task_kwargs: dict[str, dict] | None, gen_lengt
                 adapter.task.prompt_text(drawn[0], None, chat=False)
 
 
+def items_digest(examples) -> str:
+    """sha256 of a draw's sorted item ids: two runs with the same digest were scored on the same items."""
+    return hashlib.sha256("\n".join(sorted(ex.id for ex in examples)).encode()).hexdigest()
+
+
 def check_seed(name: str, value) -> None:
     """A seed numpy's and Lightning's generators take: an int in [0, 2**32 - 1] (a negative one
     failed in the bootstrap after every run had decoded)."""
@@ -324,6 +330,9 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                                 seed=seed, bar=bar, keep=items, label=sweep.label,
                                 compile_select=compile_select))
             index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": sweep.name, "label": sweep.shown,
-                                               "knobs": knobs, "gen_length": g, "block_length": blk}
+                                               "knobs": knobs, "gen_length": g, "block_length": blk,
+                                               # the items its summary row is over (this draw, not every
+                                               # item its results file holds from earlier draws)
+                                               "items": len(examples), "items_sha256": items_digest(examples)}
     write_atomic(out / "runs.json", json.dumps(index, indent=2, default=str).encode())
     return rows
