@@ -205,7 +205,8 @@ def test_mdlm_evaluate_writes_json_and_card(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [(["--tasks", "[]"], r"`tasks` is empty"),
                                                (["--tasks", "[nope]"], r"unknown task"),
-                                               (["--batch_size", "0"], r"`batch_size` \(0\) must be >= 1")])
+                                               (["--batch_size", "0"], r"`batch_size` \(0\) must be >= 1"),
+                                               (["--tasks", "[sort, sort]"], r"names \['sort'\] more than once")])
 def test_mdlm_evaluate_refuses_bad_settings_and_keeps_the_card(tmp_path, args, message):
     import shutil
 

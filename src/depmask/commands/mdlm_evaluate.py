@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from depmask.data_gen.shards import write_atomic
 from depmask.decoding import build_policy
 from depmask.eval import DEFAULT_TASKS, score_task
-from depmask.eval.runner import listed
+from depmask.eval.runner import check_tasks, listed
 from depmask.paths import output_dir
 from depmask.tasks import get_task
 
@@ -84,10 +84,8 @@ def mdlm_evaluate(
         raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
     tasks = listed("tasks", tasks, DEFAULT_TASKS, "the four synthetic tasks")  # [] would empty the card's table
     for name in tasks:
-        get_task(name)  # an unknown name fails here, before the model loads
-    twice = sorted({t for t in tasks if tasks.count(t) > 1})
-    if twice:
-        raise ValueError(f"`tasks` ({tasks}) names {twice} more than once")
+        get_task(name)  # an unknown name (or a benchmark: synthetic tasks only) fails here, before the load
+    check_tasks(tasks, None)  # so does a repeated one
     model = str(Path(model).expanduser())
     out_path = Path(out).expanduser() if out else Path(model) / "eval.json"
     try:  # a file above the table's path is named now, not after the decoding

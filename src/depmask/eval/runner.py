@@ -259,7 +259,7 @@ def check_tasks(tasks: list[str], task_kwargs: dict[str, dict] | None, gen_lengt
                 adapter.task.prompt_text(drawn[0], None, chat=False)
 
 
-def items_digest(examples) -> str:
+def draw_digest(examples) -> str:
     """sha256 of a draw's sorted item ids: two runs with the same digest were scored on the same items."""
     return hashlib.sha256("\n".join(sorted(ex.id for ex in examples)).encode()).hexdigest()
 
@@ -333,6 +333,6 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                                                "knobs": knobs, "gen_length": g, "block_length": blk,
                                                # the items its summary row is over (this draw, not every
                                                # item its results file holds from earlier draws)
-                                               "items": len(examples), "items_sha256": items_digest(examples)}
+                                               "items": len(examples), "items_sha256": draw_digest(examples)}
     write_atomic(out / "runs.json", json.dumps(index, indent=2, default=str).encode())
     return rows

@@ -211,9 +211,9 @@ def check_export_dir(directory: str | Path) -> None:
     """Refuse (ValueError) to export a head into a directory that holds something else: a model
     (its `config.json` has a `model_type`), or anything but a head's config. A head's directory, an
     empty one or a new one pass. Checked before training, not after it."""
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"`export_dir` ({str(directory)!r}) exists and is not a directory")
+    from depmask.paths import output_dir
+
+    directory = output_dir("export_dir", directory)  # not a file, nor below one
     config = directory / CONFIG_NAME
     if not config.is_file():
         return
