@@ -7,7 +7,6 @@ prints. It does not evaluate answers (that is `eval`).
 from __future__ import annotations
 
 import json
-import math
 import warnings
 
 import torch
@@ -17,6 +16,7 @@ from depmask.decoding.loop import check_lengths
 from depmask.decoding.policies import LowConfidence, Policy
 from depmask.decoding.trajectory import token_strings, trajectory_lines
 from depmask.eval.runner import check_decoding
+from depmask.eval.summary import plain
 
 
 def decode(
@@ -103,8 +103,7 @@ def decode(
                      "commit_step": res.commit_step[i].tolist()})
     summary = {"policy": policy.name, **policy.knobs(), **res.summary(), "rows": rows}
     if json_output:  # standard JSON: an undefined value (τ with every token in one forward) is null
-        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()},
-                         allow_nan=False))
+        print(json.dumps(plain(summary), allow_nan=False))
     else:
         for r in rows:
             shown = r["completion"] if r["completion"] is not None else r["completion_ids"]
