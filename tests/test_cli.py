@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from depmask.cli import _policy_names
+from depmask.cli import _policy_names, main
 from depmask.commands.decode import decode
 from depmask.decoding.policies import POLICIES, Policy
+from tests.conftest import EMBEDDED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,3 +107,17 @@ def test_the_top_level_names_and_no_lightning_outside_train():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("text", ["- 3 1 2", "null", "12", "a: b", 'say "hi"'])
+def test_a_decode_prompt_is_taken_as_written(text, capsys):
+    # jsonargparse reads a flag's value as YAML: "- 3 1 2" was the list ["3 1 2"], "null" no prompt
+    main(["decode", "--model", str(EMBEDDED), "--prompt", text, "--gen_length", "4", "--block_length", "4"])
+    assert capsys.readouterr().out.splitlines()[0] == f">>> {text}"
+
+
+def test_a_decode_prompt_list_still_gives_several_prompts(capsys):
+    main(["decode", "--model", str(EMBEDDED), "--prompt=[\"- 1\", \"2\"]", "--gen_length", "4",
+          "--block_length", "4"])
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith(">>>")]
+    assert shown == [">>> - 1", ">>> 2"]

@@ -7,6 +7,7 @@ Every command is a typed function; jsonargparse turns its signature into flags a
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 
@@ -76,6 +77,20 @@ def _policy_names(argv: list[str]) -> list[str]:
     return out
 
 
+def _prompt_texts(argv: list[str]) -> list[str]:
+    """Keep a `decode --prompt TEXT` as the text: jsonargparse reads a flag's value as YAML, so
+    `--prompt "- 3 1 2"` became the list ["3 1 2"] and `--prompt null` no prompt at all; the text is
+    handed on as a one-item JSON list. A value written as a list (`--prompt '["a", "b"]'`) still
+    gives several prompts."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--prompt" and i + 1 < len(out) and not out[i + 1].lstrip().startswith("["):
+            out[i + 1] = json.dumps([out[i + 1]])
+        elif arg.startswith("--prompt=") and not arg[len("--prompt="):].lstrip().startswith("["):
+            out[i] = "--prompt=" + json.dumps([arg[len("--prompt="):]])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mdlm"] and len(argv) > 1 and argv[1] in LIGHTNING_SUBCOMMANDS:
@@ -98,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:2] == ["harvest", "verify"] and len(argv) > 2 and not argv[2].startswith("-"):
         argv = [*argv[:2], "--directory", *argv[2:]]  # `depmask harvest verify DIR`
     args = _policy_names(argv)
+    if args[:1] == ["decode"]:
+        args = _prompt_texts(args)
     group = COMMANDS.get(args[0]) if args else None
     if isinstance(group, dict) and len(args) > 1 and args[1] in group and not args[1].startswith("_"):
         # a group's command is parsed on its own: nested in the group's parser, jsonargparse reported
