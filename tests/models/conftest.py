@@ -69,3 +69,30 @@ def tiny_bert_dir(tmp_path):
     out = tmp_path / "tiny-bert"
     model.save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def tiny_llada_v4_dir(tmp_path):
+    """A checkpoint whose own code is written for transformers 4 the way LLaDA-8B's is (see the
+    fixture's modeling file); weights written directly, as a transformers-4 save would hold them."""
+    import json
+
+    from safetensors.torch import save_file
+
+    out = tmp_path / "tiny-llada-v4"
+    out.mkdir()
+    for f in (FIXTURES / "tiny_llada_v4").glob("*.py"):
+        shutil.copyfile(f, out / f.name)
+    torch.manual_seed(0)
+    state = {"model.wte.weight": torch.randn(40, 16), "model.ff_out.weight": torch.randn(40, 16)}
+    for i in range(2):
+        state[f"model.blocks.{i}.weight"] = torch.randn(16, 16) * 0.1
+        state[f"model.blocks.{i}.bias"] = torch.randn(16) * 0.1
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps({
+        "model_type": "tiny_llada_v4", "architectures": ["TinyLLaDAV4"], "vocab_size": 40, "hidden_size": 16,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "weight_tying": False, "mask_token_id": 39,
+        "transformers_version": "4.46.2", "auto_map": {
+            "AutoConfig": "configuration_tiny_llada_v4.TinyLLaDAV4Config",
+            "AutoModel": "modeling_tiny_llada_v4.TinyLLaDAV4"}}))
+    return out

@@ -28,6 +28,7 @@ from depmask.models.attention_capture import AttentionCapture
 from depmask.models.denoiser import DenoiserOutput
 from depmask.models.fingerprint import fingerprint as model_fingerprint
 from depmask.models.fingerprint import stored_tensors
+from depmask.models.remote_code import load_remote, load_remote_model
 
 MASK_STRINGS = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
@@ -96,7 +97,7 @@ class HFDenoiser:
             trust_remote_code: allow the checkpoint's own modeling code (LLaDA, Dream need it).
             attn_implementation: passed to transformers for native models (e.g. "sdpa").
         """
-        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
         from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
 
@@ -112,17 +113,24 @@ class HFDenoiser:
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"`dtype` ({dtype!r}) is not a torch dtype name, e.g. 'bfloat16'")
             dtype = getattr(torch, dtype)
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        config = load_remote(AutoConfig.from_pretrained, path, trust_remote_code=trust_remote_code,
+                             local_files_only=True)
         auto_map = getattr(config, "auto_map", None) or {}
         kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": True}
         if dtype is not None:
             kwargs["dtype"] = dtype
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
-        if type(config) in MODEL_FOR_MASKED_LM_MAPPING or "AutoModelForMaskedLM" in auto_map:
+        remote = next((auto_map[k] for k in ("AutoModelForMaskedLM", "AutoModel") if k in auto_map), None)
+        if type(config) in MODEL_FOR_MASKED_LM_MAPPING:
             model = AutoModelForMaskedLM.from_pretrained(path, **kwargs)
-        elif "AutoModel" in auto_map:
-            model = AutoModel.from_pretrained(path, **kwargs)
+        elif remote is not None and trust_remote_code:
+            # the checkpoint's own class, adapted to transformers 5 where it was written for 4 (LLaDA, Dream)
+            kwargs.pop("trust_remote_code")
+            model = load_remote_model(path, config, remote, **kwargs)
+        elif remote is not None:
+            raise ValueError(f"model at {str(path)!r} brings its own modeling code ({remote}); loading it needs "
+                             "`trust_remote_code=True`")
         else:
             raise ValueError(
                 f"model at {str(path)!r} (model_type {getattr(config, 'model_type', None)!r}) is neither a "
