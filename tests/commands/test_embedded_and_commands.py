@@ -226,3 +226,27 @@ def test_decode_json_output_is_standard_json_when_tau_is_undefined(capsys):
     out = capsys.readouterr().out.strip().splitlines()[-1]
     summary = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert summary["nfe"] == 1.0 and summary["kendall_tau"] is None
+
+
+def test_decode_wraps_a_prompt_in_the_chat_template_when_the_tokenizer_has_one():
+    # Instruct models (LLaDA, Dream) are trained on their chat format; `eval decode` used it and
+    # `decode` fed the raw text. The template's text carries its own BOS: nothing is added.
+    from transformers import AutoTokenizer
+
+    from depmask.tasks.chat import encode_prompt
+
+    tok = AutoTokenizer.from_pretrained(EMBEDDED, trust_remote_code=True)
+    plain = tok("3 1", add_special_tokens=False)["input_ids"]
+    assert encode_prompt("3 1", tok, chat=None) == plain == encode_prompt("3 1", tok, chat=False)
+    with pytest.raises(ValueError, match="no chat template"):
+        encode_prompt("3 1", tok, chat=True)
+    tok.chat_template = ("{% for m in messages %}[EOS] {{ m['content'] }} |{% endfor %}"
+                         "{% if add_generation_prompt %} ={% endif %}")
+    wrapped = tok("[EOS] 3 1 | =", add_special_tokens=False)["input_ids"]
+    assert encode_prompt("3 1", tok, chat=None) == wrapped == encode_prompt("3 1", tok, chat=True)
+    assert encode_prompt("3 1", tok, chat=False) == plain
+
+
+def test_decode_chat_is_for_prompt_texts():
+    with pytest.raises(ValueError, match="`chat` applies to prompt texts"):
+        main(["decode", "--model", str(EMBEDDED), "--prompt_ids", "[[3, 4]]", "--chat", "true"])

@@ -175,6 +175,32 @@ def test_prompts_file(embedded, tmp_path):
     assert set(load_harvest(cfg.output)["example_id"]) == {e.id for e in exs}
 
 
+def test_prompts_file_texts_in_the_chat_template(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"id": "p0", "prompt": "3 1"}) + "\n")
+    tok = AutoTokenizer.from_pretrained(EMBEDDED, trust_remote_code=True)
+    tok.chat_template = "{% for m in messages %}[EOS] {{ m['content'] }} |{% endfor %}{% if add_generation_prompt %} ={% endif %}"
+    as_written = build_items(HarvestConfig(prompts_file=str(path), gen_length=8), tok)
+    chat = build_items(HarvestConfig(prompts_file=str(path), gen_length=8, prompts_chat=True), tok)
+    assert as_written[0].prompt_ids == tok("3 1", add_special_tokens=False)["input_ids"]
+    assert chat[0].prompt_ids == tok("[EOS] 3 1 | =", add_special_tokens=False)["input_ids"]
+
+
+def test_a_harvest_recorded_before_prompts_chat_is_resumed(tmp_path):
+    from depmask.data_gen.harvest import prepare_output
+
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=4)
+    spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"])
+    old = {**spec, "config": {k: v for k, v in spec["config"].items() if k != "prompts_chat"}}
+    (tmp_path / "h" / "harvest.json").write_text(json.dumps(old))
+    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"]) == old
+    chat = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=4, prompts_chat=True)
+    with pytest.raises(ValueError, match=r"config\.prompts_chat: False → True"):
+        prepare_output(chat, "m@1", 8, 30, ["a", "b"])
+
+
 def test_bad_config_values_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"`topk` \(0\)"):
         HarvestConfig(topk=0)

@@ -17,12 +17,14 @@ from depmask.decoding.policies import LowConfidence, Policy
 from depmask.decoding.trajectory import token_strings, trajectory_lines
 from depmask.eval.runner import check_decoding
 from depmask.eval.summary import plain
+from depmask.tasks.chat import encode_prompt
 
 
 def decode(
     model: str,
     prompt: str | list[str] | None = None,
     prompt_ids: list[list[int]] | None = None,
+    chat: bool | None = None,
     policy: Policy = LowConfidence(),  # noqa: B008 (jsonargparse reads the default)
     gen_length: int = 32,
     block_length: int | None = None,
@@ -46,6 +48,10 @@ def decode(
             code, or depmask's embedded MDLM).
         prompt: a prompt text, or a list of them (tokenized with the model's tokenizer).
         prompt_ids: prompts as token ids, for models without a tokenizer.
+        chat: wrap each prompt text as a user turn in the tokenizer's chat template, the assistant
+            turn opened (what LLaDA-/Dream-Instruct are trained on, and what `eval decode` does);
+            default: when the tokenizer has a template. Without it the text is encoded as written,
+            no special tokens added.
         policy: the policy and its knobs, e.g. `--policy threshold --policy.threshold 0.9`.
         gen_length: answer tokens to generate.
         block_length: semi-autoregressive block size (default: gen_length).
@@ -71,6 +77,8 @@ def decode(
 
     if (prompt is None) == (prompt_ids is None):
         raise ValueError("give exactly one of `prompt` (texts) or `prompt_ids` (token ids)")
+    if chat is not None and prompt is None:
+        raise ValueError("`chat` applies to prompt texts (`prompt`), not to `prompt_ids`")
     check_decoding(temperature, gen_length, block_length, steps)  # before the model loads (minutes for 8B)
     check_lengths(gen_length, block_length or gen_length, steps or gen_length)
     if not ([prompt] if isinstance(prompt, str) else prompt if prompt is not None else prompt_ids):
@@ -86,7 +94,7 @@ def decode(
     if prompt is not None:
         if tok is None:
             raise ValueError(f"model {model!r} has no tokenizer; pass `--prompt_ids` instead")
-        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompt]
+        prompt_ids = [encode_prompt(p, tok, chat) for p in prompt]
         warn_unknown_tokens(prompt, prompt_ids, tok)
     gen = torch.Generator(device=den.device).manual_seed(seed)
     res = generate(

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 IDENTITY_FIELDS = (
-    "tasks", "split", "examples_per_task", "prompts_file", "seed", "policies",
+    "tasks", "split", "examples_per_task", "prompts_file", "prompts_chat", "seed", "policies",
     "states_per_example", "gen_length", "block_length", "temperature", "topk", "batch_size",
     "dtype", "capture_layers", "task_kwargs",
 )
@@ -34,6 +34,9 @@ class HarvestConfig:
         examples_per_task: examples drawn from each task.
         prompts_file: a `.jsonl` file or a `datasets.save_to_disk` directory with a `prompt`
             column (text, tokenized with the model's tokenizer) and optionally `id`.
+        prompts_chat: wrap each `prompts_file` text as a user turn in the tokenizer's chat template,
+            the assistant turn opened (what Instruct models and `depmask decode` use); off: the
+            text is encoded as written, no special tokens added.
         seed: seeds the examples, the choice of states and any sampling (a benchmark takes its
             first problems in file order at seed 0, as `depmask eval decode` does).
         policies: trajectory policies, each a preset name with optional knobs,
@@ -60,6 +63,7 @@ class HarvestConfig:
     split: str = "train"
     examples_per_task: int = 100
     prompts_file: str | None = None
+    prompts_chat: bool = False
     task_kwargs: dict[str, dict] = field(default_factory=dict)
     seed: int = 0
     policies: list[str] = field(default_factory=lambda: ["low_confidence"])

@@ -115,8 +115,10 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
         if cfg.states_per_example is not None and old.get("state_choice") != STATE_CHOICE:
             diffs.append(f"state_choice: {old.get('state_choice')!r} → {STATE_CHOICE!r} (its states were chosen "
                          "among `gen_length` forward indices, before 2026-11-30)")
-        old_config = {"task_kwargs": {}, **old.get("config", {})}  # empty task_kwargs are not recorded, so
-        new_config = {"task_kwargs": {}, **spec["config"]}  # dropping them on resume is compared too
+        # empty task_kwargs are not recorded, so dropping them on resume is compared too; prompts_chat is
+        # recorded since 2026-11-30 (off before)
+        old_config = {"task_kwargs": {}, "prompts_chat": False, **old.get("config", {})}
+        new_config = {"task_kwargs": {}, **spec["config"]}
         diffs += [f"config.{k}: {old_config.get(k)!r} → {v!r}" for k, v in new_config.items() if old_config.get(k) != v]
         if diffs:
             raise ValueError(

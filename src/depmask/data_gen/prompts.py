@@ -16,6 +16,7 @@ from pathlib import Path
 
 from depmask.data_gen.config import HarvestConfig
 from depmask.stable_hash import stable_int
+from depmask.tasks.chat import encode_prompt
 
 
 @dataclass
@@ -83,7 +84,7 @@ def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
     if cfg.prompts_file is not None:
         name = Path(cfg.prompts_file).stem
         for n, row in enumerate(_read_prompt_file(cfg.prompts_file)):
-            ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+            ids = encode_prompt(row["prompt"], tokenizer, chat=cfg.prompts_chat)
             items.append(PromptItem(str(row.get("id", f"{name}:{n}")), name, ids, "", cfg.gen_length, 0))
     else:
         for task_name in cfg.tasks:
