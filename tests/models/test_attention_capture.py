@@ -122,8 +122,34 @@ def test_a_model_that_bypasses_sdpa_is_refused():
     cap = AttentionCapture(Manual())
     with cap.capturing():
         Manual.forward(cap.model, torch.randn(1, 4))
-    with pytest.raises(RuntimeError, match="saw 0 attention calls"):
+    with pytest.raises(RuntimeError, match=r"saw 0 attention calls .* of the layer stack found, `layers` \(2 × Linear\)"):
         cap.result()
+
+
+def test_the_layer_stack_of_a_mixture_of_experts_model_is_its_layers_not_an_expert_list():
+    # each block holds 8 identical experts: the longest list of identical modules is an expert list
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.Linear(4, 4)
+            self.experts = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(8))
+
+    class MoE(torch.nn.Module):
+        def __init__(self, config=None):
+            super().__init__()
+            self.config = config
+            self.layers = torch.nn.ModuleList(Block() for _ in range(4))
+
+    from types import SimpleNamespace
+
+    for config in (SimpleNamespace(num_hidden_layers=4), SimpleNamespace(n_layers=4)):  # LLaDA names it n_layers
+        model = MoE(config)
+        assert find_layers(model) is model.layers
+        with pytest.raises(ValueError, match=r"into the 4 layers of the layer stack found, `layers` \(4 × Block\)"):
+            AttentionCapture(model, [5])
+    no_config = MoE()  # nothing to tell the depth by: the longest list, named in the errors
+    assert find_layers(no_config) is no_config.layers[0].experts
+    assert "`layers.0.experts` (8 × Linear)" in AttentionCapture(no_config).stack_name
 
 
 class _PeakLiveBytes(TorchDispatchMode):

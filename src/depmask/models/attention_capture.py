@@ -36,18 +36,20 @@ CAPTURE_ATTN_IMPLEMENTATION = "depmask_sdpa"
 
 
 def find_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layer stack: the longest `ModuleList` whose children share one class."""
-    best: nn.ModuleList | None = None
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            if len({type(c) for c in module}) == 1 and (best is None or len(module) > len(best)):
-                best = module
-    if best is None:
+    """The transformer layer stack: a `ModuleList` whose children share one class, of the config's
+    layer count (`num_hidden_layers` / `n_layers`) when the model has one — a mixture-of-experts
+    block holds a longer list of identical experts — else the longest; the outermost on a tie."""
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0
+              and len({type(c) for c in m}) == 1]
+    if not stacks:
         raise ValueError(
             f"could not find the layer stack of {type(model).__name__}: no nn.ModuleList of "
             "identical blocks; pass `capture_layers` as module paths instead"
         )
-    return best
+    config = getattr(model, "config", None)
+    depth = next((v for k in ("num_hidden_layers", "n_layers") if isinstance(v := getattr(config, k, None), int)), None)
+    of_depth = [m for m in stacks if len(m) == depth]
+    return of_depth[0] if of_depth else max(stacks, key=len)  # max keeps the first (outermost) of equals
 
 
 def default_capture_layers(num_layers: int) -> list[int]:
@@ -103,10 +105,13 @@ class AttentionCapture:
         self.model = model
         self.stack = find_layers(model)
         n = len(self.stack)
+        path = next((name for name, m in model.named_modules() if m is self.stack), "")
+        self.stack_name = f"`{path}` ({n} × {type(self.stack[0]).__name__})"
         self.layers = sorted(set(default_capture_layers(n) if layers is None else layers))
         bad = [i for i in self.layers if not -n <= i < n]
         if bad or not self.layers:
-            raise ValueError(f"`capture_layers` ({list(layers or [])}) must be non-empty indices into the {n} layers")
+            raise ValueError(f"`capture_layers` ({list(layers or [])}) must be non-empty indices into the {n} layers "
+                             f"of the layer stack found, {self.stack_name}")
         self.layers = sorted({i % n for i in self.layers})
         self.hf_native = type(model).__module__.startswith("transformers.")
         self._active = 0
@@ -170,7 +175,8 @@ class AttentionCapture:
         if self._calls != len(self.layers) or self._sum is None:
             raise RuntimeError(
                 f"attention capture saw {self._calls} attention calls in the {len(self.layers)} "
-                f"captured layers {self.layers}; the model does not route attention through "
+                f"captured layers {self.layers} of the layer stack found, {self.stack_name}; either that is not "
+                "the stack of attention layers, or the model does not route attention through "
                 "torch.nn.functional.scaled_dot_product_attention once per layer"
             )
         return self._sum / (self._calls * self._heads)
