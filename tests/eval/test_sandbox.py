@@ -258,3 +258,87 @@ def test_pool_mixes_outcomes_and_validates_arguments():
         SandboxLimits(timeout_s=0)
     with pytest.raises(ValueError, match="memory_mb"):
         SandboxLimits(memory_mb=8)
+
+
+def test_hash_seed_is_fixed_so_verdicts_are_reproducible():
+    """`python -I` ignored PYTHONHASHSEED: a solution that depends on set order passed or failed
+    at random. The child's hash seed is now fixed (0)."""
+    program = ("import sys\nassert sys.flags.hash_randomization == 0, sys.flags\n"
+               "def uniq(s):\n    return list(set(s.split()))\n\nprint(uniq('ab cd ef gh ij'))\n")
+    results = run_programs([program] * 10, LIMITS, max_workers=2)
+    assert [r.status for r in results] == ["passed"] * 10, results[0].stderr_tail
+    assert len({r.stdout_tail for r in results}) == 1
+
+
+def test_isolation_from_the_parents_python_environment(tmp_path, monkeypatch):
+    """What `-I` gave is kept without it: no user site-packages, no PYTHONPATH or other PYTHON*
+    variables from the parent, neither the working directory nor the sandbox's own directory on
+    sys.path (a module written into the cwd is not importable), argv is just the program."""
+    (tmp_path / "leaked_module.py").write_text("X = 1\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONSTARTUP", str(tmp_path / "leaked_module.py"))
+    import depmask.eval.sandbox as sandbox
+
+    here = os.path.dirname(os.path.realpath(sandbox.__file__))
+    r = _run(f"""
+        import os, sys
+        assert sys.flags.no_user_site == 1
+        assert {str(tmp_path)!r} not in sys.path
+        assert "PYTHONPATH" not in os.environ and "PYTHONSTARTUP" not in os.environ
+        here = {here!r}
+        assert all(os.path.realpath(p or os.getcwd()) not in (here, os.getcwd()) for p in sys.path), sys.path
+        open("shadow_me.py", "w").write("X = 1")
+        try:
+            import shadow_me
+        except ImportError:
+            pass
+        else:
+            raise AssertionError("the working directory is on sys.path")
+        for name in ("leaked_module", "sandbox", "code_exec"):
+            try:
+                __import__(name)
+            except ImportError:
+                continue
+            raise AssertionError(name + " is importable")
+        assert sys.argv == ["program.py"], sys.argv
+    """)
+    assert r.status == "passed", r.stderr_tail
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"memory_mb": 1024.5}, r"`memory_mb` \(1024.5\) must be a whole number of MB"),
+    ({"file_size_mb": 1.5}, r"`file_size_mb` \(1.5\) must be a whole number of MB"),
+    ({"max_processes": 2.5}, r"`max_processes` \(2.5\) must be a whole number"),
+    ({"timeout_s": float("inf")}, r"`timeout_s` \(inf\) must be > 0 and finite \(seconds\)"),
+    ({"timeout_s": float("nan")}, r"`timeout_s` \(nan\) must be > 0 and finite \(seconds\)"),
+    ({"timeout_s": 0}, r"`timeout_s` \(0\) must be > 0 and finite \(seconds\)"),
+])
+def test_limits_that_setrlimit_cannot_take_are_refused_when_built(kwargs, message):
+    """They were accepted, then every program was graded `error` (setrlimit's TypeError) or the
+    grade itself raised (OverflowError)."""
+    with pytest.raises(ValueError, match=message):
+        SandboxLimits(**kwargs)
+
+
+def test_integral_float_limits_from_yaml_become_ints():
+    limits = SandboxLimits(timeout_s=5, memory_mb=4e3, file_size_mb=16.0, max_processes=8.0)
+    assert (limits.memory_mb, limits.file_size_mb, limits.max_processes) == (4000, 16, 8)
+    assert all(type(v) is int for v in (limits.memory_mb, limits.file_size_mb, limits.max_processes))
+    assert run_program("assert 1 + 1 == 2", SandboxLimits(timeout_s=5.0, memory_mb=256.0)).status == "passed"
+
+
+def test_an_interrupt_while_waiting_kills_and_reaps_the_program(monkeypatch):
+    """Ctrl-C during the wait left the program running (the group kill was not in a finally)."""
+    import depmask.eval.sandbox as sandbox
+
+    started = {}
+
+    def interrupted(proc, timeout):
+        started["pid"] = proc.pid
+        time.sleep(0.2)  # let the child get going
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sandbox, "_wait_unreaped", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_program("import time\ntime.sleep(60)", SandboxLimits(timeout_s=30.0, memory_mb=256))
+    _assert_group_gone(started["pid"])  # zombies count as members: gone means killed and reaped

@@ -325,8 +325,18 @@ def test_benchmark_arguments_of_the_wrong_type_are_named(tmp_path, kwargs, messa
     ({"timeout_s": "10"}, r"`timeout_s` \('10'\) must be a number"),
     ({"memory_mb": 0}, r"`memory_mb` \(0\) must be >= 64"),
     ({"max_workers": 0}, r"`max_workers` \(0\) must be >= 1"),
+    ({"memory_mb": 1024.5}, r"`memory_mb` \(1024.5\) must be a whole number of MB"),
+    ({"timeout_s": float("inf")}, r"`timeout_s` \(inf\) must be > 0 and finite \(seconds\)"),
 ])
 def test_sandbox_limits_are_checked_when_the_benchmark_is_built(tmp_path, kwargs, message):
     """They were checked at the first grade, after the model loaded and a batch decoded."""
     with pytest.raises(ValueError, match=message):
         MBPP(path=tmp_path, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        get_benchmark("humaneval", path=tmp_path, **kwargs)
+
+
+def test_an_integral_float_memory_limit_from_yaml_is_an_int(tmp_path):
+    """`memory_mb: 4e3` was kept as 4000.0 and every program was graded `error` (setrlimit)."""
+    bench = get_benchmark("humaneval", path=tmp_path, memory_mb=4e3, timeout_s=5)
+    assert bench.memory_mb == 4000 and type(bench.memory_mb) is int and bench.timeout_s == 5

@@ -59,6 +59,19 @@ def test_extract_gsm8k(completion, expected):
     assert extract_gsm8k(completion) == expected
 
 
+@pytest.mark.parametrize("completion, expected", [
+    # a markdown heading `#### Step 1` is not the answer marker (its 1 was taken as the answer)
+    ("#### Step 1: boxes\n3 * 6 = 18\n#### Step 2: total\n18 + 2 = 20\n\nThe answer is \\boxed{20}.", "20"),
+    ("#### Final answer\nSo 4 + 5 = 9", "9"),
+    ("#### Step 1: add\n4 + 5 = 9\n#### 9\n#### 10", "9"),  # the first #### followed by a number
+    ("#### $1,234", "1234"),
+    ("#### -5", "-5"),
+    ("#### −3", "-3"),
+])
+def test_gsm8k_hash_marker_counts_only_when_a_number_follows(completion, expected):
+    assert extract_gsm8k(completion) == expected
+
+
 def test_gsm8k_numbers_compare_by_value_and_reference_parses():
     assert numbers_equal("72.00", "72") and numbers_equal("$1,000", "1000") and numbers_equal("-3.", "-3")
     assert not numbers_equal("72", "72.5") and not numbers_equal(None, "1") and not numbers_equal("abc", "1")
@@ -70,7 +83,7 @@ def test_gsm8k_numbers_compare_by_value_and_reference_parses():
 
 
 def test_gsm8k_grade_uses_stop_strings():
-    bench = GSM8K()
+    bench = GSM8K(shots=2)  # the exemplar stop `Question:` belongs to the few-shot prompt only
     ex = Example("gsm8k:test:0", "gsm8k", "q", "18")
     assert bench.grade_one(ex, "9 * 2 = 18. The answer is 18.\n\nQuestion: x? Answer: 99").correct
     assert not bench.grade_one(ex, "The answer is 17.").correct
@@ -156,12 +169,54 @@ def test_math_equal(prediction, reference, equal):
 
 
 def test_math500_grade():
-    bench = Math500()
+    # few-shot: the completion is cut where the model starts the next exemplar, `Problem:` at a
+    # line start (a mid-line `Problem:` used to cut too, and at any `shots`: see the test below)
+    bench = Math500(shots=4)
     ex = Example("math500:test/x.json", "math500", "p", r"\frac{2}{3}")
-    good = bench.grade_one(ex, r"We get $\boxed{\dfrac{2}{3}}$. Problem: next \boxed{9}")
+    good = bench.grade_one(ex, "We get $\\boxed{\\dfrac{2}{3}}$.\n\nProblem:\nnext \\boxed{9}")
     assert good.correct and good.prediction == r"\frac{2}{3}"
     assert not bench.grade_one(ex, r"$\boxed{0.67}$").correct
     assert bench.grade_one(ex, "no idea").status == "no_answer"
+
+
+def test_exemplar_stops_apply_only_few_shot_and_only_at_a_line_start():
+    """Zero-shot prompts show no exemplar, so `Question:` / `Problem:` in a completion is the
+    model's own text (a heading, a restatement), not the start of the next exemplar: it used to
+    cut the completion before its answer (`no_answer`)."""
+    gsm = Example("gsm8k:test:0", "gsm8k", "q", "20")
+    restated = r"**Restating the Question:** 3 boxes of 6 is 18, plus 2 is 20. \boxed{20}"
+    assert GSM8K(shots=0).grade_one(gsm, restated).correct
+    assert GSM8K(shots=0).grade_one(gsm, "So 20.\nQuestion: what about 99?\nThe answer is 20.").correct
+    assert GSM8K(shots=2).grade_one(gsm, restated).correct  # mid-line: the model's own words
+    assert GSM8K(shots=2).grade_one(gsm, "The answer is 20.\nQuestion: next\nAnswer: The answer is 99.").correct
+    assert GSM8K(shots=2).grade_one(gsm, "Question: next\nAnswer: The answer is 20.").status == "no_answer"
+    ex = Example("math500:test/x.json", "math500", "p", "5")
+    heading = "## Understanding the Problem:\nWe need x with 2x = 10, so x = \\boxed{5}."
+    assert Math500(shots=0).grade_one(ex, heading).correct
+    assert Math500(shots=0).grade_one(ex, "x = \\boxed{5}.\n\nProblem:\nnext one").correct
+    assert Math500(shots=4).grade_one(ex, heading).correct
+    assert not Math500(shots=4).grade_one(ex, "Done.\nProblem:\nnext, \\boxed{5}").correct
+    assert truncate_at("a\nQ: b Q: c", ["Q:"], line_start=True) == "a\n"
+    assert truncate_at("Q: b", ["Q:"], line_start=True) == ""
+    assert truncate_at("a Q: b", ["Q:"], line_start=True) == "a Q: b"
+
+
+@pytest.mark.parametrize("prediction, reference, equal", [
+    # `\\` separates rows whatever the spacing around it (the spacing rule ate `\ ` after `\\`
+    # became `\`: a (12, 3) column equalled (1, 23))
+    (r"\begin{pmatrix} 12 \\ 3 \end{pmatrix}", r"\begin{pmatrix} 1 \\ 23 \end{pmatrix}", False),
+    (r"\begin{pmatrix} -1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} -12 \end{pmatrix}", False),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}", True),
+    ("\\begin{pmatrix} -1 \\\\\n 2 \\end{pmatrix}", r"\begin{pmatrix}-1\\2\end{pmatrix}", True),
+    # the LaTeX thousands separator `{,}`
+    (r"10{,}000", "10000", True),
+    (r"10{,}000", "10,000", True),
+    (r"\$560{,}000", r"560,\!000", True),
+    (r"1{,}2", "12", False),
+    ("(1, 2)", "(1,2)", True),
+])
+def test_math_equal_matrix_rows_and_latex_thousands(prediction, reference, equal):
+    assert math_equal(prediction, reference) is equal
 
 
 # ---- code ------------------------------------------------------------------------------------
@@ -200,6 +255,44 @@ def test_body_continuation_is_cut_at_the_next_top_level_statement():
     assert code.startswith("from typing import List")
     assert _defs(code) == ["is_even", "count_even"]  # the prompt's helper is kept
     assert _runs(code)["count_even"]([1, 2, 4]) == 2
+
+
+@pytest.mark.parametrize("after", [
+    "```\n\nThis function counts the even numbers.\n",
+    "```\n\nExample:\n```python\nprint(count_even([2]))\n```\n",
+    "\n```",
+])
+def test_body_continuation_ends_at_its_closing_fence(after):
+    """A base model continuing the prompt closes the prompt's (unseen) fence; that fence was read
+    as an opening one and the body was dropped for the prose after it."""
+    code = extract_code(BODY + after, ["count_even"], PROMPT)
+    assert "print(" not in code
+    assert _runs(code)["count_even"]([1, 2, 4]) == 2
+
+
+def test_fenced_answers_still_win_over_prose_before_them():
+    fenced_first = "```python\ndef count_even(xs):\n    return 7\n```\n\nThis returns 7.\n```\nmore\n```"
+    assert _runs(extract_code(fenced_first, ["count_even"], PROMPT))["count_even"]([]) == 7
+    assert _runs(extract_code("\n\n" + fenced_first, ["count_even"], PROMPT))["count_even"]([]) == 7
+    prose_first = "Here:\n```python\ndef count_even(xs):\n    return 8\n```\nDone."
+    assert _runs(extract_code(prose_first, ["count_even"], PROMPT))["count_even"]([]) == 8
+    # a full definition (MBPP's `[BEGIN]` protocol) closed by a fence, prose after it
+    plain = "def f(x):\n    return x + 1\n```\n\nThis adds one:\n```python\nf(1)\n```"
+    assert _runs(extract_code(plain, ["f"]))["f"](1) == 2
+
+
+@pytest.mark.parametrize("ending", [
+    "unittest.main()", "sys.exit(0)", "sys.exit()", "exit()", "quit()", "os._exit(0)",
+])
+def test_top_level_exits_and_unittest_main_are_dropped(ending):
+    """`unittest.main()` parses the sandbox's argv and exits, `sys.exit(...)` ends the program
+    before the tests: both were kept as setup (a call on an imported module) and graded error."""
+    completion = ("```python\nimport os\nimport sys\nimport unittest\nsys.setrecursionlimit(5000)\n\n"
+                  "def f(x):\n    return x\n\n\nclass T(unittest.TestCase):\n    def test(self):\n"
+                  f"        self.assertEqual(f(1), 1)\n\n{ending}\n```")
+    code = extract_code(completion, ["f"])
+    assert ending not in code
+    assert "sys.setrecursionlimit(5000)" in code  # legitimate setup stays
 
 
 def test_a_later_copy_of_the_function_loses_and_garbage_is_dropped():

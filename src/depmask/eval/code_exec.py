@@ -1,10 +1,13 @@
 """What runs *inside* a sandboxed process: resource limits, Python-level guards, then the
 untrusted program.
 
-`depmask.eval.sandbox` starts it as `python -I code_exec.py CONFIG_JSON` in a fresh session, with
-the program's temporary directory as working directory, HOME and TMPDIR, and writes a one-line
-nonce on its stdin. In order, before any untrusted code runs, it:
-1. reads the nonce, then points stdin at /dev/null;
+`depmask.eval.sandbox` starts it as `python -s -P code_exec.py CONFIG_JSON` (`-s` only before
+3.11) in a fresh session, with an environment of its own (PYTHONHASHSEED=0), the program's
+temporary directory as working directory, HOME and TMPDIR, and writes a one-line nonce on its
+stdin. In order, before any untrusted code runs, it:
+1. reads the nonce, then points stdin at /dev/null; takes this file's directory off `sys.path`
+   (where `-P` is missing) and sets `sys.argv` to `["program.py"]` (a test runner such as
+   `unittest.main()` parses it);
 2. sets hard = soft limits: RLIMIT_AS (memory), RLIMIT_FSIZE (largest file written),
    RLIMIT_CPU (a second clock behind the parent's wall-time kill), RLIMIT_NPROC (the user's
    thread count at launch + a small allowance; the kernel ignores it for root), RLIMIT_CORE = 0;
@@ -234,6 +237,9 @@ def main(argv: list[str]) -> None:
     status_fd = os.open(cfg["status"], os.O_WRONLY | os.O_TRUNC)
     with open(cfg["program"], encoding="utf-8") as f:
         source = f.read()
+    here = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != here]  # what `-P` does
+    sys.argv = ["program.py"]
     set_limits(cfg)
     install_guards(cfg["work"])
     outcome = run_source(source)

@@ -4,12 +4,15 @@ limits, and a bounded pool that runs several at once.
 One program = one fresh temporary directory (working directory, HOME and TMPDIR; deleted
 afterwards) and one process started in a new session (`start_new_session=True`), running
 `depmask.eval.code_exec`, which sets the resource limits and guards and then executes the program.
+The process gets an environment built from scratch with a fixed hash seed (`PYTHONHASHSEED=0`, so
+a verdict that depends on set order is the same every run) and no user site-packages.
 What stops each hostile case, and where:
 
 | threat                | mechanism                                                                |
 |-----------------------|--------------------------------------------------------------------------|
 | infinite loop         | wall-time limit: SIGKILL to the whole process group, then the group is   |
-|                       | reaped; RLIMIT_CPU as a second clock if the parent itself dies           |
+|                       | reaped (also when the wait is interrupted, e.g. Ctrl-C); RLIMIT_CPU as a |
+|                       | second clock if the parent itself dies                                   |
 | memory bomb           | RLIMIT_AS (allocation fails with MemoryError → status `memory`)          |
 | fork bomb             | process creation disabled in the child (`os.fork`, `subprocess`, `ctypes`|
 |                       | ...); RLIMIT_NPROC = the user's thread count + `max_processes` (the      |
@@ -39,6 +42,7 @@ POSIX only (Linux is what it is tested on).
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import secrets
@@ -56,6 +60,11 @@ from pathlib import Path
 
 STATUSES: tuple[str, ...] = ("passed", "failed", "timeout", "memory", "error")
 _CHILD = Path(__file__).with_name("code_exec.py")
+# `-I` without its `-E`, which would ignore the PYTHONHASHSEED the child needs (set iteration order,
+# hence some verdicts, would vary run to run): `-s` no user site-packages, `-P` (3.11+) not the
+# script's directory on sys.path (code_exec removes it on 3.10), and the child's environment is
+# built from scratch, so no other PYTHON* variable reaches it
+_ISOLATION = ("-s", "-P") if sys.version_info >= (3, 11) else ("-s",)
 _TAIL_CHARS = 4000
 
 
@@ -64,12 +73,15 @@ class SandboxLimits:
     """Per-program limits.
 
     Args:
-        timeout_s: wall time before the process group is killed (status `timeout`).
+        timeout_s: wall time before the process group is killed (status `timeout`); finite, > 0.
         memory_mb: address-space limit (RLIMIT_AS) of the program's process.
         file_size_mb: the largest file the program may write, stdout/stderr included.
         max_processes: threads/processes the program may add to the user's count at launch
             (RLIMIT_NPROC; ignored by the kernel for root; process creation is also disabled).
         network_namespace: run in a fresh network namespace (`unshare`); None = when available.
+
+    The three counts are whole numbers (rlimits are integers): an integral float such as `4096.0`
+    or `4e3` (what YAML may give) becomes that int; `1024.5` is refused.
     """
 
     timeout_s: float = 10.0
@@ -83,8 +95,13 @@ class SandboxLimits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"`{name}` ({value!r}) must be a number, not {type(value).__name__}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"`timeout_s` ({self.timeout_s}) must be > 0")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(f"`timeout_s` ({self.timeout_s}) must be > 0 and finite (seconds)")
+        for name, unit in (("memory_mb", " of MB"), ("file_size_mb", " of MB"), ("max_processes", "")):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value == int(value)):
+                raise ValueError(f"`{name}` ({value}) must be a whole number{unit}")
+            object.__setattr__(self, name, int(value))  # setrlimit takes ints only
         if self.memory_mb < 64:
             raise ValueError(f"`memory_mb` ({self.memory_mb}) must be >= 64 (the interpreter needs it)")
         if self.file_size_mb < 1:
@@ -166,7 +183,7 @@ def _run_in(root: Path, program: str, limits: SandboxLimits) -> ExecResult:
         "status": str(status),
         "memory_bytes": limits.memory_mb * 2**20,
         "file_size_bytes": limits.file_size_mb * 2**20,
-        "cpu_seconds": int(limits.timeout_s) + 2,
+        "cpu_seconds": min(int(limits.timeout_s) + 2, 2**31 - 1),
         "nproc": (tasks + limits.max_processes) if (tasks := _user_tasks()) else 0,
     }
     prefix: tuple[str, ...] = ()
@@ -175,27 +192,31 @@ def _run_in(root: Path, program: str, limits: SandboxLimits) -> ExecResult:
         if found is None and limits.network_namespace:
             return _launch_error("`network_namespace=True` but `unshare` cannot create one here")
         prefix = found or ()
+    # the whole environment: nothing of the parent's (no PYTHONPATH & co), and a fixed hash seed
     env = {"PATH": os.defpath, "HOME": str(work), "TMPDIR": str(work / "tmp"),
-           "TMP": str(work / "tmp"), "TEMP": str(work / "tmp"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+           "TMP": str(work / "tmp"), "TEMP": str(work / "tmp"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+           "PYTHONHASHSEED": "0"}
     nonce = secrets.token_hex(16)
     start = time.perf_counter()
     with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
         try:
             proc = subprocess.Popen(
-                [*prefix, sys.executable, "-I", str(_CHILD), json.dumps(cfg)],
+                [*prefix, sys.executable, *_ISOLATION, str(_CHILD), json.dumps(cfg)],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work, env=env,
                 start_new_session=True, close_fds=True,
             )
         except OSError as e:
             return _launch_error(f"could not start the sandbox process: {e}")
         try:
-            proc.stdin.write(f"{nonce}\n".encode())
-            proc.stdin.close()
-        except OSError:  # the child died before reading its nonce
-            pass
-        timed_out = _wait_unreaped(proc, limits.timeout_s)
-        _kill_group(proc.pid)  # leader not reaped yet, so the group id cannot have been reused
-        returncode = proc.wait()
+            try:
+                proc.stdin.write(f"{nonce}\n".encode())
+                proc.stdin.close()
+            except OSError:  # the child died before reading its nonce
+                pass
+            timed_out = _wait_unreaped(proc, limits.timeout_s)
+        finally:  # also on Ctrl-C: the program must not outlive this call
+            _kill_group(proc.pid)  # leader not reaped yet, so the group id cannot have been reused
+            returncode = proc.wait()
     seconds = time.perf_counter() - start
     stderr_tail, stdout_tail = _tail(root / "stderr"), _tail(root / "stdout")
     outcome = _read_outcome(status, nonce)

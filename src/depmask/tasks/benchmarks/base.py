@@ -88,6 +88,9 @@ class Benchmark(ABC):
     max_shots: ClassVar[int] = 0
     default_shots: ClassVar[int] = 0
     stop: ClassVar[tuple[str, ...]] = ()  # cut completions at these before extracting
+    # where the model starts the next exemplar of a few-shot prompt: cut there only when
+    # `shots` > 0 and only at a line start (zero-shot, `Question:` is the model's own text)
+    exemplar_stop: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -233,8 +236,10 @@ class Benchmark(ABC):
     # ---- scoring -----------------------------------------------------------------------------
 
     def clean(self, completion: str) -> str:
-        """The completion cut at the benchmark's stop strings and end-of-text markers."""
-        return truncate_at(completion, (*self.stop, *SPECIAL_STOPS))
+        """The completion cut at the benchmark's stop strings and end-of-text markers, and (few-shot
+        only) at a line starting with one of its `exemplar_stop` strings."""
+        text = truncate_at(completion, (*self.stop, *SPECIAL_STOPS))
+        return truncate_at(text, self.exemplar_stop, line_start=True) if self.shots else text
 
     @abstractmethod
     def grade_one(self, example: Example, completion: str) -> Grade:

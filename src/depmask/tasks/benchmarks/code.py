@@ -15,10 +15,11 @@ name from the entry points and from whatever the prompt defines (tests may call 
 helper), and the top-level statements that set up what is kept: a loop filling a kept table, a
 `TABLE.update(...)`, a later `X = ...` or `X += ...`, `sys.setrecursionlimit(...)` (a statement
 that assigns to a kept name or calls a method of one, or of an imported module). So a trailing
-`if __name__ == "__main__":`, `print(...)`, example calls, asserts, stray prose, a second (broken)
-copy of the function or an unrelated definition after it are dropped, and setup code the solution
-needs is not (it used to be: a table built by a loop was left empty). This module does not run
-code (`depmask.eval.sandbox` does).
+`if __name__ == "__main__":`, `print(...)`, example calls, asserts, a bare `unittest.main()` or
+`sys.exit(...)`, stray prose, a second (broken) copy of the function or an unrelated definition
+after it are dropped, and setup code the solution needs is not (it used to be: a table built by a
+loop was left empty). A body continuation followed by a closing fence ends at that fence. This
+module does not run code (`depmask.eval.sandbox` does).
 """
 
 from __future__ import annotations
@@ -34,14 +35,25 @@ _CODE_START = re.compile(r"^(?:from\s+\S+\s+import\s|import\s|try\s*:\s*$|def\s|
                          r"[A-Za-z_]\w*\s*(?::[^=]+)?=(?!=))")
 
 
-def strip_fences(text: str, prefer: Iterable[str] = ()) -> str:
+def strip_fences(text: str, prefer: Iterable[str] = (), continues: bool = False) -> str:
     """The code inside markdown fences: the first fenced block that defines one of `prefer`
     (else the first python/unlabelled block, else the first block); an unclosed fence runs to
-    the end. Text without fences is returned unchanged."""
+    the end. Text without fences is returned unchanged.
+
+    When the text before the first fence is itself the code — a body continuing a prompt
+    (`continues` and its first line indented) or a definition of one of `prefer` — that fence
+    closes it (the prompt's fence, or the `[BEGIN]` of a plain prompt, was opened before the
+    completion): the text before it is returned and what follows (prose, examples) is dropped,
+    as HumanEval's usual stop sequences (which include ```) would."""
+    names = list(prefer)
+    head = text.split("```", 1)[0]
+    if len(head) < len(text) and head.strip():
+        first = next(line for line in head.splitlines() if line.strip())
+        if (continues and first[:1] in (" ", "\t")) or any(_defines(head, name) for name in names):
+            return head
     blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
     if not blocks:
         return text
-    names = list(prefer)
     for _, body in blocks:
         if any(_defines(body, name) for name in names):
             return body
@@ -115,10 +127,27 @@ def _is_main_guard(node: ast.stmt) -> bool:
     return isinstance(node, ast.If) and "__name__" in _names_used(node.test)
 
 
+# top-level calls that end the program (before the tests run) or run a test runner that parses
+# the sandbox's argv and exits: never setup, though `sys.exit` is a call on an imported module
+_EXITS = frozenset({"unittest.main", "sys.exit", "os._exit", "exit", "quit"})
+
+
+def _dotted(expr: ast.expr) -> str | None:
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        head = _dotted(expr.value)
+        return None if head is None else f"{head}.{expr.attr}"
+    return None
+
+
 def _is_junk(node: ast.stmt) -> bool:
-    """Top-level statements never kept as setup: asserts, the `__main__` guard, and anything
-    reading stdin (a script's `n = int(input())`)."""
+    """Top-level statements never kept as setup: asserts, the `__main__` guard, a bare
+    `unittest.main()` / `sys.exit(...)` / `exit()` (see `_EXITS`), and anything reading stdin (a
+    script's `n = int(input())`)."""
     if isinstance(node, ast.Assert) or _is_main_guard(node):
+        return True
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and _dotted(node.value.func) in _EXITS:
         return True
     return any(isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "input"
                for sub in ast.walk(node))
@@ -220,7 +249,7 @@ def extract_code(completion: str, entry_points: Sequence[str], prompt: str = "")
         prompt: code the completion continues (HumanEval's signature + docstring); empty for MBPP.
             Everything it defines is kept (tests may call its helpers directly).
     """
-    code = strip_fences(completion, prefer=entry_points)
+    code = strip_fences(completion, prefer=entry_points, continues=bool(prompt))
     lines = code.splitlines()
     first = next((line for line in lines if line.strip()), "")
     continues = bool(prompt) and first[:1] in (" ", "\t")

@@ -52,7 +52,8 @@ class CodeBenchmark(Benchmark):
         if executor is None:  # check the limits now, not at the first grade after a batch decoded
             from depmask.eval.sandbox import SandboxLimits
 
-            SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
+            limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
+            timeout_s, memory_mb = limits.timeout_s, limits.memory_mb  # `4e3` from YAML -> 4000
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.max_workers = max_workers

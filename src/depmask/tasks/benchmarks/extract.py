@@ -1,17 +1,20 @@
 r"""Answer extraction and comparison for the math benchmarks.
 
-- GSM8K: the final number of a completion — after `####` if present, else the last `\boxed{}`
-  (a box with no number in it is no answer: the text around it is not searched), else the last
-  "the answer is ...", else the last number in the text. Commas, `$`, a trailing period, negative
-  numbers, decimals and a boxed `\frac{a}{b}` (its value) are handled; numbers compare by value
-  (`72.00 == 72`).
+- GSM8K: the final number of a completion — the number right after the first `####` that a
+  number follows directly (`#### 18`; a heading `#### Step 1: ...` is not the marker), else the
+  last `\boxed{}` (a box with no number in it is no answer: the text around it is not searched),
+  else the last "the answer is ...", else the last number in the text. Commas, `$`, a trailing
+  period, negative numbers, decimals and a boxed `\frac{a}{b}` (its value) are handled; numbers
+  compare by value (`72.00 == 72`).
 - MATH: the content of the last `\boxed{}` / `\fbox{}` (nested braces kept), else the Minerva
   "Final Answer: The final answer is X." line, else "the answer is X". Answers are normalised the
   usual way (Hendrycks' `strip_string` plus Minerva's unit/number clean-up): `\left`/`\right`,
   `\!` and spacing commands, `\dfrac`/`\tfrac`, `\frac12` → `\frac{1}{2}`, `a/b` → `\frac{a}{b}`,
-  `\text{ cm}` units, degrees, `\%`, `$`, thousands separators, trailing `.0`, leading zeros,
-  `x = ` prefixes and all spaces. Two answers are equal when the normalised strings are, or when
-  both parse as exact rationals (integers, decimals, `\frac{a}{b}`, `a/b`) of equal value.
+  `\text{ cm}` units, degrees, `\%`, `$`, thousands separators (`1,000`, `10{,}000`), trailing
+  `.0`, leading zeros, `x = ` prefixes and all spaces; a row separator `\\` stays one, whatever
+  the spacing around it (a column (12, 3) is not (1, 23)). Two answers are equal when the
+  normalised strings are, or when both parse as exact rationals (integers, decimals,
+  `\frac{a}{b}`, `a/b`) of equal value.
 
 No symbolic algebra (sympy): `\sqrt{2}/2` and `\frac{\sqrt{2}}{2}` are different strings and
 neither is a rational, so they do not match. This module does not tokenize or run code.
@@ -27,12 +30,15 @@ from fractions import Fraction
 # ---- generic ---------------------------------------------------------------------------------
 
 
-def truncate_at(text: str, stops: Iterable[str]) -> str:
-    """`text` up to the earliest occurrence of any string in `stops` (all of it if none)."""
+def truncate_at(text: str, stops: Iterable[str], line_start: bool = False) -> str:
+    """`text` up to the earliest occurrence of any string in `stops` (all of it if none);
+    `line_start`: only occurrences that begin a line (or the text) count."""
     cut = len(text)
     for stop in stops:
         if stop:
             i = text.find(stop)
+            while line_start and i > 0 and text[i - 1] != "\n":
+                i = text.find(stop, i + 1)
             if 0 <= i < cut:
                 cut = i
     return text[:cut]
@@ -41,6 +47,8 @@ def truncate_at(text: str, stops: Iterable[str]) -> str:
 # ---- numbers (GSM8K) -------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"(?<![\w.])[-−]?\s?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+# `#### 18`, `#### $1,234`, `#### −5`; not a markdown heading (`#### Step 1: ...`)
+_HASHES = re.compile(r"####[ \t]*([-−]?[ \t]?\$?[ \t]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
 
 
@@ -72,9 +80,8 @@ def _last_number(text: str) -> str | None:
 
 def extract_gsm8k(completion: str) -> str | None:
     """The final numeric answer of a GSM8K completion as a canonical string, or None."""
-    hashes = re.search(r"####\s*(.*)", completion)
-    if hashes:
-        found = _first_number(hashes.group(1))
+    for hashes in _HASHES.finditer(completion):  # the first `####` a number follows directly
+        found = normalize_number(hashes.group(1))
         if found is not None:
             return found
     boxed = last_boxed(completion)
@@ -242,10 +249,14 @@ def _fix_sqrt(s: str) -> str:
     return re.sub(r"\\sqrt\s*([^{\s\\])", r"\\sqrt{\1}", s)
 
 
+_ROW = "\0"  # stands for `\\` (a matrix/array row separator) while the string is normalised
+
+
 def normalize_math(answer: str) -> str:
     """The normalised form of a MATH answer (see the module docstring for every rule)."""
     s = _strip_dollars(answer.strip().replace("\n", " "))
-    s = s.replace("\\!", "").replace("\\\\", "\\")
+    s = s.replace("\\\\", _ROW)  # a row separator, kept apart from the spacing commands below
+    s = s.replace("\\!", "").replace("{,}", ",")  # `10{,}000` is LaTeX for 10,000
     s = re.sub(r"\\(?:displaystyle|textstyle)", "", s)
     s = s.replace("tfrac", "frac").replace("dfrac", "frac")
     s = re.sub(r"\\left\s*|\\right\s*", "", s)
@@ -256,7 +267,7 @@ def normalize_math(answer: str) -> str:
     s = re.sub(r"\\[,;: ]", " ", s).strip().rstrip(".").strip()
     if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2:  # `x = 5` -> `5`
         s = s.split("=")[1]
-    s = _fix_sqrt(s).replace(" ", "")
+    s = _fix_sqrt(s).replace(" ", "").replace(_ROW, "\\\\")
     s = _fix_fracs(s)
     m = re.fullmatch(r"(-?\d+)/(\d+)", s)  # a/b -> \frac{a}{b}
     if m:

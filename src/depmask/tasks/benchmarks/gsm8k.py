@@ -7,7 +7,9 @@ id is `gsm8k:<split>:<index in the split file>`.
 Prompts: zero-shot asks for step-by-step reasoning and a final `\boxed{}` answer (what instruct
 models follow best); k-shot (k ≤ 8) prepends the first k of the 8 chain-of-thought exemplars of
 Wei et al. (2022) as `Question: ... Answer: ... The answer is N.` and stops at the next
-`Question:`. Scoring: the final number (`extract.extract_gsm8k`) equals the reference by value.
+`Question:` that starts a line (lm-evaluation-harness stops at `Question:` anywhere; zero-shot
+completions are not cut there: the model may write the word itself). Scoring: the final number
+(`extract.extract_gsm8k`) equals the reference by value.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class GSM8K(Benchmark):
     spec = DataSpec("gsm8k", hub_id="openai/gsm8k", hub_config="main")
     max_shots = len(COT_EXEMPLARS)
     default_shots = 0
-    stop = ("Question:",)
+    exemplar_stop = ("Question:",)
 
     def _example(self, record: dict, index: int, split: str) -> Example:
         answer = gsm8k_reference(str(record["answer"]))

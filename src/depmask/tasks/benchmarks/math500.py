@@ -7,7 +7,9 @@ MATH files) the reference is the last `\boxed{}` of `solution`. An item's id is
 
 Prompts: zero-shot asks for step-by-step reasoning and a final `\boxed{}` answer; k-shot (k ≤ 4)
 prepends the Minerva exemplars (Lewkowycz et al., 2022) as `Problem: ... Solution: ...` and
-stops at the next `Problem:`. Scoring: `extract.extract_math` then `extract.math_equal`
+stops at the next `Problem:` that starts a line (lm-evaluation-harness `minerva_math` stops at
+`Problem:` anywhere; zero-shot completions are not cut there: a heading like `## Understanding
+the Problem:` is the model's own text). Scoring: `extract.extract_math` then `extract.math_equal`
 (normalised strings, or exact rationals of equal value).
 """
 
@@ -48,7 +50,7 @@ class Math500(Benchmark):
     spec = DataSpec("math500", hub_id="HuggingFaceH4/MATH-500")
     max_shots = len(MINERVA_EXEMPLARS)
     default_shots = 0
-    stop = ("Problem:",)
+    exemplar_stop = ("Problem:",)
 
     def _example(self, record: dict, index: int, split: str) -> Example:
         answer = record.get("answer")
