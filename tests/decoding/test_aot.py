@@ -367,3 +367,31 @@ def test_a_policy_changed_after_compiling_is_compiled_again(mock_denoiser, promp
     head.load_state_dict(other.state_dict())
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
           generate(mock_denoiser, prompts, policy, **kwargs), "after load_state_dict")
+
+
+def test_weight_changes_that_keep_the_version_counter_are_noticed(mock_denoiser):
+    """Writes through `.data` and `vector_to_parameters` leave `Tensor._version` as it was, and the
+    stamp read it: the old libraries kept deciding (NFE [4, 4, 4] against eager [3, 4, 3])."""
+    head = _head(mock_denoiser)
+    step = AotSelect(build_policy("demask", head=head, epsilon=0.3))
+    assert not step.refresh()
+    next(head.parameters()).data.mul_(3)
+    assert step.refresh() and not step.refresh()
+    vector = torch.nn.utils.parameters_to_vector(head.parameters())
+    torch.nn.utils.vector_to_parameters(vector * 0.5, head.parameters())
+    assert step.refresh() and not step.refresh()
+    head.double()
+    assert step.refresh() and not step.refresh()
+
+
+def test_a_head_made_under_inference_mode_decodes_ahead_of_time_as_eager(mock_denoiser, prompts):
+    """Inference tensors have no version counter: reading it raised `RuntimeError: Inference tensors
+    do not track version counter` (a head moved to the model's device inside `generate`, which runs
+    under inference mode, is one)."""
+    with torch.inference_mode():
+        head = _head(mock_denoiser)
+        policy = build_policy("demask", head=head, epsilon=0.3)
+    assert next(head.parameters()).is_inference()
+    kwargs = dict(gen_length=8, pad_id=0)
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
+          generate(mock_denoiser, prompts, policy, **kwargs), "inference-mode head")

@@ -95,15 +95,21 @@ def _modules_of(obj, depth: int = 3) -> list[torch.nn.Module]:
 
 def _policy_stamp(policy: Policy) -> tuple:
     """What a library bakes in besides its inputs: the policy's (and its `Guided`'s) other knobs,
-    and the mode and version of every parameter and buffer of the modules it holds."""
+    the mode of the modules it holds, and the dtype, device, shape and bytes of their parameters
+    and buffers. Bytes, not `Tensor._version`: writes through `.data` (`p.data.copy_`,
+    `vector_to_parameters`) do not move the version, and tensors made under inference mode (a head
+    moved to the model's device inside `generate`) have none."""
     tensor = set(policy.tensor_knobs())
     knobs = []
     for obj in (policy, vars(policy).get("_guided")):
         if isinstance(obj, Policy):
             knobs += [(k, repr(v)) for k, v in sorted(obj.knobs().items()) if k not in tensor]
     modules = _modules_of(policy)
-    return (tuple(knobs), tuple(sub.training for top in modules for sub in top.modules()),
-            tuple(t._version for m in modules for t in (*m.parameters(), *m.buffers())))
+    digest = hashlib.sha256()
+    for t in (t for m in modules for t in (*m.parameters(), *m.buffers())):
+        digest.update(f"{t.dtype} {t.device} {tuple(t.shape)}|".encode())
+        digest.update(t.detach().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+    return (tuple(knobs), tuple(sub.training for top in modules for sub in top.modules()), digest.hexdigest())
 
 
 def _canvas_dims(field: str) -> tuple[int, ...]:
@@ -138,7 +144,7 @@ class AotSelect:
 
     def refresh(self) -> bool:
         """Drop the libraries built so far when the policy changed since (its other knobs, or the
-        version or mode of a parameter it holds); True if it did. `compiled_select` calls it each
+        values, dtype or mode of a parameter it holds); True if it did. `compiled_select` calls it each
         time it hands this step to a decode."""
         stamp = _policy_stamp(self.policy)
         if stamp == self._stamp:
