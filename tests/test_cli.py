@@ -121,3 +121,40 @@ def test_a_decode_prompt_list_still_gives_several_prompts(capsys):
           "--block_length", "4"])
     shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith(">>>")]
     assert shown == [">>> - 1", ">>> 2"]
+
+
+def test_an_interrupt_ends_with_one_line_and_status_130(monkeypatch, capsys):
+    import depmask.cli
+
+    def interrupted(name: str = ""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(depmask.cli.COMMANDS["tasks"], "show", interrupted)
+    with pytest.raises(SystemExit) as err:
+        main(["tasks", "show", "sudoku4"])
+    assert err.value.code == 130
+    assert capsys.readouterr().err.startswith("depmask: interrupted")
+
+
+@pytest.mark.parametrize("group", ["train", "mdlm"])
+def test_only_fit_and_validate_are_offered(group, capsys):
+    with pytest.raises(SystemExit) as err:
+        main([group, "test", "--config", "x.yaml"])
+    assert err.value.code == 2 and "test" in capsys.readouterr().err
+
+
+def test_every_training_option_has_help_text():
+    # docstrings that began with "Args:" or grouped names ("lr, weight_decay: ...") gave
+    # `train fit --help` / `mdlm fit --help` options with a type and a default only
+    import inspect
+
+    import docstring_parser
+
+    from depmask.train.head_data import HeadDataModule
+    from depmask.train.head_module import HeadModule
+    from depmask.train.mdlm_module import MDLMModule
+
+    for cls in (HeadModule, HeadDataModule, MDLMModule):
+        documented = {p.arg_name for p in docstring_parser.parse(cls.__init__.__doc__).params}
+        wanted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        assert documented == wanted, (cls.__name__, wanted - documented, documented - wanted)

@@ -92,6 +92,15 @@ def _prompt_texts(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # a traceback of the interrupted decode or grading says nothing more
+        print("depmask: interrupted (`eval decode` and `quickstart` keep every item decoded so far and "
+              "resume from it when the same command is run again)", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(argv: Sequence[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mdlm"] and len(argv) > 1 and argv[1] in LIGHTNING_SUBCOMMANDS:
         from depmask.train.cli import mdlm_cli

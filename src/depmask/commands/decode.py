@@ -52,7 +52,10 @@ def decode(
             turn opened (what LLaDA-/Dream-Instruct are trained on, and what `eval decode` does);
             default: when the tokenizer has a template. Without it the text is encoded as written,
             no special tokens added.
-        policy: the policy and its knobs, e.g. `--policy threshold --policy.threshold 0.9`.
+        policy: the policy and its knobs, e.g. `--policy threshold --policy.threshold 0.9`. A
+            `--policy` after a `--config` naming another policy keeps the config's values of the
+            knobs both have (jsonargparse's rule: `--config clad.yaml --policy threshold` gives
+            `threshold` 0.7, CLAD's τ, not 0.9); give them again.
         gen_length: answer tokens to generate.
         block_length: semi-autoregressive block size (default: gen_length).
         steps: step budget over all blocks (default: gen_length).

@@ -29,6 +29,12 @@ class DepmaskCLI(LightningCLI):
     # data arguments it may change: how batches are loaded, not which
     RESUME_DATA_MAY_CHANGE: tuple[str, ...] = ("num_workers",)
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """`fit` and `validate` only: the modules define no `test_step` / `predict_step`, and
+        `depmask train test` offered them and crashed in Lightning."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in ("fit", "validate")}
+
     def parse_arguments(self, parser, args) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

@@ -79,7 +79,9 @@ def collate_states(rows: list[dict]) -> dict[str, torch.Tensor]:
 class HeadDataModule(L.LightningDataModule):
     def __init__(self, harvest: str, val_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0,
                  split_seed: int = 0, max_train_states: int | None = None):
-        """Args:
+        """The states of a harvest, split by example into training and validation.
+
+        Args:
             harvest: a harvest directory (`depmask harvest`), verified before use.
             val_fraction: share of *examples* held out for validation.
             batch_size: states per batch.
@@ -119,7 +121,9 @@ class HeadDataModule(L.LightningDataModule):
                          "train_examples": len(self.train_examples), "val_examples": len(self.val_examples),
                          "val_fraction": val_fraction, "split_seed": split_seed,
                          # the attention a head may read was averaged over these layers (None: the default)
-                         "capture_layers": info.get("config", {}).get("capture_layers")}
+                         "capture_layers": info.get("config", {}).get("capture_layers"),
+                         # the target: influence at the committed value (1) or over the top-k values
+                         "topk": info.get("config", {}).get("topk")}
 
     def _loader(self, idx: list[int], shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(_States(self.data, idx), batch_size=self.batch_size, shuffle=shuffle,

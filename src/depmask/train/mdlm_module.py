@@ -49,16 +49,25 @@ class MDLMModule(L.LightningModule):
         pad_token_id: int | None = None,
         eos_token_id: int | None = None,
     ):
-        """Args:
-            hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
-                max_position_embeddings: the architecture (TinyMDLMConfig).
-            lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay to 10 %
-                over the trainer's `max_steps`.
+        """A small MDLM (`TinyMDLMConfig`'s architecture) and how it is trained.
+
+        Args:
+            hidden_size: model width.
+            num_hidden_layers: transformer blocks.
+            num_attention_heads: attention heads (must divide `hidden_size`).
+            intermediate_size: width of the SwiGLU feed-forward layer.
+            max_position_embeddings: the longest sequence (prompt + answer) the model takes.
+            lr: AdamW's peak learning rate (linear warm-up, then cosine decay to 10 % over the
+                trainer's `max_steps`).
+            weight_decay: AdamW's weight decay.
+            warmup_steps: optimiser steps of linear warm-up.
             eps: floor of the masking probability (LLaDA's forward-process epsilon).
             val_decode_items: test items per task decoded one token per step at each validation.
             export_dir: where `fit` saves the final model (None: do not export).
-            vocab_size, mask_token_id, pad_token_id, eos_token_id: taken from the data module's
-                tokenizer when left unset; an id given must be the tokenizer's.
+            vocab_size: the tokenizer's vocabulary size (taken from the data module when unset).
+            mask_token_id: the mask id (the tokenizer's when unset; one given must be the tokenizer's).
+            pad_token_id: the pad id (the tokenizer's when unset; one given must be the tokenizer's).
+            eos_token_id: the EOS id (the tokenizer's when unset; one given must be the tokenizer's).
         """
         super().__init__()
         if not 0 < eps < 1:
