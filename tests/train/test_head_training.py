@@ -85,7 +85,7 @@ def test_a_head_reading_attention_trains_on_the_harvested_attention(harvest, tmp
     # the harvest captured the default layers: a model capturing others is refused (same fingerprint)
     from depmask.models import HFDenoiser
 
-    assert head.training_manifest["capture_layers"] is None
+    assert head.training_manifest["capture_layers"] is None and head.training_manifest["topk"] == 1
     head.check_compatible(HFDenoiser.from_pretrained(EMBEDDED))
     other = HFDenoiser.from_pretrained(EMBEDDED, capture_layers=[0])
     with pytest.raises(ValueError, match=r"reads attention averaged over layers \[\d+\].*captures layers \[0\]"):
@@ -326,7 +326,8 @@ def test_no_export_from_a_dry_run_or_over_a_model(harvest, tmp_path, capsys):
     (the flag means the model's directory in `mdlm fit`) had its config and weights replaced."""
     fit(harvest, tmp_path, "--trainer.fast_dev_run", "true", "--trainer.logger", "false")
     assert not (tmp_path / "head").exists() and "a fast_dev_run checks the code" in capsys.readouterr().out
-    fit(harvest, tmp_path, "--trainer.max_epochs", "0", "--trainer.logger", "false")
+    fit(harvest, tmp_path, "--trainer.max_epochs", "0", "--trainer.logger", "false",
+        "--checkpoint.dirpath", str(tmp_path / "run0"))  # a new run: the dry run left a checkpoint in `run`
     assert not (tmp_path / "head").exists() and "took no optimiser step" in capsys.readouterr().out
     model = tmp_path / "model"
     shutil.copytree(EMBEDDED, model)
@@ -336,3 +337,25 @@ def test_no_export_from_a_dry_run_or_over_a_model(harvest, tmp_path, capsys):
               "--trainer.logger", "false", "--model.export_dir", str(model), "--checkpoint.dirpath", str(tmp_path / "run2")])
     assert (model / "model.safetensors").read_bytes() == before
 
+
+@pytest.mark.parametrize("flag", ["--checkpoint.monitor", "--early_stopping.monitor"])
+def test_a_monitor_that_names_no_logged_metric_is_refused_before_training(harvest, tmp_path, flag):
+    # Lightning's own check ran after the first epoch's training
+    with pytest.raises(ValueError, match=r"`monitor` \('val/aurco'\) of (RunCheckpoint|EarlyStopping) is not a metric"
+                                         r" the head logs; expected one of .*val/auroc"):
+        fit(harvest, tmp_path, "--trainer.max_epochs", "1", "--trainer.logger", "false", flag, "val/aurco")
+    assert not list(tmp_path.rglob("*.ckpt"))  # no step was trained
+
+
+def test_a_new_fit_is_refused_a_directory_holding_another_runs_checkpoints(harvest, tmp_path):
+    # a config printed or saved by a run names its directory; a second fit from it mixed the two runs
+    fit(harvest, tmp_path, "--trainer.max_steps", "1", "--trainer.logger", "false")
+    saved = (tmp_path / "run" / "config.yaml").read_bytes()
+    with pytest.raises(ValueError, match=r"`checkpoint.dirpath` \(.*run\) holds another run's checkpoints.*"
+                                         r"--ckpt_path .*last.ckpt"):
+        fit(harvest, tmp_path, "--trainer.max_steps", "1", "--trainer.logger", "false")
+    assert (tmp_path / "run" / "config.yaml").read_bytes() == saved
+    assert not list((tmp_path / "run").glob("*-v1.ckpt"))
+    main(["train", "validate", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest),  # reading it is fine
+          "--model.export_dir", str(tmp_path / "head"), "--checkpoint.dirpath", str(tmp_path / "run"),
+          "--trainer.logger", "false", "--ckpt_path", str(tmp_path / "run" / "last.ckpt")])

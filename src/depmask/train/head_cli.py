@@ -115,9 +115,20 @@ class HeadCLI(DepmaskCLI):
     def before_instantiate_classes(self) -> None:
         """A resumed run (`--ckpt_path`) keeps its checkpoints in the directory it resumes from
         unless `--checkpoint.dirpath` says otherwise: in a new directory Lightning forgets the
-        best checkpoint so far, and the exported head was the best of the resumed epochs only."""
+        best checkpoint so far, and the exported head was the best of the resumed epochs only.
+        A new fit is refused a directory that holds checkpoints."""
         cfg = self.config.get(self.subcommand) if self.subcommand else None
-        if cfg is None or not cfg.get("ckpt_path") or cfg.get("checkpoint") is None:
+        if cfg is None or cfg.get("checkpoint") is None:
+            return
+        if not cfg.get("ckpt_path"):
+            # a printed or saved config holds its run's directory: a second fit from it wrote its
+            # checkpoints beside the first run's (`-v1` names) and overwrote its config.yaml
+            dirpath = cfg["checkpoint"].get("dirpath")
+            if self.subcommand == "fit" and dirpath and any(Path(dirpath).glob("*.ckpt")):
+                raise ValueError(
+                    f"`checkpoint.dirpath` ({dirpath}) holds another run's checkpoints (a config printed or saved "
+                    f"by that run names its directory). Resume it with `--ckpt_path {Path(dirpath) / 'last.ckpt'}`, "
+                    "or start a new run in another `--checkpoint.dirpath` (left out, each run gets a new one)")
             return
         if cfg["checkpoint"].get("dirpath") == self._default_run_dir:
             cfg["checkpoint"]["dirpath"] = str(Path(cfg["ckpt_path"]).parent)
