@@ -201,6 +201,12 @@ def test_mdlm_evaluate_writes_json_and_card(tmp_path):
     assert {r["setting"] for r in data} == {"one_per_step", "all_at_once", "threshold_0.5", "threshold_0.7",
                                            "threshold_0.9"}
     assert f"depmask mdlm evaluate --model {model} --n 4 --seed 0 --tasks '[addition]'`" in (model / "README.md").read_text()
+    assert {r["seed"] for r in data} == {0}
+    table = (model / "eval.json").read_bytes()
+    # another seed draws other items: it would replace the table too (only n and tasks were compared)
+    with pytest.raises(ValueError, match=r"at seed \[0\]; this run \(4 items over \['addition'\] at seed 7\)"):
+        main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]", "--seed", "7"])
+    assert (model / "eval.json").read_bytes() == table
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--tasks", "[]"], r"`tasks` is empty"),

@@ -332,3 +332,22 @@ def test_the_harvest_refuses_its_inputs_before_the_model_loads(tmp_path, kwargs,
                            "examples_per_task": 2, **kwargs})
     with pytest.raises(ValueError, match=message):  # the model does not exist: the refusal comes first
         run_harvest(cfg, {"accelerator": "cpu"})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tasks": ["sudoku4"], "block_length": 5}, r"`block_length` \(5\) must be >= 1 and divide `gen_length` \(16\)"),
+    ({"tasks": ["sudoku4"], "gen_length": 16, "block_length": 32}, r"`block_length` \(32\) .* `gen_length` \(16\)"),
+    ({"prompts_file": "PROMPTS", "gen_length": 12, "block_length": 8}, r"`block_length` \(8\) .* `gen_length` \(12\)"),
+])
+def test_lengths_are_checked_before_the_model_loads(tmp_path, monkeypatch, kwargs, message):
+    import depmask.train.harvest as harvest_module
+
+    def no_load(*args, **kw):
+        raise AssertionError("the model loaded before the lengths were checked")
+
+    monkeypatch.setattr(harvest_module.HFDenoiser, "from_pretrained", no_load)
+    if kwargs.get("prompts_file") == "PROMPTS":
+        (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "3 1"}) + "\n")
+        kwargs = {**kwargs, "prompts_file": str(tmp_path / "p.jsonl")}
+    with pytest.raises(ValueError, match=message):
+        run_harvest(HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), **kwargs), QUIET)

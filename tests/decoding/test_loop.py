@@ -163,6 +163,14 @@ def test_confidence_eos_eot_inf_commits_eos_last(prompts):
     assert not all(off)  # without the option some EOS is committed before other tokens (the check can fail)
 
 
+@pytest.mark.parametrize("name", ["margin", "entropy", "entropy_bound", "random"])
+def test_confidence_eos_eot_inf_warns_for_policies_that_do_not_rank_by_confidence(name, prompts):
+    # it only zeroes confidence: for these it silently changed nothing
+    den = MockDenoiser()
+    with pytest.warns(UserWarning, match=rf"policy '{name}' does not rank by .* it changes nothing here"):
+        generate(den, prompts, build_policy(name), gen_length=8, confidence_eos_eot_inf=True)
+
+
 def test_stop_at_eos_saves_forwards_and_fills_with_eos(prompts):
     den = MockDenoiser()
     den.bias[den.eos_ids[0]] = 4.0

@@ -449,3 +449,10 @@ def test_a_copy_of_the_model_in_another_directory_keeps_its_head(tmp_path):
     head = DependencyHead.from_pretrained(ROOT / "models" / "tiny-tasks-head", denoiser=den)  # not refused
     assert den.fingerprint != head.base_fingerprint and same_model(den.fingerprint, head.base_fingerprint)
     assert not same_model("m@local:aaa-bbb", "m@local:aaa-ccc") and same_model(None, None)
+
+
+@pytest.mark.parametrize("scorer", ["attention", "oracle", "none"])
+def test_a_head_given_to_another_scorer_is_refused(scorer):
+    # it was dropped without a word, and a run labelled as head-scored decoded with attention
+    with pytest.raises(ValueError, match=rf"`head` \(/no/such/head\) is given but `scorer` is '{scorer}'"):
+        build_policy("guided", units="cluster", rule="conflict", scorer=scorer, head="/no/such/head")

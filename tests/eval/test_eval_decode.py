@@ -364,3 +364,22 @@ def test_mbpps_few_shot_split_is_named_before_the_model_loads(tmp_path):
     with pytest.raises(DataNotFoundError, match=r"prompt"):
         main(["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), "--tasks", "[mbpp]", "--n", "2",
               "--task_kwargs", f"{{mbpp: {{path: {data}}}}}", "--model.path", str(tmp_path / "none")])
+
+
+def test_random_remasking_is_seeded_at_temperature_zero(tmp_path):
+    # `random` draws its positions from the decode's generator; at T = 0 none was made and the
+    # draw came from torch's global generator: two runs of one command decoded differently
+    import torch
+
+    from depmask.eval.items import read_items
+    from depmask.models import HFDenoiser
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        torch.manual_seed(len(runs) + 100)  # whatever the global generator holds
+        run_decode_eval(den, ["sort"], [PolicySweep("random")], tmp_path / name, n=6, batch_size=3, seed=seed)
+        (path,) = (tmp_path / name / "items" / "sort").glob("*.jsonl")
+        runs.append({r["id"]: r["commit_step"] for r in read_items(path)})
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]  # the seed decides the draw

@@ -41,7 +41,8 @@ def evaluate_rows(den, tokenizer, tasks: list[str], n: int, seed: int, batch_siz
         steps = 1 if steps_rule == "one" else task.answer_length
         result = score_task(den, tokenizer, task, build_policy(policy_name, **knobs), n, seed, batch_size,
                             steps=steps)
-        rows.append({"task": name, "setting": label, "policy": policy_name, **knobs, "steps": steps, **result})
+        rows.append({"task": name, "setting": label, "policy": policy_name, **knobs, "steps": steps, **result,
+                     "seed": seed})
     return rows
 
 
@@ -95,7 +96,7 @@ def mdlm_evaluate(
     if out_path.is_dir():
         raise ValueError(f"`out` ({out}) is a directory; give the JSON file to write, e.g. {out_path / 'eval.json'}")
     if out is None or write_card:
-        _check_model_record(Path(model), n, tasks)
+        _check_model_record(Path(model), n, tasks, seed)
     den = HFDenoiser.from_pretrained(model, device=device or "cpu")
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer; the tasks need one")
@@ -114,22 +115,24 @@ def mdlm_evaluate(
     return rows
 
 
-def _check_model_record(model: Path, n: int, tasks: list[str]) -> None:
+def _check_model_record(model: Path, n: int, tasks: list[str], seed: int = 0) -> None:
     """Refuse, before decoding, to replace the model directory's own table (`eval.json`, read by
-    its card) with one of other items or tasks: `--n 2` rewrote the shipped 500-item table."""
+    its card) with one of other items or tasks: `--n 2` rewrote the shipped 500-item table, and
+    `--seed 7` (other items; rows before 2026-11-30 record no seed: theirs was 0) did too."""
     record = model / "eval.json"
     if not record.is_file():
         return
     try:
         rows = json.loads(record.read_text())
-        had = ({r["n"] for r in rows}, list(dict.fromkeys(r["task"] for r in rows)))
-    except (ValueError, KeyError, TypeError):
+        had = ({r["n"] for r in rows}, list(dict.fromkeys(r["task"] for r in rows)), {r.get("seed", 0) for r in rows})
+    except (ValueError, KeyError, TypeError, AttributeError):
         return  # not a table of ours: nothing to protect
-    if had != ({n}, list(tasks)):
+    if had != ({n}, list(tasks), {seed}):
         raise ValueError(
-            f"{record} holds the model's table of {sorted(had[0])} items per task over {had[1]}; this run "
-            f"({n} items over {list(tasks)}) would replace it and its model card. Give `--out` a file of "
-            "your own and `--write_card false`, or the same `--n` and `--tasks` to remake the table")
+            f"{record} holds the model's table of {sorted(had[0])} items per task over {had[1]} at seed "
+            f"{sorted(had[2])}; this run ({n} items over {list(tasks)} at seed {seed}) would replace it and its "
+            "model card. Give `--out` a file of your own and `--write_card false`, or the same `--n`, `--tasks` "
+            "and `--seed` to remake the table")
 
 
 def model_card(den, table: str, model: str, n: int, seed: int, device: str,

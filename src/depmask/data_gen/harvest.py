@@ -46,9 +46,9 @@ def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id:
     b, g = len(items), first.gen_length
     prompts = [it.prompt_ids for it in items]
 
-    def sampler():
-        if cfg.temperature == 0:
-            return None  # the same seed for both passes: the same trajectory
+    def sampler():  # the same seed for both passes: the same trajectory
+        if cfg.temperature == 0 and not policy.uses_generator:
+            return None
         return torch.Generator(denoiser.device).manual_seed(batch_seed(cfg.seed, first.example_id))
 
     keep, plain_forwards = torch.ones(b, g, dtype=torch.bool), 0

@@ -20,6 +20,7 @@ confidence is still read from the unmodified softmax, as LLaDA does). EOS option
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -125,7 +126,8 @@ def generate(
             which are banned too). Applied to a copy of the logits: a probing policy's baseline
             (`block_log_probs`) reads them unbanned, as its probe forwards do.
         confidence_eos_eot_inf: positions whose candidate is one of `eos_ids` get confidence 0, so
-            they are committed last (the intent of LLaDA's option of that name).
+            they are committed last (the intent of LLaDA's option of that name) by policies that
+            rank by confidence; `margin`, `entropy`, `entropy_bound` and `random` do not (warned).
         stop_at_eos: a row stops once it has committed an EOS with everything before it
             unmasked; its remaining masks are filled with that EOS and are not counted as
             committed (`commit_step` 0). Off by default: LLaDA fills the whole canvas.
@@ -152,6 +154,10 @@ def generate(
     eos_ids = tuple(denoiser.eos_ids)
     if (logits_eos_inf or confidence_eos_eot_inf or stop_at_eos) and not eos_ids:
         raise ValueError("an EOS option is set but the denoiser has no `eos_ids`")
+    if confidence_eos_eot_inf and not policy.ranks_by_confidence:
+        warnings.warn(f"`confidence_eos_eot_inf` zeroes the confidence of EOS candidates, which policy "
+                      f"{policy.name!r} does not rank by (margin, entropy or chance): it changes nothing here",
+                      stacklevel=2)
     mask_id = denoiser.mask_id
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0

@@ -126,7 +126,8 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     decoding = {"temperature": temperature, "gen_length": gen_length, "block_length": block_length,
                 "steps": steps or gen_length,
                 "task_arguments": json.loads(json.dumps(adapter.arguments, sort_keys=True, default=str))}
-    if temperature > 0:  # the sampling seed: a benchmark's item ids do not name it (a synthetic task's do)
+    seeded = temperature > 0 or policy.uses_generator  # a generator the decode draws from
+    if seeded:  # the sampling seed: a benchmark's item ids do not name it (a synthetic task's do)
         decoding["seed"] = seed
     provenance = run_provenance(getattr(denoiser, "fingerprint", None), knobs, mode, decoding=decoding,
                                 denoiser=denoiser_settings(denoiser))
@@ -134,7 +135,8 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
 
     def decode(chunk):
         prompts = [adapter.prompt_ids(ex, tokenizer) for ex in chunk]
-        gen = torch.Generator(denoiser.device).manual_seed(batch_seed(seed, chunk[0].id)) if temperature > 0 else None
+        # `random` draws its positions at temperature 0 too: unseeded, it drew from torch's global generator
+        gen = torch.Generator(denoiser.device).manual_seed(batch_seed(seed, chunk[0].id)) if seeded else None
         return generate(denoiser, prompts, policy, gen_length=gen_length, block_length=block_length,
                         steps=steps or gen_length, temperature=temperature, generator=gen, pad_id=pad_id,
                         compile_select=mode or False)

@@ -21,6 +21,10 @@ class Policy:
     needs_hidden: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
     needs_probe: ClassVar[bool] = False  # extra forwards via `state.probe` (counted in NFE)
+    # draws from `state.generator` even at temperature 0 (`random`): runs seed one for it
+    uses_generator: ClassVar[bool] = False
+    # orders or thresholds positions by `state.confidence` (what `confidence_eos_eot_inf` acts on)
+    ranks_by_confidence: ClassVar[bool] = True
     # the StepState tensor fields `select` reads besides the block bounds, when it reads nothing
     # else (no step counters, no generator): what ahead-of-time compiling feeds it (`aot.py`);
     # None: not declared

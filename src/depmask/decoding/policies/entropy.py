@@ -15,6 +15,7 @@ from depmask.decoding.state import StepState
 
 class Entropy(Policy):
     name = "entropy"
+    ranks_by_confidence = False
 
     def __init__(self, eps: float = 1e-3):
         if not 0 < eps < 1:

@@ -24,6 +24,7 @@ from depmask.decoding.state import StepState
 
 class EntropyBound(Policy):
     name = "entropy_bound"
+    ranks_by_confidence = False
 
     def __init__(self, gamma: float = 0.1):
         if not gamma >= 0:  # NaN fails too

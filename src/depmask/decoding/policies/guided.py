@@ -82,6 +82,9 @@ class Guided(Policy):
             warnings.warn("`units` 'cluster' with `threshold` 0: every masked position is a candidate, the block's "
                           "masked run is one cluster, and the forced first unit commits it whole in one forward "
                           "whatever the rule and ε; give τ > 0 (CLAD's default 0.7)", stacklevel=2)
+        if head is not None and scorer != "head":  # it was dropped without a word, a missing path too
+            raise ValueError(f"`head` ({head if isinstance(head, str) else type(head).__name__!s}) is given but "
+                             f"`scorer` is {scorer!r}; a head scores only with `scorer` 'head'")
         for knob, value in (("edge_threshold", edge_threshold), ("edge_floor", edge_floor)):
             if value is not None and not value >= 0:
                 raise ValueError(f"`{knob}` ({value}) must be >= 0 or None")

@@ -25,6 +25,7 @@ from depmask.decoding.state import StepState
 
 class Margin(Policy):
     name = "margin"
+    ranks_by_confidence = False
 
     def __init__(self, eps: float = 1e-3):
         if not 0 < eps < 1:

@@ -13,6 +13,8 @@ from depmask.decoding.state import StepState
 
 class Random(Policy):
     name = "random"
+    ranks_by_confidence = False
+    uses_generator = True
 
     def select(self, state: StepState) -> torch.Tensor:
         count = llada_count(state.block_masked, state.num_masked, state.step, state.steps_per_block)
