@@ -351,3 +351,17 @@ def test_lengths_are_checked_before_the_model_loads(tmp_path, monkeypatch, kwarg
         kwargs = {**kwargs, "prompts_file": str(tmp_path / "p.jsonl")}
     with pytest.raises(ValueError, match=message):
         run_harvest(HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), **kwargs), QUIET)
+
+
+def test_prompts_chat_without_a_template_is_named_before_the_model_loads(tmp_path, monkeypatch):
+    import depmask.train.harvest as harvest_module
+
+    def no_load(*args, **kw):
+        raise AssertionError("the model loaded first")
+
+    monkeypatch.setattr(harvest_module.HFDenoiser, "from_pretrained", no_load)
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "3 1"}) + "\n")
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), prompts_file=str(tmp_path / "p.jsonl"),
+                        gen_length=8, prompts_chat=True)
+    with pytest.raises(ValueError, match=r"`prompts_chat` is true but the model's tokenizer has no chat template"):
+        run_harvest(cfg, QUIET)

@@ -10,7 +10,7 @@ import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from depmask.models import HFDenoiser
-from depmask.models.remote_code import default_rope_parameters, ensure_default_rope
+from depmask.models.remote_code import default_rope_entry, default_rope_parameters
 
 
 def test_default_rope_is_plain_rope_from_the_config_or_the_old_keywords():
@@ -30,12 +30,30 @@ def test_default_rope_is_plain_rope_from_the_config_or_the_old_keywords():
         default_rope_parameters(SimpleNamespace(hidden_size=16, num_attention_heads=2))
 
 
-def test_the_default_entry_is_added_only_when_missing(monkeypatch):
+def test_the_default_entry_is_there_only_while_remote_code_loads(monkeypatch):
     monkeypatch.delitem(ROPE_INIT_FUNCTIONS, "default", raising=False)
-    assert ensure_default_rope() and ROPE_INIT_FUNCTIONS["default"] is default_rope_parameters
-    mine = object()
+    with default_rope_entry():
+        assert ROPE_INIT_FUNCTIONS["default"] is default_rope_parameters
+    assert "default" not in ROPE_INIT_FUNCTIONS
+    mine = object()  # a transformers that has one keeps its own
     monkeypatch.setitem(ROPE_INIT_FUNCTIONS, "default", mine)
-    assert not ensure_default_rope() and ROPE_INIT_FUNCTIONS["default"] is mine
+    with default_rope_entry():
+        assert ROPE_INIT_FUNCTIONS["default"] is mine
+    assert ROPE_INIT_FUNCTIONS["default"] is mine
+
+
+def test_a_native_partial_rotary_model_loads_after_depmask_loaded_one(tiny_dream_dir, tmp_path):
+    # left in place, the global entry overrode native rotary modules' own default at their weight
+    # init, and Phi (half its head dims rotated) failed to load anywhere later in the process
+    from transformers import AutoModelForCausalLM, PhiConfig, PhiForCausalLM
+
+    torch.manual_seed(0)
+    PhiForCausalLM(PhiConfig(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=128, partial_rotary_factor=0.5)).save_pretrained(tmp_path / "phi")
+    HFDenoiser.from_pretrained(tiny_dream_dir)
+    assert "default" not in ROPE_INIT_FUNCTIONS
+    phi = AutoModelForCausalLM.from_pretrained(tmp_path / "phi")
+    assert phi(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 50)
 
 
 def test_a_dream_checkpoint_that_looks_up_default_rope_loads(tiny_dream_dir, monkeypatch):
@@ -98,7 +116,9 @@ def test_a_model_class_written_for_transformers_4_loads_with_its_weights(tiny_ll
 def test_without_the_adaptation_transformers_5_cannot_load_it(tiny_llada_v4_dir, monkeypatch):
     import depmask.models.remote_code as remote_code
 
-    monkeypatch.setattr(remote_code, "compatible_class", lambda cls: cls)
+    # the class as its checkpoint wrote it (once adapted, its module holds the adapted one)
+    monkeypatch.setattr(remote_code, "compatible_class",
+                        lambda cls: cls.__mro__[1] if vars(cls).get("_depmask_adapted") else cls)
     with pytest.raises(RuntimeError, match="all_tied_weights_keys") as err:
         HFDenoiser.from_pretrained(tiny_llada_v4_dir)
     assert "saved with transformers 4.46.2" in str(err.value)
@@ -109,3 +129,29 @@ def test_the_adaptation_changes_nothing_for_a_class_written_for_transformers_5(t
     cls = type(den.model)
     assert cls.__mro__[1].__name__ == cls.__name__  # the adapting subclass over the checkpoint's class
     assert "tie_weights" not in vars(cls)  # its tie_weights takes transformers 5's arguments already
+
+
+def test_an_adapted_model_pickles_and_saves_its_code(tiny_llada_v4_dir, tmp_path):
+    # the adapted class is what its module names (pickle looks classes up by name: `ddp_spawn`
+    # pickles the model), and it is registered for its auto class, so save_pretrained writes the
+    # modeling code its config's auto_map points at
+    import pickle
+
+    den = HFDenoiser.from_pretrained(tiny_llada_v4_dir)
+    again = pickle.loads(pickle.dumps(den.model))
+    ids = torch.randint(0, 39, (1, 4))
+    assert torch.equal(again(ids).logits, den.model(ids).logits)
+    den.model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "modeling_tiny_llada_v4.py").is_file()
+    assert HFDenoiser.from_pretrained(tmp_path / "saved").model.model.ff_out.weight.equal(den.model.model.ff_out.weight)
+    # loading it again does not adapt the adapted class a second time
+    assert type(HFDenoiser.from_pretrained(tiny_llada_v4_dir).model).__mro__[2].__name__ != "TinyLLaDAV4"
+
+
+def test_transformers_own_errors_are_left_as_they_are(tiny_dream_dir):
+    # a user setting (trust_remote_code false, a bad attn_implementation) is transformers' to name:
+    # wrapped, it read as a transformers-version problem with advice that does not apply
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        HFDenoiser.from_pretrained(tiny_dream_dir, trust_remote_code=False)
+    with pytest.raises(ValueError, match="bogus"):
+        HFDenoiser.from_pretrained(tiny_dream_dir, attn_implementation="bogus")

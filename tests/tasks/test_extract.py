@@ -67,6 +67,9 @@ def test_extract_gsm8k(completion, expected):
     ("#### $1,234", "1234"),
     ("#### -5", "-5"),
     ("#### −3", "-3"),
+    # bold, or on the next line: still the marker (the first version of this rule missed both)
+    ("#### **18**\nShe earns 18 per day over 2 days.", "18"),
+    ("####\n18\nThat is 2 more than 16.", "18"),
 ])
 def test_gsm8k_hash_marker_counts_only_when_a_number_follows(completion, expected):
     assert extract_gsm8k(completion) == expected
@@ -214,6 +217,10 @@ def test_exemplar_stops_apply_only_few_shot_and_only_at_a_line_start():
     (r"\$560{,}000", r"560,\!000", True),
     (r"1{,}2", "12", False),
     ("(1, 2)", "(1,2)", True),
+    # a doubled backslash before a command is an escaped command, not a row separator
+    (r"\\frac{1}{2}", r"\frac{1}{2}", True),
+    (r"\\dfrac{3}{4}", r"\frac34", True),
+    (r"\text{(A)}\\\text{(B)}", r"\text{(A)}\text{(B)}", False),
 ])
 def test_math_equal_matrix_rows_and_latex_thousands(prediction, reference, equal):
     assert math_equal(prediction, reference) is equal

@@ -347,6 +347,12 @@ def test_a_monitor_that_names_no_logged_metric_is_refused_before_training(harves
     assert not list(tmp_path.rglob("*.ckpt"))  # no step was trained
 
 
+def test_lightnings_own_step_and_epoch_monitors_are_accepted(harvest, tmp_path):
+    fit(harvest, tmp_path, "--trainer.max_steps", "1", "--trainer.logger", "false", "--checkpoint.monitor", "step",
+        "--checkpoint.mode", "max")
+    assert list((tmp_path / "run").glob("head-step=*.ckpt"))
+
+
 def test_a_new_fit_is_refused_a_directory_holding_another_runs_checkpoints(harvest, tmp_path):
     # a config printed or saved by a run names its directory; a second fit from it mixed the two runs
     fit(harvest, tmp_path, "--trainer.max_steps", "1", "--trainer.logger", "false")

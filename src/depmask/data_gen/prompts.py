@@ -84,7 +84,7 @@ def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
     if cfg.prompts_file is not None:
         name = Path(cfg.prompts_file).stem
         for n, row in enumerate(_read_prompt_file(cfg.prompts_file)):
-            ids = encode_prompt(row["prompt"], tokenizer, chat=cfg.prompts_chat)
+            ids = encode_prompt(row["prompt"], tokenizer, chat=cfg.prompts_chat, option="prompts_chat")
             items.append(PromptItem(str(row.get("id", f"{name}:{n}")), name, ids, "", cfg.gen_length, 0))
     else:
         for task_name in cfg.tasks:

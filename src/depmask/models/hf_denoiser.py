@@ -121,13 +121,14 @@ class HFDenoiser:
             kwargs["dtype"] = dtype
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
-        remote = next((auto_map[k] for k in ("AutoModelForMaskedLM", "AutoModel") if k in auto_map), None)
+        auto_class = next((k for k in ("AutoModelForMaskedLM", "AutoModel") if k in auto_map), None)
+        remote = auto_map.get(auto_class) if auto_class else None
         if type(config) in MODEL_FOR_MASKED_LM_MAPPING:
             model = AutoModelForMaskedLM.from_pretrained(path, **kwargs)
         elif remote is not None and trust_remote_code:
             # the checkpoint's own class, adapted to transformers 5 where it was written for 4 (LLaDA, Dream)
             kwargs.pop("trust_remote_code")
-            model = load_remote_model(path, config, remote, **kwargs)
+            model = load_remote_model(path, config, remote, auto_class, **kwargs)
         elif remote is not None:
             raise ValueError(f"model at {str(path)!r} brings its own modeling code ({remote}); loading it needs "
                              "`trust_remote_code=True`")

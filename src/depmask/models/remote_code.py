@@ -4,8 +4,8 @@ Remote code is written against the transformers of its day. Dream-7B's code buil
 embedding with `ROPE_INIT_FUNCTIONS["default"]`, an entry transformers 5 removed (each native model
 now computes its default RoPE itself), so under transformers 5 Dream fails to load with a bare
 `KeyError: 'default'` (reported upstream as DreamLM/Dream#83; other remote-code models do the
-same). `ensure_default_rope()` puts the entry back, computing what transformers 4 computed, and
-only when it is missing.
+same). `default_rope_entry()` puts the entry back while such code is built and loaded, computing
+what transformers 4 computed, and only when it is missing.
 
 Loading it is not enough. Transformers 5 builds a model on the `meta` device and, for buffers that
 are not in the checkpoint (a rotary module's non-persistent `inv_freq`), allocates uninitialised
@@ -26,6 +26,7 @@ one installed, instead of a traceback that ends in someone else's file.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -46,7 +47,10 @@ def default_rope_parameters(config=None, device=None, seq_len=None, **rope_kwarg
         if base is None:
             raise ValueError(f"{type(config).__name__} has no `rope_theta`: cannot compute default RoPE frequencies")
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        dim = int(head_dim * getattr(config, "partial_rotary_factor", 1.0))
+        factor = getattr(config, "partial_rotary_factor", None)
+        if factor is None:
+            factor = (getattr(config, "rope_parameters", None) or {}).get("partial_rotary_factor", 1.0)
+        dim = int(head_dim * factor)
         base = float(base)
     else:
         raise ValueError("default RoPE needs a model config, or `base` and `dim`")
@@ -54,15 +58,24 @@ def default_rope_parameters(config=None, device=None, seq_len=None, **rope_kwarg
     return 1.0 / (base**exponents), 1.0
 
 
-def ensure_default_rope() -> bool:
-    """Register `default_rope_parameters` as transformers' `"default"` RoPE when the installed
-    transformers lacks it (5.x). Returns whether it was added."""
+@contextlib.contextmanager
+def default_rope_entry():
+    """`default_rope_parameters` as transformers' `"default"` RoPE while a checkpoint's own code is
+    built and loaded, when the installed transformers lacks it (5.x); removed afterwards. Only
+    then: transformers 5's weight init reads the global entry before a native rotary module's own
+    default, so left in place it gave native partial-rotary models (Phi, StableLM, GPT-NeoX) RoPE of
+    the wrong width in the rest of the process."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     if "default" in ROPE_INIT_FUNCTIONS:
-        return False
+        yield
+        return
     ROPE_INIT_FUNCTIONS["default"] = default_rope_parameters
-    return True
+    try:
+        yield
+    finally:
+        if ROPE_INIT_FUNCTIONS.get("default") is default_rope_parameters:
+            del ROPE_INIT_FUNCTIONS["default"]
 
 
 @torch.no_grad()
@@ -89,9 +102,14 @@ def restore_rope_buffers(model: torch.nn.Module) -> int:
 def compatible_class(cls: type) -> type:
     """A subclass of a checkpoint's model class that transformers 5 can load: `post_init()` runs
     after the class's own `__init__` when that did not call it, and a `tie_weights()` without
-    parameters is called without the arguments transformers 5 passes. Same name and module."""
+    parameters is called without the arguments transformers 5 passes. Same name and module, and
+    put in the module under that name (pickle finds classes by it: `ddp_spawn` pickles the model);
+    adapting it again returns it."""
     import inspect
+    import sys
 
+    if vars(cls).get("_depmask_adapted", False):
+        return cls
     own_tie = cls.tie_weights
     params = inspect.signature(own_tie).parameters.values()
     takes_arguments = any(p.kind is p.VAR_KEYWORD or p.name == "missing_keys" for p in params)
@@ -102,23 +120,32 @@ def compatible_class(cls: type) -> type:
             self.post_init()
 
     namespace = {"__init__": __init__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
-                 "__doc__": cls.__doc__}
+                 "__doc__": cls.__doc__, "_depmask_adapted": True}
     if not takes_arguments:
         namespace["tie_weights"] = lambda self, *args, **kwargs: own_tie(self)
-    return type(cls.__name__, (cls,), namespace)
+    adapted = type(cls.__name__, (cls,), namespace)
+    module = sys.modules.get(cls.__module__)
+    if module is not None and getattr(module, cls.__qualname__, None) is cls:
+        setattr(module, cls.__qualname__, adapted)
+    return adapted
+
+
+# errors of a transformers-4 API inside transformers 5 (a missing attribute, an argument too many);
+# transformers' own ValueError / ImportError (trust_remote_code, a missing pip package, a bad
+# `attn_implementation`) are left as they are
+_API_ERRORS = (AttributeError, TypeError, KeyError, NameError)
 
 
 def load_remote(load, path: Path, *args, **kwargs):
-    """`load(path, *args, **kwargs)` (a `from_pretrained`) for a checkpoint that brings its own code
-    (an `auto_map` in its config.json); an error other than a missing or unreadable file is
-    re-raised naming the checkpoint and both transformers versions, with the original as cause."""
-    ensure_default_rope()
+    """`load(path, *args, **kwargs)` (a `from_pretrained`) for a checkpoint that may bring its own
+    code: an error raised while that code runs, or an API error (`_API_ERRORS`) from a checkpoint
+    that brings code, is re-raised naming the checkpoint and both transformers versions, with the
+    original as its cause. Other errors are left as they are."""
     try:
         return load(path, *args, **kwargs)
-    except OSError:
-        raise
     except Exception as err:
-        if not _brings_code(path) and not _raised_in_remote_code(err):
+        if isinstance(err, OSError) or not (
+                _raised_in_remote_code(err) or (isinstance(err, _API_ERRORS) and _brings_code(path))):
             raise
         raise RuntimeError(
             f"the modeling code that ships with {str(path)!r} failed under transformers "
@@ -128,14 +155,18 @@ def load_remote(load, path: Path, *args, **kwargs):
         ) from err
 
 
-def load_remote_model(path: Path, config, class_ref: str, **kwargs):
-    """The checkpoint's own model class (`class_ref`, an `auto_map` entry), made loadable by
-    transformers 5 (`compatible_class`), loaded with `config`; RoPE buffers restored."""
+def load_remote_model(path: Path, config, class_ref: str, auto_class: str = "AutoModel", **kwargs):
+    """The checkpoint's own model class (`class_ref`, its `auto_map[auto_class]` entry), made
+    loadable by transformers 5 (`compatible_class`; the `"default"` RoPE entry present while it is
+    built), loaded with `config`; RoPE buffers restored. Registered for `auto_class`, so that
+    `save_pretrained` writes the modeling code beside the weights, as `AutoModel` loading does."""
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     def load(path, **kwargs):
-        cls = get_class_from_dynamic_module(class_ref, path, local_files_only=True)
-        return compatible_class(cls).from_pretrained(path, config=config, **kwargs)
+        with default_rope_entry():
+            adapted = compatible_class(get_class_from_dynamic_module(class_ref, path, local_files_only=True))
+            adapted.register_for_auto_class(auto_class)
+            return adapted.from_pretrained(path, config=config, **kwargs)
 
     model = load_remote(load, path, **kwargs)
     restore_rope_buffers(model)
@@ -167,11 +198,10 @@ def _written_for(path: Path) -> str:
 
 
 def _raised_in_remote_code(err: BaseException) -> bool:
-    """Whether the checkpoint's own code was running when `err` was raised (transformers copies it
-    into a `transformers_modules` package): a frame of `err`'s traceback is in it."""
+    """Whether `err` was raised by the checkpoint's own code (transformers copies it into a
+    `transformers_modules` package): the innermost frame of its traceback is there. Not any frame:
+    that code calls transformers, whose own errors (a bad `attn_implementation`) are the user's."""
     tb = err.__traceback__
-    while tb is not None:
-        if "transformers_modules" in tb.tb_frame.f_code.co_filename:
-            return True
+    while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return False
+    return tb is not None and "transformers_modules" in tb.tb_frame.f_code.co_filename

@@ -120,6 +120,16 @@ def _check_inputs(cfg: HarvestConfig) -> None:
             raise ValueError(f"`prompts_file` ({cfg.prompts_file!r}) does not exist (a .jsonl file or a "
                              "`datasets.save_to_disk` directory)")
         check_lengths(cfg.gen_length, cfg.block_length or cfg.gen_length, cfg.gen_length)
+        if cfg.prompts_chat:  # the tokenizer alone, not the model: a template it lacks is named now
+            from transformers import AutoTokenizer
+
+            from depmask.tasks.chat import check_chat
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=True, local_files_only=True)
+            except (OSError, ValueError):
+                return  # named when the model loads
+            check_chat(tokenizer, True, "prompts_chat")
         return
     check_tasks(list(cfg.tasks), cfg.task_kwargs, split=cfg.split, n=cfg.examples_per_task, seed=cfg.seed)
     for name in cfg.tasks:

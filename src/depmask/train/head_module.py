@@ -241,6 +241,7 @@ class HeadModule(L.LightningModule):
     def logged_metrics(self) -> set[str]:
         """The names this module logs: what a checkpoint or early-stopping `monitor` can be."""
         return {"train/loss", "val/loss", "val/spearman", "val/precision_at_k",
+                "step", "epoch",  # Lightning's checkpoint callback offers these two as well
                 *(f"val/{k}" for k in (*self.val_head.keys(), *self.val_attention.keys()))}
 
     def on_fit_start(self):

@@ -47,8 +47,9 @@ def truncate_at(text: str, stops: Iterable[str], line_start: bool = False) -> st
 # ---- numbers (GSM8K) -------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"(?<![\w.])[-−]?\s?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
-# `#### 18`, `#### $1,234`, `#### −5`; not a markdown heading (`#### Step 1: ...`)
-_HASHES = re.compile(r"####[ \t]*([-−]?[ \t]?\$?[ \t]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))")
+# `#### 18`, `#### $1,234`, `#### −5`, `#### **18**`, `####` then the number on the next line; not
+# a markdown heading (`#### Step 1: ...`): nothing but spaces, one line break, `*` and `$` between
+_HASHES = re.compile(r"####[ \t]*(?:\n[ \t]*)?\**[ \t]*([-−]?[ \t]?\$?[ \t]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
 
 
@@ -255,7 +256,9 @@ _ROW = "\0"  # stands for `\\` (a matrix/array row separator) while the string i
 def normalize_math(answer: str) -> str:
     """The normalised form of a MATH answer (see the module docstring for every rule)."""
     s = _strip_dollars(answer.strip().replace("\n", " "))
-    s = s.replace("\\\\", _ROW)  # a row separator, kept apart from the spacing commands below
+    # `\\frac` is an escaped command (a doubled backslash, as JSON-ish output writes it): `\frac`;
+    # any other `\\` is a row separator, kept apart from the spacing commands below
+    s = re.sub(r"(?<!\\)\\\\(?=[A-Za-z])", r"\\", s).replace("\\\\", _ROW)
     s = s.replace("\\!", "").replace("{,}", ",")  # `10{,}000` is LaTeX for 10,000
     s = re.sub(r"\\(?:displaystyle|textstyle)", "", s)
     s = s.replace("tfrac", "frac").replace("dfrac", "frac")
