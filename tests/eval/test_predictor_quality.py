@@ -179,3 +179,33 @@ def test_eval_predictor_writes_the_decisions(harvest, tmp_path, capsys):
     assert "exceed ε" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"`decisions` \(\[-1\]\)"):
         eval_predictor(str(harvest), head=str(HEAD), split="all", decisions=[-1], output=str(out))
+
+
+def test_decisions_must_be_finite(harvest, tmp_path):
+    # +inf "committed" every padded slot and NaN made decisions.json non-standard JSON
+    with pytest.raises(ValueError, match=r"`decisions` \(\[nan, inf\]\) must be finite"):
+        eval_predictor(str(harvest), head=str(HEAD), split="all", decisions=[float("nan"), float("inf")],
+                       output=str(tmp_path / "d"))
+
+
+def test_the_trained_on_this_harvest_warning_does_not_depend_on_the_working_directory(harvest, tmp_path,
+                                                                                      monkeypatch, capsys):
+    # the manifest holds the harvest path as the training command gave it (often relative): read
+    # from another directory, the path matched nothing and training states were scored as held out
+    import shutil
+
+    from depmask.data_gen.dataset import harvest_info
+
+    head = tmp_path / "head"
+    shutil.copytree(HEAD, head)
+    config = json.loads((head / "config.json").read_text())
+    info = harvest_info(harvest)
+    config["training_manifest"].update(harvest="h", harvest_sha256=info.get("items_sha256") or info["examples_sha256"])
+    (head / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)  # "h" is not the harvest from here
+    eval_predictor(str(harvest), head=str(head), split="all", output=str(tmp_path / "out"))
+    assert "`--split all` includes its training states" in capsys.readouterr().out
+    config["training_manifest"]["harvest_sha256"] = "0" * 64  # another harvest: no warning
+    (head / "config.json").write_text(json.dumps(config))
+    eval_predictor(str(harvest), head=str(head), split="all", output=str(tmp_path / "out2"))
+    assert "includes its training states" not in capsys.readouterr().out

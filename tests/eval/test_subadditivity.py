@@ -145,7 +145,7 @@ def test_config_parses():
                                           # accepted before, with changed results or a misnamed error
                                           (["--delta", "2"], r"`delta` \(2\.0\) must lie in \(0, 1\)"),
                                           (["--topk", "0"], r"`topk` \(0\) must be an int >= 1"),
-                                          (["--samples", "0"], r"`samples` \(0\) must be an int >= 1"),
+                                          (["--samples", "1"], r"`samples` \(1\) must be an int >= 2"),
                                           (["--tasks", "[sudoku4, nosuch]"], r"unknown task 'nosuch'")])
 def test_eval_subadditivity_refuses_bad_settings_before_loading(tmp_path, args, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):

@@ -86,6 +86,7 @@ def test_a_head_reading_attention_trains_on_the_harvested_attention(harvest, tmp
     from depmask.models import HFDenoiser
 
     assert head.training_manifest["capture_layers"] is None and head.training_manifest["topk"] == 1
+    assert len(head.training_manifest["harvest_sha256"]) == 64
     head.check_compatible(HFDenoiser.from_pretrained(EMBEDDED))
     other = HFDenoiser.from_pretrained(EMBEDDED, capture_layers=[0])
     with pytest.raises(ValueError, match=r"reads attention averaged over layers \[\d+\].*captures layers \[0\]"):

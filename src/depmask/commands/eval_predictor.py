@@ -65,9 +65,16 @@ def _load_head(head: str, info: dict, harvest: str):
 
 
 def _warn_if_not_held_out(model, harvest: str, split: str, val_fraction: float, split_seed: int) -> None:
+    from depmask.data_gen.dataset import harvest_info
+
     manifest = model.training_manifest or {}
     trained_on = manifest.get("harvest")
-    if trained_on is None or Path(trained_on).resolve() != Path(harvest).resolve():
+    recorded = manifest.get("harvest_sha256")  # since 2026-11-30; the path alone was relative to
+    if recorded is not None:  # the training command's directory, so from elsewhere nothing matched
+        info = harvest_info(harvest)
+        if recorded != (info.get("items_sha256") or info.get("examples_sha256")):
+            return
+    elif trained_on is None or Path(trained_on).resolve() != Path(harvest).resolve():
         return
     if split == "all":
         print(f"warning: the head was trained on {harvest}; `--split all` includes its training states")
@@ -208,8 +215,8 @@ def eval_predictor(
     if confident is not None and not 0 <= confident < 1:
         raise ValueError(f"`confident` ({confident}) must lie in [0, 1) or be None")
     decisions = [0.3, 1.0, 2.0] if decisions is None else list(decisions)
-    if any(e <= 0 for e in decisions):
-        raise ValueError(f"`decisions` ({decisions}) must be oracle budgets ε > 0")
+    if not all(isinstance(e, (int, float)) and math.isfinite(e) and e > 0 for e in decisions):
+        raise ValueError(f"`decisions` ({decisions}) must be finite oracle budgets ε > 0")
     out = output_dir("output", output)  # a file there is named now, not after the scoring
     info = harvest_info(harvest)
     model = _load_head(head, info, harvest) if head is not None else None
@@ -248,7 +255,7 @@ def eval_predictor(
             table = decision_table(*_stack_prefixes(prefixes), epsilons=tuple(decisions))
             print("prefixes committed at equal mean length; true cost = summed empirical TV of the prefix:")
             print(decision_text(table))
-            (out / "decisions.json").write_text(json.dumps(table, indent=2))
+            (out / "decisions.json").write_text(json.dumps(table, indent=2, allow_nan=False))
             written.append(out / "decisions.json")
     print("wrote " + ", ".join(str(p) for p in written))
     return rows

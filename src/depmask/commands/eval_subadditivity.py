@@ -85,7 +85,7 @@ def eval_subadditivity(
     tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")
     policies = listed("policies", policies, _default_policies(), "the default sweeps")
     check_policies(policies, defaults={"demask": {"head": head}})  # as the runs below build them
-    for name, value, least in (("samples", samples, 1), ("exact_max_set", exact_max_set, 0),  # 0: never exact
+    for name, value, least in (("samples", samples, 2), ("exact_max_set", exact_max_set, 0),  # 0: never exact
                                ("max_enumeration", max_enumeration, 0), ("topk", topk, 1)):  # 0: always sampled
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"`{name}` ({value!r}) must be an int >= {least}")

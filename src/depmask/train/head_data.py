@@ -117,6 +117,8 @@ class HeadDataModule(L.LightningDataModule):
         self.train_examples = {ids[i] for i in self.train_idx}
         self.val_examples = {ids[i] for i in self.val_idx}
         self.manifest = {"harvest": str(harvest), "fingerprint": self.fingerprint,
+                         # which harvest, wherever it is opened from (the path above is as given)
+                         "harvest_sha256": info.get("items_sha256") or info.get("examples_sha256"),
                          "train_states": len(self.train_idx), "val_states": len(self.val_idx),
                          "train_examples": len(self.train_examples), "val_examples": len(self.val_examples),
                          "val_fraction": val_fraction, "split_seed": split_seed,
