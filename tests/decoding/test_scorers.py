@@ -317,7 +317,8 @@ def test_presets_declare_their_needs():
     assert build_policy("demask", head=FakeHead()).needs_hidden
     assert build_policy("oracle").needs_probe
     assert build_policy("clad").knobs() == {"threshold": 0.7}
-    assert build_policy("oracle").knobs() == {"epsilon": 0.1, "confidence_floor": 0.0, "chunk_size": 64}
+    assert build_policy("oracle").knobs() == {"epsilon": 0.1, "confidence_floor": 0.0, "chunk_size": 64,
+                                              "memory_budget_mb": 8192}
 
 
 @pytest.mark.parametrize(
@@ -456,3 +457,26 @@ def test_a_head_given_to_another_scorer_is_refused(scorer):
     # it was dropped without a word, and a run labelled as head-scored decoded with attention
     with pytest.raises(ValueError, match=rf"`head` \(/no/such/head\) is given but `scorer` is '{scorer}'"):
         build_policy("guided", units="cluster", rule="conflict", scorer=scorer, head="/no/such/head")
+
+
+def test_the_oracle_probes_fewer_copies_per_forward_when_their_logits_pass_the_budget():
+    # 64 copies of a 1,536-token canvas at LLaDA's vocabulary hold ~100 GB of logits
+    from depmask.decoding.scorers import OracleScorer
+
+    scorer = OracleScorer(chunk_size=64, memory_budget_mb=8192)
+    assert scorer.chunk(40, 40) == 64  # the embedded model: the cap
+    llada = scorer.chunk(1536, 126464)
+    assert llada == 8192 * 2**20 // (1536 * 126464 * 12) == 3
+    assert scorer.chunk(10**6, 126464) == 1  # never none
+    with pytest.raises(ValueError, match=r"`memory_budget_mb` \(0\) must be an int >= 1"):
+        OracleScorer(memory_budget_mb=0)
+    policy = build_policy("oracle", memory_budget_mb=1)
+    assert policy._guided._scorer.memory_budget_mb == 1 and "memory_budget_mb=1" in repr(policy)
+
+
+def test_a_probe_run_under_a_tight_budget_decodes_as_with_one_chunk(prompts):
+    # more, smaller probe forwards: the same influences, so the same decode; more forwards
+    den = MockDenoiser()
+    wide = generate(den, prompts, build_policy("oracle", epsilon=0.3), gen_length=8)
+    narrow = generate(den, prompts, build_policy("oracle", epsilon=0.3, chunk_size=1), gen_length=8)
+    assert torch.equal(wide.tokens, narrow.tokens) and narrow.forwards > wide.forwards

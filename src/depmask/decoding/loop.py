@@ -207,6 +207,7 @@ def generate(
             if policy.needs_probe:
                 state.block_log_probs = torch.log_softmax(out.logits[:, s:e].float(), dim=-1)
                 state.probe = _probe(denoiser, attn, rows, nfe, probe_nfe, forwards)
+            del out  # the canvas's [b', l, v] logits: not alive through the probes or the next forward
             commit = select(state)  # [b', l]
             _check_commit(policy, commit, state.mask)
             committed = torch.where(commit, state.x0, x)
@@ -216,6 +217,7 @@ def generate(
             if stop_at_eos:
                 live[rows] &= ~_finished_at_eos(committed[:, width:], mask_id, eos_tensor)
             step += 1
+            del state, commit, committed  # nor this step's hidden states and statistics
 
     if stop_at_eos:  # rows that stopped early: fill what is left after their first EOS
         gen = tokens[:, width:]

@@ -52,7 +52,9 @@ class Guided(Policy):
         edge_floor: conflict rule: affinity an edge needs when there are ≤ 2 units (default None:
             CLAD's 1.2 / L).
         head: checkpoint directory of a trained `DependencyHead` (head scorer).
-        chunk_size: perturbed copies per forward (oracle scorer).
+        chunk_size: perturbed copies per forward (oracle scorer), at most.
+        memory_budget_mb: fewer copies per forward when their logits would take more (oracle
+            scorer; 64 copies of a 1,536-token canvas at LLaDA's vocabulary hold ~100 GB).
     """
 
     name = "guided"
@@ -69,6 +71,7 @@ class Guided(Policy):
         edge_floor: float | None = None,
         head: str | None = None,
         chunk_size: int = 64,
+        memory_budget_mb: int = 8192,
     ):
         if units not in UNITS:
             raise ValueError(f"`units` ({units!r}) must be one of {UNITS}")
@@ -91,9 +94,9 @@ class Guided(Policy):
         self.units, self.rule, self.scorer = units, rule, scorer
         self.epsilon, self.threshold, self.skip_blocked = epsilon, threshold, skip_blocked
         self.edge_threshold, self.edge_floor = edge_threshold, edge_floor
-        self._scorer = build_scorer(scorer, head=head, chunk_size=chunk_size)
+        self._scorer = build_scorer(scorer, head=head, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
         self.head = _describe(head) if scorer == "head" else None
-        self.chunk_size = chunk_size
+        self.chunk_size, self.memory_budget_mb = chunk_size, memory_budget_mb
 
     # what the loop must provide follows from the scorer (the base class has class constants)
     @property
@@ -162,11 +165,11 @@ class GuidedPreset(Policy):
     Setting a preset knob after construction (`policy.epsilon = 0.3`) sets the `Guided` attribute
     it stands for (`_forwarded`), so the decode follows what `knobs()` and the tables show (it used
     to change the table only). The head, and knobs that are no `Guided` attribute (the oracle's
-    `chunk_size`), are fixed: build a new policy to change them."""
+    `chunk_size`, `memory_budget_mb`), are fixed: build a new policy to change them."""
 
     _guided: Guided
     _forwarded: ClassVar[dict[str, str]] = {}  # preset knob -> the `Guided` attribute it sets
-    _fixed: ClassVar[tuple[str, ...]] = ("head", "chunk_size")
+    _fixed: ClassVar[tuple[str, ...]] = ("head", "chunk_size", "memory_budget_mb")
 
     def __setattr__(self, name: str, value) -> None:
         guided = vars(self).get("_guided")

@@ -6,7 +6,7 @@ For the candidate positions j of the block it runs one perturbed copy of the can
 prediction, `D[i, j] = TV(p_i(· | x), p_i(· | x, x_j := x̂_j))`, through
 `depmask.decoding.influence.pairwise_influence`. The copies go through `state.probe`, which the
 loop gives policies with `needs_probe` and counts per row in NFE and in `probe_nfe`; they are
-batched `chunk_size` copies per forward. Only candidates are probed (the selector never commits
+batched `chunk_size` copies per forward, fewer when their logits would pass `memory_budget_mb`. Only candidates are probed (the selector never commits
 anything else), so a step costs as many copies as it has candidates — none when a row has only
 one (there is no pair to measure, and that one is committed whatever the scores).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from depmask.decoding.influence import pairwise_influence
+from depmask.decoding.influence import chunk_for_budget, pairwise_influence
 from depmask.decoding.scorers.base import Scorer, block_slots, scatter_block
 from depmask.decoding.state import StepState
 
@@ -24,10 +24,17 @@ class OracleScorer(Scorer):
     name = "oracle"
     needs_probe = True
 
-    def __init__(self, chunk_size: int = 64):
+    def __init__(self, chunk_size: int = 64, memory_budget_mb: int = 8192):
         if chunk_size < 1:
             raise ValueError(f"`chunk_size` ({chunk_size}) must be >= 1")
-        self.chunk_size = chunk_size
+        if isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, int) or memory_budget_mb < 1:
+            raise ValueError(f"`memory_budget_mb` ({memory_budget_mb!r}) must be an int >= 1")
+        self.chunk_size, self.memory_budget_mb = chunk_size, memory_budget_mb
+
+    def chunk(self, length: int, vocab: int) -> int:
+        """Copies per probe forward: `chunk_size`, fewer when their logits would pass the budget
+        (64 copies of a 1,536-token LLaDA canvas hold ~100 GB of logits)."""
+        return min(self.chunk_size, chunk_for_budget(self.memory_budget_mb * 2**20, length, vocab))
 
     def score(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:
         if state.probe is None or state.block_log_probs is None:
@@ -40,9 +47,10 @@ class OracleScorer(Scorer):
         base = state.block_log_probs.gather(1, (positions - s)[:, :, None].expand(-1, -1, v))  # [b, m, v]
         values = state.x0.gather(1, positions)[:, :, None]  # [b, m, 1]
         influence = pairwise_influence(
-            state.probe, state.tokens, positions, valid, base, values, chunk_size=self.chunk_size
+            state.probe, state.tokens, positions, valid, base, values,
+            chunk_size=self.chunk(state.tokens.shape[1], v),
         )  # the probe has pairwise_influence's `forward(copies, states)` signature
         return scatter_block(influence.tv, order, state)  # [b, l, l]
 
     def __repr__(self) -> str:
-        return f"OracleScorer(chunk_size={self.chunk_size})"
+        return f"OracleScorer(chunk_size={self.chunk_size}, memory_budget_mb={self.memory_budget_mb})"
