@@ -272,3 +272,25 @@ def test_bad_generate_arguments_are_named(mock_denoiser, kwargs, error, message)
     kwargs = {"prompts": [[1, 2]], "gen_length": 8, **kwargs}
     with pytest.raises(error, match=message):
         generate(mock_denoiser, kwargs.pop("prompts"), build_policy("low_confidence"), **kwargs)
+
+
+def test_prompts_of_the_wrong_shape_or_kind_are_named(mock_denoiser):
+    import numpy as np
+
+    policy = build_policy("low_confidence")
+    two = [[1, 2, 3], [4, 5]]
+    cases = [
+        ([two], r"prompt 0 has shape \(2, 3\)|prompt 0 .* is not a sequence"),  # a batch nested once more
+        ([torch.tensor([[1, 2, 3], [4, 5, 6]])], r"prompt 0 has shape \(2, 3\)"),  # merged into one prompt before
+        ([np.int64(3), np.int64(4)], r"flat list of token ids"),  # N one-token prompts before
+        (list(torch.tensor([3, 4])), r"flat list of token ids"),
+        (["<sort> 3 1 2"], r"prompt 0 is text .* tokenize it first"),
+        ([[1, 2], None], r"prompt 1 \(NoneType\) is not a sequence of token ids"),
+    ]
+    for prompts, message in cases:
+        with pytest.raises(TypeError, match=message):
+            generate(mock_denoiser, prompts, policy, gen_length=4)
+    with pytest.raises(TypeError, match=r"`generator` must be a torch.Generator or None, got int"):
+        generate(mock_denoiser, two, build_policy("random"), gen_length=4, generator=0)
+    one = generate(mock_denoiser, [torch.tensor([[1, 2, 3]])], policy, gen_length=4)  # [1, l] rows still work
+    assert one.prompt_width == 3

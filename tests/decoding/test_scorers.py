@@ -480,3 +480,24 @@ def test_a_probe_run_under_a_tight_budget_decodes_as_with_one_chunk(prompts):
     wide = generate(den, prompts, build_policy("oracle", epsilon=0.3), gen_length=8)
     narrow = generate(den, prompts, build_policy("oracle", epsilon=0.3, chunk_size=1), gen_length=8)
     assert torch.equal(wide.tokens, narrow.tokens) and narrow.forwards > wide.forwards
+
+
+def test_guided_knobs_set_after_building_are_checked_and_the_scorers_are_fixed():
+    # `g.scorer = "none"` changed knobs() and the tables while the decode kept the attention scorer;
+    # `policy.epsilon = nan` was taken (NaN fails every comparison)
+    g = build_policy("guided", units="token", rule="budget", scorer="attention", epsilon=0.1)
+    for name, value in (("scorer", "none"), ("chunk_size", 4), ("memory_budget_mb", 1), ("head", "/x")):
+        with pytest.raises(AttributeError, match=rf"Guided.{name} is fixed once the policy is built"):
+            setattr(g, name, value)
+    assert g.scorer == "attention"
+    g.epsilon, g.rule = 0.3, "conflict"  # decision knobs may change
+    assert (g.epsilon, g.rule) == (0.3, "conflict")
+    for name, value, message in (("epsilon", float("nan"), r"`epsilon` \(nan\) must be >= 0"),
+                                 ("threshold", 5.0, r"`threshold` \(5.0\) must lie in \[0, 1\]"),
+                                 ("units", "word", r"`units` \('word'\) must be one of")):
+        with pytest.raises(ValueError, match=message):
+            setattr(g, name, value)
+    clad = build_policy("clad")
+    with pytest.raises(ValueError, match=r"`threshold` \(5.0\)"):
+        clad.threshold = 5.0
+    assert clad.threshold == clad._guided.threshold != 5.0  # the preset kept its value too

@@ -383,3 +383,17 @@ def test_random_remasking_is_seeded_at_temperature_zero(tmp_path):
         runs.append({r["id"]: r["commit_step"] for r in read_items(path)})
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]  # the seed decides the draw
+
+
+def test_task_accuracy_names_bad_arguments_and_takes_a_task_name():
+    from depmask.decoding import build_policy
+    from depmask.eval.task_accuracy import score_task
+    from depmask.models import HFDenoiser
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    for kwargs, message in (({"n": 0}, r"`n` \(0\) must be an int >= 1"),
+                            ({"n": 2, "batch_size": 0}, r"`batch_size` \(0\) must be an int >= 1")):
+        with pytest.raises(ValueError, match=message):
+            score_task(den, den.tokenizer, "sort", build_policy("low_confidence"), **kwargs)
+    row = score_task(den, den.tokenizer, "sort", build_policy("low_confidence"), n=2)
+    assert row["n"] == 2 and 0 <= row["accuracy"] <= 1

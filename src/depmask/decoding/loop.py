@@ -19,6 +19,7 @@ confidence is still read from the unmodified softmax, as LLaDA does). EOS option
 
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from collections.abc import Sequence
@@ -68,14 +69,26 @@ def build_canvas(
         if not (isinstance(prompts, torch.Tensor) and prompts.dim() == 2):
             raise TypeError(f"`prompts` must be a list of token-id sequences, one per row (a [b, l] tensor "
                             f"also works), got {type(prompts).__name__}")
-    if len(prompts) and all(isinstance(p, int) for p in prompts):
+    def scalar(p) -> bool:  # one token id: a Python / numpy int or a 0-d tensor
+        return isinstance(p, numbers.Integral) or (isinstance(p, torch.Tensor) and p.dim() == 0)
+
+    if len(prompts) and all(scalar(p) for p in prompts):
         raise TypeError("`prompts` is a flat list of token ids; give one sequence per row: [ids] for one prompt "
                         f"(it would decode {len(prompts)} one-token prompts)")
     rows = []
     for i, p in enumerate(prompts):
-        t = torch.as_tensor(p)
+        if isinstance(p, str):
+            raise TypeError(f"prompt {i} is text ({p[:40]!r}); `generate` takes token ids: tokenize it first "
+                            "(`depmask.tasks.chat.encode_prompt(text, tokenizer, chat=None)`)")
+        try:
+            t = torch.as_tensor(p)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"prompt {i} ({type(p).__name__}) is not a sequence of token ids ({err})") from None
         if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):  # `[]` is float
             raise TypeError(f"prompt {i} holds {t.dtype} values; token ids are ints")
+        if sum(n > 1 for n in t.shape) > 1:  # `[prompts]`: a whole batch in one row was read as one prompt
+            raise TypeError(f"prompt {i} has shape {tuple(t.shape)}; each prompt is one sequence of token ids "
+                            "(a batch is a list of them, or a [b, l] tensor)")
         rows.append(t.to(torch.long).flatten().tolist())
     if not rows:
         raise ValueError("`prompts` is empty: give at least one prompt")
@@ -116,11 +129,16 @@ def generate(
     """Decode `gen_length` tokens after each prompt with `policy`.
 
     Args:
-        prompts: token id sequences, any lengths (left-padded into one batch).
+        denoiser: the model (`Denoiser` protocol: `HFDenoiser`, or a stand-in).
+        prompts: token id sequences, any lengths (left-padded into one batch), or a [b, l] tensor.
+        policy: which masked positions each forward commits (`build_policy(name, **knobs)`).
+        gen_length: answer tokens after each prompt.
         block_length: semi-autoregressive block size; default one block of `gen_length`.
         steps: total step budget over all blocks (used by budgeted policies such as
             `low_confidence`); default `gen_length`, i.e. one token per step.
         temperature: 0 = argmax; > 0 = Gumbel-max sampling in float64.
+        generator: a seeded `torch.Generator` on the model's device for the sampling noise and for
+            policies that draw positions (`random`); None: torch's global generator.
         logits_eos_inf: no id of the denoiser's `eos_ids` can be a candidate (LLaDA's option of that
             name bans its EOS id alone; `eos_ids` also holds end-of-turn ids such as `<|eot_id|>`,
             which are banned too). Applied to a copy of the logits: a probing policy's baseline
@@ -131,11 +149,17 @@ def generate(
         stop_at_eos: a row stops once it has committed an EOS with everything before it
             unmasked; its remaining masks are filled with that EOS and are not counted as
             committed (`commit_step` 0). Off by default: LLaDA fills the whole canvas.
+        pad_id: the id left padding is filled with (attention-masked; default the first of the
+            denoiser's `eos_ids`, else 0).
         compile_select: run `policy.select` compiled: True or "jit" with `torch.compile`
             (`decoding/compile.py`), "aot" ahead of time with AOTInductor (`decoding/aot.py`;
             policies that declare `state_fields`: the dependency-guided ones) — fewer, fused
             operations per step after a one-off compile. Refused for policies that probe the
             model (the oracle).
+
+    Returns:
+        A `DecodeResult`: the canvas (`tokens`, `generated`), each answer token's forward
+        (`commit_step`), forwards per row (`nfe`), and `summary()` (NFE, TPF, AFP, Kendall τ, ...).
     """
     block_length = gen_length if block_length is None else block_length
     steps = gen_length if steps is None else steps
@@ -149,6 +173,9 @@ def generate(
         raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
     if hasattr(policy, "bind"):  # e.g. a learned scorer refuses a model it was not trained for
         policy.bind(denoiser)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__} "
+                        "(seed one: torch.Generator(device).manual_seed(seed))")
     mode = compile_mode(compile_select)
     select = policy.select if mode is None else compiled_select(policy, mode)
     eos_ids = tuple(denoiser.eos_ids)

@@ -66,7 +66,8 @@ class DecodeResult:
         return torch.tensor([_tau_b(row[row > 0]) for row in self.commit_step], dtype=torch.float64)
 
     def summary(self) -> dict:
-        """Batch means, for tables and JSON."""
+        """For tables and JSON: means over the batch's rows, except `forwards` and `seconds`, which
+        are the batch's totals."""
         return {
             "nfe": float(self.nfe.double().mean()),
             "tpf": float(self.tpf().mean()),

@@ -18,7 +18,15 @@ DEFAULT_TASKS: list[str] = list(TASKS)
 
 def decode_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int = 0, batch_size: int = 128,
                 steps: int | None = None):
-    """Decode `n` test items; returns (examples, completions, per-row NFE list, seconds)."""
+    """Decode `n` test items of `task` (a task object or its name); returns (examples, completions,
+    per-row NFE list, seconds)."""
+    from depmask.tasks import get_task
+
+    if isinstance(task, str):
+        task = get_task(task)
+    for name, value in (("n", n), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` ({value!r}) must be an int >= 1")
     examples = task.examples("test", n, seed=seed)
     completions, nfe, seconds = [], [], 0.0
     gen_length = task.answer_length
@@ -37,6 +45,10 @@ def score_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int 
                steps: int | None = None) -> dict:
     """One result row: accuracy, mean NFE, `tpf`, seconds, n. `tpf` is pooled over the items (answer
     length / mean NFE: `eval decode`'s `tpf_pooled`, not its per-item mean `tpf`)."""
+    if isinstance(task, str):
+        from depmask.tasks import get_task
+
+        task = get_task(task)
     exs, comps, nfe, secs = decode_task(denoiser, tokenizer, task, policy, n, seed, batch_size, steps)
     mean_nfe = sum(nfe) / len(nfe)
     return {"accuracy": sum(task.score(e, c) for e, c in zip(exs, comps)) / len(exs), "nfe": mean_nfe,

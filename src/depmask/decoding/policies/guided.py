@@ -73,14 +73,9 @@ class Guided(Policy):
         chunk_size: int = 64,
         memory_budget_mb: int = 8192,
     ):
-        if units not in UNITS:
-            raise ValueError(f"`units` ({units!r}) must be one of {UNITS}")
-        if rule not in RULES:
-            raise ValueError(f"`rule` ({rule!r}) must be one of {RULES}")
-        if not epsilon >= 0:  # written so that NaN fails too
-            raise ValueError(f"`epsilon` ({epsilon}) must be >= 0")
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"`threshold` ({threshold}) must lie in [0, 1]")
+        for knob, value in (("units", units), ("rule", rule), ("epsilon", epsilon), ("threshold", threshold),
+                            ("edge_threshold", edge_threshold), ("edge_floor", edge_floor)):
+            self._check(knob, value)
         if units == "cluster" and threshold == 0:  # CLAD's rule read literally; rarely what is meant
             warnings.warn("`units` 'cluster' with `threshold` 0: every masked position is a candidate, the block's "
                           "masked run is one cluster, and the forced first unit commits it whole in one forward "
@@ -88,15 +83,38 @@ class Guided(Policy):
         if head is not None and scorer != "head":  # it was dropped without a word, a missing path too
             raise ValueError(f"`head` ({head if isinstance(head, str) else type(head).__name__!s}) is given but "
                              f"`scorer` is {scorer!r}; a head scores only with `scorer` 'head'")
-        for knob, value in (("edge_threshold", edge_threshold), ("edge_floor", edge_floor)):
-            if value is not None and not value >= 0:
-                raise ValueError(f"`{knob}` ({value}) must be >= 0 or None")
         self.units, self.rule, self.scorer = units, rule, scorer
         self.epsilon, self.threshold, self.skip_blocked = epsilon, threshold, skip_blocked
         self.edge_threshold, self.edge_floor = edge_threshold, edge_floor
-        self._scorer = build_scorer(scorer, head=head, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
+        built = build_scorer(scorer, head=head, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
         self.head = _describe(head) if scorer == "head" else None
         self.chunk_size, self.memory_budget_mb = chunk_size, memory_budget_mb
+        self._scorer = built  # last: from here on `__setattr__` guards the knobs
+
+    # what the scorer object was built from: set after it, they changed the table, not the decode
+    _BUILT_FROM: ClassVar[tuple[str, ...]] = ("scorer", "head", "chunk_size", "memory_budget_mb")
+
+    @staticmethod
+    def _check(knob: str, value) -> None:
+        """The range of a knob, at construction and when set later (NaN fails every check)."""
+        if knob == "units" and value not in UNITS:
+            raise ValueError(f"`units` ({value!r}) must be one of {UNITS}")
+        if knob == "rule" and value not in RULES:
+            raise ValueError(f"`rule` ({value!r}) must be one of {RULES}")
+        if knob == "epsilon" and not value >= 0:
+            raise ValueError(f"`epsilon` ({value}) must be >= 0")
+        if knob == "threshold" and not 0 <= value <= 1:
+            raise ValueError(f"`threshold` ({value}) must lie in [0, 1]")
+        if knob in ("edge_threshold", "edge_floor") and value is not None and not value >= 0:
+            raise ValueError(f"`{knob}` ({value}) must be >= 0 or None")
+
+    def __setattr__(self, name: str, value) -> None:
+        if "_scorer" in vars(self):  # built: a knob set later is checked, and the scorer's are fixed
+            if name in self._BUILT_FROM and vars(self).get(name) is not value:
+                raise AttributeError(f"Guided.{name} is fixed once the policy is built (its scorer was built "
+                                     f"from it); build a new policy for another {name}")
+            self._check(name, value)
+        super().__setattr__(name, value)
 
     # what the loop must provide follows from the scorer (the base class has class constants)
     @property
@@ -176,9 +194,9 @@ class GuidedPreset(Policy):
         if guided is not None and name in self._fixed and name in vars(self) and vars(self)[name] is not value:
             raise AttributeError(f"{type(self).__name__}.{name} is fixed once the policy is built; build a new "
                                  f"policy for another {name}")
-        super().__setattr__(name, value)
-        if guided is not None and name in self._forwarded:
+        if guided is not None and name in self._forwarded:  # first: `Guided` checks the value
             setattr(guided, self._forwarded[name], value)
+        super().__setattr__(name, value)
 
     @property
     def needs_hidden(self) -> bool:  # type: ignore[override]
