@@ -497,7 +497,13 @@ def test_guided_knobs_set_after_building_are_checked_and_the_scorers_are_fixed()
                                  ("units", "word", r"`units` \('word'\) must be one of")):
         with pytest.raises(ValueError, match=message):
             setattr(g, name, value)
+    with pytest.raises(ValueError, match=r"`threshold` \(None\) must be a number"):
+        g.threshold = None
+    g.memory_budget_mb = int("8192")  # the same value again is no change
     clad = build_policy("clad")
     with pytest.raises(ValueError, match=r"`threshold` \(5.0\)"):
         clad.threshold = 5.0
     assert clad.threshold == clad._guided.threshold != 5.0  # the preset kept its value too
+    oracle = build_policy("oracle")
+    with pytest.raises(ValueError, match=r"`confidence_floor` \(1.5\) must lie in \[0, 1\]"):  # the preset's name
+        oracle.confidence_floor = 1.5

@@ -155,3 +155,14 @@ def test_transformers_own_errors_are_left_as_they_are(tiny_dream_dir):
         HFDenoiser.from_pretrained(tiny_dream_dir, trust_remote_code=False)
     with pytest.raises(ValueError, match="bogus"):
         HFDenoiser.from_pretrained(tiny_dream_dir, attn_implementation="bogus")
+
+
+def test_a_class_that_names_itself_in_super_still_loads(tiny_llada_v4_dir):
+    # transformers-4-era code often writes `super(ClassName, self)`: with the adapted subclass put
+    # under the class's own name in its module, that call went back into the class: RecursionError
+    modeling = tiny_llada_v4_dir / "modeling_tiny_llada_v4.py"
+    text = modeling.read_text()
+    modeling.write_text(text.replace("super().__init__(config)", "super(TinyLLaDAV4, self).__init__(config)", 1))
+    assert "super(TinyLLaDAV4, self)" in modeling.read_text()
+    den = HFDenoiser.from_pretrained(tiny_llada_v4_dir)
+    assert den(torch.randint(0, 39, (1, 4))).logits.shape == (1, 4, 40)

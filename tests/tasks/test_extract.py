@@ -70,6 +70,9 @@ def test_extract_gsm8k(completion, expected):
     # bold, or on the next line: still the marker (the first version of this rule missed both)
     ("#### **18**\nShe earns 18 per day over 2 days.", "18"),
     ("####\n18\nThat is 2 more than 16.", "18"),
+    # but not a bold numbered heading or a numbered list after the marker (its 1 was taken)
+    ("#### **1. Cost of the apples**\n3 * 6 = 18\n#### 18", "18"),
+    ("####\n1. She buys 3 apples at 6 each.\nThe answer is 18.", "18"),
 ])
 def test_gsm8k_hash_marker_counts_only_when_a_number_follows(completion, expected):
     assert extract_gsm8k(completion) == expected
@@ -221,6 +224,9 @@ def test_exemplar_stops_apply_only_few_shot_and_only_at_a_line_start():
     (r"\\frac{1}{2}", r"\frac{1}{2}", True),
     (r"\\dfrac{3}{4}", r"\frac34", True),
     (r"\text{(A)}\\\text{(B)}", r"\text{(A)}\text{(B)}", False),
+    # a row starting with a letter is a row (the first rule read `\\y` as an escaped command)
+    (r"\begin{pmatrix}x\\y\end{pmatrix}", r"\begin{pmatrix} x \\ y \end{pmatrix}", True),
+    (r"\\begin{pmatrix}x\\\\y\\end{pmatrix}", r"\begin{pmatrix} x \\ y \end{pmatrix}", True),  # all doubled
 ])
 def test_math_equal_matrix_rows_and_latex_thousands(prediction, reference, equal):
     assert math_equal(prediction, reference) is equal

@@ -102,14 +102,20 @@ def restore_rope_buffers(model: torch.nn.Module) -> int:
 def compatible_class(cls: type) -> type:
     """A subclass of a checkpoint's model class that transformers 5 can load: `post_init()` runs
     after the class's own `__init__` when that did not call it, and a `tie_weights()` without
-    parameters is called without the arguments transformers 5 passes. Same name and module, and
-    put in the module under that name (pickle finds classes by it: `ddp_spawn` pickles the model);
-    adapting it again returns it."""
+    parameters is called without the arguments transformers 5 passes. Same name and module; the
+    module's own name still means the checkpoint's class (its code may call
+    `super(ClassName, self)`), and the subclass is kept beside it as `<Name>_depmask_adapted`, the
+    name pickle finds it by (`ddp_spawn` pickles the model). Adapting a class again returns that."""
     import inspect
     import sys
 
     if vars(cls).get("_depmask_adapted", False):
         return cls
+    module = sys.modules.get(cls.__module__)
+    alias = f"{cls.__qualname__}_depmask_adapted"
+    known = getattr(module, alias, None) if module is not None else None
+    if isinstance(known, type) and known.__mro__[1] is cls:
+        return known
     own_tie = cls.tie_weights
     params = inspect.signature(own_tie).parameters.values()
     takes_arguments = any(p.kind is p.VAR_KEYWORD or p.name == "missing_keys" for p in params)
@@ -119,14 +125,13 @@ def compatible_class(cls: type) -> type:
         if "all_tied_weights_keys" not in self.__dict__:  # post_init() never ran (transformers 4 code)
             self.post_init()
 
-    namespace = {"__init__": __init__, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+    namespace = {"__init__": __init__, "__module__": cls.__module__, "__qualname__": alias,
                  "__doc__": cls.__doc__, "_depmask_adapted": True}
     if not takes_arguments:
         namespace["tie_weights"] = lambda self, *args, **kwargs: own_tie(self)
     adapted = type(cls.__name__, (cls,), namespace)
-    module = sys.modules.get(cls.__module__)
-    if module is not None and getattr(module, cls.__qualname__, None) is cls:
-        setattr(module, cls.__qualname__, adapted)
+    if module is not None:
+        setattr(module, alias, adapted)
     return adapted
 
 

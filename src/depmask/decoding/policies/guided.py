@@ -16,6 +16,7 @@ canvas width for a state built without it).
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from os import PathLike
 from typing import Any, ClassVar, Literal
@@ -101,6 +102,9 @@ class Guided(Policy):
             raise ValueError(f"`units` ({value!r}) must be one of {UNITS}")
         if knob == "rule" and value not in RULES:
             raise ValueError(f"`rule` ({value!r}) must be one of {RULES}")
+        numeric = ("epsilon", "threshold") + (("edge_threshold", "edge_floor") if value is not None else ())
+        if knob in numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"`{knob}` ({value!r}) must be a number")
         if knob == "epsilon" and not value >= 0:
             raise ValueError(f"`epsilon` ({value}) must be >= 0")
         if knob == "threshold" and not 0 <= value <= 1:
@@ -110,7 +114,7 @@ class Guided(Policy):
 
     def __setattr__(self, name: str, value) -> None:
         if "_scorer" in vars(self):  # built: a knob set later is checked, and the scorer's are fixed
-            if name in self._BUILT_FROM and vars(self).get(name) is not value:
+            if name in self._BUILT_FROM and vars(self).get(name) != value:
                 raise AttributeError(f"Guided.{name} is fixed once the policy is built (its scorer was built "
                                      f"from it); build a new policy for another {name}")
             self._check(name, value)
@@ -195,7 +199,10 @@ class GuidedPreset(Policy):
             raise AttributeError(f"{type(self).__name__}.{name} is fixed once the policy is built; build a new "
                                  f"policy for another {name}")
         if guided is not None and name in self._forwarded:  # first: `Guided` checks the value
-            setattr(guided, self._forwarded[name], value)
+            try:
+                setattr(guided, self._forwarded[name], value)
+            except ValueError as err:  # named as the preset's knob (`confidence_floor`, not `threshold`)
+                raise ValueError(str(err).replace(f"`{self._forwarded[name]}`", f"`{name}`", 1)) from None
         super().__setattr__(name, value)
 
     @property

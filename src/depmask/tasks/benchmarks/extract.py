@@ -47,9 +47,12 @@ def truncate_at(text: str, stops: Iterable[str], line_start: bool = False) -> st
 # ---- numbers (GSM8K) -------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"(?<![\w.])[-−]?\s?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
-# `#### 18`, `#### $1,234`, `#### −5`, `#### **18**`, `####` then the number on the next line; not
-# a markdown heading (`#### Step 1: ...`): nothing but spaces, one line break, `*` and `$` between
-_HASHES = re.compile(r"####[ \t]*(?:\n[ \t]*)?\**[ \t]*([-−]?[ \t]?\$?[ \t]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))")
+# `#### 18`, `#### $1,234`, `#### −5`, `#### **18**` (bold: the number alone between the stars), or
+# `####` then the number alone on the next line; not a markdown heading (`#### Step 1: ...`,
+# `#### **1. Cost**`) or a numbered list after the marker (`####\n1. She buys ...`)
+_HASH_NUMBER = r"[-−]?[ \t]?\$?[ \t]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+_HASHES = re.compile(rf"####[ \t]*(?:\*\*[ \t]*({_HASH_NUMBER})[ \t]*\*\*|\n[ \t]*({_HASH_NUMBER})[ \t]*\.?[ \t]*(?=\n|$)"
+                     rf"|({_HASH_NUMBER}))")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
 
 
@@ -82,7 +85,7 @@ def _last_number(text: str) -> str | None:
 def extract_gsm8k(completion: str) -> str | None:
     """The final numeric answer of a GSM8K completion as a canonical string, or None."""
     for hashes in _HASHES.finditer(completion):  # the first `####` a number follows directly
-        found = normalize_number(hashes.group(1))
+        found = normalize_number(next(g for g in hashes.groups() if g is not None))
         if found is not None:
             return found
     boxed = last_boxed(completion)
@@ -256,9 +259,11 @@ _ROW = "\0"  # stands for `\\` (a matrix/array row separator) while the string i
 def normalize_math(answer: str) -> str:
     """The normalised form of a MATH answer (see the module docstring for every rule)."""
     s = _strip_dollars(answer.strip().replace("\n", " "))
-    # `\\frac` is an escaped command (a doubled backslash, as JSON-ish output writes it): `\frac`;
-    # any other `\\` is a row separator, kept apart from the spacing commands below
-    s = re.sub(r"(?<!\\)\\\\(?=[A-Za-z])", r"\\", s).replace("\\\\", _ROW)
+    # an answer whose every backslash is doubled (`\\frac{1}{2}`, as JSON-escaped output writes it)
+    # is read undoubled; otherwise `\\` is a row separator, kept apart from the spacing commands below
+    if "\\\\" in s and "\\" not in s.replace("\\\\", ""):
+        s = s.replace("\\\\", "\\")
+    s = s.replace("\\\\", _ROW)
     s = s.replace("\\!", "").replace("{,}", ",")  # `10{,}000` is LaTeX for 10,000
     s = re.sub(r"\\(?:displaystyle|textstyle)", "", s)
     s = s.replace("tfrac", "frac").replace("dfrac", "frac")
