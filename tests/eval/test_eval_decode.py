@@ -397,3 +397,29 @@ def test_task_accuracy_names_bad_arguments_and_takes_a_task_name():
             score_task(den, den.tokenizer, "sort", build_policy("low_confidence"), **kwargs)
     row = score_task(den, den.tokenizer, "sort", build_policy("low_confidence"), n=2)
     assert row["n"] == 2 and 0 <= row["accuracy"] <= 1
+
+
+def test_benchmark_items_are_batched_by_prompt_length(tmp_path, monkeypatch):
+    # in draw order, one long prompt padded a whole batch of short ones; sorted, rows of a batch
+    # have close lengths (synthetic tasks, all of one length, keep the draw's order)
+    import depmask.eval.runner as runner
+    from depmask.models import HFDenoiser
+
+    data = tmp_path / "gsm8k.jsonl"
+    questions = ["Sam has 3 pens. " * k for k in (1, 6, 2, 5, 3, 4)]
+    data.write_text("".join(json.dumps({"question": q, "answer": "#### 3"}) + "\n" for q in questions))
+    widths = []
+    real = runner.generate
+
+    def spy(den, prompts, policy, **kwargs):
+        widths.append([len(p) for p in prompts])
+        return real(den, prompts, policy, **kwargs)
+
+    monkeypatch.setattr(runner, "generate", spy)
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    rows = run_decode_eval(den, ["gsm8k"], [PolicySweep("low_confidence")], tmp_path / "a", n=6, batch_size=2,
+                           task_kwargs={"gsm8k": {"path": str(data), "shots": 0, "gen_length": 16,
+                                                  "block_length": 16}})
+    assert rows[0]["n"] == 6 and len(widths) == 3
+    flat = [w for batch in widths for w in batch]
+    assert flat == sorted(flat)

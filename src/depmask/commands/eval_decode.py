@@ -97,7 +97,8 @@ def eval_decode(
         n: items per task (None: all of a benchmark's split).
         split: which split to evaluate.
         seed: seeds the item draw and sampling.
-        batch_size: prompts per decode batch.
+        batch_size: prompts per decode batch (a benchmark's items are batched by prompt length,
+            so that left padding stays small; a synthetic task's in the draw's order).
         temperature: 0 = argmax; above 0, each batch samples with its own seed, from `seed` and
             its first item (`decoding.batch_seed`), so a resumed run samples other noise.
         gen_length: answer canvas (default: the task's).

@@ -150,6 +150,9 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
         check_provenance(items_path, provenance, bool(rows))
         have = done_ids(rows)
         todo = [ex for ex in examples if ex.id not in have]
+        if not adapter.synthetic:  # prompts of similar length share a batch: less left padding (a
+            # 1,000-token prompt among 100–300-token ones made 58 % of every forward padding)
+            todo.sort(key=lambda ex: len(adapter.prompt_ids(ex, tokenizer)))
         if bar is not None:
             bar.update(len(examples) - len(todo))
         if mode is not None and todo:
