@@ -194,13 +194,13 @@ def test_the_trained_on_this_harvest_warning_does_not_depend_on_the_working_dire
     # from another directory, the path matched nothing and training states were scored as held out
     import shutil
 
-    from depmask.data_gen.dataset import harvest_info
+    from depmask.data_gen.dataset import harvest_digest, harvest_info
 
     head = tmp_path / "head"
     shutil.copytree(HEAD, head)
     config = json.loads((head / "config.json").read_text())
     info = harvest_info(harvest)
-    config["training_manifest"].update(harvest="h", harvest_sha256=info.get("items_sha256") or info["examples_sha256"])
+    config["training_manifest"].update(harvest="h", harvest_sha256=harvest_digest(info))
     (head / "config.json").write_text(json.dumps(config))
     monkeypatch.chdir(tmp_path)  # "h" is not the harvest from here
     eval_predictor(str(harvest), head=str(head), split="all", output=str(tmp_path / "out"))

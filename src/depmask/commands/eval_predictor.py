@@ -65,14 +65,14 @@ def _load_head(head: str, info: dict, harvest: str):
 
 
 def _warn_if_not_held_out(model, harvest: str, split: str, val_fraction: float, split_seed: int) -> None:
-    from depmask.data_gen.dataset import harvest_info
+    from depmask.data_gen.dataset import harvest_digest, harvest_info
 
     manifest = model.training_manifest or {}
     trained_on = manifest.get("harvest")
     recorded = manifest.get("harvest_sha256")  # since 2026-11-30; the path alone was relative to
     if recorded is not None:  # the training command's directory, so from elsewhere nothing matched
         info = harvest_info(harvest)
-        if recorded != (info.get("items_sha256") or info.get("examples_sha256")):
+        if recorded != harvest_digest(info):
             return
     elif trained_on is None or Path(trained_on).resolve() != Path(harvest).resolve():
         return

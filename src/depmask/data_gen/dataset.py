@@ -33,6 +33,12 @@ def load_harvest(directory: str | Path, verify: bool = True) -> Dataset:
     return concatenate_datasets(parts).with_format("numpy")
 
 
+def harvest_digest(info: dict) -> str | None:
+    """A harvest's identity from its `harvest_info`: the digest of its examples' prompts
+    (`items_sha256`), or of their ids alone in a harvest too old to record the prompts."""
+    return info.get("items_sha256") or info.get("examples_sha256")
+
+
 def harvest_info(directory: str | Path) -> dict:
     """The harvest's `harvest.json` (model fingerprint, hidden size, config)."""
     path = Path(directory).expanduser() / HARVEST_JSON

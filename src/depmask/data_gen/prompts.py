@@ -72,10 +72,19 @@ def _task_items(name: str, cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
     from depmask.tasks.adapter import TaskAdapter
 
     adapter = TaskAdapter.build(name, **cfg.task_kwargs.get(name, {}))
-    gen = cfg.gen_length or adapter.gen_length
-    block = 0 if adapter.synthetic else adapter.block_length  # 0: one block of whatever `gen` is
+    gen, block = item_lengths(cfg, adapter)
     return [PromptItem(ex.id, name, adapter.prompt_ids(ex, tokenizer), "", gen, block)
             for ex in adapter.examples(cfg.split, cfg.examples_per_task, cfg.seed)]
+
+
+def item_lengths(cfg: HarvestConfig, adapter=None) -> tuple[int, int]:
+    """An example's (gen_length, block_length): the config's, else the task's (a synthetic task:
+    one block of its answer; a benchmark: its own block); a `prompts_file`'s (no `adapter`): the
+    config's gen_length in one block unless `block_length` is set."""
+    if adapter is None:
+        return cfg.gen_length, cfg.block_length or cfg.gen_length
+    gen = cfg.gen_length or adapter.gen_length
+    return gen, cfg.block_length or (gen if adapter.synthetic else adapter.block_length) or gen
 
 
 def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
@@ -85,7 +94,7 @@ def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
         name = Path(cfg.prompts_file).stem
         for n, row in enumerate(_read_prompt_file(cfg.prompts_file)):
             ids = encode_prompt(row["prompt"], tokenizer, chat=cfg.prompts_chat, option="prompts_chat")
-            items.append(PromptItem(str(row.get("id", f"{name}:{n}")), name, ids, "", cfg.gen_length, 0))
+            items.append(PromptItem(str(row.get("id", f"{name}:{n}")), name, ids, "", *item_lengths(cfg)))
     else:
         for task_name in cfg.tasks:
             items += _task_items(task_name, cfg, tokenizer)
@@ -94,7 +103,6 @@ def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
         if it.example_id in seen:
             raise ValueError(f"example id {it.example_id!r} appears twice; ids must be unique")
         seen.add(it.example_id)
-        it.block_length = cfg.block_length or it.block_length or it.gen_length
         if it.gen_length % it.block_length:
             raise ValueError(f"`block_length` ({it.block_length}) must divide `gen_length` ({it.gen_length})")
         it.policy = cfg.policies[stable_int(cfg.seed, it.example_id, "policy") % len(cfg.policies)]

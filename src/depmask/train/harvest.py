@@ -111,6 +111,7 @@ def _check_inputs(cfg: HarvestConfig) -> None:
     """What can be checked without the model, before it loads (minutes for an 8B one): the prompts
     file exists; the tasks are known, named once, and have their split and data; each example's
     `block_length` divides its `gen_length` (as `prompts.build_items` will choose them)."""
+    from depmask.data_gen.prompts import item_lengths
     from depmask.decoding.loop import check_lengths
     from depmask.eval.runner import check_tasks
     from depmask.tasks.adapter import TaskAdapter
@@ -119,7 +120,8 @@ def _check_inputs(cfg: HarvestConfig) -> None:
         if not Path(cfg.prompts_file).exists():
             raise ValueError(f"`prompts_file` ({cfg.prompts_file!r}) does not exist (a .jsonl file or a "
                              "`datasets.save_to_disk` directory)")
-        check_lengths(cfg.gen_length, cfg.block_length or cfg.gen_length, cfg.gen_length)
+        gen, block = item_lengths(cfg)
+        check_lengths(gen, block, gen)
         if cfg.prompts_chat:  # the tokenizer alone, not the model: a template it lacks is named now
             from transformers import AutoTokenizer
 
@@ -133,9 +135,7 @@ def _check_inputs(cfg: HarvestConfig) -> None:
         return
     check_tasks(list(cfg.tasks), cfg.task_kwargs, split=cfg.split, n=cfg.examples_per_task, seed=cfg.seed)
     for name in cfg.tasks:
-        adapter = TaskAdapter.build(name, **cfg.task_kwargs.get(name, {}))
-        gen = cfg.gen_length or adapter.gen_length
-        block = cfg.block_length or (gen if adapter.synthetic else adapter.block_length) or gen
+        gen, block = item_lengths(cfg, TaskAdapter.build(name, **cfg.task_kwargs.get(name, {})))
         check_lengths(gen, block, gen)
 
 

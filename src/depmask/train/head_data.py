@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from depmask.data_gen.dataset import HarvestError, column_values, harvest_info, load_harvest
+from depmask.data_gen.dataset import (
+    HarvestError,
+    column_values,
+    harvest_digest,
+    harvest_info,
+    load_harvest,
+)
 from depmask.stable_hash import stable_int
 
 COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "attention", "tv"]
@@ -118,7 +124,7 @@ class HeadDataModule(L.LightningDataModule):
         self.val_examples = {ids[i] for i in self.val_idx}
         self.manifest = {"harvest": str(harvest), "fingerprint": self.fingerprint,
                          # which harvest, wherever it is opened from (the path above is as given)
-                         "harvest_sha256": info.get("items_sha256") or info.get("examples_sha256"),
+                         "harvest_sha256": harvest_digest(info),
                          "train_states": len(self.train_idx), "val_states": len(self.val_idx),
                          "train_examples": len(self.train_examples), "val_examples": len(self.val_examples),
                          "val_fraction": val_fraction, "split_seed": split_seed,
