@@ -7,6 +7,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "models" / "tiny-tasks"
 
+# offline, as CI runs them: the README's `python -m pytest -q` on a machine with a wandb key or
+# a Hugging Face cache behaves the same (tests never touch the network)
+for _name, _value in (("WANDB_MODE", "offline"), ("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")):
+    os.environ.setdefault(_name, _value)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _aot_cache_in_a_temporary_directory(tmp_path_factory):
