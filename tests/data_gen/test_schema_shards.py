@@ -197,3 +197,16 @@ def test_verify_checks_sidecar_fields_the_manifests_figures_and_which_examples(t
     sidecar.write_text(json.dumps(side))
     report = verify_harvest(tmp_path / "s")  # a report, not a stack trace
     assert any(sidecar.name in p and "not a shard sidecar (example_ids is NoneType)" in p for p in report.problems)
+
+
+def test_a_damaged_shard_is_not_done_before_the_cleaning_either(tmp_path):
+    # ranks started together (torchrun, SLURM) may read before rank 0 cleans: they counted a
+    # truncated shard's examples as done and split other work than rank 0
+    make_harvest(tmp_path)
+    assert done_examples(tmp_path) == {"a", "b", "c"}
+    (shard,) = [p for p in (tmp_path / "shards").glob("shard-*.arrow")
+                if "c" in json.loads(p.with_suffix(".json").read_text())["example_ids"]]
+    shard.write_bytes(shard.read_bytes()[:-8])  # truncated
+    assert done_examples(tmp_path) == {"a", "b"}  # before the cleaning, as after it
+    clean_incomplete(tmp_path)
+    assert done_examples(tmp_path) == {"a", "b"}

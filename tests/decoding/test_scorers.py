@@ -507,3 +507,21 @@ def test_guided_knobs_set_after_building_are_checked_and_the_scorers_are_fixed()
     oracle = build_policy("oracle")
     with pytest.raises(ValueError, match=r"`confidence_floor` \(1.5\) must lie in \[0, 1\]"):  # the preset's name
         oracle.confidence_floor = 1.5
+
+
+def test_a_head_moved_by_a_decode_can_still_be_trained():
+    # `generate` runs under inference mode and binds there: a head moved to the model's device
+    # became inference tensors ("Inference tensors cannot be saved for backward")
+    den = MockDenoiser()
+    head = _plain_head(den)
+
+    class OnMeta:  # the model "on an accelerator": the head (on the CPU) is moved to it
+        device = torch.device("meta")
+        fingerprint, hidden_size, capture_layers = den.fingerprint, den.hidden_size, None
+
+    with torch.inference_mode():
+        HeadScorer(head).bind(OnMeta())
+    param = next(head.parameters())
+    assert param.device == torch.device("meta") and not param.is_inference()
+    loss = sum(p.sum() for p in head.parameters())
+    loss.backward()  # trains (raised: inference tensors cannot be saved for backward)

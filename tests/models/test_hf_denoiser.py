@@ -217,3 +217,11 @@ def test_tokenizer_files_that_do_not_load_are_named(tmp_path):
     with pytest.warns(UserWarning, match=r"the tokenizer files in .* could not be loaded"):
         den = HFDenoiser.from_pretrained(model)
     assert den.tokenizer is None
+
+
+def test_mps_is_refused_by_name():
+    # decoding's step statistics are float64, which MPS lacks: every decode failed after the load
+    from depmask.models.hf_denoiser import check_device
+
+    with pytest.raises(ValueError, match=r"`device` \('mps'\): decoding computes its step statistics in float64"):
+        check_device("mps")

@@ -123,7 +123,23 @@ def completed_shards(out: Path) -> list[ShardInfo]:
 
 
 def done_examples(out: Path) -> set[str]:
-    return {eid for info in completed_shards(out) for eid in info.example_ids}
+    """Ids of the examples in complete, intact shards: a shard whose size is not its sidecar's is
+    not done (`clean_incomplete` removes it), so every rank of a multi-process harvest reads the
+    same answer whether it reads before or after rank 0's cleaning (under torchrun / SLURM the
+    ranks start together, and the barrier between the two has no process group yet)."""
+    directory = Path(out) / SHARDS
+    if not directory.is_dir():
+        return set()
+    done: set[str] = set()
+    for side in sorted(directory.glob("shard-*.json")):
+        try:
+            info = read_sidecar(side)
+            intact = (directory / info.name).stat().st_size == info.bytes
+        except (OSError, ValueError):  # removed meanwhile by the cleaning, or not ours to judge
+            continue
+        if intact:
+            done.update(info.example_ids)
+    return done
 
 
 def clean_incomplete(out: Path) -> list[str]:

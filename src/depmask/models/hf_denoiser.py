@@ -243,8 +243,9 @@ def check_device(device: str | torch.device | None) -> torch.device:
                              f"build: torch {torch.__version__}); use 'cpu'")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"`device` ({device!r}): this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"`device` ({device!r}) asks for MPS, which this machine cannot use; use 'cpu'")
+    if dev.type == "mps":  # decoding's per-step statistics and sampling are float64, which MPS lacks
+        raise ValueError(f"`device` ({device!r}): decoding computes its step statistics in float64, which MPS does "
+                         "not support; use 'cpu' (or 'cuda')")
     return dev
 
 

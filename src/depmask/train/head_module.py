@@ -263,7 +263,9 @@ class HeadModule(L.LightningModule):
             torch.tensor([self._val_loss_sum, self._val_pairs, self._prec_sum, self._prec_states], dtype=dtype,
                          device=self.device), reduce_op="sum")
         loss = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")  # the same on every rank
-        metrics["val/precision_at_k"] = torch.tensor(float(sums[2] / sums[3]) if sums[3] > 0 else float("nan"))
+        # on the module's device: `sync_dist` all-reduces it where it is, and NCCL takes no CPU tensor
+        metrics["val/precision_at_k"] = (sums[2] / sums[3]).float() if sums[3] > 0 else \
+            torch.tensor(float("nan"), device=self.device)
         self._prec_sum, self._prec_states = 0.0, 0
         if not self.trainer.sanity_checking:  # by global step: the exported checkpoint's own metrics
             # (recorded here, before the checkpoint callbacks' `on_validation_end` saves this step)

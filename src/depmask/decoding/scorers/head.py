@@ -59,7 +59,10 @@ class HeadScorer(Scorer):
         if check is not None:
             check(denoiser)  # ValueError naming both fingerprints / hidden sizes
         if isinstance(head, torch.nn.Module) and _elsewhere(head, torch.device(denoiser.device)):
-            head.to(denoiser.device)  # `generate()` binds once per call: no module walk when it is there
+            # outside inference mode (`generate` runs in it): moved there, the head's parameters became
+            # inference tensors, and the user's head could no longer be trained
+            with torch.inference_mode(False):
+                head.to(denoiser.device)  # `generate()` binds once per call: no module walk when it is there
 
     def score(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:
         return block_to_canvas(self.score_block(state, candidates), state)  # [b, l, l]
