@@ -154,3 +154,18 @@ def test_cluster_units_without_a_confidence_floor_are_flagged(recwarn):
         build_policy("clad", threshold=0.0)
     recwarn.clear()
     assert build_policy("guided", units="cluster", threshold=0.5).threshold == 0.5 and not recwarn.list
+
+
+@pytest.mark.parametrize("name, knob, bad", [("threshold", "threshold", float("nan")), ("threshold", "threshold", 1.5),
+                                             ("factor", "factor", 0.0), ("entropy_bound", "gamma", -1.0),
+                                             ("dilated", "skip", 0), ("margin", "eps", None), ("entropy", "eps", 1.0)])
+def test_a_knob_set_after_building_is_checked_as_at_construction(name, knob, bad):
+    # `policy.threshold = nan` was taken (a sweep setting knobs in place decoded one token per step)
+    with pytest.raises(ValueError) as at_build:
+        build_policy(name, **{knob: bad})
+    policy = build_policy(name)
+    before = getattr(policy, knob)
+    with pytest.raises(ValueError) as later:
+        setattr(policy, knob, bad)
+    assert f"`{knob}` ({bad!r}) must" in str(later.value) and f"`{knob}` ({bad!r}) must" in str(at_build.value)
+    assert getattr(policy, knob) == before

@@ -7,7 +7,8 @@ in every row that still has one, never an unmasked position, and uses no randomn
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 
@@ -29,6 +30,22 @@ class Policy:
     # else (no step counters, no generator): what ahead-of-time compiling feeds it (`aot.py`);
     # None: not declared
     state_fields: ClassVar[tuple[str, ...] | None] = None
+
+    # knob -> (its check, what it must be): run at construction and whenever the knob is set, so
+    # `policy.threshold = nan` after building is refused as `Threshold(threshold=nan)` is
+    _knob_checks: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = type(self)._knob_checks.get(name)
+        if check is not None:
+            ok, expected = check
+            try:
+                passed = not isinstance(value, bool) and bool(ok(value))
+            except TypeError:  # None, a string: not a number
+                passed = False
+            if not passed:
+                raise ValueError(f"`{name}` ({value!r}) must {expected}")
+        super().__setattr__(name, value)
 
     def select(self, state: StepState) -> torch.Tensor:  # [b, l] bool
         raise NotImplementedError

@@ -54,13 +54,11 @@ def dilated_levels(block_length: int, base: int = 2, skip: int = 1) -> tuple[tup
 class Dilated(Policy):
     name = "dilated"
 
+    # skip 0: DUS's `dilated_unmask_levels` refuses it too (it would add a level holding index 0 alone)
+    _knob_checks = {"base": (lambda v: v >= 1, "be >= 1"), "skip": (lambda v: v >= 1, "be >= 1"),
+                    "confidence_threshold": (lambda v: 0 <= v <= 1, "lie in [0, 1]")}
+
     def __init__(self, base: int = 2, skip: int = 1, confidence_threshold: float = 0.3):
-        if base < 1:
-            raise ValueError(f"`base` ({base}) must be >= 1")
-        if skip < 1:  # DUS's `dilated_unmask_levels` refuses it too (0 would add a level holding index 0 alone)
-            raise ValueError(f"`skip` ({skip}) must be >= 1")
-        if not 0 <= confidence_threshold <= 1:
-            raise ValueError(f"`confidence_threshold` ({confidence_threshold}) must lie in [0, 1]")
         self.base, self.skip, self.confidence_threshold = base, skip, confidence_threshold
 
     def select(self, state: StepState) -> torch.Tensor:

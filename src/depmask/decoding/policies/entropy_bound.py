@@ -26,9 +26,9 @@ class EntropyBound(Policy):
     name = "entropy_bound"
     ranks_by_confidence = False
 
+    _knob_checks = {"gamma": (lambda v: v >= 0, "be >= 0 (nats)")}  # NaN fails too
+
     def __init__(self, gamma: float = 0.1):
-        if not gamma >= 0:  # NaN fails too
-            raise ValueError(f"`gamma` ({gamma}) must be >= 0 (nats)")
         self.gamma = gamma
 
     def select(self, state: StepState) -> torch.Tensor:

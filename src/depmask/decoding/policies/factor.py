@@ -18,9 +18,9 @@ from depmask.decoding.state import StepState
 class Factor(Policy):
     name = "factor"
 
+    _knob_checks = {"factor": (lambda v: v > 0, "be > 0")}  # NaN fails too
+
     def __init__(self, factor: float = 1.0):
-        if not factor > 0:  # NaN fails too
-            raise ValueError(f"`factor` ({factor}) must be > 0")
         self.factor = factor
 
     def select(self, state: StepState) -> torch.Tensor:

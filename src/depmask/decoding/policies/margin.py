@@ -27,9 +27,9 @@ class Margin(Policy):
     name = "margin"
     ranks_by_confidence = False
 
+    _knob_checks = {"eps": (lambda v: 0 < v < 1, "lie in (0, 1)")}
+
     def __init__(self, eps: float = 1e-3):
-        if not 0 < eps < 1:
-            raise ValueError(f"`eps` ({eps}) must lie in (0, 1)")
         self.eps = eps
 
     def select(self, state: StepState) -> torch.Tensor:

@@ -16,9 +16,9 @@ from depmask.decoding.state import StepState
 class Threshold(Policy):
     name = "threshold"
 
+    _knob_checks = {"threshold": (lambda v: 0 < v <= 1, "lie in (0, 1]")}
+
     def __init__(self, threshold: float = 0.9):
-        if not 0 < threshold <= 1:
-            raise ValueError(f"`threshold` ({threshold}) must lie in (0, 1]")
         self.threshold = threshold
 
     def select(self, state: StepState) -> torch.Tensor:
