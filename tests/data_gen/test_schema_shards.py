@@ -210,3 +210,11 @@ def test_a_damaged_shard_is_not_done_before_the_cleaning_either(tmp_path):
     assert done_examples(tmp_path) == {"a", "b"}  # before the cleaning, as after it
     clean_incomplete(tmp_path)
     assert done_examples(tmp_path) == {"a", "b"}
+
+
+def test_an_unreadable_sidecar_stops_the_resume_before_any_work(tmp_path):
+    # skipped quietly, it let the whole harvest run and then failed writing the manifest
+    make_harvest(tmp_path)
+    (tmp_path / "shards" / "shard-stray.json").write_text("{not json")
+    with pytest.raises(ValueError, match="shard-stray.json: not a shard sidecar"):
+        done_examples(tmp_path)

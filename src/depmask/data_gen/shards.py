@@ -135,8 +135,8 @@ def done_examples(out: Path) -> set[str]:
         try:
             info = read_sidecar(side)
             intact = (directory / info.name).stat().st_size == info.bytes
-        except (OSError, ValueError):  # removed meanwhile by the cleaning, or not ours to judge
-            continue
+        except OSError:  # removed meanwhile by the cleaning; an unreadable sidecar raises, as
+            continue  # `completed_shards` does, before any work rather than at the manifest
         if intact:
             done.update(info.example_ids)
     return done
