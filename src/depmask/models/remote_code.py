@@ -178,13 +178,19 @@ def load_remote_model(path: Path, config, class_ref: str, auto_class: str = "Aut
     return model
 
 
-def _brings_code(path: Path) -> bool:
+def _config_json(path: Path) -> dict:
+    """The checkpoint's config.json as stored ({} when it cannot be read)."""
     import json
 
     try:
-        return bool(json.loads((Path(path) / "config.json").read_text()).get("auto_map"))
-    except (OSError, ValueError, AttributeError):
-        return False
+        data = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _brings_code(path: Path) -> bool:
+    return bool(_config_json(path).get("auto_map"))
 
 
 def _installed() -> str:
@@ -194,12 +200,7 @@ def _installed() -> str:
 
 
 def _written_for(path: Path) -> str:
-    import json
-
-    try:
-        return json.loads((Path(path) / "config.json").read_text())["transformers_version"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "an unrecorded version"
+    return str(_config_json(path).get("transformers_version") or "an unrecorded version")
 
 
 def _raised_in_remote_code(err: BaseException) -> bool:

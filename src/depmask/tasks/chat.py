@@ -3,17 +3,7 @@ a harvest's `prompts_file`); the benchmarks build theirs in `tasks.benchmarks.ba
 
 from __future__ import annotations
 
-from depmask.tasks.benchmarks.base import has_chat_template
-
-
-def check_chat(tokenizer, chat: bool | None, option: str = "chat") -> bool:
-    """Whether prompts go through the chat template: `chat`, or (None) whether the tokenizer has
-    one; true for a tokenizer without one is refused, naming `option`."""
-    if chat is None:
-        return has_chat_template(tokenizer)
-    if chat and not has_chat_template(tokenizer):
-        raise ValueError(f"`{option}` is true but the model's tokenizer has no chat template")
-    return bool(chat)
+from depmask.tasks.benchmarks.base import check_chat
 
 
 def encode_prompt(text: str, tokenizer, chat: bool | None, option: str = "chat") -> list[int]:

@@ -125,7 +125,7 @@ def _check_inputs(cfg: HarvestConfig) -> None:
         if cfg.prompts_chat:  # the tokenizer alone, not the model: a template it lacks is named now
             from transformers import AutoTokenizer
 
-            from depmask.tasks.chat import check_chat
+            from depmask.tasks.benchmarks.base import check_chat
 
             try:
                 tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=True, local_files_only=True)

@@ -36,16 +36,24 @@ class Policy:
     _knob_checks: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
-        check = type(self)._knob_checks.get(name)
-        if check is not None:
-            ok, expected = check
-            try:
-                passed = not isinstance(value, bool) and bool(ok(value))
-            except TypeError:  # None, a string: not a number
-                passed = False
-            if not passed:
-                raise ValueError(f"`{name}` ({value!r}) must {expected}")
+        self._check_knob(name, value)
         super().__setattr__(name, value)
+
+    @classmethod
+    def _check_knob(cls, name: str, value: Any) -> None:
+        """Refuse `value` for knob `name` when its `_knob_checks` entry says no (NaN fails every
+        comparison, a bool is no knob value; None or a string compared with a number is named as
+        not a number)."""
+        check = cls._knob_checks.get(name)
+        if check is None:
+            return
+        ok, expected = check
+        try:
+            passed = not isinstance(value, bool) and bool(ok(value))
+        except TypeError:  # None, a string compared with a number
+            raise ValueError(f"`{name}` ({value!r}) must be a number") from None
+        if not passed:
+            raise ValueError(f"`{name}` ({value!r}) must {expected}")
 
     def select(self, state: StepState) -> torch.Tensor:  # [b, l] bool
         raise NotImplementedError

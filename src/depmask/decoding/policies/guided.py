@@ -76,7 +76,7 @@ class Guided(Policy):
     ):
         for knob, value in (("units", units), ("rule", rule), ("epsilon", epsilon), ("threshold", threshold),
                             ("edge_threshold", edge_threshold), ("edge_floor", edge_floor)):
-            self._check(knob, value)
+            self._check_knob(knob, value)  # all of them before any warning or the scorer's build
         if units == "cluster" and threshold == 0:  # CLAD's rule read literally; rarely what is meant
             warnings.warn("`units` 'cluster' with `threshold` 0: every masked position is a candidate, the block's "
                           "masked run is one cluster, and the forced first unit commits it whole in one forward "
@@ -94,31 +94,21 @@ class Guided(Policy):
 
     # what the scorer object was built from: set after it, they changed the table, not the decode
     _BUILT_FROM: ClassVar[tuple[str, ...]] = ("scorer", "head", "chunk_size", "memory_budget_mb")
-
-    @staticmethod
-    def _check(knob: str, value) -> None:
-        """The range of a knob, at construction and when set later (NaN fails every check)."""
-        if knob == "units" and value not in UNITS:
-            raise ValueError(f"`units` ({value!r}) must be one of {UNITS}")
-        if knob == "rule" and value not in RULES:
-            raise ValueError(f"`rule` ({value!r}) must be one of {RULES}")
-        numeric = ("epsilon", "threshold") + (("edge_threshold", "edge_floor") if value is not None else ())
-        if knob in numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            raise ValueError(f"`{knob}` ({value!r}) must be a number")
-        if knob == "epsilon" and not value >= 0:
-            raise ValueError(f"`epsilon` ({value}) must be >= 0")
-        if knob == "threshold" and not 0 <= value <= 1:
-            raise ValueError(f"`threshold` ({value}) must lie in [0, 1]")
-        if knob in ("edge_threshold", "edge_floor") and value is not None and not value >= 0:
-            raise ValueError(f"`{knob}` ({value}) must be >= 0 or None")
+    _knob_checks = {
+        "units": (lambda v: v in UNITS, f"be one of {UNITS}"),
+        "rule": (lambda v: v in RULES, f"be one of {RULES}"),
+        "epsilon": (lambda v: _number(v) and v >= 0, "be >= 0"),
+        "threshold": (lambda v: _number(v) and 0 <= v <= 1, "lie in [0, 1]"),
+        "edge_threshold": (lambda v: v is None or (_number(v) and v >= 0), "be >= 0 or None"),
+        "edge_floor": (lambda v: v is None or (_number(v) and v >= 0), "be >= 0 or None"),
+    }
 
     def __setattr__(self, name: str, value) -> None:
         if "_scorer" in vars(self):  # built: a knob set later is checked, and the scorer's are fixed
             if name in self._BUILT_FROM and vars(self).get(name) != value:
                 raise AttributeError(f"Guided.{name} is fixed once the policy is built (its scorer was built "
                                      f"from it); build a new policy for another {name}")
-            self._check(name, value)
-        super().__setattr__(name, value)
+        super().__setattr__(name, value)  # the base class checks the knob's range
 
     # what the loop must provide follows from the scorer (the base class has class constants)
     @property
@@ -179,6 +169,13 @@ class Guided(Policy):
             edge_floor=floor, candidates=cand,
         )  # [b, c]
         return F.pad(chosen, (s, state.mask.shape[1] - e))  # [b, l]
+
+
+def _number(value) -> bool:
+    """A real number, not a bool (a knob's check raises "must be a number" otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(value)
+    return True
 
 
 class GuidedPreset(Policy):

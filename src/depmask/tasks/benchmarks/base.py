@@ -67,6 +67,16 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None)) and hasattr(tokenizer, "apply_chat_template")
 
 
+def check_chat(tokenizer: Any, chat: bool | None, option: str = "chat") -> bool:
+    """Whether prompts go through the chat template: `chat`, or (None) whether the tokenizer has
+    one; true for a tokenizer without one is refused, naming `option`."""
+    if chat is None:
+        return has_chat_template(tokenizer)
+    if chat and not has_chat_template(tokenizer):
+        raise ValueError(f"`{option}` is true but the model's tokenizer has no chat template")
+    return bool(chat)
+
+
 def completion_text(ids: Sequence[int], tokenizer: Any, eos_ids: Sequence[int] = ()) -> str:
     """Decode generated ids up to (not including) the first EOS id, special tokens skipped."""
     ids = list(ids)
@@ -196,12 +206,7 @@ class Benchmark(ABC):
 
     def uses_chat(self, tokenizer: Any, chat: bool | None = None) -> bool:
         """Whether prompts for `tokenizer` go through its chat template."""
-        chat = self.chat if chat is None else chat
-        if chat is None:
-            return has_chat_template(tokenizer)
-        if chat and not has_chat_template(tokenizer):
-            raise ValueError(f"`chat=True` but the tokenizer ({type(tokenizer).__name__}) has no chat template")
-        return chat
+        return check_chat(tokenizer, self.chat if chat is None else chat)
 
     def messages(self, example: Example, shots: int | None = None) -> list[dict[str, str]]:
         """The chat messages of one prompt (system message first when set)."""
