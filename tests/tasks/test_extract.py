@@ -146,7 +146,7 @@ def test_extract_math(completion, expected):
     ("007", "7"),
     ("1,000", "1000"),
     (r"\sqrt3", r"\sqrt{3}"),
-    (r"\text{(A)}", "(A)"),
+    (r"\text{(A)}", "A"),                  # a choice is its letter
     (r"\text{Monday}", "Monday"),
     (r"\displaystyle \frac{a}2", r"\frac{a}{2}"),
     ("(1, 2)", "(1,2)"),                 # tuple commas are not thousands separators
@@ -229,6 +229,40 @@ def test_exemplar_stops_apply_only_few_shot_and_only_at_a_line_start():
     (r"\\begin{pmatrix}x\\\\y\\end{pmatrix}", r"\begin{pmatrix} x \\ y \end{pmatrix}", True),  # all doubled
 ])
 def test_math_equal_matrix_rows_and_latex_thousands(prediction, reference, equal):
+    assert math_equal(prediction, reference) is equal
+
+
+@pytest.mark.parametrize("prediction, reference, equal", [
+    # closed-form values (these compared as different strings before)
+    (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}", True),
+    (r"2\sqrt{2}", r"\sqrt{8}", True),
+    (r"\frac{1}{\sqrt{3}}", r"\frac{\sqrt3}{3}", True),
+    (r"\frac{\pi}{3}", r"\pi/3", True),
+    ("10^{3}", "1000", True),
+    (r"\sqrt[3]{27}", "3", True),                 # `_fix_sqrt` made this `\sqrt{[}3]{27}`
+    (r"\frac{22}{7}", r"\pi", False),
+    ("1.414", r"\sqrt{2}", False),                # an approximation is not the irrational
+    (r"\pi", "3.14159265358979", False),
+    ("2^34", "24", False),                          # LaTeX reads 2^3 4, i.e. 32
+    # prefixes, boxes, choices, units
+    ("f(x) = 3", "3", True),
+    (r"x \in [2,5]", "[2,5]", True),
+    (r"\boxed{2,5}", "2, 5", True),
+    (r"\text{(C)}", "C", True),
+    ("(C)", r"\text{(C)}", True),
+    ("3/4 cup", r"\frac{3}{4}", True),
+    # elements: tuples and intervals in order, sets and "all solutions" lists in any order
+    (r"(-\infty, \frac12]", r"(-\infty,0.5]", True),
+    (r"\left(\sqrt{2}/2, 1\right)", r"\left(\frac{\sqrt{2}}{2}, 1\right)", True),
+    ("(5, 2)", "(2, 5)", False),
+    ("[2,5)", "[2,5]", False),
+    ("5, 2", "2, 5", True),
+    (r"\{1, 2\}", "1, 2", True),
+    ("1, 2, 2", "1, 1, 2", False),
+    ("1, 2", "1, 2, 3", False),
+    ("x^2+1", "x^2+2", False),
+])
+def test_math_equal_values_prefixes_and_elements(prediction, reference, equal):
     assert math_equal(prediction, reference) is equal
 
 

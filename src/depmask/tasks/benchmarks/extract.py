@@ -11,13 +11,17 @@ r"""Answer extraction and comparison for the math benchmarks.
   usual way (Hendrycks' `strip_string` plus Minerva's unit/number clean-up): `\left`/`\right`,
   `\!` and spacing commands, `\dfrac`/`\tfrac`, `\frac12` → `\frac{1}{2}`, `a/b` → `\frac{a}{b}`,
   `\text{ cm}` units, degrees, `\%`, `$`, thousands separators (`1,000`, `10{,}000`), trailing
-  `.0`, leading zeros, `x = ` prefixes and all spaces; a row separator `\\` stays one, whatever
-  the spacing around it (a column (12, 3) is not (1, 23)). Two answers are equal when the
-  normalised strings are, or when both parse as exact rationals (integers, decimals,
-  `\frac{a}{b}`, `a/b`) of equal value.
+  `.0`, leading zeros, `x = ` / `f(x) = ` / `x \in` prefixes, a whole-answer `\boxed{}`, a
+  choice `(C)` → `C`, and all spaces; a row separator `\\` stays one, whatever the spacing around
+  it (a column (12, 3) is not (1, 23)). Two answers are equal when the normalised strings are,
+  when both are closed-form numbers of equal value (`latex_value`: `\sqrt{2}/2` is
+  `\frac{\sqrt{2}}{2}`, `2\sqrt{2}` is `\sqrt{8}`; a decimal approximation is not an
+  irrational), or element by element: tuples and intervals in order with the same brackets, sets
+  `\{..\}` and bare comma lists ("all solutions") in any order.
 
-No symbolic algebra (sympy): `\sqrt{2}/2` and `\frac{\sqrt{2}}{2}` are different strings and
-neither is a rational, so they do not match. This module does not tokenize or run code.
+No symbolic algebra (sympy): expressions with variables compare as normalised strings only
+(`x^2+2x` is not `x(x+2)`). Thousands separators inside a tuple are not recognised
+(`(1,000, 2)` is a 3-tuple). This module does not tokenize or run code.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import re
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+
+from depmask.tasks.benchmarks.latex_value import latex_value, values_equal
 
 # ---- generic ---------------------------------------------------------------------------------
 
@@ -201,7 +207,7 @@ _UNIT_WORDS = (
     "meter", "inches", "inch", "feet", "foot", "ft", "yards", "yard", "miles", "mile", "hours",
     "hour", "minutes", "minute", "seconds", "second", "days", "day", "weeks", "week", "dollars",
     "dollar", "cents", "cent", "pounds", "pound", "mph", "points", "cups", "gallons", "liters",
-    "ounces",
+    "ounces", "cup", "gallon", "liter", "ounce",
 )  # fmt: skip
 _UNITS = "|".join(sorted(_UNIT_WORDS, key=len, reverse=True))
 # `\text{ cm}^2`, `\mbox{inches}`, `\mathrm{m}`: group 1 the text, group 2 a power after it
@@ -250,7 +256,20 @@ def _matching_brace(s: str, start: int) -> int | None:
 
 def _fix_sqrt(s: str) -> str:
     r"""`\sqrt3` → `\sqrt{3}`."""
-    return re.sub(r"\\sqrt\s*([^{\s\\])", r"\\sqrt{\1}", s)
+    return re.sub(r"\\sqrt\s*([^{[\s\\])", r"\\sqrt{\1}", s)
+
+
+# the left side of `name = answer` that is dropped: `x`, `y_1`, `a_{n}`, `\theta`, `f(x)`, `p(2)`
+_ANSWER_NAME = re.compile(r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?(?:\([^()=]*\))?|.{0,2}", re.DOTALL)
+_IN_PREFIX = re.compile(r"^\s*(?:[a-zA-Z]|\\[a-zA-Z]+)\s*\\in(?![a-zA-Z])\s*")
+
+
+def _unbox(s: str) -> str:
+    r"""The content of an answer that is one `\boxed{...}` / `\fbox{...}` as a whole."""
+    m = re.match(r"\\(?:boxed|fbox)\s*\{", s)
+    if m and _matching_brace(s, m.end() - 1) == len(s) - 1:
+        return s[m.end():-1].strip()
+    return s
 
 
 _ROW = "\0"  # stands for `\\` (a matrix/array row separator) while the string is normalised
@@ -264,6 +283,7 @@ def normalize_math(answer: str) -> str:
     if "\\\\" in s and "\\" not in s.replace("\\\\", ""):
         s = s.replace("\\\\", "\\")
     s = s.replace("\\\\", _ROW)
+    s = _unbox(s)
     s = s.replace("\\!", "").replace("{,}", ",")  # `10{,}000` is LaTeX for 10,000
     s = re.sub(r"\\(?:displaystyle|textstyle)", "", s)
     s = s.replace("tfrac", "frac").replace("dfrac", "frac")
@@ -271,10 +291,12 @@ def normalize_math(answer: str) -> str:
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree", "", s)
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
     s = _TEXT.sub(_unit_or_text, s)
+    s = re.sub(r"^\(\s*([A-E])\s*\)$", r"\1", s.strip())  # a choice `(C)` / `\text{(C)}` is `C`
     s = _PLAIN_UNIT.sub("", s)
     s = re.sub(r"\\[,;: ]", " ", s).strip().rstrip(".").strip()
-    if s.count("=") == 1 and len(s.split("=")[0].strip()) <= 2:  # `x = 5` -> `5`
+    if s.count("=") == 1 and _ANSWER_NAME.fullmatch(s.split("=")[0].strip()):  # `x = 5`, `f(x) = 5`
         s = s.split("=")[1]
+    s = _IN_PREFIX.sub("", s)  # `x \in [2, 5]` -> `[2, 5]`
     s = _fix_sqrt(s).replace(" ", "").replace(_ROW, "\\\\")
     s = _fix_fracs(s)
     m = re.fullmatch(r"(-?\d+)/(\d+)", s)  # a/b -> \frac{a}{b}
@@ -310,8 +332,63 @@ def math_equal(prediction: str | None, reference: str) -> bool:
     """True iff the two MATH answers agree after normalisation, or as exact rationals."""
     if prediction is None:
         return False
-    a, b = normalize_math(prediction), normalize_math(reference)
+    return _same_answer(normalize_math(prediction), normalize_math(reference))
+
+
+def _same_answer(a: str, b: str, depth: int = 0) -> bool:
+    """Normalised answers `a` and `b` agree: as strings, as rationals, as closed-form values, or
+    element by element (tuples and intervals in order with the same brackets; sets and bare
+    comma lists in any order)."""
     if a == b:
         return True
     ra, rb = _as_rational(a), _as_rational(b)
-    return ra is not None and ra == rb
+    if ra is not None and ra == rb:
+        return True
+    va, vb = latex_value(a), latex_value(b)
+    if va is not None and vb is not None:
+        return values_equal(va, vb)
+    ea, eb = _elements(a), _elements(b)
+    if ea is None or eb is None or depth > 4 or ea[0] != eb[0] or len(ea[1]) != len(eb[1]):
+        return False
+    (brackets, xs), (_, ys) = ea, eb
+    if brackets != "set":
+        return all(_same_answer(x, y, depth + 1) for x, y in zip(xs, ys))
+    unused = list(ys)
+    for x in xs:
+        match = next((i for i, y in enumerate(unused) if _same_answer(x, y, depth + 1)), None)
+        if match is None:
+            return False
+        unused.pop(match)
+    return True
+
+
+def _elements(s: str) -> tuple[str, list[str]] | None:
+    r"""A normalised answer's elements: (`"(]"`-style brackets, or `"set"` for `\{..\}` and a bare
+    comma list; the top-level comma-separated parts), or None for a single answer."""
+    if s.startswith("\\{") and s.endswith("\\}") and _top_level_split(s[2:-2]) is not None:
+        return "set", _top_level_split(s[2:-2]) or []
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
+        inner = _top_level_split(s[1:-1])
+        if inner is not None:
+            return s[0] + s[-1], inner
+    parts = _top_level_split(s)
+    return ("set", parts) if parts is not None and len(parts) > 1 else None
+
+
+def _top_level_split(s: str) -> list[str] | None:
+    """`s` split at commas outside brackets and braces; None when its brackets do not balance
+    (`1),(2` is not one bracketed answer)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "," and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    if depth != 0:
+        return None
+    return parts + [s[start:]]

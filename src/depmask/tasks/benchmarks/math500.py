@@ -10,7 +10,7 @@ prepends the Minerva exemplars (Lewkowycz et al., 2022) as `Problem: ... Solutio
 stops at the next `Problem:` that starts a line (lm-evaluation-harness `minerva_math` stops at
 `Problem:` anywhere; zero-shot completions are not cut there: a heading like `## Understanding
 the Problem:` is the model's own text). Scoring: `extract.extract_math` then `extract.math_equal`
-(normalised strings, or exact rationals of equal value).
+(normalised strings, closed-form values, or tuples / sets element by element).
 """
 
 from __future__ import annotations
