@@ -6,8 +6,9 @@ import pytest
 
 from depmask.cli import main
 from depmask.eval.items import read_items, run_slug
-from depmask.eval.runner import PolicySweep, run_decode_eval, task_prompts
-from depmask.eval.summary import wilson_interval
+from depmask.eval.runner import PolicySweep, check_heldout, run_decode_eval, task_prompts
+from depmask.eval.summary import run_key, wilson_interval
+from depmask.models import HFDenoiser
 from depmask.tasks import get_task
 from tests.conftest import EMBEDDED, ROOT
 
@@ -211,6 +212,28 @@ def test_a_label_may_not_take_another_presets_name():
         PolicySweep("guided", label="demask")
     with pytest.raises(ValueError, match="`label`"):
         PolicySweep("guided", label="")
+    # the headline finds the reference, the oracle and today's decoders by their preset's name: a
+    # labelled `threshold` sweep took no part in the best baseline (and was given a headroom share)
+    for name in ("low_confidence", "oracle", "threshold", "entropy_bound", "dilated"):
+        with pytest.raises(ValueError, match=rf"policy '{name}': `label` \('x'\) is not allowed"):
+            PolicySweep(name, label="x")
+    assert PolicySweep("threshold", label="threshold").shown == "threshold"
+
+
+def test_held_out_draw_is_checked_before_the_model_loads(tmp_path, monkeypatch):
+    """`--n null --select_n N` on a benchmark: every held-out item is an evaluation item; this was
+    found only after the whole evaluation had decoded."""
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": f"#### {i + 1}"}) + "\n" for i in range(6)))
+    kwargs = {"gsm8k": {"path": str(data), "shots": 0}}
+    monkeypatch.setattr(HFDenoiser, "from_pretrained", lambda *a, **k: pytest.fail("the model loaded"))
+    with pytest.raises(ValueError, match=r"`select_n` \(2\) needs `n`"):
+        main(["eval", "decode", "--tasks", "[gsm8k]", "--task_kwargs", json.dumps(kwargs), "--n", "null",
+              "--select_n", "2", "--output", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match=r"task 'gsm8k': every item of the draw \(split 'test', seed 1\) is an excluded"):
+        main(["eval", "decode", "--tasks", "[gsm8k]", "--task_kwargs", json.dumps(kwargs), "--n", "6",
+              "--select_n", "2", "--output", str(tmp_path / "o")])
+    check_heldout(["gsm8k"], "test", 4, 0, 6, 1, kwargs)  # 2 items left over: fine
 
 
 def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
@@ -253,8 +276,11 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     (["--policies", "[{name: entropy_bound, sweep: {tau: [0.5]}}]"],
      r"policy sweep 'entropy_bound', run \{'tau': 0.5\}: policy 'entropy_bound' has no knob 'tau'; its knobs: gamma"),
     # an empty list, or a length of 0, is not "unset": they used to run the defaults
-    (["--policies", "[{name: threshold, sweep: {threshold: [0.5, 0.9]}}, {name: threshold, label: t2, sweep: {threshold: [0.9]}}]"],
-     r"policy sweep 't2', run \{'threshold': 0.9\}: the same run as one of sweep 'threshold' \(same preset and knobs"),
+    (["--policies", "[{name: guided, knobs: {scorer: attention}, sweep: {epsilon: [0.1, 0.2]}}, "
+      "{name: guided, label: g2, knobs: {scorer: attention}, sweep: {epsilon: [0.2]}}]"],
+     r"policy sweep 'g2', run \{'epsilon': 0.2, 'scorer': 'attention'\}: the same run as one of sweep 'guided' \(same preset and knobs"),
+    # the reference, the oracle and the baselines are found by name: a label hid them from the headline
+    (["--policies", "[{name: low_confidence, label: one-per-step}]"], r"`label` \('one-per-step'\) is not allowed on the reference"),
     (["--tasks", "[]"], r"`tasks` is empty"),
     (["--policies", "[]"], r"`policies` is empty"),
     (["--gen_length", "0"], r"`gen_length` \(0\) must be an int >= 1, or None"),
@@ -423,3 +449,21 @@ def test_benchmark_items_are_batched_by_prompt_length(tmp_path, monkeypatch):
     assert rows[0]["n"] == 6 and len(widths) == 3
     flat = [w for batch in widths for w in batch]
     assert flat == sorted(flat)
+
+
+def test_numpy_and_path_knobs_stay_in_the_summary_rows(tmp_path):
+    """A Python-built sweep may hold NumPy scalars (the policies accept them) and a head as a
+    `Path`: the rows dropped them, so every run of the sweep had the same run key and the held-out
+    headline scored a different run than it chose."""
+    import numpy as np
+
+    den = HFDenoiser.from_pretrained(str(EMBEDDED))
+    sweeps = [PolicySweep("dilated", sweep={"base": list(np.array([2, 4]))}),
+              PolicySweep("threshold", sweep={"threshold": [np.float32(0.5)]})]
+    rows = run_decode_eval(den, ["sort"], sweeps, tmp_path / "a", n=2, batch_size=2)
+    assert [r.get("base") for r in rows[:2]] == [2, 4] and type(rows[0]["base"]) is int
+    assert rows[2]["threshold"] == 0.5 and type(rows[2]["threshold"]) is float
+    assert len({run_key(r) for r in rows}) == 3
+    from depmask.eval.runner import _plain
+
+    assert _plain({"head": tmp_path / "h", "x": [1]}) == {"head": str(tmp_path / "h")}

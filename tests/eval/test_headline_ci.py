@@ -93,3 +93,21 @@ def test_each_window_is_bootstrapped_on_the_same_draws():
     assert (wide["demask"]["tpf_lo"], wide["demask"]["tpf_hi"]) == (one["demask"]["tpf_lo"], one["demask"]["tpf_hi"])
     with pytest.raises(ValueError, match=r"accuracy window `tolerance` \(-0.1\)"):
         headline_intervals(rows, items, tolerance=-0.1)
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_equal_values_choose_the_more_accurate_run_whatever_the_sweep_order(order):
+    """Two qualifying runs at the same TPF (low thresholds that all finish in one forward): the
+    headline reported whichever the sweep listed first, so its knob and accuracy followed the order."""
+    n = 100
+    runs = [(("low_confidence", {}), [_item(i, 16) for i in range(n)])]
+    sweep = [(("threshold", {"threshold": 0.5}), [_item(i, 1, correct=i != 0) for i in range(n)]),
+             (("threshold", {"threshold": 0.7}), [_item(i, 1) for i in range(n)])]
+    runs += [sweep[k] for k in order]
+    rows = [summarize("sudoku4", p, k, it) for (p, k), it in runs]
+    items = [it for _, it in runs]
+    top = next(r for r in headline(rows, measure="tpf") if r["policy"] == "threshold")
+    assert (top["knobs"], top["accuracy"]) == ("threshold=0.7", 1.0)
+    # the bootstrap's point value is the same choice (its accuracy column is the chosen run's)
+    ci = next(r for r in headline_intervals(rows, items, measure="tpf", n_boot=20) if r["policy"] == "threshold")
+    assert ci["tpf"] == 16.0

@@ -79,3 +79,30 @@ def test_mismatched_runs_and_bad_arguments_are_named():
         heldout_intervals(sel_rows, sel_items, rows, items, measure="speed")
     with pytest.raises(ValueError, match="`n_boot`"):
         heldout_intervals(sel_rows, sel_items, rows, items, n_boot=0)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_equal_values_on_the_held_out_items_choose_the_more_accurate_run(flip):
+    """At equal held-out TPF the more accurate run is scored on the evaluation items, whatever the
+    sweep order (it was the first listed: here the one that fails on the evaluation items)."""
+    rng = np.random.default_rng(0)
+    runs = [("low_confidence", {}, 16, 1.0, 1.0), ("threshold", {"threshold": 0.5}, 1, 0.995, 0.5),
+            ("threshold", {"threshold": 0.7}, 1, 1.0, 1.0)]
+    if flip:
+        runs[1], runs[2] = runs[2], runs[1]
+    sides = []
+    for side in ("s", "e"):
+        rows, items = [], []
+        for policy, knobs, nfe, p_sel, p_ev in runs:
+            its = _items(side, 200, p_sel if side == "s" else p_ev, nfe, rng)
+            if side == "s" and p_sel < 1:
+                for x in its:
+                    x["correct"] = int(x["id"][1:]) >= 8  # 192 / 200: inside a 5-point window
+            rows.append(summarize("sudoku4", policy, knobs, its))
+            items.append(its)
+        sides.append((rows, items))
+    (sel_rows, sel_items), (rows, items) = sides
+    point = next(r for r in heldout_headline(sel_rows, rows, tolerance=0.05) if r["policy"] == "threshold")
+    assert point["knobs"] == "threshold=0.7" and point["within"] is True
+    by = {r["policy"]: r for r in heldout_intervals(sel_rows, sel_items, rows, items, tolerance=0.05, n_boot=50)}
+    assert by["threshold"]["within_rate"] == 1.0

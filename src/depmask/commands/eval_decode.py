@@ -37,6 +37,7 @@ from depmask.eval.runner import (
     PolicySweep,
     check_counts,
     check_decoding,
+    check_heldout,
     check_policies,
     check_seed,
     check_tasks,
@@ -154,6 +155,8 @@ def eval_decode(
                          "would be the evaluation items")
     if select_n and not any(p.name == "low_confidence" for p in policies):
         raise ValueError("`select_n` needs `low_confidence` among the policies: it sets the accuracy window")
+    if select_n:
+        check_heldout(tasks, split, n, seed, select_n, select_seed, task_kwargs)
     den = HFDenoiser.from_pretrained(**asdict(model))
     if den.tokenizer is None:
         raise ValueError(f"model {model.path!r} has no tokenizer files; the tasks need one")

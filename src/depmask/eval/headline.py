@@ -51,7 +51,8 @@ def headline(
             ok = [r for r in mine if r["policy"] == policy and r["accuracy"] >= ref_acc - tolerance - 1e-12]
             probing = any(r.get("probe_nfe", 0) > 0 for r in mine if r["policy"] == policy)
             key = MEASURES[measure] if probing else measure
-            best = max(ok, key=lambda r: r[key]) if ok else None
+            # equal values: the more accurate run (not whichever the sweep lists first)
+            best = max(ok, key=lambda r: (r[key], r["accuracy"])) if ok else None
             out.append({"task": task, "policy": policy, "measure": measure, "tolerance": tolerance,
                         "reference_accuracy": ref_acc,
                         "accuracy": best["accuracy"] if best else None, "knobs": knob_text(best) if best else "",

@@ -28,6 +28,8 @@ from depmask.eval.summary import policy_width
 
 BASELINES = ("threshold", "factor", "entropy_bound", "dilated", "margin", "entropy", "random")
 ORACLE = "oracle"
+# presets the headline finds by name: the reference, the oracle and the baselines (no `label`)
+ROLE_PRESETS = frozenset({"low_confidence", ORACLE, *BASELINES})
 
 
 def headline_intervals(
@@ -97,10 +99,13 @@ def _headlines(runs, ids, counts, reference, tolerance, measure) -> dict[str, np
         mine = [s for p, s in stats if p == policy]
         probing = any(prb for _, _, prb in mine)
         best = np.full(counts.shape[0], np.nan)
+        best_acc = np.full(counts.shape[0], -np.inf)
         for acc, values, _ in mine:
             value = values[1] if probing else values[0]
             ok = acc >= ref_acc - tolerance - 1e-12
-            best = np.where(ok & ~(value <= best), value, best)  # NaN-aware running max
+            # NaN-aware running max; at equal value the more accurate run (as `headline`)
+            better = ok & (~(value <= best) | ((value == best) & (acc > best_acc)))
+            best, best_acc = np.where(better, value, best), np.where(better, acc, best_acc)
         out[policy] = best
     return out
 

@@ -86,7 +86,9 @@ def _replicates(policies, select_stats, eval_stats, reference, tolerance) -> dic
         sel_value = np.stack([select_stats[k][1][which] for k in idx])  # [runs, R]
         ok = np.stack([select_stats[k][0] for k in idx]) >= ref_sel - tolerance - 1e-12
         score = np.where(ok, sel_value, -np.inf)
-        chosen = score.argmax(axis=0)  # [R]
+        sel_acc = np.stack([select_stats[k][0] for k in idx])
+        top = score == score.max(axis=0)  # at equal value the more accurate run, as `headline`
+        chosen = np.where(top, sel_acc, -np.inf).argmax(axis=0)  # [R]
         picked = ok.any(axis=0)
         cols = np.arange(len(chosen))
         tpf = np.stack([eval_stats[k][1][which] for k in idx])[chosen, cols]

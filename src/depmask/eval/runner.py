@@ -13,11 +13,13 @@ import hashlib
 import itertools
 import json
 import numbers
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -31,6 +33,7 @@ from depmask.decoding import (
     compile_mode_for,
     generate,
 )
+from depmask.eval.headline_ci import ROLE_PRESETS
 from depmask.eval.items import (
     append_items,
     check_provenance,
@@ -68,6 +71,10 @@ class PolicySweep:
             if not self.label or (self.label in POLICIES and self.label != self.name):
                 raise ValueError(f"policy {self.name!r}: `label` ({self.label!r}) must be a non-empty name that is not "
                                  f"another preset's ({sorted(POLICIES)}), or its results would mix with that preset's")
+            if self.label != self.name and self.name in ROLE_PRESETS:
+                raise ValueError(f"policy {self.name!r}: `label` ({self.label!r}) is not allowed on the reference, "
+                                 f"the oracle or today's decoders ({sorted(ROLE_PRESETS)}): the headline finds them "
+                                 "by name; put every value in one sweep of the preset instead")
 
     @property
     def shown(self) -> str:
@@ -193,8 +200,43 @@ def task_prompts(tasks: list[str], split: str, n: int | None, seed: int,
     return prompts
 
 
+def _draw(adapter: TaskAdapter, split: str, n: int | None, seed: int,
+          exclude: dict[str, set[str]] | None) -> list:
+    """A task's items for one draw, less the `exclude`d prompts (there must be some left)."""
+    examples = adapter.examples(split, n, seed)
+    if exclude:
+        examples = [ex for ex in examples if ex.prompt not in exclude.get(adapter.name, ())]
+        if not examples:
+            raise ValueError(f"task {adapter.name!r}: every item of the draw (split {split!r}, seed {seed}) "
+                             "is an excluded (evaluation) item")
+    return examples
+
+
+def check_heldout(tasks: list[str], split: str, n: int | None, seed: int, select_n: int, select_seed: int,
+                  task_kwargs: dict[str, dict] | None = None) -> None:
+    """Each task's held-out draw (`select_n` items, `select_seed`) keeps items once the evaluation
+    draw's are left out: checked before a model loads, not after the evaluation has decoded."""
+    if n is None:
+        raise ValueError(f"`select_n` ({select_n}) needs `n`: with `n` None the evaluation takes every item of "
+                         "a benchmark's split, and no held-out item is left to choose knobs on")
+    exclude = task_prompts(tasks, split, n, seed, task_kwargs)
+    for task_name in tasks:
+        adapter = TaskAdapter.build(task_name, **(task_kwargs or {}).get(task_name, {}))
+        _draw(adapter, split, select_n, select_seed, exclude)
+
+
 def _plain(knobs: dict) -> dict:
-    return {k: v for k, v in knobs.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    """The knobs a summary row shows: scalars as plain Python values (a NumPy scalar from a
+    Python-built sweep, a `Path` head kept as text, not dropped: the row's run key needs them)."""
+    out = {}
+    for k, v in knobs.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            out[k] = v
+    return out
 
 
 def check_counts(n: int | None, batch_size: int) -> None:
@@ -312,12 +354,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
     plan = []
     for task_name in tasks:
         adapter = TaskAdapter.build(task_name, **(task_kwargs or {}).get(task_name, {}))
-        examples = adapter.examples(split, n, seed)
-        if exclude:
-            examples = [ex for ex in examples if ex.prompt not in exclude.get(task_name, ())]
-            if not examples:
-                raise ValueError(f"task {task_name!r}: every item of the draw (split {split!r}, seed {seed}) "
-                                 "is an excluded (evaluation) item")
+        examples = _draw(adapter, split, n, seed, exclude)
         g, blk = task_lengths(adapter, gen_length, block_length, steps)
         for sweep in policies:
             for knobs in sweep.expand():
