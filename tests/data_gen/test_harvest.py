@@ -137,6 +137,23 @@ def test_on_policy_trajectories_of_a_learned_head(embedded, tmp_path):
         harvest_group(embedded, groups[0], cfg, embedded.tokenizer.pad_token_id)
 
 
+def test_a_probing_trajectory_keeps_its_states_among_its_decoding_steps(embedded):
+    """`oracle`'s nfe counts its probe forwards; states were drawn among nfe indices, past the
+    recorder's steps (one per selection): IndexError, or states silently never recorded."""
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=6, states_per_example=3,
+                         policies=["oracle:epsilon=0.5"], batch_size=6)
+    group = groups[0]
+    plain = generate(embedded, [it.prompt_ids for it in group], build_policy("oracle", epsilon=0.5),
+                     gen_length=16, pad_id=embedded.tokenizer.pad_token_id)
+    steps = (plain.nfe - plain.probe_nfe).tolist()
+    assert max(plain.nfe.tolist()) > 16 > max(steps)  # the probes push nfe past the canvas
+    res = harvest_group(embedded, group, cfg, embedded.tokenizer.pad_token_id)
+    by_example = {}
+    for r in res.records:
+        by_example.setdefault(r.example_id, []).append(r.step)
+    assert by_example == {it.example_id: choose_steps(cfg.seed, it.example_id, n, 3) for it, n in zip(group, steps)}
+
+
 def test_run_harvest_resume_and_identity(embedded, tmp_path):
     cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"], examples_per_task=12,
                         states_per_example=2, batch_size=4)

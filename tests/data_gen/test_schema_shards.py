@@ -1,6 +1,7 @@
 """Records → Arrow → datasets round trip, atomic shards, and what `verify` reports."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from depmask.data_gen.schema import StateRecord, check_schema, record_features, 
 from depmask.data_gen.shards import (
     MANIFEST_JSON,
     clean_incomplete,
+    clean_stale_temporaries,
     done_examples,
     write_json_atomic,
     write_manifest,
@@ -218,3 +220,30 @@ def test_an_unreadable_sidecar_stops_the_resume_before_any_work(tmp_path):
     (tmp_path / "shards" / "shard-stray.json").write_text("{not json")
     with pytest.raises(ValueError, match="shard-stray.json: not a shard sidecar"):
         done_examples(tmp_path)
+
+
+def test_a_modified_shard_of_the_same_size_is_named_with_what_to_do(tmp_path):
+    """A resume compares sizes only, so a same-size modification stays; `verify` said "run the same
+    harvest command again", which kept it. It now says which files to delete first."""
+    make_harvest(tmp_path)
+    shard = sorted((tmp_path / "shards").glob("*.arrow"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    problems = "\n".join(verify_harvest(tmp_path).problems)
+    assert f"{shard.name}: contents do not match its sidecar (same size, different sha256" in problems
+    assert f"delete {shard.name} and {shard.stem}.json, then run the same harvest command again" in problems
+    assert clean_incomplete(tmp_path) == []  # not a resume's to judge (it reads sizes): hence the advice
+
+
+def test_temporary_files_of_the_harvest_s_own_files_are_named_and_cleaned(tmp_path):
+    """A write of harvest.json / harvest.yaml / manifest.json killed midway left `.tmp-*` in the
+    top folder: `verify` said OK and nothing removed it."""
+    make_harvest(tmp_path)
+    dead, alive = tmp_path / ".tmp-harvest.yaml.999999999", tmp_path / f".tmp-manifest.json.{os.getpid()}"
+    dead.write_text("partial")
+    alive.write_text("being written")
+    problems = verify_harvest(tmp_path).problems
+    assert any(dead.name in p and "temporary file of an interrupted write" in p for p in problems)
+    assert clean_stale_temporaries(tmp_path) == [dead.name]  # a live writer's file is kept
+    assert not dead.exists() and alive.exists()

@@ -57,7 +57,10 @@ def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id:
                          temperature=cfg.temperature, generator=sampler(), pad_id=pad_id)
         keep[:], plain_forwards = False, plain.forwards
         for r, it in enumerate(items):
-            keep[r, choose_steps(cfg.seed, it.example_id, int(plain.nfe[r]), cfg.states_per_example)] = True
+            # among its decoding steps: a probing policy's (`oracle`) nfe counts its probe forwards too,
+            # and the recorder counts one step per selection (an index past them: IndexError, or lost)
+            steps = int(plain.nfe[r]) - (int(plain.probe_nfe[r]) if plain.probe_nfe is not None else 0)
+            keep[r, choose_steps(cfg.seed, it.example_id, steps, cfg.states_per_example)] = True
     width = max(len(it.prompt_ids) for it in items)
     chunk = cfg.chunk_size or chunk_for_budget(cfg.memory_budget_mb << 20, width + g, denoiser.vocab_size)
     meta = [{"example_id": it.example_id, "task": it.task, "policy": it.policy,

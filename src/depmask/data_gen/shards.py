@@ -7,7 +7,8 @@
 
 A shard is written to a temporary file, fsynced and renamed; its sidecar is written the same way
 *after* it. A shard is complete iff its sidecar exists, so a process killed at any moment leaves
-at worst a temporary file or a shard without a sidecar, which `clean_incomplete` removes; the
+at worst a temporary file or a shard without a sidecar, which `clean_incomplete` removes (a
+temporary file of `<out>`'s own JSON / YAML: `clean_stale_temporaries`, at the end); the
 examples of completed shards are skipped when the same command runs again. Shard names derive
 from their example ids, so every rank of a distributed harvest writes its own files without
 coordination. This module does not compute anything about states (`harvest` does).
@@ -167,6 +168,30 @@ def clean_incomplete(out: Path) -> list[str]:
             side.unlink()
             removed += [info.name, side.name]
     return removed
+
+
+def clean_stale_temporaries(out: Path) -> list[str]:
+    """Remove temporary files of interrupted writes of `out`'s own files (`harvest.json`,
+    `harvest.yaml`, `manifest.json`) whose writing process is gone; returns their names. Called by
+    rank 0 once the harvest is done (every rank wrote those files before its forwards), and a live
+    writer's file (its pid still running here) is kept."""
+    removed = []
+    for p in sorted(Path(out).glob(f"{TMP_PREFIX}*")):
+        pid = p.name.rsplit(".", 1)[-1]
+        if p.is_file() and not (pid.isdigit() and _running(int(pid))):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or not ours to judge: keep its file
+    return True
 
 
 def write_manifest(out: Path, extra: dict | None = None) -> dict:

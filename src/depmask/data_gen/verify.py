@@ -84,6 +84,9 @@ def verify_harvest(directory: str | Path) -> Report:
     shard_dir = out / SHARDS
     files = sorted(shard_dir.iterdir()) if shard_dir.is_dir() else []
     sidecars = {p.name for p in files if p.suffix == ".json"}
+    for p in sorted(out.glob(f"{TMP_PREFIX}*")):
+        report.problems.append(f"{p.name}: temporary file of an interrupted write of {out.name}'s own files "
+                               "(a finished run of the harvest removes it; or delete it)")
     for p in files:
         if p.name.startswith(TMP_PREFIX):
             report.problems.append(f"{p.name}: temporary file of an interrupted write (re-run the harvest to clean up)")
@@ -127,9 +130,15 @@ def _check_shard(shard_dir: Path, sidecar: str, report: Report, per_example: Cou
     if info.fingerprint != report.fingerprint:
         report.problems.append(f"{info.name}: foreign shard, fingerprint {info.fingerprint!r} ≠ harvest {report.fingerprint!r}")
         return
-    if path.stat().st_size != info.bytes or file_sha256(path) != info.sha256:
+    if path.stat().st_size != info.bytes:
         report.problems.append(f"{info.name}: contents do not match its sidecar (size {path.stat().st_size} vs "
-                               f"{info.bytes} bytes; truncated or modified)")
+                               f"{info.bytes} bytes; truncated or modified; the same harvest command harvests "
+                               "its examples again)")
+        return
+    if file_sha256(path) != info.sha256:  # same size: a resume reads sizes only, so it would keep this shard
+        report.problems.append(f"{info.name}: contents do not match its sidecar (same size, different sha256: "
+                               f"modified); delete {info.name} and {sidecar}, then run the same harvest command "
+                               "again to harvest its examples again")
         return
     try:
         table = read_shard_table(path)

@@ -24,6 +24,7 @@ from depmask.data_gen.prompts import PromptItem
 from depmask.data_gen.schema import records_to_table
 from depmask.data_gen.shards import (
     clean_incomplete,
+    clean_stale_temporaries,
     done_examples,
     write_atomic,
     write_manifest,
@@ -181,6 +182,7 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     trainer.strategy.barrier()
     if trainer.is_global_zero:
         manifest = write_manifest(out, {"fingerprint": denoiser.fingerprint, "hidden_size": denoiser.hidden_size})
+        clean_stale_temporaries(out)
         summary.update(total_rows=manifest["rows"], total_examples=manifest["examples"],
                        shards=len(manifest["shards"]), expected_examples=len(items))
     return summary
