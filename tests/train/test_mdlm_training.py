@@ -60,6 +60,7 @@ def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
     ({"batch_size": 0}, r"`batch_size` \(0\) must be >= 1"),
     ({"num_workers": -1}, r"`num_workers` \(-1\) must be >= 0"),
     ({"items_per_epoch": 50, "batch_size": 96}, r"`items_per_epoch` \(50\) is smaller than `batch_size` \(96\)"),
+    ({"tasks": ["sort", "sort"]}, r"`tasks` \(\['sort', 'sort'\]\) names \['sort'\] more than once"),
 ])
 def test_bad_data_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -129,9 +130,9 @@ class _BatchLog(L.Callback):
         self.seen.append((trainer.current_epoch, batch_idx, batch["input_ids"].clone()))
 
 
-def _fit_logging_batches(ckpt_dir, max_steps, ckpt_path=None):
+def _fit_logging_batches(ckpt_dir, max_steps, ckpt_path=None, modules=None):
     """A tiny MDLM fit of 4 batches an epoch, saving a checkpoint after every step; returns the
-    (epoch, batch index, input ids) of every batch it trained on."""
+    (epoch, batch index, input ids) of every batch it trained on (`modules` receives the module)."""
     dm = TaskMixtureDataModule(tasks=["permutation"], pool_size=40, items_per_epoch=32, batch_size=8, val_size=4)
     module = _tiny_module(dm)
     log = _BatchLog()
@@ -142,6 +143,8 @@ def _fit_logging_batches(ckpt_dir, max_steps, ckpt_path=None):
         warnings.simplefilter("always")
         trainer.fit(module, dm, ckpt_path=ckpt_path)
     assert not [w for w in caught if "not resumable" in str(w.message)]
+    if modules is not None:
+        modules.append(module)
     return log.seen
 
 
@@ -155,6 +158,19 @@ def test_each_epoch_draws_new_batches_and_a_resumed_fit_trains_on_the_rest(tmp_p
         resumed = _fit_logging_batches(tmp_path / f"from{step}", 10, ckpt_path=tmp_path / "full" / f"step={step}.ckpt")
         assert [(e, i) for e, i, _ in resumed] == [(e, i) for e, i, _ in full[step:]], step
         assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(resumed, full[step:])), step
+
+
+def test_a_resumed_fit_ends_with_the_weights_of_the_uninterrupted_one(tmp_path):
+    """The masking noise came from the global RNG, which a checkpoint does not hold: a resumed fit
+    replayed the noise of the first steps (same batches, other masks, other weights)."""
+    full, resumed = [], []
+    _fit_logging_batches(tmp_path / "full", max_steps=6, modules=full)
+    for step in (3, 4):  # inside epoch 0, at its end
+        resumed.clear()
+        _fit_logging_batches(tmp_path / f"from{step}", 6, ckpt_path=tmp_path / "full" / f"step={step}.ckpt",
+                             modules=resumed)
+        for (name, a), (_, b) in zip(full[0].state_dict().items(), resumed[0].state_dict().items()):
+            assert torch.equal(a, b), (step, name)
 
 
 @pytest.mark.parametrize("bound", [{"max_epochs": 2}, {"max_steps": 8}])
@@ -175,6 +191,7 @@ def test_the_learning_rate_schedule_spans_the_fit(bound):
     ({"val_decode_items": -1}, r"`val_decode_items` \(-1\) must be an int >= 0"),
     ({"num_hidden_layers": 0}, r"`num_hidden_layers` \(0\) must be an int >= 1"),
     ({"hidden_size": 130}, r"`hidden_size` \(130\) must be a multiple of `num_attention_heads` \(4\)"),
+    ({"weight_decay": -1.0}, r"`weight_decay` \(-1.0\) must be >= 0"),
 ])
 def test_bad_mdlm_settings_are_named(kwargs, message):
     from depmask.train.mdlm_module import MDLMModule
@@ -211,3 +228,55 @@ def test_a_fit_that_trains_nothing_or_a_dry_run_exports_nothing(tmp_path, capsys
           "--model.export_dir", str(out), "--trainer.default_root_dir", str(tmp_path / "runs")])
     assert not out.exists() and "not exporting to" in capsys.readouterr().out
 
+
+
+def test_export_sets_the_replaced_models_card_aside_and_writes_its_config(tmp_path, capsys):
+    """Retraining into a model's directory left the old model's card, table and training notes
+    beside the new weights (and `mdlm evaluate` copied the old notes into the new card)."""
+    import shutil
+
+    out = tmp_path / "m"
+    shutil.copytree(ROOT / "models" / "tiny-tasks", out)
+    old_card = (out / "README.md").read_text()
+    main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "1", "--model.val_decode_items", "0",
+          "--model.export_dir", str(out), "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert "moved the replaced model's README.md, eval.json, TRAINING.md" in capsys.readouterr().out
+    assert not (out / "README.md").exists() and not (out / "eval.json").exists() and not (out / "TRAINING.md").exists()
+    assert (out / "previous" / "README.md").read_text() == old_card
+    config = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert config["model"]["hidden_size"] == 32 and config["trainer"]["max_steps"] == 1
+    main(["mdlm", "evaluate", "--model", str(out), "--n", "2", "--tasks", "[sort]"])
+    card = (out / "README.md").read_text()
+    assert "every setting of that fit is in `train_config.yaml`" in card and "H100" not in card
+
+
+def test_export_refuses_a_head_or_another_models_directory_before_training(tmp_path):
+    run = ["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "1",
+           "--trainer.default_root_dir", str(tmp_path / "runs")]
+    with pytest.raises(ValueError, match=r"holds a dependency head; the MDLM export would replace"):
+        main([*run, "--model.export_dir", str(ROOT / "models" / "tiny-tasks-head")])
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match=r"holds a 'bert' model"):
+        main([*run, "--model.export_dir", str(other)])
+
+
+def test_an_endless_fit_is_named_before_it_starts(tmp_path):
+    with pytest.raises(ValueError, match=r"bound it with `--trainer.max_steps` or `--trainer.max_epochs`"):
+        main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "-1", "--trainer.max_epochs", "-1",
+              "--model.export_dir", str(tmp_path / "m"), "--trainer.default_root_dir", str(tmp_path / "runs")])
+
+
+def test_val_loss_is_the_ratio_of_sums_over_the_val_set():
+    """Each batch's ratio was averaged with sequence-count weights: a batch of short answers
+    counted as much as one of long answers."""
+    dm = TaskMixtureDataModule(tasks=["sort", "sudoku4"], pool_size=40, items_per_epoch=32, batch_size=8, val_size=12)
+    module = _tiny_module(dm)
+    batches = list(dm.val_dataloader())
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    module.hparams.val_decode_items = 0
+    logged = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/loss"]
+    sums = [module.diffusion_terms(b, torch.Generator().manual_seed(i)) for i, b in enumerate(batches)]
+    expected = sum(float(w) for w, _ in sums) / sum(float(n) for _, n in sums)
+    assert len(batches) > 1 and logged == pytest.approx(expected, rel=1e-5)

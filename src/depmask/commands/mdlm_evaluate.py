@@ -141,6 +141,12 @@ def model_card(den, table: str, model: str, n: int, seed: int, device: str,
     # the card's command reproduces its table: name the tasks when they are not the default four
     task_flag = "" if list(tasks) == list(DEFAULT_TASKS) else f" --tasks '[{', '.join(tasks)}]'"
     params = sum(p.numel() for p in den.model.parameters())
+    if (Path(model) / "train_config.yaml").is_file():  # a fit of `mdlm fit` wrote its resolved config there
+        trained = ("Trained with `depmask mdlm fit`; every setting of that fit is in `train_config.yaml`\n"
+                   "beside the weights.")
+    else:  # the shipped model (its training notes follow the table)
+        trained = ("Trained with `depmask mdlm fit --config configs/mdlm/tiny-tasks.yaml` (seed 0; the file holds every\n"
+                   "setting).")
     return f"""# tiny-tasks: depmask's embedded masked diffusion LM
 
 A LLaDA-shaped bidirectional transformer (pre-norm, RoPE, SwiGLU, no causal mask) trained by depmask
@@ -149,8 +155,7 @@ with the masked-diffusion objective on four synthetic tasks with exact verifiers
 {cfg.hidden_size}, {cfg.num_attention_heads} heads, SwiGLU {cfg.intermediate_size}, vocabulary {cfg.vocab_size}.
 Fingerprint: `{den.fingerprint}`.
 
-Trained with `depmask mdlm fit --config configs/mdlm/tiny-tasks.yaml` (seed 0; the file holds every
-setting). Loads with `HFDenoiser.from_pretrained("{model}")` after `import depmask`, or with plain
+{trained} Loads with `HFDenoiser.from_pretrained("{model}")` after `import depmask`, or with plain
 transformers: `AutoModel.from_pretrained("{model}", trust_remote_code=True)`.
 
 ## Accuracy (held-out test split, {n} items per task, seed {seed}, temperature 0, {device})

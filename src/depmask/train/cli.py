@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from depmask.train.mdlm_data import TaskMixtureDataModule
 from depmask.train.mdlm_module import MDLMModule
@@ -81,6 +81,14 @@ class DepmaskCLI(LightningCLI):
                 if k in theirs and k not in self.RESUME_DATA_MAY_CHANGE and _plain(theirs[k]) != _plain(v)}
 
 
+class HandConfigToModule(SaveConfigCallback):
+    """Save the resolved config as LightningCLI does, and hand it to the module
+    (`train_config_text`), which writes it beside the weights it exports (`train_config.yaml`)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        pl_module.train_config_text = self.parser.dump(self.config, skip_none=False)
+
+
 def wandb_offline_by_default() -> None:
     if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
         os.environ["WANDB_MODE"] = "offline"
@@ -98,6 +106,7 @@ def mdlm_cli(args: Sequence[str] | None = None) -> LightningCLI:
         TaskMixtureDataModule,
         args=list(args) if args is not None else None,
         trainer_defaults={"logger": default_logger(name="tiny-mdlm"), "default_root_dir": "runs/mdlm"},
+        save_config_callback=HandConfigToModule,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "depmask mdlm"},  # its errors' tip: `depmask mdlm fit --help`
         seed_everything_default=0,

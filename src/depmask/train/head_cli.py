@@ -20,14 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningCLI
 
-from depmask.train.cli import DepmaskCLI, default_logger, wandb_offline_by_default
+from depmask.train.cli import (
+    DepmaskCLI,
+    HandConfigToModule,
+    default_logger,
+    wandb_offline_by_default,
+)
 from depmask.train.head_data import HeadDataModule
 from depmask.train.head_module import HeadModule
 
 
-class SaveConfigToRunDir(SaveConfigCallback):
+class SaveConfigToRunDir(HandConfigToModule):
     """Save the resolved config next to the checkpoints when a run starts, and hand it to the module,
     which writes it into the exported head's folder with the weights (`train_config.yaml`): written
     at the start, a killed or `validate` run left a config that did not describe the head beside it."""
@@ -39,7 +44,7 @@ class SaveConfigToRunDir(SaveConfigCallback):
             path = Path(trainer.checkpoint_callback.dirpath) / "config.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
-        pl_module.train_config_text = self.parser.dump(self.config, skip_none=False)
+        super().save_config(trainer, pl_module, stage)
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -135,6 +135,9 @@ class TaskMixtureDataModule(L.LightningDataModule):
         super().__init__()
         if not tasks:
             raise ValueError("`tasks` is empty: name at least one task")
+        repeated = sorted({t for t in tasks if list(tasks).count(t) > 1})
+        if repeated:  # it doubled the task's share of the mixture and repeated its items
+            raise ValueError(f"`tasks` ({list(tasks)}) names {repeated} more than once")
         for name, v in (("pool_size", pool_size), ("items_per_epoch", items_per_epoch),
                         ("val_size", val_size), ("batch_size", batch_size)):
             if v < 1:

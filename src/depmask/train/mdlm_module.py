@@ -9,25 +9,92 @@ divided by the batch's number of answer tokens. Per sequence this is LLaDA's bou
 it is a ratio of sums (consistent, not unbiased), which weighs every answer token alike, where
 LLaDA's SFT code divides each sequence by its own answer length first and so weighs a short
 answer's tokens more (here: an addition token 1/4, a sudoku4 token 1/16 of a sequence). The
-shipped model was trained with this weighting. Logs `train/loss`,
-`val/loss`, and, each validation, `val/acc/<task>`: exact-verifier accuracy of one-token-per-step
-decoding on a few test items. At the end of `fit` the model is exported with `save_tiny_mdlm`
-(weights, tokenizer, remote code) to `export_dir`. The network itself is plain torch
+shipped model was trained with this weighting. A training batch's t and masks come from a
+generator seeded by (data seed, epoch, batch, rank), so a resumed fit continues the noise of the
+uninterrupted one (the shipped model was trained with the global RNG's). Logs `train/loss`,
+`val/loss` (the same ratio of sums over the whole val set, with fixed masks), and, each validation,
+`val/acc/<task>`: exact-verifier accuracy of one-token-per-step decoding on a few test items. At
+the end of `fit` the model is exported with `save_tiny_mdlm` (weights, tokenizer, remote code) to
+`export_dir`, with the CLI's resolved config (`train_config.yaml`); the card files of a model it
+replaces (README.md, eval.json, TRAINING.md) move to `export_dir/previous/`. The network itself is plain torch
 (`depmask.models.tiny_mdlm`); this module only wires loss, metrics and the optimiser.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
+from depmask.data_gen.shards import write_atomic
 from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM, save_tiny_mdlm
 from depmask.paths import output_dir
+from depmask.stable_hash import stable_int
 from depmask.train.export_guard import skip_export_reason
+
+TRAIN_CONFIG = "train_config.yaml"
+PREVIOUS = "previous"
+# files beside a model's weights that describe that model: its card, table, training notes, config
+CARD_FILES = ("README.md", "eval.json", "TRAINING.md", TRAIN_CONFIG)
+
+
+def check_model_export_dir(directory: str | Path) -> None:
+    """Refuse (ValueError) an `export_dir` that holds something other than a tiny MDLM (a head, or
+    another model): the export replaces its `config.json` and weights. Checked before training."""
+    directory = output_dir("export_dir", directory)  # not a file, nor below one
+    config = directory / "config.json"
+    if not config.is_file():
+        return
+    try:
+        found = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        found = None
+    if not isinstance(found, dict) or found.get("model_type") != TinyMDLMConfig.model_type:
+        kind = (f"a {found['model_type']!r} model" if isinstance(found, dict) and "model_type" in found else
+                "a dependency head" if isinstance(found, dict) and "format_version" in found else
+                "a config.json that is not a model's")
+        raise ValueError(f"`export_dir` ({str(directory)!r}) holds {kind}; the MDLM export would replace its "
+                         "config.json and weights: give the model a directory of its own")
+
+
+def set_aside_previous_card(directory: Path) -> list[str]:
+    """Move the card files of the model an export replaces into `directory/previous/`: left in
+    place, its card, accuracy table and training notes described the new weights (and `mdlm
+    evaluate` copied the old notes into the new card). Returns the names moved."""
+    if not (directory / "config.json").is_file():
+        return []  # no model here before: the files, if any, are not a model's card
+    moved = []
+    for name in CARD_FILES:
+        if (directory / name).is_file():
+            (directory / PREVIOUS).mkdir(exist_ok=True)
+            os.replace(directory / name, directory / PREVIOUS / name)
+            moved.append(name)
+    return moved
+
+
+class RatioOfSums(Metric):
+    """sum(numerators) / sum(denominators) over an epoch's updates and every rank's (0 when the
+    denominators sum to 0)."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("numerator", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("denominator", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, numerator: torch.Tensor, denominator: torch.Tensor) -> None:
+        self.numerator += numerator.double().sum()
+        self.denominator += denominator.double().sum()
+
+    def compute(self) -> torch.Tensor:
+        return (self.numerator / self.denominator.clamp_min(1)).float()
 
 
 class MDLMModule(L.LightningModule):
@@ -84,9 +151,12 @@ class MDLMModule(L.LightningModule):
         if hidden_size % num_attention_heads:
             raise ValueError(f"`hidden_size` ({hidden_size}) must be a multiple of `num_attention_heads` "
                              f"({num_attention_heads})")
+        if isinstance(weight_decay, bool) or not weight_decay >= 0:
+            raise ValueError(f"`weight_decay` ({weight_decay!r}) must be >= 0 (a negative one grows the weights)")
         if export_dir is not None:
-            output_dir("export_dir", export_dir)  # a file there is named now, not after the training
+            check_model_export_dir(export_dir)  # a file or a head there is named now, not after the training
         self.save_hyperparameters()
+        self.val_loss = RatioOfSums()
         self.model: TinyMDLMForMaskedLM | None = None
         if vocab_size is not None:
             self._build(vocab_size, mask_token_id, pad_token_id, eos_token_id)
@@ -120,6 +190,12 @@ class MDLMModule(L.LightningModule):
 
     # -- objective ---------------------------------------------------------------------------
     def diffusion_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        weighted, tokens = self.diffusion_terms(batch, generator)
+        return weighted / tokens.clamp_min(1)
+
+    def diffusion_terms(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
+        """(the batch's 1/p-weighted cross-entropy sum, its number of answer tokens): the loss is
+        their ratio, and over several batches the ratio of their sums."""
         ids, am, ans = batch["input_ids"], batch["attention_mask"], batch["answer_mask"]  # [b, l]
         b = ids.shape[0]
         t = torch.rand(b, 1, device=ids.device, generator=generator)  # [b, 1]
@@ -128,19 +204,28 @@ class MDLMModule(L.LightningModule):
         noisy = torch.where(masked, self.model.config.mask_token_id, ids)
         logits = self.model(input_ids=noisy, attention_mask=am).logits  # [b, l, v]
         ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")  # [b, l]
-        weighted = (ce / p * masked).sum()
-        return weighted / ans.sum().clamp_min(1)
+        return (ce / p * masked).sum(), ans.sum()
 
     def training_step(self, batch, batch_idx):
-        loss = self.diffusion_loss(batch)
+        loss = self.diffusion_loss(batch, generator=self._noise(batch_idx, batch["input_ids"].device))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
+    def _noise(self, batch_idx: int, device: torch.device) -> torch.Generator:
+        """The generator of a training batch's t and masks: a function of (data seed, epoch, batch,
+        rank) alone, so a resumed fit draws the noise the uninterrupted one would (from the global
+        RNG, which checkpoints do not hold, a resume replayed the noise of the fit's first steps)."""
+        seed = getattr(self.trainer.datamodule, "seed", 0)
+        key = stable_int("mdlm-noise", seed, self.current_epoch, batch_idx, self.global_rank) % 2**63
+        return torch.Generator(device=device).manual_seed(key)
+
     def validation_step(self, batch, batch_idx):
         g = torch.Generator(device=batch["input_ids"].device).manual_seed(batch_idx)
-        loss = self.diffusion_loss(batch, generator=g)  # fixed masks: comparable across epochs
-        # reduced over ranks: under DDP each rank validates its own share of the val set
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        weighted, tokens = self.diffusion_terms(batch, generator=g)  # fixed masks: comparable across epochs
+        # the objective over the whole val set: a ratio of sums over batches (and, under DDP, over
+        # every rank's share), not a mean of per-batch ratios weighted by sequences
+        self.val_loss.update(weighted.detach(), tokens)
+        self.log("val/loss", self.val_loss, prog_bar=True, on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.hparams.val_decode_items < 1 or self.trainer.sanity_checking:
@@ -163,7 +248,11 @@ class MDLMModule(L.LightningModule):
                                 betas=(0.9, 0.98))
         # the fit's real length, whether `max_steps` or `max_epochs` bounds it (it assumed 10,000
         # steps whenever `max_steps` was unset); warm-up no longer than the fit
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("the learning-rate schedule decays over the whole fit: bound it with "
+                             "`--trainer.max_steps` or `--trainer.max_epochs` (both are -1, endless, here)")
+        total = max(int(total), 1)
         warm = min(self.hparams.warmup_steps, total)
 
         def schedule(step: int) -> float:
@@ -181,6 +270,12 @@ class MDLMModule(L.LightningModule):
             if reason is not None:
                 print(f"not exporting to {self.hparams.export_dir}: {reason}")
                 return
-            out = save_tiny_mdlm(self.model.cpu().float(), Path(self.hparams.export_dir).expanduser(),
-                                 self.trainer.datamodule.tokenizer)
+            directory = Path(self.hparams.export_dir).expanduser()
+            moved = set_aside_previous_card(directory)
+            out = save_tiny_mdlm(self.model.cpu().float(), directory, self.trainer.datamodule.tokenizer)
+            if getattr(self, "train_config_text", None):  # the CLI's resolved config, beside the weights it made
+                write_atomic(out / TRAIN_CONFIG, self.train_config_text.encode())
             print(f"exported the model to {out}")
+            if moved:
+                print(f"moved the replaced model's {', '.join(moved)} to {directory / PREVIOUS}/ (they describe "
+                      f"that model); `depmask mdlm evaluate --model {directory}` writes this one's card")
