@@ -243,7 +243,10 @@ def test_temporary_files_of_the_harvest_s_own_files_are_named_and_cleaned(tmp_pa
     dead, alive = tmp_path / ".tmp-harvest.yaml.999999999", tmp_path / f".tmp-manifest.json.{os.getpid()}"
     dead.write_text("partial")
     alive.write_text("being written")
+    users = tmp_path / ".tmp-my-notes.txt"  # a file of the user's with the same prefix: not ours
+    users.write_text("mine")
     problems = verify_harvest(tmp_path).problems
     assert any(dead.name in p and "temporary file of an interrupted write" in p for p in problems)
+    assert not any(users.name in p for p in problems)
     assert clean_stale_temporaries(tmp_path) == [dead.name]  # a live writer's file is kept
-    assert not dead.exists() and alive.exists()
+    assert not dead.exists() and alive.exists() and users.exists()

@@ -464,6 +464,8 @@ def test_numpy_and_path_knobs_stay_in_the_summary_rows(tmp_path):
     assert [r.get("base") for r in rows[:2]] == [2, 4] and type(rows[0]["base"]) is int
     assert rows[2]["threshold"] == 0.5 and type(rows[2]["threshold"]) is float
     assert len({run_key(r) for r in rows}) == 3
+    runs = json.loads((tmp_path / "a" / "runs.json").read_text())  # numbers, not "2" (default=str)
+    assert sorted(v["knobs"].get("base", 0) for v in runs.values()) == [0, 2, 4]
     from depmask.eval.runner import _plain
 
     assert _plain({"head": tmp_path / "h", "x": [1]}) == {"head": str(tmp_path / "h")}

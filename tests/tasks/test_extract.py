@@ -261,6 +261,13 @@ def test_math_equal_matrix_rows_and_latex_thousands(prediction, reference, equal
     ("1, 2, 2", "1, 1, 2", False),
     ("1, 2", "1, 2, 3", False),
     ("x^2+1", "x^2+2", False),
+    # mixed numbers (MATH-500 answers such as `137\frac{1}{2}`) are sums, not products
+    (r"\frac{275}{2}", r"137\frac{1}{2}", True),
+    ("137.5", r"137 \frac{1}{2}", True),
+    (r"\frac{137}{2}", r"137\frac{1}{2}", False),
+    (r"\frac{3}{5}", r"1\frac{3}{5}", False),
+    ("(10^{64})^{64}", r"\sqrt{2}", False),      # raised OverflowError
+    ("1" * 5000, "1", False),                   # raised ValueError (int of > 4300 digits)
 ])
 def test_math_equal_values_prefixes_and_elements(prediction, reference, equal):
     assert math_equal(prediction, reference) is equal

@@ -248,6 +248,13 @@ def test_export_sets_the_replaced_models_card_aside_and_writes_its_config(tmp_pa
     main(["mdlm", "evaluate", "--model", str(out), "--n", "2", "--tasks", "[sort]"])
     card = (out / "README.md").read_text()
     assert "every setting of that fit is in `train_config.yaml`" in card and "H100" not in card
+    # a second export: `previous/` holds the set of the model it replaces, not a mix of two models'
+    first_config = (out / "train_config.yaml").read_text()
+    main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "1", "--model.val_decode_items", "0",
+          "--model.export_dir", str(out), "--trainer.default_root_dir", str(tmp_path / "runs2")])
+    assert sorted(p.name for p in (out / "previous").iterdir()) == ["README.md", "eval.json", "train_config.yaml"]
+    assert (out / "previous" / "train_config.yaml").read_text() == first_config
+    assert (out / "previous" / "README.md").read_text() == card
 
 
 def test_export_refuses_a_head_or_another_models_directory_before_training(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ SHARDS = "shards"
 HARVEST_JSON = "harvest.json"
 MANIFEST_JSON = "manifest.json"
 TMP_PREFIX = ".tmp-"
+OWN_FILES = (HARVEST_JSON, "harvest.yaml", MANIFEST_JSON)  # written by `write_atomic` in the top folder
 
 
 @dataclass
@@ -176,12 +178,18 @@ def clean_stale_temporaries(out: Path) -> list[str]:
     rank 0 once the harvest is done (every rank wrote those files before its forwards), and a live
     writer's file (its pid still running here) is kept."""
     removed = []
-    for p in sorted(Path(out).glob(f"{TMP_PREFIX}*")):
-        pid = p.name.rsplit(".", 1)[-1]
-        if p.is_file() and not (pid.isdigit() and _running(int(pid))):
+    for p in own_temporaries(out):
+        if not _running(int(p.name.rsplit(".", 1)[-1])):
             p.unlink(missing_ok=True)
             removed.append(p.name)
     return removed
+
+
+def own_temporaries(out: Path) -> list[Path]:
+    """The temporary files `write_atomic` leaves in `out` for its own files (`.tmp-harvest.json.<pid>`
+    and the like); any other file there is the user's."""
+    pattern = re.compile(rf"{re.escape(TMP_PREFIX)}(?:{'|'.join(map(re.escape, OWN_FILES))})\.\d+")
+    return [p for p in sorted(Path(out).glob(f"{TMP_PREFIX}*")) if pattern.fullmatch(p.name) and p.is_file()]
 
 
 def _running(pid: int) -> bool:

@@ -24,6 +24,7 @@ from depmask.data_gen.shards import (
     SHARDS,
     TMP_PREFIX,
     file_sha256,
+    own_temporaries,
     read_sidecar,
     sidecar_name,
 )
@@ -84,7 +85,7 @@ def verify_harvest(directory: str | Path) -> Report:
     shard_dir = out / SHARDS
     files = sorted(shard_dir.iterdir()) if shard_dir.is_dir() else []
     sidecars = {p.name for p in files if p.suffix == ".json"}
-    for p in sorted(out.glob(f"{TMP_PREFIX}*")):
+    for p in own_temporaries(out):
         report.problems.append(f"{p.name}: temporary file of an interrupted write of {out.name}'s own files "
                                "(a finished run of the harvest removes it; or delete it)")
     for p in files:

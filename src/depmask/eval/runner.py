@@ -73,8 +73,8 @@ class PolicySweep:
                                  f"another preset's ({sorted(POLICIES)}), or its results would mix with that preset's")
             if self.label != self.name and self.name in ROLE_PRESETS:
                 raise ValueError(f"policy {self.name!r}: `label` ({self.label!r}) is not allowed on the reference, "
-                                 f"the oracle or today's decoders ({sorted(ROLE_PRESETS)}): the headline finds them "
-                                 "by name; put every value in one sweep of the preset instead")
+                                 f"the oracle or today's decoders ({sorted(ROLE_PRESETS)}): the headline and the reports "
+                                 "find them by name; put every value in one sweep of the preset instead")
 
     @property
     def shown(self) -> str:
@@ -230,13 +230,19 @@ def _plain(knobs: dict) -> dict:
     Python-built sweep, a `Path` head kept as text, not dropped: the row's run key needs them)."""
     out = {}
     for k, v in knobs.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        elif isinstance(v, os.PathLike):
-            v = os.fspath(v)
+        v = _plain_value(v)
         if isinstance(v, (int, float, str, bool)) or v is None:
             out[k] = v
     return out
+
+
+def _plain_value(v):
+    """A NumPy scalar as its Python value, a path as its text; anything else as it is."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
 
 
 def check_counts(n: int | None, batch_size: int) -> None:
@@ -372,7 +378,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                                 seed=seed, bar=bar, keep=items, label=sweep.label,
                                 compile_select=compile_select))
             index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": sweep.name, "label": sweep.shown,
-                                               "knobs": knobs, "gen_length": g, "block_length": blk,
+                                               "knobs": {k: _plain_value(v) for k, v in knobs.items()}, "gen_length": g, "block_length": blk,
                                                # the items its summary row is over (this draw, not every
                                                # item its results file holds from earlier draws)
                                                "items": len(examples), "items_sha256": draw_digest(examples)}

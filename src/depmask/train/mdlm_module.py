@@ -69,12 +69,13 @@ def set_aside_previous_card(directory: Path) -> list[str]:
     evaluate` copied the old notes into the new card). Returns the names moved."""
     if not (directory / "config.json").is_file():
         return []  # no model here before: the files, if any, are not a model's card
-    moved = []
-    for name in CARD_FILES:
-        if (directory / name).is_file():
-            (directory / PREVIOUS).mkdir(exist_ok=True)
+    moved = [name for name in CARD_FILES if (directory / name).is_file()]
+    if moved:  # one model's set: the files of the model before it go (its weights went earlier)
+        (directory / PREVIOUS).mkdir(exist_ok=True)
+        for name in CARD_FILES:
+            (directory / PREVIOUS / name).unlink(missing_ok=True)
+        for name in moved:
             os.replace(directory / name, directory / PREVIOUS / name)
-            moved.append(name)
     return moved
 
 

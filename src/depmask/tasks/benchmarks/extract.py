@@ -69,6 +69,8 @@ def normalize_number(text: str) -> str | None:
     """
     s = text.strip().replace("−", "-").replace("$", "").replace(",", "").replace(" ", "")
     s = s.rstrip(".%")
+    if len(s) > 1000:  # not an answer; and Python refuses int() of more than 4300 digits (a raise)
+        return None
     try:
         value = Decimal(s)
     except InvalidOperation:

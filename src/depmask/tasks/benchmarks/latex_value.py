@@ -7,9 +7,13 @@ braced `\frac{a}{b}` / `\sqrt{x}`) as arithmetic over numbers, `\frac`, `\sqrt` 
 irrational enters. Anything else (a variable, a function, `\infty`, a negative square root)
 gives None: such answers are compared as strings only.
 
-`values_equal` compares two values: rationals exactly; otherwise to a relative 1e-9 (a float
+`values_equal` compares two values: rationals exactly; otherwise to a relative 1e-12 (a float
 carries rounding), except that an irrational never equals an answer written with a decimal point
-(`1.414` is an approximation of `\sqrt{2}`, not it).
+or a rational with a denominator above 10^6 (`1.414` approximates `\sqrt{2}`; it is not it). An
+integer followed by a fraction of integers is a mixed number (`137\frac{1}{2}` is 137.5), as MATH
+writes them. Exact powers stay below 4096 bits (nested powers are refused, not computed). Without
+symbolic algebra, an irrational within a relative 1e-12 of a rational still equals it
+(`\sqrt{10^{20}+1}` and `10^{10}`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from fractions import Fraction
 
 _TOKEN = re.compile(r"\d+\.\d*|\.\d+|\d+|\\[a-zA-Z]+|[-+*/^(){}\[\]]|.")
 _MAX_EXPONENT = 64  # an exact power beyond this is not an answer anyone writes; refuse it
+_MAX_BITS = 4096  # nor an exact power whose numerator or denominator passes this size
+_MAX_DENOMINATOR = 10**6  # a rational equal to an irrational-looking value: a small denominator only
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,13 @@ def values_equal(a: LatexValue, b: LatexValue) -> bool:
         return a.value == b.value
     if (a.exact and a.decimal) or (b.exact and b.decimal):
         return False  # a decimal approximation of an irrational
-    return math.isclose(float(a.value), float(b.value), rel_tol=1e-9, abs_tol=1e-12)
+    exact = a.value if a.exact else b.value if b.exact else None
+    if exact is not None and exact.denominator > _MAX_DENOMINATOR:
+        return False  # `\frac{14142135623}{10^{10}}` approximates `\sqrt{2}`; it is not it
+    try:
+        return math.isclose(float(a.value), float(b.value), rel_tol=1e-12, abs_tol=1e-15)
+    except OverflowError:  # an exact value past the float range: not an irrational's
+        return False
 
 
 _STARTS_ATOM = ("(", "{", "\\frac", "\\sqrt", "\\pi")
@@ -104,7 +116,9 @@ class _Parser:
         return value
 
     def _term(self):
-        value = self._unary()
+        value = self._mixed_number()
+        if value is None:
+            value = self._unary()
         while True:
             tok = self._peek()
             if tok in ("*", "\\cdot", "\\times", "/", "\\div"):
@@ -115,6 +129,28 @@ class _Parser:
                 value = value * self._power()  # implicit product: 2\sqrt{2}, 3\pi, 2(1+x)
             else:
                 return value
+
+    def _mixed_number(self) -> Fraction | None:
+        r"""`137\frac{1}{2}` or `-1\frac12` at the start of a term: a mixed number (137 + 1/2, as
+        MATH writes them), not a product; None (nothing read) for anything else."""
+        t, i = self.tokens, self.pos
+        negative = i < len(t) and t[i] == "-"
+        j = i + negative
+        if not (j + 2 < len(t) and t[j].isdigit() and t[j + 1] == "\\frac"):
+            return None
+        k = j + 2
+        if t[k:k + 6:3] == ["{", "{"] and t[k + 2:k + 6:3] == ["}", "}"] and t[k + 1].isdigit() \
+                and t[k + 4].isdigit():
+            num, den, end = t[k + 1], t[k + 4], k + 6
+        elif len(t[k]) == 2 and t[k].isdigit():  # `\frac12`
+            num, den, end = t[k][0], t[k][1], k + 1
+        else:
+            return None
+        if int(den) == 0:
+            raise _Unreadable
+        self.pos = end
+        value = int(t[j]) + Fraction(int(num), int(den))
+        return -value if negative else value
 
     def _unary(self):
         if self._peek() in ("-", "+"):
@@ -174,6 +210,9 @@ def _power(base, exponent):
     if isinstance(exponent, Fraction) and exponent.denominator == 1:
         if abs(exponent) > _MAX_EXPONENT or (base == 0 and exponent < 0):
             raise _Unreadable
+        if isinstance(base, Fraction) and \
+                max(base.numerator.bit_length(), base.denominator.bit_length()) * abs(int(exponent)) > _MAX_BITS:
+            raise _Unreadable  # nested powers (`{{10^{64}}^{64}}^{64}`) would take minutes and gigabytes
         return base ** int(exponent)
     if isinstance(exponent, Fraction) and isinstance(base, Fraction) and base > 0 \
             and abs(exponent.numerator) <= _MAX_EXPONENT:
