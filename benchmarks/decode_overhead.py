@@ -22,15 +22,18 @@ import torch
 from bench_args import count, natural
 
 from depmask.decoding import build_policy, generate
+from depmask.decoding.loop import check_lengths
 from depmask.models import HFDenoiser
 from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM
+
+MAX_POSITIONS = 256  # the benchmark model's max_position_embeddings
 
 
 def build_model(seed: int) -> HFDenoiser:
     torch.manual_seed(seed)
     cfg = TinyMDLMConfig(
         vocab_size=64, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=704, max_position_embeddings=256, mask_token_id=63,
+        intermediate_size=704, max_position_embeddings=MAX_POSITIONS, mask_token_id=63,
         pad_token_id=62, eos_token_id=61,
     )
     return HFDenoiser(TinyMDLMForMaskedLM(cfg).eval())
@@ -71,6 +74,13 @@ def main() -> None:
         policy = build_policy(args.policy, **knobs)
     except ValueError as e:
         ap.error(str(e))
+    if args.prompt_length + args.gen_length > MAX_POSITIONS:
+        ap.error(f"--prompt_length ({args.prompt_length}) + --gen_length ({args.gen_length}) must be <= "
+                 f"{MAX_POSITIONS}, the benchmark model's longest sequence")
+    try:
+        check_lengths(args.gen_length, args.block_length, args.gen_length)
+    except ValueError as e:
+        ap.error(f"--block_length / --gen_length: {e}")
     if policy.needs_probe:  # its probe forwards run on copies of the canvas: no like-for-like bare arm
         ap.error(f"--policy {args.policy!r} probes with extra forwards of another shape; this benchmark times "
                  "the loop around plain forwards")
@@ -78,6 +88,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     den = build_model(args.seed)
+    try:  # a head policy: this random model has no trained head (selection_overhead.py times those)
+        if hasattr(policy, "bind"):
+            policy.bind(den)
+    except ValueError as e:
+        ap.error(f"--policy {args.policy!r}: {e}")
     params = sum(p.numel() for p in den.model.parameters())
     g = torch.Generator().manual_seed(args.seed)
     prompts = torch.randint(0, 60, (args.batch, args.prompt_length), generator=g).tolist()

@@ -5,7 +5,7 @@
 #   1. benchmarks/selection_overhead.py --simulate llada: `demask` and `clad` selection time over
 #      the forward of a random-weight LLaDA-8B-shaped model (d 4096, canvas 512, block 32, batch
 #      8, bf16), eager — issue 6's target is <= 0.05; first, as the measurement the run is for.
-#      3 repeats of 4 steps: ~130 forwards of ~62 TFLOP each.
+#      3 repeats of 4 steps: ~170 forwards of ~62 TFLOP each.
 #   2. tests/test_devices.py on CUDA: every preset decodes the embedded model as on the CPU
 #      (float32), every scorer works in bfloat16, selection compiled ahead of time for CUDA.
 #   3. step 1 compiled ahead of time.

@@ -213,7 +213,13 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/bench/head_tradeoff.json")
     ap.add_argument("--plot", default=None, help="write the figure here (PNG)")
     args = ap.parse_args()
-    check_tolerance(args.window)  # ValueError naming it, before anything loads
+    try:
+        check_tolerance(args.window)
+    except ValueError as e:
+        ap.error(f"--window: {e}")
+    for label, directory, _ in args.point:  # before the model loads
+        if not (Path(directory) / "summary.json").is_file():
+            ap.error(f"--point {label}: `{directory}` has no summary.json (an `eval decode` output directory)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.reference:

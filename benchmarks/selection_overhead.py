@@ -69,9 +69,12 @@ from depmask.decoding import Policy, StepState, build_policy, compiled_select, g
 from depmask.decoding.clusters import candidate_positions
 from depmask.decoding.loop import step_state
 from depmask.models import HFDenoiser
+from depmask.models.hf_denoiser import check_device
 from depmask.predictor import DependencyHead
+from depmask.tasks import get_task
 
 TARGET = 0.05
+SIM_TOKENS = 64  # the simulated states' candidates are drawn among the first token ids
 
 
 class Recorder(Policy):
@@ -158,6 +161,8 @@ def decode_overhead(den, policy: Policy, prompts, gen_length: int, commits: list
 
     def timed_decode():
         timing.seconds.clear()
+        if compile_select is not None:  # what `generate(compile_select=...)` pays on every call: the
+            timing.fn = compiled_select(policy, compile_select)  # check that the policy is unchanged
         generate(den, prompts, timing, gen_length=gen_length, pad_id=pad_id)
         per_decode.append(sum(timing.seconds))
 
@@ -172,9 +177,10 @@ def decode_overhead(den, policy: Policy, prompts, gen_length: int, commits: list
     added = seconds.get("plain", seconds["policy"])
     diffs = torch.tensor(added, dtype=torch.float64) - torch.tensor(seconds["replay"], dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
-    draws = diffs[torch.randint(len(diffs), (1000, len(diffs)), generator=g)].median(dim=1).values
+    # quantile(0.5), not `median`: torch's median of an even count is the lower middle value
+    draws = diffs[torch.randint(len(diffs), (1000, len(diffs)), generator=g)].quantile(0.5, dim=1)
     lo, hi = torch.quantile(draws, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return {"added": 1e3 * diffs.median().item() / n, "added_lo": 1e3 * lo / n, "added_hi": 1e3 * hi / n,
+    return {"added": 1e3 * diffs.quantile(0.5).item() / n, "added_lo": 1e3 * lo / n, "added_hi": 1e3 * hi / n,
             "step": 1e3 * statistics.median(seconds["replay"]) / n,
             "select": 1e3 * statistics.median(per_decode[1:]) / n}  # [1:]: the warm-up decode
 
@@ -294,8 +300,6 @@ def summary_row(policy: Policy, mean: dict, steps: int, extra: dict) -> dict:
 
 
 def embedded(args) -> list[dict]:
-    from depmask.tasks import get_task
-
     den = HFDenoiser.from_pretrained(args.model, device=args.device)
     task = get_task(args.task)
     examples = task.examples("test", args.batch, seed=args.seed)
@@ -330,7 +334,7 @@ def simulated_states(args, device, n: int) -> list[StepState]:
         mask = torch.zeros(b, l, dtype=torch.bool)
         mask[:, s : s + c] = torch.rand(b, c, generator=g) < 1.0 - i / (n + 1)  # blocks empty over steps
         mask[:, s] = True
-        probs = torch.rand(b, l, 64, generator=g).pow(6).softmax(-1)  # peaked: a mix of confidences
+        probs = torch.rand(b, l, SIM_TOKENS, generator=g).pow(6).softmax(-1)  # peaked: a mix of confidences
         conf, x0 = probs.max(-1)
         attn = (torch.randn(b, l, l, generator=g) * 2).softmax(-1)
         states.append(StepState(
@@ -449,6 +453,14 @@ def main() -> None:
         ap.error(f"--tau ({args.tau}) must lie in [0, 1] (CLAD's confidence threshold)")
     if not args.epsilon >= 0:
         ap.error(f"--epsilon ({args.epsilon}) must be >= 0 (DEMASK's budget)")
+    if args.sim_vocab < SIM_TOKENS:
+        ap.error(f"--sim_vocab ({args.sim_vocab}) must be >= {SIM_TOKENS}: the simulated states draw token ids below it")
+    try:
+        get_task(args.task)
+        if args.device is not None:
+            check_device(args.device)
+    except ValueError as e:
+        ap.error(f"--task / --device: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.simulate is None and args.device is None:

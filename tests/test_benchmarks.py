@@ -331,3 +331,22 @@ def test_runs_json_records_the_draw_each_summary_row_is_over(tmp_path):
              "--policies", "[{name: low_confidence}]", "--output", str(tmp_path / "ev")])
     entry = next(iter(json.loads((tmp_path / "ev" / "runs.json").read_text()).values()))
     assert entry["items"] == 2 and len(entry["items_sha256"]) == 64
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("decode_overhead.py", ["--gen_length", "16", "--block_length", "5"], "--block_length / --gen_length: `block_length` (5)"),
+    ("decode_overhead.py", ["--prompt_length", "300", "--gen_length", "16", "--block_length", "16"],
+     "--prompt_length (300) + --gen_length (16) must be <= 256"),
+    ("decode_overhead.py", ["--policy", "demask", "--gen_length", "16", "--block_length", "16"],
+     "--policy 'demask': the head scorer needs a trained DependencyHead"),
+    ("selection_overhead.py", ["--simulate", "llada", "--sim_vocab", "63"], "--sim_vocab (63) must be >= 64"),
+    ("selection_overhead.py", ["--task", "bogus"], "--task / --device: unknown task `name` ('bogus')"),
+    ("head_tradeoff.py", ["--point", "a", "/nonexistent", "demask"], "--point a: `/nonexistent` has no summary.json"),
+    ("head_tradeoff.py", ["--point", "a", "/tmp", "demask", "--window", "2"], "--window: accuracy window"),
+])
+def test_benchmark_arguments_are_named_before_work(script, args, message, tmp_path):
+    """These ended in raw tracebacks (some after the model had loaded), naming no flag."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(tmp_path / "o.json")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

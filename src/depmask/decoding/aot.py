@@ -108,7 +108,7 @@ def _policy_stamp(policy: Policy) -> tuple:
     digest = hashlib.sha256()
     for t in (t for m in modules for t in (*m.parameters(), *m.buffers())):
         digest.update(f"{t.dtype} {t.device} {tuple(t.shape)}|".encode())
-        digest.update(t.detach().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+        digest.update(memoryview(t.detach().reshape(-1).view(torch.uint8).cpu().numpy()))  # no copy on CPU
     return (tuple(knobs), tuple(sub.training for top in modules for sub in top.modules()), digest.hexdigest())
 
 
