@@ -257,3 +257,40 @@ def test_numpy_numbers_are_numbers():
     assert get_task("sort", n=np.int64(6)).n == 6 and type(get_task("sort", n=np.int64(6)).n) is int
     assert get_task("sudoku4", min_givens=np.int32(5)).min_givens == 5
     assert get_task("addition", test_fraction=np.float32(0.25)).test_fraction == np.float32(0.25)
+
+
+def test_task_kwargs_may_not_move_instances_between_the_splits():
+    """`test_fraction` from `task_kwargs` moved training instances of the embedded model into the
+    test split (812 of 1000 test items at 0.5) with no warning."""
+    from depmask.tasks.adapter import TaskAdapter
+
+    with pytest.raises(ValueError, match=r"task 'sudoku4': `test_fraction` \(0.5\) in `task_kwargs` would move"):
+        TaskAdapter.build("sudoku4", test_fraction=0.5)
+    assert TaskAdapter.build("sudoku4", test_fraction=0.1).task.test_fraction == 0.1  # the default: the same task
+    assert get_task("sudoku4", test_fraction=0.5).test_fraction == 0.5  # the library's own use stays open
+
+
+def test_a_gen_length_shorter_than_a_generated_answer_is_refused():
+    """`--gen_length 8` on sudoku4 (16-token answers) decoded and graded every item wrong."""
+    from depmask.data_gen import HarvestConfig
+    from depmask.data_gen.prompts import item_lengths
+    from depmask.eval.runner import check_tasks
+    from depmask.tasks.adapter import TaskAdapter
+
+    with pytest.raises(ValueError, match=r"task 'sudoku4': `gen_length` \(8\) is shorter than its answer \(16 tokens\)"):
+        check_tasks(["sudoku4"], None, gen_length=8, block_length=8)
+    check_tasks(["sudoku4"], None, gen_length=32, block_length=16)  # longer: the answer, then EOS / padding
+    cfg = HarvestConfig(model="m", output="o", tasks=["sudoku4"], gen_length=12, block_length=4)
+    with pytest.raises(ValueError, match=r"`gen_length` \(12\) is shorter than its answer"):
+        item_lengths(cfg, TaskAdapter.build("sudoku4"))
+
+
+def test_the_draw_digest_tells_draws_under_other_task_arguments_apart():
+    """Ids are `task:split:seed:index` whatever the arguments: the digest (ids only) called draws
+    of other instances the same items, and `head_tradeoff` passed them."""
+    from depmask.eval.runner import draw_digest
+
+    a = get_task("sudoku4").examples("test", 20, seed=0)
+    b = get_task("sudoku4", min_givens=8).examples("test", 20, seed=0)
+    assert [e.id for e in a] == [e.id for e in b] and draw_digest(a) != draw_digest(b)
+    assert draw_digest(a) == draw_digest(list(reversed(a)))

@@ -282,6 +282,7 @@ def task_lengths(adapter: TaskAdapter, gen_length: int | None, block_length: int
     also under another gen_length), checked (ValueError naming the task)."""
     g = gen_length or adapter.gen_length
     blk = block_length or adapter.block_length
+    adapter.check_gen_length(g)
     try:
         check_lengths(g, blk, steps or g)
     except ValueError as err:
@@ -313,8 +314,11 @@ def check_tasks(tasks: list[str], task_kwargs: dict[str, dict] | None, gen_lengt
 
 
 def draw_digest(examples) -> str:
-    """sha256 of a draw's sorted item ids: two runs with the same digest were scored on the same items."""
-    return hashlib.sha256("\n".join(sorted(ex.id for ex in examples)).encode()).hexdigest()
+    """sha256 of a draw's items — each one's id, prompt and answer, sorted by id: two runs with the
+    same digest were scored on the same items (ids alone are `task:split:seed:index`, the same for
+    a draw under other task arguments)."""
+    rows = sorted(json.dumps([ex.id, ex.prompt, ex.answer]) for ex in examples)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def check_seed(name: str, value) -> None:

@@ -28,10 +28,26 @@ class TaskAdapter:
     @classmethod
     def build(cls, name: str, **kwargs) -> TaskAdapter:
         if name in TASKS:
+            default = task_arguments(TASKS[name], {}).get("test_fraction")
+            if "test_fraction" in kwargs and kwargs["test_fraction"] != default:
+                # the split is a hash of each instance against this fraction, and models (the
+                # embedded one, `mdlm fit`) are trained on the default's train split: another
+                # value would put their training instances into the test split
+                raise ValueError(f"task {name!r}: `test_fraction` ({kwargs['test_fraction']!r}) in `task_kwargs` "
+                                 f"would move instances between the splits; models are trained on the train "
+                                 f"split of the default ({default}), so leave it unset")
             return cls(name, get_task(name, **kwargs), True, task_arguments(TASKS[name], kwargs))
         if name in BENCHMARKS:
             return cls(name, get_benchmark(name, **kwargs), False, task_arguments(BENCHMARKS[name], kwargs))
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS) + sorted(BENCHMARKS)}")
+
+    def check_gen_length(self, gen_length: int) -> None:
+        """Refuse a `gen_length` shorter than a generated task's answer: every item would be graded
+        wrong (the answer has exactly `answer_length` tokens)."""
+        if self.synthetic and gen_length < self.task.answer_length:
+            raise ValueError(f"task {self.name!r}: `gen_length` ({gen_length}) is shorter than its answer "
+                             f"({self.task.answer_length} tokens), so no completion could be right; give at least "
+                             f"{self.task.answer_length}, or leave it unset (the answer's length)")
 
     @property
     def gen_length(self) -> int:
