@@ -271,7 +271,12 @@ def test_bad_head_configs_are_named(tmp_path):
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"lr": -1.0}, r"`lr` \(-1.0\) must be > 0"),
                                                  ({"warmup_steps": -5}, r"`warmup_steps` \(-5\) must be >= 0"),
-                                                 ({"precision_k": 0}, r"`precision_k` \(0\) must be >= 1")])
+                                                 ({"precision_k": 0}, r"`precision_k` \(0\) must be >= 1"),
+                                                 # NaN passed `value < 0` and made every loss NaN
+                                                 ({"tv_weight": float("nan")}, r"`tv_weight` \(nan\) must be a finite"),
+                                                 ({"prefix_weight": float("inf")}, r"`prefix_weight` \(inf\) must be a finite"),
+                                                 ({"weight_decay": float("nan")}, r"`weight_decay` \(nan\) must be a finite"),
+                                                 ({"weight_decay": -0.1}, r"`weight_decay` \(-0.1\) must be a finite number >= 0")])
 def test_bad_optimiser_settings_are_named(kwargs, message):
     from depmask.train.head_module import HeadModule
 
@@ -366,3 +371,31 @@ def test_a_new_fit_is_refused_a_directory_holding_another_runs_checkpoints(harve
     main(["train", "validate", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest),  # reading it is fine
           "--model.export_dir", str(tmp_path / "head"), "--checkpoint.dirpath", str(tmp_path / "run"),
           "--trainer.logger", "false", "--ckpt_path", str(tmp_path / "run" / "last.ckpt")])
+
+
+def test_a_train_state_cap_takes_whole_examples_of_every_task(harvest):
+    """The first N states in table order dropped whole tasks (a harvest is stored task by task)
+    and cut the last example part-way."""
+    full = HeadDataModule(str(harvest), val_fraction=0.3)
+    capped = HeadDataModule(str(harvest), val_fraction=0.3, max_train_states=len(full.train_idx) // 2)
+    ids = full.data["example_id"]
+    tasks = [e.split(":")[0] for e in ids]
+    assert {tasks[i] for i in capped.train_idx} == {tasks[i] for i in full.train_idx} == {"sudoku4", "permutation"}
+    assert len(capped.train_idx) <= len(full.train_idx) // 2 and set(capped.train_idx) <= set(full.train_idx)
+    per_example = {e: sum(ids[i] == e for i in full.train_idx) for e in capped.train_examples}
+    assert all(sum(ids[i] == e for i in capped.train_idx) == n for e, n in per_example.items())  # whole examples
+    again = HeadDataModule(str(harvest), val_fraction=0.3, max_train_states=len(full.train_idx) // 2)
+    assert again.train_idx == capped.train_idx  # seeded
+
+
+def test_an_undefined_metric_is_null_in_the_manifest_not_a_failed_export(harvest, tmp_path):
+    """`precision_k` above every state's pair count made `val/precision_at_k` NaN, and the export
+    failed after the whole fit (JSON has no NaN)."""
+    fit(harvest, tmp_path, "--trainer.max_epochs", "1", "--trainer.logger", "false", "--model.precision_k", "100000")
+    head = DependencyHead.from_pretrained(tmp_path / "head")
+    assert head.training_manifest["metrics"]["val/precision_at_k"] is None
+
+
+def test_an_endless_fit_is_named_before_it_starts(harvest, tmp_path):
+    with pytest.raises(ValueError, match=r"bound it with `--trainer.max_steps` or `--trainer.max_epochs`"):
+        fit(harvest, tmp_path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1", "--trainer.logger", "false")

@@ -82,6 +82,26 @@ def collate_states(rows: list[dict]) -> dict[str, torch.Tensor]:
             "tv": tv, "attention": att, "state": state}
 
 
+def _capped(rows: list[int], ids: list[str], cap: int | None, seed: int) -> list[int]:
+    """The rows of whole examples, taken in an order seeded by `seed` until `cap` rows would be
+    passed (the first `cap` rows in table order dropped whole tasks: a harvest is stored task by
+    task); the rows keep their table order. At least one example, cut to `cap` if it is longer."""
+    if cap is None or cap >= len(rows):
+        return rows
+    by_example: dict[str, list[int]] = {}
+    for i in rows:
+        by_example.setdefault(ids[i], []).append(i)
+    order = sorted(by_example, key=lambda e: stable_int("max_train_states", seed, e))
+    kept: list[int] = []
+    for e in order:
+        if kept and len(kept) + len(by_example[e]) > cap:
+            continue
+        kept += by_example[e][:cap]
+        if len(kept) >= cap:
+            break
+    return sorted(kept)
+
+
 class HeadDataModule(L.LightningDataModule):
     def __init__(self, harvest: str, val_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0,
                  split_seed: int = 0, max_train_states: int | None = None):
@@ -93,7 +113,8 @@ class HeadDataModule(L.LightningDataModule):
             batch_size: states per batch.
             num_workers: DataLoader workers.
             split_seed: seeds the example-level split.
-            max_train_states: use at most this many training states (None: all).
+            max_train_states: use at most this many training states (None: all): whole examples,
+                drawn in a seeded order (`split_seed`) over every task, until the next would pass it.
         """
         super().__init__()
         if not 0 < val_fraction < 1:
@@ -112,7 +133,7 @@ class HeadDataModule(L.LightningDataModule):
         data = load_harvest(harvest).select_columns(COLUMNS)
         ids = column_values(data, "example_id")
         val_mask = np.array([in_val(e, val_fraction, split_seed) for e in ids])
-        self.train_idx = np.flatnonzero(~val_mask).tolist()[: max_train_states]
+        self.train_idx = _capped(np.flatnonzero(~val_mask).tolist(), ids, max_train_states, split_seed)
         self.val_idx = np.flatnonzero(val_mask).tolist()
         if not self.train_idx or not self.val_idx:
             raise HarvestError(

@@ -30,6 +30,7 @@ score included), and logged to wandb as an artifact when the logger is wandb.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -122,13 +123,14 @@ class HeadModule(L.LightningModule):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"`loss` ({loss!r}) must be one of {LOSSES}")
-        for knob, value in (("prefix_weight", prefix_weight), ("tv_weight", tv_weight)):
-            if value < 0:
-                raise ValueError(f"`{knob}` ({value}) must be >= 0")
+        for knob, value in (("prefix_weight", prefix_weight), ("tv_weight", tv_weight),
+                            ("weight_decay", weight_decay)):
+            if not (value >= 0 and math.isfinite(value)):  # NaN fails both; it made every loss NaN
+                raise ValueError(f"`{knob}` ({value}) must be a finite number >= 0")
         if not lr > 0:
             raise ValueError(f"`lr` ({lr}) must be > 0")
-        if weight_decay < 0 or warmup_steps < 0:
-            raise ValueError(f"`weight_decay` ({weight_decay}) and `warmup_steps` ({warmup_steps}) must be >= 0")
+        if warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` ({warmup_steps}) must be >= 0")
         if not 0.0 <= state_balance <= 1.0:
             raise ValueError(f"`state_balance` ({state_balance}) must lie in [0, 1]")
         if not 0.0 <= teacher_weight <= 1.0:
@@ -289,7 +291,12 @@ class HeadModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):  # `max_epochs -1` with no `max_steps`: an OverflowError before
+            raise ValueError("the learning-rate schedule decays over the whole fit: bound it with "
+                             "`--trainer.max_steps` or `--trainer.max_epochs` (both are -1, endless, here; "
+                             "early stopping may still end it sooner)")
+        total = max(int(total), 1)
         warm = min(self.hparams.warmup_steps, total)
 
         def schedule(step: int) -> float:
@@ -318,9 +325,14 @@ class HeadModule(L.LightningModule):
             callback = self.trainer.checkpoint_callback
             score = callback.best_model_score
             best = {"checkpoint": ckpt, "monitor": callback.monitor,
-                    "best_score": None if score is None else float(score)}
+                    "best_score": None if score is None or not math.isfinite(float(score)) else float(score)}
         last = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         metrics = self._val_history.get(step)
+        # an undefined metric (NaN: no state with `precision_k` pairs, constant predictions) is null
+        # in the manifest: JSON has no NaN, and the export failed after the whole fit
+        last = {k: v if math.isfinite(v) else None for k, v in last.items()}
+        if metrics is not None:
+            metrics = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in metrics.items()}
         manifest = {**(self.hparams.training_manifest or {}), **best,
                     # the exported weights' own validation (the last epoch's where it is unknown)
                     "metrics": metrics if metrics is not None else last,
