@@ -343,6 +343,7 @@ def simulated_states(args, device, n: int) -> list[StepState]:
             margin=torch.zeros(b, l, dtype=torch.float64, device=device), step=i, steps_per_block=c, block=0,
             block_start=s, block_end=s + c, block_masked=mask.sum(1).to(device),
             hidden=torch.randn(b, l, d, generator=g, dtype=torch.bfloat16).to(device), attention=attn.to(device),
+            raw_confidence=conf.double().to(device),  # its own tensor, as the loop's states have
         ))
     return states
 

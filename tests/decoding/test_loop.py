@@ -263,8 +263,14 @@ def test_a_knob_of_the_wrong_type_is_named(name, knobs, message):
     ({"prompts": [[4.7, 5.2]]}, TypeError, r"prompt 0 holds torch.float32 values; token ids are ints"),
     ({"temperature": float("nan")}, ValueError, r"`temperature` \(nan\) must be a finite number >= 0"),
     ({"temperature": float("inf")}, ValueError, r"`temperature` \(inf\) must be a finite number"),
-    ({"pad_id": 999}, ValueError, r"`pad_id` \(999\) must be a token id in \[0, 13\)"),
+    ({"pad_id": 999}, ValueError, r"`pad_id` \(999\) must be a token id \(an int\) in \[0, 13\)"),
     ({"gen_length": 16.0}, TypeError, r"`gen_length` \(16.0\) must be an int"),
+    # a raw TypeError from a comparison, True decoded as T = 1, "no" read as true
+    ({"temperature": None}, ValueError, r"`temperature` \(None\) must be a finite number >= 0"),
+    ({"temperature": "0.5"}, ValueError, r"`temperature` \('0.5'\) must be a finite number >= 0"),
+    ({"temperature": True}, ValueError, r"`temperature` \(True\) must be a finite number >= 0"),
+    ({"stop_at_eos": "no"}, TypeError, r"`stop_at_eos` \('no'\) must be True or False"),
+    ({"logits_eos_inf": 1}, TypeError, r"`logits_eos_inf` \(1\) must be True or False"),
 ])
 def test_bad_generate_arguments_are_named(mock_denoiser, kwargs, error, message):
     """These used to decode silently (a flat list as one-token prompts, floats truncated, NaN
@@ -272,6 +278,14 @@ def test_bad_generate_arguments_are_named(mock_denoiser, kwargs, error, message)
     kwargs = {"prompts": [[1, 2]], "gen_length": 8, **kwargs}
     with pytest.raises(error, match=message):
         generate(mock_denoiser, kwargs.pop("prompts"), build_policy("low_confidence"), **kwargs)
+
+
+def test_a_numpy_pad_id_is_a_token_id(mock_denoiser):
+    import numpy as np
+
+    a = generate(mock_denoiser, [[1, 2]], build_policy("low_confidence"), gen_length=8, pad_id=np.int64(0))
+    b = generate(mock_denoiser, [[1, 2]], build_policy("low_confidence"), gen_length=8, pad_id=0)
+    assert torch.equal(a.tokens, b.tokens)
 
 
 def test_prompts_of_the_wrong_shape_or_kind_are_named(mock_denoiser):

@@ -525,3 +525,25 @@ def test_a_head_moved_by_a_decode_can_still_be_trained():
     assert param.device == torch.device("meta") and not param.is_inference()
     loss = sum(p.sum() for p in head.parameters())
     loss.backward()  # trains (raised: inference tensors cannot be saved for backward)
+
+
+def test_the_head_reads_the_models_confidence_under_the_eos_ranking_option():
+    """`confidence_eos_eot_inf` zeroes EOS candidates' confidence so that confidence rules commit
+    them last; the head read that zero as a feature it was never trained on (mean score of pairs
+    touching an EOS 0.022 -> 0.066 with the shipped head)."""
+    from depmask.decoding.loop import step_state
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    scorer = HeadScorer(head=str(EMBEDDED.parent / "tiny-tasks-head"))
+    scorer.bind(den)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(4, den.vocab_size, (3, 24), generator=g)
+    x[:, 8:] = den.mask_id
+    out = den(x, need_hidden=True)
+    in_block = torch.ones(3, 16, dtype=torch.bool)
+    plain = step_state(out, x, in_block, 8, 24, mask_id=den.mask_id)
+    eos = torch.tensor([int(plain.x0[0, 8])])  # a candidate id as "EOS": its confidence is zeroed
+    option = step_state(out, x, in_block, 8, 24, mask_id=den.mask_id, eos=eos, confidence_eos_eot_inf=True)
+    assert (option.confidence != plain.confidence).any()  # the ranking rule applies ...
+    assert torch.equal(option.raw_confidence, plain.confidence)
+    assert torch.equal(scorer.score_block(option), scorer.score_block(plain))  # ... the head's input does not change

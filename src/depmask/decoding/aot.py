@@ -195,7 +195,9 @@ class AotSelect:
         if missing:
             raise ValueError(f"policy {self.policy.name!r} reads state fields {missing}, which this step "
                              "does not have (the loop provides them when the policy's needs_* say so)")
-        return tensors
+        # one tensor given for two fields (`raw_confidence` left unset is `confidence`): a copy,
+        # so that no two inputs of a library alias
+        return tuple(t.clone() if any(t is u for u in tensors[:i]) else t for i, t in enumerate(tensors))
 
     def _compile(self, tensors: tuple[torch.Tensor, ...], knobs: tuple[torch.Tensor, ...], geometry: tuple):
         tail_start, tail_end, dynamic_canvas, _ = geometry  # `__call__`'s key

@@ -167,8 +167,13 @@ def generate(
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"`{name}` ({value!r}) must be an int")
     num_blocks = check_lengths(gen_length, block_length, steps)
-    if not temperature >= 0 or temperature == float("inf"):  # NaN fails the comparison
-        raise ValueError(f"`temperature` ({temperature}) must be a finite number >= 0")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature >= 0 \
+            or temperature == float("inf"):  # NaN fails the comparison; True is not 1.0
+        raise ValueError(f"`temperature` ({temperature!r}) must be a finite number >= 0")
+    for name, value in (("logits_eos_inf", logits_eos_inf), ("confidence_eos_eot_inf", confidence_eos_eot_inf),
+                        ("stop_at_eos", stop_at_eos)):
+        if not isinstance(value, bool):  # "no" read as true
+            raise TypeError(f"`{name}` ({value!r}) must be True or False")
     if not isinstance(policy, Policy):
         raise TypeError(f"`policy` must be a depmask Policy, got {type(policy).__name__}")
     if hasattr(policy, "bind"):  # e.g. a learned scorer refuses a model it was not trained for
@@ -189,8 +194,11 @@ def generate(
     if pad_id is None:
         pad_id = eos_ids[0] if eos_ids else 0
     vocab = getattr(denoiser, "vocab_size", None)
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0 or (vocab is not None and pad_id >= vocab):
-        raise ValueError(f"`pad_id` ({pad_id!r}) must be a token id in [0, {vocab if vocab is not None else 'vocab'})")
+    if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral) or pad_id < 0 or \
+            (vocab is not None and pad_id >= vocab):
+        raise ValueError(f"`pad_id` ({pad_id!r}) must be a token id (an int) in "
+                         f"[0, {vocab if vocab is not None else 'vocab'})")
+    pad_id = int(pad_id)  # a NumPy integer too
     steps_per_block = steps // num_blocks
 
     tokens, attn, width = build_canvas(
@@ -301,13 +309,12 @@ def step_state(
     if logits_eos_inf:  # out of place: the oracle's baseline reads `out.logits` unbanned, as its probes are
         logits = logits.index_fill(-1, eos, float("-inf"))
     x0_blk = gumbel_argmax(logits, temperature, generator, forbid=mask_id)  # [b, c]
-    conf, ent, margin = token_statistics(logits, x0_blk)
-    if confidence_eos_eot_inf:
-        conf = conf.masked_fill(torch.isin(x0_blk, eos), 0.0)
-    return _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator)
+    raw, ent, margin = token_statistics(logits, x0_blk)
+    conf = raw.masked_fill(torch.isin(x0_blk, eos), 0.0) if confidence_eos_eot_inf else raw
+    return _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator, raw)
 
 
-def _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator) -> StepState:
+def _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator, raw) -> StepState:
     """Lift block-column statistics onto the full canvas (zeros outside the block)."""
     b, l = x.shape
     mask = torch.zeros(b, l, dtype=torch.bool, device=x.device)
@@ -336,6 +343,7 @@ def _state(x, in_block, x0_blk, conf, ent, margin, s, e, out, generator) -> Step
         hidden=out.hidden,
         attention=out.attention,
         generator=generator,
+        raw_confidence=full(raw),  # its own tensor, also without the EOS option (one input per field)
     )
 
 

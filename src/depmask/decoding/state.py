@@ -44,6 +44,13 @@ class StepState:
     keys: torch.Tensor | None = None  # [b] long: canvas positions the row's forward attends over
     # (its length without left padding; the loop sets it; None: the whole canvas)
     probe: Probe | None = None  # extra counted forwards, only for policies with `needs_probe`
+    raw_confidence: torch.Tensor | None = None  # [b, l] float64: the confidence before the loop's
+    # `confidence_eos_eot_inf` zeroed EOS candidates' (a ranking rule): what a learned scorer reads
+    # as a feature, as it was trained on. Left unset, it is `confidence`.
+
+    def __post_init__(self) -> None:
+        if self.raw_confidence is None:
+            self.raw_confidence = self.confidence
 
     @property
     def num_masked(self) -> torch.Tensor:

@@ -39,7 +39,7 @@ def load_head(head: str | PathLike | Any | None) -> Any | None:
 class HeadScorer(Scorer):
     name = "head"
     needs_hidden = True
-    state_fields = ("hidden", "confidence", "entropy")
+    state_fields = ("hidden", "raw_confidence", "entropy")
 
     def __init__(self, head: str | PathLike | Any | None = None):
         self.head = load_head(head)
@@ -75,7 +75,10 @@ class HeadScorer(Scorer):
         s, e = state.block_start, state.block_end
         valid = state.mask[:, s:e]  # [b, c]: masked columns are the head's slots, the rest padding
         positions = cached_arange(s, e, valid.device).expand_as(valid)  # [b, c]
-        args = (state.hidden[:, s:e], positions, valid, state.confidence[:, s:e], state.entropy[:, s:e])
+        # the model's own confidence, as in training (`confidence_eos_eot_inf` zeroes EOS candidates'
+        # in `confidence`, a ranking rule: fed to the head it moved every pair touching an EOS)
+        conf = state.raw_confidence if state.raw_confidence is not None else state.confidence
+        args = (state.hidden[:, s:e], positions, valid, conf[:, s:e], state.entropy[:, s:e])
         if self.needs_attention:
             if state.attention is None:
                 raise ValueError("this head reads attention (use_attention=True) but `state.attention` is "
