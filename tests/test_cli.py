@@ -158,3 +158,17 @@ def test_every_training_option_has_help_text():
         documented = {p.arg_name for p in docstring_parser.parse(cls.__init__.__doc__).params}
         wanted = set(inspect.signature(cls.__init__).parameters) - {"self"}
         assert documented == wanted, (cls.__name__, wanted - documented, documented - wanted)
+
+
+@pytest.mark.parametrize("name", ["low_confidence", "threshold"])
+def test_a_decode_config_takes_another_gen_length_as_the_signature_does(name, capsys):
+    """The configs pinned block_length and steps at 32: `--gen_length 64` decoded two tokens a
+    forward with no word, and `--gen_length 16` failed on a block length nobody typed."""
+    import json
+
+    for gen in (48, 16):  # (the embedded model takes 64 positions)
+        main(["decode", "--config", str(ROOT / "configs" / "decode" / f"{name}.yaml"), "--prompt_ids", "[[5, 6]]",
+              "--gen_length", str(gen), "--json_output", "true"])
+        out = json.loads(capsys.readouterr().out)
+        if name == "low_confidence":
+            assert out["nfe"] == gen
