@@ -172,3 +172,28 @@ def test_a_decode_config_takes_another_gen_length_as_the_signature_does(name, ca
         out = json.loads(capsys.readouterr().out)
         if name == "low_confidence":
             assert out["nfe"] == gen
+
+
+def test_an_interrupt_inside_a_lightning_fit_ends_with_status_130_too(monkeypatch, capsys):
+    """Lightning catches Ctrl-C in `fit` / `predict` (harvest, training, quickstart's stages) and
+    exits with status 1, as a failure would, and without depmask's line."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    import depmask.cli
+
+    class Interrupted(BoringModel):
+        def training_step(self, batch, batch_idx):
+            raise KeyboardInterrupt
+
+    def fit(name: str = ""):
+        L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False).fit(Interrupted())
+
+    monkeypatch.setitem(depmask.cli.COMMANDS["tasks"], "show", fit)
+    with pytest.raises(SystemExit) as err:
+        main(["tasks", "show", "sudoku4"])
+    assert err.value.code == 130 and capsys.readouterr().err.splitlines()[-1].startswith("depmask: interrupted")
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning set it to ignore Ctrl-C

@@ -91,13 +91,24 @@ def _prompt_texts(argv: list[str]) -> list[str]:
     return out
 
 
+INTERRUPTED = ("depmask: interrupted (`eval decode` and `quickstart` keep every item decoded so far and a harvest "
+               "its finished shards: the same command resumes from them; a fit resumes from its last checkpoint "
+               "with `--ckpt_path`)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         _main(argv)
     except KeyboardInterrupt:  # a traceback of the interrupted decode or grading says nothing more
-        print("depmask: interrupted (`eval decode` and `quickstart` keep every item decoded so far and "
-              "resume from it when the same command is run again)", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         raise SystemExit(130) from None
+    except SystemExit as e:
+        # Lightning catches Ctrl-C inside `fit` / `predict` (harvest, training, quickstart's stages),
+        # shuts down and exits with status 1, as a failure would: raised while it handled the interrupt
+        if e.code == 1 and isinstance(e.__context__, KeyboardInterrupt):
+            print(INTERRUPTED, file=sys.stderr)
+            raise SystemExit(130) from None
+        raise
 
 
 def _main(argv: Sequence[str] | None) -> None:
