@@ -167,3 +167,27 @@ def test_eval_subadditivity_refuses_a_head_for_another_model_before_the_first_ru
               "[permutation]", "--n", "2", "--output", str(tmp_path / "sub"),
               "--policies", "[{name: threshold, knobs: {threshold: 0.5}}, {name: demask, knobs: {epsilon: 1.0}}]"])
     assert not (tmp_path / "sub").exists()
+
+
+def test_finished_runs_are_kept_and_a_rerun_measures_only_the_rest(tmp_path, monkeypatch):
+    """Every run stayed in memory until the last one finished: an interrupt kept nothing."""
+    import depmask.eval.subadditivity as sub
+
+    out = tmp_path / "sub"
+    args = ["eval", "subadditivity", "--model", str(EMBEDDED), "--tasks", "[permutation]", "--n", "2",
+            "--samples", "8", "--output", str(out), "--policies",
+            "[{name: threshold, sweep: {threshold: [0.5, 0.7]}}]"]
+    main(args)
+    first = (out / "subadditivity.json").read_text(), (out / "states.jsonl").read_text()
+    kept = sorted((out / "runs").glob("*.json"))
+    assert len(kept) == 2
+    kept[1].unlink()  # as if interrupted during the second run
+    built = []
+    real = sub.SetProbe
+    monkeypatch.setattr(sub, "SetProbe", lambda *a, **k: built.append(1) or real(*a, **k))
+    main(args)
+    assert len(built) == 1  # one batch of the one run left
+    assert ((out / "subadditivity.json").read_text(), (out / "states.jsonl").read_text()) == first
+    built.clear()
+    main([*args, "--samples", "16"])  # other settings: measured again
+    assert len(built) == 2

@@ -6,6 +6,9 @@ set S of ≥ 2 positions it measures TV(product of marginals, sequential joint i
 and the pairwise-sum bounds (`depmask.eval.subadditivity` has the exact definitions). Prints one
 row per (task, policy) and writes into `--output`: `states.jsonl` (one row per measured state),
 `subadditivity.json` (the rows) and `scatter.png` (TV against the k = 1 bound, log-log, y = x).
+Each finished run is kept in `runs/` as it ends: an interrupted command, run again, measures only
+the runs it had not finished (a run whose task, knobs, items, settings or model differ is measured
+again).
 It measures only the states each policy visits on its own trajectory; it does not train or harvest.
 """
 
@@ -72,6 +75,7 @@ def eval_subadditivity(
     """
     from depmask.data_gen.shards import write_atomic
     from depmask.decoding import build_policy, generate
+    from depmask.eval.items import run_slug
     from depmask.eval.runner import check_counts, check_policies, check_tasks, listed
     from depmask.eval.subadditivity import SetProbe
     from depmask.eval.summary import to_json
@@ -107,9 +111,20 @@ def eval_subadditivity(
     pad_id = getattr(den.tokenizer, "pad_token_id", None)
     rows, states = [], []
     runs = [(t, sweep.name, sweep.shown, knobs) for t in tasks for sweep in policies for knobs in sweep.expand()]
+    done = out / RUNS_DIR
+    done.mkdir(exist_ok=True)
     for task_name, name, shown, knobs in tqdm(runs, desc="eval subadditivity", unit="run", dynamic_ncols=True):
         if name == "demask" and "head" not in knobs:
             knobs = {**knobs, "head": head}
+        # each finished run is kept (an interrupt lost every run before it); the same command skips it
+        identity = {"task": task_name, "policy": name, "label": shown, "knobs": knobs, "n": n, "split": split,
+                    "seed": seed, "batch_size": batch_size, "settings": settings, "model": den.fingerprint}
+        path = done / f"{task_name}-{run_slug(shown, knobs)}.json"
+        kept = _read_run(path, identity)
+        if kept is not None:
+            rows.append(kept["row"])
+            states += kept["states"]
+            continue
         adapter = TaskAdapter.build(task_name)
         examples = adapter.examples(split, n, seed)
         g = adapter.gen_length
@@ -130,14 +145,30 @@ def eval_subadditivity(
                 mine.append(rec)
         states += mine
         rows.append(_summarize(task_name, shown, _plain(knobs), mine, sizes, correct / len(examples)))
-    with open(out / "states.jsonl", "w") as f:
-        for rec in states:
-            f.write(json.dumps(rec) + "\n")
+        # Python's JSON (NaN kept as NaN): a kept run's states read back as they were measured
+        write_atomic(path, json.dumps({"identity": identity, "row": rows[-1], "states": mine}, default=str).encode())
+    write_atomic(out / "states.jsonl", "".join(json.dumps(rec) + "\n" for rec in states).encode())
     write_atomic(out / "subadditivity.json", to_json(rows).encode())  # standard JSON: an undefined mean is null
     png = plot_scatter(states, out / "scatter.png")
     print(table(rows))
     print(f"wrote {out / 'subadditivity.json'}, {out / 'states.jsonl'} and {png}")
     return rows
+
+
+RUNS_DIR = "runs"  # one JSON per finished (task, run): its identity, summary row and measured states
+
+
+def _read_run(path: Path, identity: dict) -> dict | None:
+    """A finished run's record when `path` holds one of this identity (the same task, knobs, items,
+    settings and model), else None: it is measured again (and its file replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        kept = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    same = json.loads(json.dumps(identity, default=str)) == kept.get("identity")
+    return kept if same and "row" in kept and "states" in kept else None
 
 
 def _plain(knobs: dict) -> dict:
