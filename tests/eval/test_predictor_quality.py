@@ -135,6 +135,14 @@ def test_command_end_to_end(harvest, tmp_path, capsys):
     everything = eval_predictor(str(harvest), head=None, split="all", output=str(tmp_path / "all"))
     assert [r["score"] for r in everything][0] == "attention"
     assert everything[0]["n_pairs"] > rows[0]["n_pairs"]
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["head"], settings["split"], settings["k"]) == (str(HEAD), "val", 3)
+    assert settings["states"] >= rows[0]["n_states"]  # every selected state; n_states: those with a pair
+    # a re-run into the same directory without a head: the first run's head files went (they sat
+    # beside the new baselines-only table, and no file said which run each came from)
+    eval_predictor(str(harvest), head=None, split="val", val_fraction=0.5, k=3, output=str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["predictor.json", "settings.json"]
+    assert json.loads((out / "settings.json").read_text())["head"] is None
 
 
 def test_config_parses(capsys):

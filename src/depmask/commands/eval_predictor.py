@@ -44,6 +44,8 @@ METRICS = ("auroc", "ap", "spearman", "precision_at_k")
 _COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "attention", "tv"]
 
 
+OUTPUTS = ("predictor.json", "settings.json", "reliability.json", "reliability.png", "decisions.json")
+
 def _load_head(head: str, info: dict, harvest: str):
     from depmask.predictor import DependencyHead
     from depmask.predictor.io import capture_layers_problem
@@ -194,12 +196,15 @@ def eval_predictor(
             and the threshold rule commit at equal mean length (`eval/prefix_decisions.py`):
             their true cost, and how often it exceeds ε; printed and written to decisions.json.
             Default [0.3, 1, 2]; [] skips it. Needs a head.
-        output: directory for predictor.json, reliability.png, reliability.json and decisions.json.
+        output: directory for predictor.json, settings.json (what was scored: harvest, head, split,
+            thresholds), reliability.png, reliability.json and decisions.json; a file of an earlier
+            run that this one does not write is removed, so that every file there is this run's.
 
     Returns:
         One row per score: score, auroc, ap, spearman, precision_at_k, n_pairs, n_positive, n_states.
     """
-    from depmask.data_gen.dataset import HarvestError, harvest_info, load_harvest
+    from depmask.data_gen.dataset import HarvestError, harvest_digest, harvest_info, load_harvest
+    from depmask.data_gen.shards import write_atomic
     from depmask.paths import output_dir
 
     if split not in SPLITS:
@@ -240,12 +245,17 @@ def eval_predictor(
     print(f"{len(indices)} {split} states of {harvest}; positives: TV >= {positive_threshold}; precision@{k}")
     print(_table(rows))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "predictor.json").write_text(json.dumps(rows, indent=2, allow_nan=False))
-    written = [out / "predictor.json"]
+    write_atomic(out / "predictor.json", json.dumps(rows, indent=2, allow_nan=False).encode())
+    settings = {"harvest": str(harvest), "harvest_sha256": harvest_digest(info), "model": info.get("fingerprint"),
+                "head": None if head is None else str(head), "split": split, "val_fraction": val_fraction,
+                "split_seed": split_seed, "positive_threshold": positive_threshold, "k": k, "confident": confident,
+                "decisions": decisions if model is not None else [], "states": len(indices)}
+    write_atomic(out / "settings.json", json.dumps(settings, indent=2).encode())  # what the files beside it are of
+    written = [out / "predictor.json", out / "settings.json"]
     if model is not None:
         pred = np.concatenate(scores["head"])
         bins = reliability_bins(pred, tv)
-        (out / "reliability.json").write_text(json.dumps(bins, indent=2))
+        write_atomic(out / "reliability.json", json.dumps(bins, indent=2).encode())
         title = f"{len(indices)} {split} states, {len(tv)} pairs"
         written += [out / "reliability.json", _plot_reliability(pred, tv, bins, out / "reliability.png", title)]
         ece = sum(b["n"] * abs(b["mean_pred"] - b["mean_tv"]) for b in bins) / max(len(tv), 1)
@@ -255,7 +265,10 @@ def eval_predictor(
             table = decision_table(*_stack_prefixes(prefixes), epsilons=tuple(decisions))
             print("prefixes committed at equal mean length; true cost = summed empirical TV of the prefix:")
             print(decision_text(table))
-            (out / "decisions.json").write_text(json.dumps(table, indent=2, allow_nan=False))
+            write_atomic(out / "decisions.json", json.dumps(table, indent=2, allow_nan=False).encode())
             written.append(out / "decisions.json")
+    for name in OUTPUTS:  # an earlier run's file this run did not write (its head's plot, its decisions)
+        if out / name not in written:
+            (out / name).unlink(missing_ok=True)
     print("wrote " + ", ".join(str(p) for p in written))
     return rows
