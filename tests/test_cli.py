@@ -197,3 +197,19 @@ def test_an_interrupt_inside_a_lightning_fit_ends_with_status_130_too(monkeypatc
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning set it to ignore Ctrl-C
+
+
+def test_the_console_script_ends_a_refused_argument_with_one_line(tmp_path):
+    """A refused value printed a whole traceback before its message."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "depmask.cli", "decode", "--model", str(EMBEDDED), "--prompt_ids", "[[1]]",
+           "--gen_length", "0"]
+    env = {k: v for k, v in os.environ.items() if k != "DEPMASK_TRACEBACK"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("depmask: error: `gen_length` (0) must be an int >= 1")
+    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env, "DEPMASK_TRACEBACK": "1"})
+    assert shown.returncode == 1 and "Traceback" in shown.stderr

@@ -145,5 +145,23 @@ def _main(argv: Sequence[str] | None) -> None:
     CLI(COMMANDS, args=args, as_positional=False, epilog=EPILOG, formatter_class=_HelpFormatter)
 
 
+TRACEBACK_ENV = "DEPMASK_TRACEBACK"
+
+
+def entry() -> None:
+    """The `depmask` console script (and `python -m depmask.cli`): `main`, where a refused
+    argument or missing file ends with its message on one line and status 2 instead of a traceback
+    (`DEPMASK_TRACEBACK=1` shows it). Called as a function, `main` raises, for tests and scripts."""
+    import os
+
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            raise
+        print(f"depmask: error: {err}\n(for the traceback, run it again with {TRACEBACK_ENV}=1)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    main()
+    entry()

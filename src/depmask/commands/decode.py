@@ -82,7 +82,7 @@ def decode(
         raise ValueError("give exactly one of `prompt` (texts) or `prompt_ids` (token ids)")
     if chat is not None and prompt is None:
         raise ValueError("`chat` applies to prompt texts (`prompt`), not to `prompt_ids`")
-    check_decoding(temperature, gen_length, block_length, steps)  # before the model loads (minutes for 8B)
+    check_decoding(temperature, gen_length, block_length, steps, tasks=False)  # before the model loads (minutes for 8B)
     check_lengths(gen_length, block_length or gen_length, steps or gen_length)
     if not ([prompt] if isinstance(prompt, str) else prompt if prompt is not None else prompt_ids):
         raise ValueError("`prompt` / `prompt_ids` is empty: give at least one prompt")

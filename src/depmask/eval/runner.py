@@ -264,14 +264,18 @@ def listed(name: str, value: list | None, default: list, unset: str) -> list:
     return list(value)
 
 
-def check_decoding(temperature: float, gen_length: int | None, block_length: int | None, steps: int | None) -> None:
+def check_decoding(temperature: float, gen_length: int | None, block_length: int | None, steps: int | None,
+                   tasks: bool = True) -> None:
     """The decoding settings shared by every run, checked before anything loads: 0 is a value, not
-    "unset" (it used to fall back to the task's length silently)."""
+    "unset" (it used to fall back to the task's length silently). `tasks`: unset lengths are the
+    task's (eval); else gen_length has no default and an unset block is gen_length (`decode`)."""
     if temperature < 0:
         raise ValueError(f"`temperature` ({temperature}) must be >= 0 (0: argmax)")
-    for name, value, unset in (("gen_length", gen_length, "the task's answer length"),
-                               ("block_length", block_length, "the task's block"),
+    for name, value, unset in (("gen_length", gen_length, "the task's answer length" if tasks else None),
+                               ("block_length", block_length, "the task's block" if tasks else "gen_length"),
                                ("steps", steps, "gen_length, one token per step")):
+        if unset is None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` ({value!r}) must be an int >= 1")
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"`{name}` ({value!r}) must be an int >= 1, or None for {unset}")
 
