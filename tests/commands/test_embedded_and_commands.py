@@ -152,6 +152,9 @@ def test_decode_command_names_bad_lengths():
     (["--device", "cdua"], r"`device` \('cdua'\) is not a torch device"),
     (["--seed", "-1"], r"`seed` \(-1\) must be an int in \[0, 2\*\*32 - 1\]"),  # it failed after the harvest
     (["--tasks", "[sudoku4, sudoku4]"], r"names \['sudoku4'\] more than once"),
+    # named by this command's flags (the harvest's names were given: `examples_per_task`, `path`)
+    (["--harvest_examples", "0"], r"`harvest_examples` \(0\) must be >= 1"),
+    (["--model", "/nonexistent"], r"`model` \('/nonexistent'\) is not a local model directory"),
 ])
 def test_quickstart_refuses_bad_settings_before_any_work(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):

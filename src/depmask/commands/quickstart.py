@@ -26,6 +26,15 @@ from depmask.eval.runner import PolicySweep, check_seed, check_tasks, listed
 from depmask.eval.summary import table, to_json
 from depmask.paths import output_dir
 
+# the harvest's argument names in its messages, and quickstart's for them
+_NAMES = {"`examples_per_task`": "`harvest_examples`", "`--output`": "`--out_dir`", "`output`": "`out_dir`"}
+
+
+def _our_names(message: str) -> str:
+    for theirs, ours in _NAMES.items():
+        message = message.replace(theirs, ours)
+    return message
+
 
 def _shipped(relative: str, marker: str = "") -> Path:
     """A shipped file: `relative` in the working directory when it is there (`relative/marker`
@@ -154,13 +163,22 @@ def quickstart(
     settings = {"model": str(path.resolve()), "tasks": tasks, "harvest_examples": harvest_examples,
                 "states_per_example": states_per_example, "seed": seed, "head_epochs": head_epochs,
                 "head": head_kwargs}
-    cfg = HarvestConfig(model=str(path), output=str(out / "harvest"), tasks=tasks, examples_per_task=harvest_examples,
-                        states_per_example=states_per_example, seed=seed, batch_size=50)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"`model` ({model!r}) is not a local model directory with a config.json")
+    try:
+        cfg = HarvestConfig(model=str(path), output=str(out / "harvest"), tasks=tasks,
+                            examples_per_task=harvest_examples, states_per_example=states_per_example, seed=seed,
+                            batch_size=50)
+    except ValueError as err:  # the harvest's names for this command's arguments
+        raise ValueError(_our_names(str(err))) from None
     check_settings(out, settings)
 
     print(f"[1/3] harvest → {out / 'harvest'}")
     if not verify_harvest(cfg.output).ok or not (out / SETTINGS_JSON).is_file():
-        run_harvest(cfg, trainer)  # resumes; refuses a harvest of other settings (one with no record too)
+        try:  # resumes; refuses a harvest of other settings (one with no record too)
+            run_harvest(cfg, trainer)
+        except ValueError as err:
+            raise ValueError(_our_names(str(err))) from None
     record_settings(out, settings)
 
     head_dir = out / "head"
