@@ -58,7 +58,7 @@ def test_tv_weight_weighs_each_pairs_bce_by_its_influence():
     assert plain._loss(logits, target, None, {}).item() == pytest.approx(per_pair.mean().item())
     assert weighted._loss(logits, target, None, {}).item() == pytest.approx(
         (per_pair * torch.tensor([6.0, 1.0, 3.0])).mean().item())
-    with pytest.raises(ValueError, match=r"`tv_weight` \(-1.0\) must be >= 0"):
+    with pytest.raises(ValueError, match=r"`tv_weight` \(-1.0\) must be a finite number >= 0"):
         HeadModule(hidden_size=8, export_dir=None, tv_weight=-1.0)
 
 
