@@ -22,3 +22,20 @@ def output_dir(name: str, path: str | os.PathLike) -> Path:
                 raise ValueError(f"`{name}` ({str(path)!r}) {what}; give a directory")
             break
     return out
+
+
+def existing_config(name: str, path: str | os.PathLike) -> tuple[Path, dict | None]:
+    """`path` as an output directory (`output_dir`), and the `config.json` already there: None when
+    there is none, {} when it is not a JSON object. Exports check it before training, so that a
+    model's or a head's directory is not replaced by the other kind."""
+    import json
+
+    directory = output_dir(name, path)
+    config = directory / "config.json"
+    if not config.is_file():
+        return directory, None
+    try:
+        found = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        found = None
+    return directory, found if isinstance(found, dict) else {}

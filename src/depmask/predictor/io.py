@@ -211,19 +211,11 @@ def check_export_dir(directory: str | Path) -> None:
     """Refuse (ValueError) to export a head into a directory that holds something else: a model
     (its `config.json` has a `model_type`), or anything but a head's config. A head's directory, an
     empty one or a new one pass. Checked before training, not after it."""
-    from depmask.paths import output_dir
+    from depmask.paths import existing_config
 
-    directory = output_dir("export_dir", directory)  # not a file, nor below one
-    config = directory / CONFIG_NAME
-    if not config.is_file():
-        return
-    try:
-        found = json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        found = None
-    if not isinstance(found, dict) or "model_type" in found or "format_version" not in found:
-        kind = f"a model ({found['model_type']!r})" if isinstance(found, dict) and "model_type" in found else \
-            "a config.json that is not a head's"
+    directory, found = existing_config("export_dir", directory)  # not a file, nor below one
+    if found is not None and ("model_type" in found or "format_version" not in found):
+        kind = f"a model ({found['model_type']!r})" if "model_type" in found else "a config.json that is not a head's"
         raise ValueError(f"`export_dir` ({str(directory)!r}) holds {kind}; a head export would replace its "
                          "config.json and weights: give the head a directory of its own")
 

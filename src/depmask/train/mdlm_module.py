@@ -22,7 +22,6 @@ replaces (README.md, eval.json, TRAINING.md) move to `export_dir/previous/`. The
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -34,7 +33,7 @@ from torchmetrics import Metric
 
 from depmask.data_gen.shards import write_atomic
 from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM, save_tiny_mdlm
-from depmask.paths import output_dir
+from depmask.paths import existing_config
 from depmask.stable_hash import stable_int
 from depmask.train.export_guard import skip_export_reason
 
@@ -47,18 +46,10 @@ CARD_FILES = ("README.md", "eval.json", "TRAINING.md", TRAIN_CONFIG)
 def check_model_export_dir(directory: str | Path) -> None:
     """Refuse (ValueError) an `export_dir` that holds something other than a tiny MDLM (a head, or
     another model): the export replaces its `config.json` and weights. Checked before training."""
-    directory = output_dir("export_dir", directory)  # not a file, nor below one
-    config = directory / "config.json"
-    if not config.is_file():
-        return
-    try:
-        found = json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        found = None
-    if not isinstance(found, dict) or found.get("model_type") != TinyMDLMConfig.model_type:
-        kind = (f"a {found['model_type']!r} model" if isinstance(found, dict) and "model_type" in found else
-                "a dependency head" if isinstance(found, dict) and "format_version" in found else
-                "a config.json that is not a model's")
+    directory, found = existing_config("export_dir", directory)  # not a file, nor below one
+    if found is not None and found.get("model_type") != TinyMDLMConfig.model_type:
+        kind = (f"a {found['model_type']!r} model" if "model_type" in found else
+                "a dependency head" if "format_version" in found else "a config.json that is not a model's")
         raise ValueError(f"`export_dir` ({str(directory)!r}) holds {kind}; the MDLM export would replace its "
                          "config.json and weights: give the model a directory of its own")
 
