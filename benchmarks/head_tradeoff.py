@@ -111,10 +111,12 @@ def time_head(den, task, preset: str, knobs: dict, batch: int, repeats: int, com
 
 
 def drawn_items(directory: Path, task: str) -> set[str] | None:
-    """The digests of the draws the eval at `directory` scored `task` on (`runs.json`, since
-    2026-11-30; None for an older eval). Its results files may hold more items, from earlier draws."""
+    """The digests of the draws the eval at `directory` scored `task` on (`runs.json`'s
+    `items_digest`: each item's id, prompt and answer; None for an older eval, whose
+    `items_sha256` hashed ids alone, the same under other task arguments). Its results files may
+    hold more items, from earlier draws."""
     index = json.loads((directory / "runs.json").read_text()) if (directory / "runs.json").is_file() else {}
-    digests = {e.get("items_sha256") for e in index.values() if e.get("task") == task}
+    digests = {e.get("items_digest") for e in index.values() if e.get("task") == task}
     return None if not digests or None in digests else digests
 
 

@@ -310,9 +310,9 @@ def test_head_tradeoff_refuses_points_decoded_on_other_items(tmp_path, monkeypat
     for name, digest in (("ref", "aa"), ("same", "aa"), ("other", "bb")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "runs.json").write_text(json.dumps(
-            {f"sort/run{i}": {"task": "sort", "items_sha256": digest} for i in range(2)}))
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "runs.json").write_text(json.dumps({"sort/run": {"task": "sort"}}))
+            {f"sort/run{i}": {"task": "sort", "items_digest": digest} for i in range(2)}))
+    (tmp_path / "old").mkdir()  # before 2026-11-30: an ids-only `items_sha256`, not comparable
+    (tmp_path / "old" / "runs.json").write_text(json.dumps({"sort/run": {"task": "sort", "items_sha256": "aa"}}))
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from head_tradeoff import check_same_items
 
@@ -330,7 +330,7 @@ def test_runs_json_records_the_draw_each_summary_row_is_over(tmp_path):
         cli(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", str(n), "--bootstrap", "0",
              "--policies", "[{name: low_confidence}]", "--output", str(tmp_path / "ev")])
     entry = next(iter(json.loads((tmp_path / "ev" / "runs.json").read_text()).values()))
-    assert entry["items"] == 2 and len(entry["items_sha256"]) == 64
+    assert entry["items"] == 2 and len(entry["items_digest"]) == 64
 
 
 @pytest.mark.parametrize("script, args, message", [

@@ -259,3 +259,11 @@ def test_decode_wraps_a_prompt_in_the_chat_template_when_the_tokenizer_has_one()
 def test_decode_chat_is_for_prompt_texts():
     with pytest.raises(ValueError, match="`chat` applies to prompt texts"):
         main(["decode", "--model", str(EMBEDDED), "--prompt_ids", "[[3, 4]]", "--chat", "true"])
+
+
+def test_quickstart_prints_an_undefined_head_metric_as_a_dash():
+    """A metric the export records as null (no val state with `precision_k` pairs) crashed the
+    print between stage 2 and 3 with a TypeError."""
+    from depmask.commands.quickstart import metric_text
+
+    assert metric_text({"val/auroc": 0.96123, "val/precision_at_k": None}) == "val/auroc 0.961, val/precision_at_k —"

@@ -191,3 +191,33 @@ def test_finished_runs_are_kept_and_a_rerun_measures_only_the_rest(tmp_path, mon
     built.clear()
     main([*args, "--samples", "16"])  # other settings: measured again
     assert len(built) == 2
+
+
+def test_a_head_retrained_in_place_is_measured_again(tmp_path, monkeypatch):
+    """The kept runs were named by the head's path alone: a head re-exported to the same directory
+    got the old head's rows and states."""
+    import shutil
+
+    import torch
+
+    import depmask.eval.subadditivity as sub
+    from depmask.predictor import DependencyHead
+
+    head_dir = tmp_path / "head"
+    shutil.copytree(ROOT / "models" / "tiny-tasks-head", head_dir)
+    args = ["eval", "subadditivity", "--model", str(EMBEDDED), "--head", str(head_dir), "--tasks", "[permutation]",
+            "--n", "2", "--samples", "8", "--output", str(tmp_path / "sub"), "--policies",
+            "[{name: demask, knobs: {epsilon: 1.0}}]"]
+    main(args)
+    built = []
+    real = sub.SetProbe
+    monkeypatch.setattr(sub, "SetProbe", lambda *a, **k: built.append(1) or real(*a, **k))
+    main(args)
+    assert built == []  # the same head: kept
+    head = DependencyHead.from_pretrained(head_dir)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.mul_(0.5)
+    head.save_pretrained(head_dir, training_manifest=head.training_manifest)
+    main(args)
+    assert built  # another head at the same path: measured again

@@ -75,7 +75,7 @@ def eval_subadditivity(
     """
     from depmask.data_gen.shards import write_atomic
     from depmask.decoding import build_policy, generate
-    from depmask.eval.items import run_slug
+    from depmask.eval.items import run_provenance, run_slug
     from depmask.eval.runner import check_counts, check_policies, check_tasks, listed
     from depmask.eval.subadditivity import SetProbe
     from depmask.eval.summary import to_json
@@ -118,7 +118,9 @@ def eval_subadditivity(
             knobs = {**knobs, "head": head}
         # each finished run is kept (an interrupt lost every run before it); the same command skips it
         identity = {"task": task_name, "policy": name, "label": shown, "knobs": knobs, "n": n, "split": split,
-                    "seed": seed, "batch_size": batch_size, "settings": settings, "model": den.fingerprint}
+                    "seed": seed, "batch_size": batch_size, "settings": settings,
+                    # the model's fingerprint and the weights of a head knob (retrained in place: measured again)
+                    "provenance": run_provenance(den.fingerprint, knobs)}
         path = done / f"{task_name}-{run_slug(shown, knobs)}.json"
         kept = _read_run(path, identity)
         if kept is not None:

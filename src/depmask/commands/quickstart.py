@@ -30,6 +30,11 @@ from depmask.paths import output_dir
 _NAMES = {"`examples_per_task`": "`harvest_examples`", "`--output`": "`--out_dir`", "`output`": "`out_dir`"}
 
 
+def metric_text(metrics: dict) -> str:
+    """The head's validation metrics on one line; an undefined one (null in its manifest) as —."""
+    return ", ".join(f"{k} {'—' if v is None else f'{v:.3f}'}" for k, v in sorted(metrics.items()))
+
+
 def _our_names(message: str) -> str:
     for theirs, ours in _NAMES.items():
         message = message.replace(theirs, ours)
@@ -185,7 +190,7 @@ def quickstart(
     print(f"[2/3] dependency head → {head_dir}")
     if not (head_dir / "config.json").is_file():  # the export writes it last, after the weights
         _, metrics = train_head(cfg.output, head_dir, epochs=head_epochs, seed=seed, **head_kwargs)
-        print("head: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+        print("head: " + metric_text(metrics))
 
     print(f"[3/3] decode the test split → {out / 'eval'}")
     den = HFDenoiser.from_pretrained(path, device=dev)

@@ -389,6 +389,6 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                                                "knobs": {k: _plain_value(v) for k, v in knobs.items()}, "gen_length": g, "block_length": blk,
                                                # the items its summary row is over (this draw, not every
                                                # item its results file holds from earlier draws)
-                                               "items": len(examples), "items_sha256": draw_digest(examples)}
+                                               "items": len(examples), "items_digest": draw_digest(examples)}
     write_atomic(out / "runs.json", json.dumps(index, indent=2, default=str).encode())
     return rows
