@@ -208,12 +208,14 @@ def test_prompts_file_texts_in_the_chat_template(tmp_path, monkeypatch):
 def test_a_harvest_recorded_before_prompts_chat_is_resumed(tmp_path):
     from depmask.data_gen.harvest import prepare_output
 
-    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=4)
+    common = {"model": str(EMBEDDED), "output": str(tmp_path / "h"), "states_per_example": 4,
+              "prompts_file": str(tmp_path / "p.jsonl"), "gen_length": 8}
+    cfg = HarvestConfig(**common)
     spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"])
     old = {**spec, "config": {k: v for k, v in spec["config"].items() if k != "prompts_chat"}}
     (tmp_path / "h" / "harvest.json").write_text(json.dumps(old))
     assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"]) == old
-    chat = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=4, prompts_chat=True)
+    chat = HarvestConfig(**common, prompts_chat=True)
     with pytest.raises(ValueError, match=r"config\.prompts_chat: False → True"):
         prepare_output(chat, "m@1", 8, 30, ["a", "b"])
 
@@ -382,3 +384,47 @@ def test_prompts_chat_without_a_template_is_named_before_the_model_loads(tmp_pat
                         gen_length=8, prompts_chat=True)
     with pytest.raises(ValueError, match=r"`prompts_chat` is true but the model's tokenizer has no chat template"):
         run_harvest(cfg, QUIET)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"id": "a", "prompt": "x"}\n{"id": "b"}\n', r"row 2: `prompt` must be a non-empty string, got None \(fields: \['id'\]\)"),
+    ('{"prompt": 5}\n', r"row 1: `prompt` must be a non-empty string, got 5"),
+    ('[{"prompt": "x"}]\n', r"row 1 is a list, not an object with a `prompt`"),
+    ('"just text"\n', r"row 1 is a str, not an object"),
+    ('{"id": 1, "prompt": "x"}\n{"id": "1", "prompt": "y"}\n', r"rows 1 and 2 have the same id"),
+    ("\n\n", r"holds no prompts"),
+    ("not json\n", r"line 1 is not JSON"),
+])
+def test_a_prompts_file_is_checked_row_by_row_before_the_model_loads(tmp_path, monkeypatch, content, message):
+    """Only row 0 was looked at, after the model had loaded: a later row's missing `prompt` was a
+    raw KeyError, a number the tokenizer's error, an empty file a harvest of nothing."""
+    from depmask.models import HFDenoiser
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    monkeypatch.setattr(HFDenoiser, "from_pretrained", lambda *a, **k: pytest.fail("the model loaded"))
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), prompts_file=str(path), gen_length=8)
+    with pytest.raises(ValueError, match=message):
+        run_harvest(cfg, QUIET)
+
+
+def test_policy_specs_name_a_repeated_knob_or_entry_and_chat_needs_a_prompts_file():
+    with pytest.raises(ValueError, match=r"gives knob 'threshold' twice"):
+        HarvestConfig(model="m", output="o", policies=["threshold:threshold=0.9,threshold=0.5"])
+    with pytest.raises(ValueError, match=r"entries 'low_confidence' and 'low_confidence' are the same policy"):
+        HarvestConfig(model="m", output="o", policies=["low_confidence", "threshold", "low_confidence"])
+    with pytest.raises(ValueError, match=r"`prompts_chat` applies to a `prompts_file`'s texts"):
+        HarvestConfig(model="m", output="o", prompts_chat=True)
+
+
+def test_half_precision_trainer_settings_harvest_float32_influences(embedded):
+    """Under Lightning's `bf16-true` torch's default dtype is bfloat16: the influence accumulators
+    were made in it and the first recorded state crashed (`index_put_` dtypes differ)."""
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=2, states_per_example=1, batch_size=2)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        res = harvest_group(embedded, groups[0], cfg, embedded.tokenizer.pad_token_id)
+    finally:
+        torch.set_default_dtype(before)
+    assert res.records and all(np.asarray(r.tv).dtype == np.float32 for r in res.records)

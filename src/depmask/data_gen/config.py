@@ -8,6 +8,7 @@ the same data is produced, never what it is. This module validates; it runs noth
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -31,9 +32,11 @@ class HarvestConfig:
         task_kwargs: per-task constructor arguments, e.g. `{gsm8k: {path: /data/gsm8k, shots: 0}}`
             (a benchmark's data `path`, `shots`, `chat`, `gen_length`, `block_length`).
         split: which split of each task to draw examples from (`train` for GSM8K's 7473 problems).
-        examples_per_task: examples drawn from each task.
-        prompts_file: a `.jsonl` file or a `datasets.save_to_disk` directory with a `prompt`
-            column (text, tokenized with the model's tokenizer) and optionally `id`.
+        examples_per_task: examples drawn from each task (with `prompts_file`: unused, as `split`
+            is; every row of the file is an example).
+        prompts_file: a `.jsonl` file (one JSON object per line) or a `datasets.save_to_disk`
+            directory of one split, with a `prompt` column (text, tokenized with the model's
+            tokenizer) and optionally a unique `id`; checked row by row before the model loads.
         prompts_chat: wrap each `prompts_file` text as a user turn in the tokenizer's chat template,
             the assistant turn opened (what Instruct models and `depmask decode` use); off: the
             text is encoded as written, no special tokens added.
@@ -112,6 +115,9 @@ class HarvestConfig:
         stray = sorted(set(self.task_kwargs) - set(self.tasks))
         if stray and self.prompts_file is None:
             raise ValueError(f"`task_kwargs` names {stray}, which are not in `tasks` ({self.tasks})")
+        if self.prompts_chat and self.prompts_file is None:  # tasks take their own format (`task_kwargs`' chat)
+            raise ValueError("`prompts_chat` applies to a `prompts_file`'s texts; a benchmark task takes its chat "
+                             "template from `task_kwargs` (`{gsm8k: {chat: true}}`)")
         if self.prompts_file is not None and self.gen_length is None:
             raise ValueError("`gen_length` must be set when `prompts_file` is given (there is no task answer length)")
 
@@ -121,12 +127,18 @@ class HarvestConfig:
         from depmask.data_gen.prompts import parse_policy
         from depmask.decoding.policies import check_policy
 
+        seen: dict = {}
         for spec in self.policies:
             try:
                 name, knobs = parse_policy(spec)
             except ValueError as err:
                 raise ValueError(f"`policies` entry {spec!r}: {err}") from err
             check_policy(name, knobs, f"`policies` entry {spec!r}")
+            key = (name, json.dumps(knobs, sort_keys=True, default=str))
+            if key in seen:  # examples are spread over the entries: a repeat doubled its share silently
+                raise ValueError(f"`policies` entries {seen[key]!r} and {spec!r} are the same policy; each example "
+                                 "follows one entry, so a repeat changes the mix: list it once")
+            seen[key] = spec
 
     def identity(self) -> dict:
         """The fields that decide the harvested data (compared on resume). Empty `task_kwargs`

@@ -33,10 +33,13 @@ def parse_policy(spec: str) -> tuple[str, dict]:
     """`"threshold:threshold=0.7,x=1"` → ("threshold", {"threshold": 0.7, "x": 1})."""
     name, _, rest = spec.partition(":")
     knobs: dict = {}
-    for part in filter(None, rest.split(",")):
+    for part in filter(None, rest.split(",")):  # a value cannot hold a comma (no quoting)
         key, eq, value = part.partition("=")
         if not eq:
-            raise ValueError(f"policy spec {spec!r}: knob {part!r} must look like `name=value`")
+            raise ValueError(f"policy spec {spec!r}: knob {part!r} must look like `name=value` (a value "
+                             "cannot hold a comma)")
+        if key.strip() in knobs:  # the last one won, while the records' `policy` named both
+            raise ValueError(f"policy spec {spec!r} gives knob {key.strip()!r} twice")
         try:
             knobs[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -44,12 +47,17 @@ def parse_policy(spec: str) -> tuple[str, dict]:
     return name.strip(), knobs
 
 
-def _read_prompt_file(path: str) -> list[dict]:
+def read_prompt_file(path: str) -> list[dict]:
+    """The rows of a prompts file (JSONL, or a `datasets.save_to_disk` directory of one split), checked."""
     p = Path(path)
     if p.is_dir():
         from datasets import load_from_disk
 
-        rows = list(load_from_disk(str(p)))
+        loaded = load_from_disk(str(p))
+        if not hasattr(loaded, "column_names") or isinstance(loaded.column_names, dict):  # a DatasetDict
+            raise ValueError(f"`prompts_file` ({path}) is a dataset with splits {sorted(loaded)}; give one "
+                             f"split's directory (e.g. {p / sorted(loaded)[0]})")
+        rows = list(loaded)
     elif p.is_file():
         rows = []
         for n, line in enumerate(p.read_text().splitlines(), 1):
@@ -57,12 +65,32 @@ def _read_prompt_file(path: str) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}: line {n} is not JSON ({e})") from None
+                    raise ValueError(f"{p}: line {n} is not JSON ({e}); a prompts file holds one JSON "
+                                     "object per line") from None
     else:
         raise FileNotFoundError(f"`prompts_file` ({path}) does not exist; expected a .jsonl file or a `datasets` directory")
-    if rows and "prompt" not in rows[0]:
-        raise ValueError(f"`prompts_file` ({path}) rows have no `prompt` field (fields: {sorted(rows[0])})")
+    check_prompt_rows(path, rows)
     return rows
+
+
+def check_prompt_rows(path: str, rows: list) -> None:
+    """Every row of a prompts file is an object with a text `prompt` (and, if it has one, an `id`
+    no other row has), and there is at least one: named by file and row, before the model loads."""
+    if not rows:
+        raise ValueError(f"`prompts_file` ({path}) holds no prompts")
+    ids: dict = {}
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"`prompts_file` ({path}) row {n} is a {type(row).__name__}, not an object with a "
+                             "`prompt` (one JSON object per line, e.g. {\"id\": \"q1\", \"prompt\": \"...\"})")
+        if not isinstance(row.get("prompt"), str) or not row["prompt"]:
+            raise ValueError(f"`prompts_file` ({path}) row {n}: `prompt` must be a non-empty string, got "
+                             f"{row.get('prompt')!r}" + ("" if "prompt" in row else f" (fields: {sorted(map(str, row))})"))
+        if "id" in row:
+            if str(row["id"]) in ids:
+                raise ValueError(f"`prompts_file` ({path}) rows {ids[str(row['id'])]} and {n} have the same id "
+                                 f"{row['id']!r}; ids must be unique")
+            ids[str(row["id"])] = n
 
 
 def _task_items(name: str, cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
@@ -93,7 +121,7 @@ def build_items(cfg: HarvestConfig, tokenizer) -> list[PromptItem]:
     items: list[PromptItem] = []
     if cfg.prompts_file is not None:
         name = Path(cfg.prompts_file).stem
-        for n, row in enumerate(_read_prompt_file(cfg.prompts_file)):
+        for n, row in enumerate(read_prompt_file(cfg.prompts_file)):
             ids = encode_prompt(row["prompt"], tokenizer, chat=cfg.prompts_chat, option="prompts_chat")
             items.append(PromptItem(str(row.get("id", f"{name}:{n}")), name, ids, "", *item_lengths(cfg)))
     else:

@@ -108,7 +108,7 @@ def pairwise_influence(
         values = values.unsqueeze(-1)
     k = values.shape[-1]
     if weights is None:
-        weights = torch.full(values.shape, 1.0 / k, device=values.device)
+        weights = torch.full(values.shape, 1.0 / k, dtype=torch.float32, device=values.device)
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` ({chunk_size}) must be >= 1")
     if tokens.shape[0] != b or base_log_probs.shape[:2] != (b, m) or values.shape[:2] != (b, m):
@@ -121,8 +121,9 @@ def pairwise_influence(
     base_p = base_lp.exp()
     # One copy per valid (state, j, value): its indices.
     state_idx, j_idx, k_idx = (valid[:, :, None].expand(b, m, k)).nonzero(as_tuple=True)  # [n_all]
-    tv = torch.zeros(b, m, m, device=device)
-    kl = torch.zeros(b, m, m, device=device)
+    # float32 whatever torch's default dtype (Lightning's `bf16-true` / `16-true` set it to half)
+    tv = torch.zeros(b, m, m, dtype=torch.float32, device=device)
+    kl = torch.zeros(b, m, m, dtype=torch.float32, device=device)
     rows = torch.arange(m, device=device)[None, :]  # [1, m]
     forwards = 0
     for lo in range(0, state_idx.numel(), chunk_size):
@@ -135,7 +136,7 @@ def pairwise_influence(
         p = lp.exp()
         tv_rows = 0.5 * (p - base_p[s]).abs().sum(-1)  # [n, m]
         kl_rows = (p * (lp - base_lp[s])).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1).clamp_min(0)
-        w = weights[s, j, kk][:, None]  # [n, 1]
+        w = weights[s, j, kk][:, None].float()  # [n, 1]
         # Column j of state s receives, for every row i, the weighted change at i.
         idx = (s[:, None].expand(-1, m), rows.expand(s.numel(), -1), j[:, None].expand(-1, m))
         tv.index_put_(idx, w * tv_rows, accumulate=True)

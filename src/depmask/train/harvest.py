@@ -112,7 +112,7 @@ def _check_inputs(cfg: HarvestConfig) -> None:
     """What can be checked without the model, before it loads (minutes for an 8B one): the prompts
     file exists; the tasks are known, named once, and have their split and data; each example's
     `block_length` divides its `gen_length` (as `prompts.build_items` will choose them)."""
-    from depmask.data_gen.prompts import item_lengths
+    from depmask.data_gen.prompts import item_lengths, read_prompt_file
     from depmask.decoding.loop import check_lengths
     from depmask.eval.runner import check_tasks
     from depmask.tasks.adapter import TaskAdapter
@@ -121,6 +121,7 @@ def _check_inputs(cfg: HarvestConfig) -> None:
         if not Path(cfg.prompts_file).exists():
             raise ValueError(f"`prompts_file` ({cfg.prompts_file!r}) does not exist (a .jsonl file or a "
                              "`datasets.save_to_disk` directory)")
+        read_prompt_file(cfg.prompts_file)  # every row, named by its number
         gen, block = item_lengths(cfg)
         check_lengths(gen, block, gen)
         if cfg.prompts_chat:  # the tokenizer alone, not the model: a template it lacks is named now
