@@ -340,3 +340,22 @@ def test_an_integral_float_memory_limit_from_yaml_is_an_int(tmp_path):
     """`memory_mb: 4e3` was kept as 4000.0 and every program was graded `error` (setrlimit)."""
     bench = get_benchmark("humaneval", path=tmp_path, memory_mb=4e3, timeout_s=5)
     assert bench.memory_mb == 4000 and type(bench.memory_mb) is int and bench.timeout_s == 5
+
+
+def test_a_split_less_file_taken_as_train_is_warned_about(tmp_path):
+    """`DEPMASK_GSM8K=/data/gsm8k.jsonl` (the eval's test file) made a `split: train` harvest of the
+    test problems, labelled `gsm8k:train:i`, with no word: a head trained on it had seen the test set."""
+    import warnings
+
+    from depmask.tasks.benchmarks.source import DataSpec, locate_records
+
+    plain, named = tmp_path / "gsm8k.jsonl", tmp_path / "gsm8k_train.jsonl"
+    for p in (plain, named):
+        p.write_text(json.dumps({"question": "q", "answer": "#### 1"}) + "\n")
+    spec = DataSpec("gsm8k", hub_id="openai/gsm8k")
+    with pytest.warns(UserWarning, match=r"does not name its split and is taken as the train split"):
+        locate_records(spec, "train", path=plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        locate_records(spec, "test", path=plain)  # the eval's usual case: no warning
+        locate_records(spec, "train", path=named)

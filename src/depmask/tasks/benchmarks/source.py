@@ -10,7 +10,8 @@ Where depmask looks, in order, for benchmark `name` and split `split`:
    `allow_download=True` or sets `DEPMASK_ALLOW_DOWNLOAD=1`.
 
 A location may be a file — `.jsonl`, `.jsonl.gz`, `.json` (a list of records) or `.parquet`,
-taken as the requested split unless its name says another split (`train.jsonl` is not `test`) — or a
+taken as the requested split unless its name says another split (`train.jsonl` is not `test`; taken
+as `train`, a file whose name says no split is warned about: it may hold test problems) — or a
 directory: one written by `datasets`' `save_to_disk` (a `Dataset`, refused when its name or the
 split it records says another split, "train" excepted: `datasets` records it for any local file;
 or a `DatasetDict` from which the split is taken), or one holding `<split>.jsonl` (or
@@ -25,6 +26,7 @@ import gzip
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +158,10 @@ def _try_location(p: Path, split: str, tried: list[str], label: str) -> list[dic
         if named is not None and named != split:
             tried.append(f"{label}: {p} is named for split {named!r}, not {split!r}")
             return None
+        if named is None and split == "train":  # a harvest's (a head's training data): a test file here
+            warnings.warn(f"{label}: {p} does not name its split and is taken as the train split; if it holds "
+                          "test problems, whatever trains on these (a harvest's head) has seen the test set. "
+                          "Name the file for its split (`gsm8k_train.jsonl`)", stacklevel=2)
         return read_records(p)
     if p.is_dir():
         named = _split_in_name(p)  # a single saved dataset named for a split (not a folder of split files)
