@@ -387,11 +387,12 @@ def test_prompts_chat_without_a_template_is_named_before_the_model_loads(tmp_pat
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"id": "a", "prompt": "x"}\n{"id": "b"}\n', r"row 2: `prompt` must be a non-empty string, got None \(fields: \['id'\]\)"),
-    ('{"prompt": 5}\n', r"row 1: `prompt` must be a non-empty string, got 5"),
-    ('[{"prompt": "x"}]\n', r"row 1 is a list, not an object with a `prompt`"),
-    ('"just text"\n', r"row 1 is a str, not an object"),
-    ('{"id": 1, "prompt": "x"}\n{"id": "1", "prompt": "y"}\n', r"rows 1 and 2 have the same id"),
+    ('{"id": "a", "prompt": "x"}\n\n{"id": "b"}\n', r"line 3: `prompt` must be a non-empty string, got None \(fields: \['id'\]\)"),
+    ('{"prompt": 5}\n', r"line 1: `prompt` must be a non-empty string, got 5"),
+    ('[{"prompt": "x"}]\n', r"line 1 is a list, not an object with a `prompt`"),
+    ('"just text"\n', r"line 1 is a str, not an object"),
+    ('{"id": 1, "prompt": "x"}\n\n\n{"id": "1", "prompt": "y"}\n', r"line 1 and line 4 have the same id"),
+    (b'{"prompt": "caf\xe9"}\n', r"is not UTF-8 text"),
     ("\n\n", r"holds no prompts"),
     ("not json\n", r"line 1 is not JSON"),
 ])
@@ -401,7 +402,7 @@ def test_a_prompts_file_is_checked_row_by_row_before_the_model_loads(tmp_path, m
     from depmask.models import HFDenoiser
 
     path = tmp_path / "p.jsonl"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     monkeypatch.setattr(HFDenoiser, "from_pretrained", lambda *a, **k: pytest.fail("the model loaded"))
     cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), prompts_file=str(path), gen_length=8)
     with pytest.raises(ValueError, match=message):

@@ -17,7 +17,7 @@ from depmask.eval.items import (
 )
 from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
-from tests.conftest import EMBEDDED
+from tests.conftest import EMBEDDED, ROOT
 
 
 def _checkpoint(directory, content: bytes):
@@ -145,3 +145,15 @@ def test_a_record_of_another_revision_is_resumed_with_a_warning_and_an_old_sampl
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_provenance(items, now, have_rows=True)
+
+
+def test_a_head_given_with_a_tilde_is_tied_to_its_weights(tmp_path, monkeypatch):
+    """`head: ~/h` loads (the loader expands it) but recorded no weights digest, so a head
+    retrained in place was taken for the old one."""
+    import shutil
+
+    from depmask.eval.items import run_provenance
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(ROOT / "models" / "tiny-tasks-head", tmp_path / "h")
+    assert run_provenance("m", {"head": "~/h"})["head_weights"] == run_provenance("m", {"head": str(tmp_path / "h")})["head_weights"]

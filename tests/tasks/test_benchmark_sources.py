@@ -359,3 +359,24 @@ def test_a_split_less_file_taken_as_train_is_warned_about(tmp_path):
         warnings.simplefilter("error")
         locate_records(spec, "test", path=plain)  # the eval's usual case: no warning
         locate_records(spec, "train", path=named)
+
+
+def test_no_warning_where_the_benchmark_splits_its_one_file_and_a_saved_dataset_warns_too(tmp_path):
+    """MBPP's one-file layout holds every split (picked by task id): warning that its train
+    problems may be test problems was wrong, and its advice (rename the file) broke the eval. A
+    `save_to_disk` directory records "train" for any local file: it was not warned about at all."""
+    import warnings
+
+    import datasets
+
+    from depmask.tasks.benchmarks.source import DataSpec, locate_records
+
+    mbpp = tmp_path / "mbpp.jsonl"
+    mbpp.write_text(json.dumps({"task_id": 700, "text": "t", "code": "c", "test_list": []}) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        locate_records(DataSpec("mbpp", hub_id="x", splits_by_record=True), "train", path=mbpp)
+    saved = tmp_path / "gsm8k_eval"
+    datasets.Dataset.from_list([{"question": "q", "answer": "#### 1"}]).save_to_disk(str(saved))
+    with pytest.warns(UserWarning, match=r"gsm8k_eval does not name its split and is taken as the train split"):
+        locate_records(DataSpec("gsm8k", hub_id="x"), "train", path=saved)

@@ -58,39 +58,47 @@ def read_prompt_file(path: str) -> list[dict]:
             raise ValueError(f"`prompts_file` ({path}) is a dataset with splits {sorted(loaded)}; give one "
                              f"split's directory (e.g. {p / sorted(loaded)[0]})")
         rows = list(loaded)
+        where = [f"row {n}" for n in range(1, len(rows) + 1)]
     elif p.is_file():
-        rows = []
-        for n, line in enumerate(p.read_text().splitlines(), 1):
+        rows, where = [], []
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"`prompts_file` ({path}) is not UTF-8 text ({e}); it holds UTF-8 JSON lines") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{p}: line {n} is not JSON ({e}); a prompts file holds one JSON "
                                      "object per line") from None
+                where.append(f"line {n}")
     else:
         raise FileNotFoundError(f"`prompts_file` ({path}) does not exist; expected a .jsonl file or a `datasets` directory")
-    check_prompt_rows(path, rows)
+    check_prompt_rows(path, rows, where)
     return rows
 
 
-def check_prompt_rows(path: str, rows: list) -> None:
+def check_prompt_rows(path: str, rows: list, where: list[str] | None = None) -> None:
     """Every row of a prompts file is an object with a text `prompt` (and, if it has one, an `id`
-    no other row has), and there is at least one: named by file and row, before the model loads."""
+    no other row has), and there is at least one: named by file and line (`where`: each row's
+    place, default `row N`), before the model loads."""
     if not rows:
         raise ValueError(f"`prompts_file` ({path}) holds no prompts")
+    where = where or [f"row {n}" for n in range(1, len(rows) + 1)]
     ids: dict = {}
-    for n, row in enumerate(rows, 1):
+    for at, row in zip(where, rows):
         if not isinstance(row, dict):
-            raise ValueError(f"`prompts_file` ({path}) row {n} is a {type(row).__name__}, not an object with a "
+            raise ValueError(f"`prompts_file` ({path}) {at} is a {type(row).__name__}, not an object with a "
                              "`prompt` (one JSON object per line, e.g. {\"id\": \"q1\", \"prompt\": \"...\"})")
         if not isinstance(row.get("prompt"), str) or not row["prompt"]:
-            raise ValueError(f"`prompts_file` ({path}) row {n}: `prompt` must be a non-empty string, got "
+            raise ValueError(f"`prompts_file` ({path}) {at}: `prompt` must be a non-empty string, got "
                              f"{row.get('prompt')!r}" + ("" if "prompt" in row else f" (fields: {sorted(map(str, row))})"))
         if "id" in row:
             if str(row["id"]) in ids:
-                raise ValueError(f"`prompts_file` ({path}) rows {ids[str(row['id'])]} and {n} have the same id "
+                raise ValueError(f"`prompts_file` ({path}) {ids[str(row['id'])]} and {at} have the same id "
                                  f"{row['id']!r}; ids must be unique")
-            ids[str(row["id"])] = n
+            ids[str(row["id"])] = at
 
 
 def _task_items(name: str, cfg: HarvestConfig, tokenizer) -> list[PromptItem]:

@@ -67,8 +67,8 @@ def run_provenance(model_fingerprint: str | None, knobs: dict, compile_select: s
     reported the old run's items as its own."""
     out: dict = {"model": model_fingerprint}
     for key, value in sorted(knobs.items()):
-        if isinstance(value, (str, Path)) and Path(value).is_dir():
-            digest = weights_digest(value)
+        if isinstance(value, (str, Path)) and Path(value).expanduser().is_dir():  # `~/head` loads too
+            digest = weights_digest(Path(value).expanduser())
             if digest is not None:
                 out[f"{key}_weights"] = digest
     if compile_select is not None:

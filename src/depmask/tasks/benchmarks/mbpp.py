@@ -44,7 +44,7 @@ class MBPP(CodeBenchmark):
 
     name = "mbpp"
     splits = ("train", "test", "validation", "prompt")
-    spec = DataSpec("mbpp", hub_id="google-research-datasets/mbpp", hub_config="full")
+    spec = DataSpec("mbpp", hub_id="google-research-datasets/mbpp", hub_config="full", splits_by_record=True)
     max_shots = 10
     default_shots = 3
     stop = ("[DONE]",)

@@ -51,12 +51,15 @@ class DataSpec:
         hub_config: the Hub configuration name (`main`), if any.
         packaged: (description, zero-argument function returning a path or None) for files an
             installed package ships.
+        splits_by_record: the benchmark picks a split's records itself (MBPP by task-id range),
+            so one file holding every split is its usual layout, not a test file taken as train.
     """
 
     name: str
     hub_id: str
     hub_config: str | None = None
     packaged: Sequence[tuple[str, Any]] = field(default_factory=tuple)
+    splits_by_record: bool = False
 
     @property
     def env_var(self) -> str:
@@ -131,8 +134,9 @@ def _is_saved_dataset(d: Path) -> bool:
     return (d / "dataset_dict.json").is_file() or (d / "state.json").is_file()
 
 
-def _load_saved(d: Path, split: str) -> list[dict] | None:
-    """Records of `split` from a `save_to_disk` directory; None if it is a DatasetDict without it."""
+def _load_saved(d: Path, split: str, warn_label: str | None = None) -> list[dict] | None:
+    """Records of `split` from a `save_to_disk` directory; None if it is a DatasetDict without it.
+    `warn_label`: warn when a lone dataset whose name says no split is taken as train."""
     import datasets
 
     loaded = datasets.load_from_disk(str(d))
@@ -144,6 +148,8 @@ def _load_saved(d: Path, split: str) -> list[dict] | None:
         # a single split saved on its own records which one it is: a test set is not served as
         # train. "train" proves nothing: `datasets` records it for any local file it reads
         raise KeyError(f"{str(d)!r} holds split {str(loaded.split)!r} (its state.json), not {split!r}")
+    elif split == "train" and warn_label is not None and _split_in_name(d) is None:
+        _warn_unnamed_train(warn_label, d)  # its recorded "train" proves nothing (any local file's)
     return [dict(r) for r in loaded]
 
 
@@ -151,17 +157,24 @@ def _split_files(d: Path, stems: Sequence[str]) -> list[Path]:
     return [d / f"{stem}{suffix}" for stem in stems for suffix in _FILE_SUFFIXES] + [d / stem for stem in stems]
 
 
-def _try_location(p: Path, split: str, tried: list[str], label: str) -> list[dict] | None:
-    """Records from a file or directory `p`, or None (and a line in `tried` saying why)."""
+def _warn_unnamed_train(label: str, p: Path) -> None:
+    """A harvest's (a head's training) split read from data that does not say it is train: if it is
+    the eval's test file, the head has seen the test set."""
+    warnings.warn(f"{label}: {p} does not name its split and is taken as the train split; if it holds test "
+                  "problems, whatever trains on these (a harvest's head) has seen the test set. Name the "
+                  "file for its split (`gsm8k_train.jsonl`) or point at the train data", stacklevel=3)
+
+
+def _try_location(p: Path, split: str, tried: list[str], label: str, warn_unnamed: bool = True) -> list[dict] | None:
+    """Records from a file or directory `p`, or None (and a line in `tried` saying why).
+    `warn_unnamed`: warn when data that names no split is taken as train."""
     if p.is_file():
         named = _split_in_name(p)
         if named is not None and named != split:
             tried.append(f"{label}: {p} is named for split {named!r}, not {split!r}")
             return None
-        if named is None and split == "train":  # a harvest's (a head's training data): a test file here
-            warnings.warn(f"{label}: {p} does not name its split and is taken as the train split; if it holds "
-                          "test problems, whatever trains on these (a harvest's head) has seen the test set. "
-                          "Name the file for its split (`gsm8k_train.jsonl`)", stacklevel=2)
+        if named is None and split == "train" and warn_unnamed:
+            _warn_unnamed_train(label, p)
         return read_records(p)
     if p.is_dir():
         named = _split_in_name(p)  # a single saved dataset named for a split (not a folder of split files)
@@ -170,7 +183,7 @@ def _try_location(p: Path, split: str, tried: list[str], label: str) -> list[dic
             return None
         if _is_saved_dataset(p):
             try:
-                return _load_saved(p, split)
+                return _load_saved(p, split, label if warn_unnamed else None)
             except KeyError as e:
                 tried.append(f"{label}: {e.args[0]}")
                 return None
@@ -199,13 +212,13 @@ def locate_records(spec: DataSpec, split: str, path: str | Path | None = None,
     """
     tried: list[str] = []
     if path is not None:
-        records = _try_location(Path(path).expanduser(), split, tried, "`path` argument")
+        records = _try_location(Path(path).expanduser(), split, tried, "`path` argument", not spec.splits_by_record)
         if records is not None:
             return records, str(path)
         raise DataNotFoundError(_message(spec, split, tried, explicit=True))
     env = os.environ.get(spec.env_var)
     if env:
-        records = _try_location(Path(env).expanduser(), split, tried, f"${spec.env_var}")
+        records = _try_location(Path(env).expanduser(), split, tried, f"${spec.env_var}", not spec.splits_by_record)
         if records is not None:
             return records, env
     else:
@@ -217,7 +230,7 @@ def locate_records(spec: DataSpec, split: str, path: str | Path | None = None,
         specific = _split_files(root, [f"{spec.name}_{split}", f"{spec.name}-{split}"])
         for candidate in [*specific, root / spec.name, *_split_files(root, [spec.name])[:-1]]:
             if candidate.exists():
-                records = _try_location(candidate, split, tried, f"${DATA_DIR_ENV}")
+                records = _try_location(candidate, split, tried, f"${DATA_DIR_ENV}", not spec.splits_by_record)
                 if records is not None:
                     return records, str(candidate)
         tried.append(f"${DATA_DIR_ENV}: {root} has no {spec.name}/, {spec.name}.jsonl, "
