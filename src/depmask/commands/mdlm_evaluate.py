@@ -141,7 +141,7 @@ def model_card(den, table: str, model: str, n: int, seed: int, device: str,
     # the card's command reproduces its table: name the tasks when they are not the default four
     task_flag = "" if list(tasks) == list(DEFAULT_TASKS) else f" --tasks '[{', '.join(tasks)}]'"
     params = sum(p.numel() for p in den.model.parameters())
-    if (Path(model) / "train_config.yaml").is_file():  # a fit of `mdlm fit` wrote its resolved config there
+    if (Path(model) / "train_config.yaml").is_file():  # `mdlm fit` wrote its resolved config there
         trained = ("Trained with `depmask mdlm fit`; every setting of that fit is in `train_config.yaml`\n"
                    "beside the weights.")
     else:  # the shipped model (its training notes follow the table)

@@ -57,8 +57,7 @@ def read_prompt_file(path: str) -> list[dict]:
         if not hasattr(loaded, "column_names") or isinstance(loaded.column_names, dict):  # a DatasetDict
             raise ValueError(f"`prompts_file` ({path}) is a dataset with splits {sorted(loaded)}; give one "
                              f"split's directory (e.g. {p / sorted(loaded)[0]})")
-        rows = list(loaded)
-        where = [f"row {n}" for n in range(1, len(rows) + 1)]
+        rows, where = list(loaded), None  # rows: `check_prompt_rows` numbers them
     elif p.is_file():
         rows, where = [], []
         try:

@@ -1,4 +1,6 @@
-"""When a fit's end should not export: it trained nothing, or was a dry run.
+"""What the two Lightning modules' fits share around their export: whether a fit's end may export
+(it trained nothing, or was a dry run), how long its learning-rate schedule runs, and the
+resolved config written beside the exported weights.
 
 `on_fit_end` of both Lightning modules exports to `export_dir`, which may hold a model or head the
 user keeps (`mdlm fit`'s default is the shipped model's directory). A fit with no optimiser step
@@ -8,6 +10,11 @@ code, which Lightning itself keeps from checkpointing and logging) must not repl
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+TRAIN_CONFIG = "train_config.yaml"  # the CLI's resolved config, beside the weights it made
+
 
 def skip_export_reason(trainer) -> str | None:
     """Why the fit that just ended must not export, or None when it may."""
@@ -16,3 +23,24 @@ def skip_export_reason(trainer) -> str | None:
     if int(trainer.global_step) == 0:
         return "the fit took no optimiser step (no training batch, or max_epochs 0)"
     return None
+
+
+def total_steps(trainer) -> int:
+    """The optimiser steps of the whole fit, which the warm-up + cosine schedules span; refused
+    when the fit is endless (`max_epochs -1` with no `max_steps`: an OverflowError before)."""
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        raise ValueError("the learning-rate schedule decays over the whole fit: bound it with "
+                         "`--trainer.max_steps` or `--trainer.max_epochs` (both are -1, endless, here; "
+                         "early stopping may still end it sooner)")
+    return max(int(total), 1)
+
+
+def write_train_config(module, directory: str | Path) -> None:
+    """Write the CLI's resolved config (`module.train_config_text`, handed over by the CLI's
+    config callback; absent when the module was built in Python) beside the exported weights."""
+    from depmask.data_gen.shards import write_atomic
+
+    text = getattr(module, "train_config_text", None)
+    if text:
+        write_atomic(Path(directory) / TRAIN_CONFIG, text.encode())

@@ -39,12 +39,11 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection, SpearmanCorrCoef
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
-from depmask.data_gen.shards import write_atomic
 from depmask.decoding.selector import prefix_cost
 from depmask.models.fingerprint import same_model
 from depmask.predictor import DependencyHead, pair_mask
 from depmask.predictor.io import capture_layers_problem, check_export_dir
-from depmask.train.export_guard import skip_export_reason
+from depmask.train.export_guard import skip_export_reason, total_steps, write_train_config
 
 LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
 
@@ -291,12 +290,7 @@ class HeadModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):  # `max_epochs -1` with no `max_steps`: an OverflowError before
-            raise ValueError("the learning-rate schedule decays over the whole fit: bound it with "
-                             "`--trainer.max_steps` or `--trainer.max_epochs` (both are -1, endless, here; "
-                             "early stopping may still end it sooner)")
-        total = max(int(total), 1)
+        total = total_steps(self.trainer)
         warm = min(self.hparams.warmup_steps, total)
 
         def schedule(step: int) -> float:
@@ -339,8 +333,7 @@ class HeadModule(L.LightningModule):
                     "metrics_step": step if metrics is not None else None}
         self.exported_metrics = manifest["metrics"]
         path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
-        if getattr(self, "train_config_text", None):  # the CLI's resolved config, beside the weights it made
-            write_atomic(Path(path) / "train_config.yaml", self.train_config_text.encode())
+        write_train_config(self, path)
         print(f"exported the dependency head to {path}")
         _log_artifact(self.trainer.loggers, path)
 

@@ -31,13 +31,16 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from depmask.data_gen.shards import write_atomic
 from depmask.models.tiny_mdlm import TinyMDLMConfig, TinyMDLMForMaskedLM, save_tiny_mdlm
 from depmask.paths import existing_config
 from depmask.stable_hash import stable_int
-from depmask.train.export_guard import skip_export_reason
+from depmask.train.export_guard import (
+    TRAIN_CONFIG,
+    skip_export_reason,
+    total_steps,
+    write_train_config,
+)
 
-TRAIN_CONFIG = "train_config.yaml"
 PREVIOUS = "previous"
 # files beside a model's weights that describe that model: its card, table, training notes, config
 CARD_FILES = ("README.md", "eval.json", "TRAINING.md", TRAIN_CONFIG)
@@ -240,11 +243,7 @@ class MDLMModule(L.LightningModule):
                                 betas=(0.9, 0.98))
         # the fit's real length, whether `max_steps` or `max_epochs` bounds it (it assumed 10,000
         # steps whenever `max_steps` was unset); warm-up no longer than the fit
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("the learning-rate schedule decays over the whole fit: bound it with "
-                             "`--trainer.max_steps` or `--trainer.max_epochs` (both are -1, endless, here)")
-        total = max(int(total), 1)
+        total = total_steps(self.trainer)
         warm = min(self.hparams.warmup_steps, total)
 
         def schedule(step: int) -> float:
@@ -265,8 +264,7 @@ class MDLMModule(L.LightningModule):
             directory = Path(self.hparams.export_dir).expanduser()
             moved = set_aside_previous_card(directory)
             out = save_tiny_mdlm(self.model.cpu().float(), directory, self.trainer.datamodule.tokenizer)
-            if getattr(self, "train_config_text", None):  # the CLI's resolved config, beside the weights it made
-                write_atomic(out / TRAIN_CONFIG, self.train_config_text.encode())
+            write_train_config(self, out)
             print(f"exported the model to {out}")
             if moved:
                 print(f"moved the replaced model's {', '.join(moved)} to {directory / PREVIOUS}/ (they describe "
