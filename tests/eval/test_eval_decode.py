@@ -469,3 +469,36 @@ def test_numpy_and_path_knobs_stay_in_the_summary_rows(tmp_path):
     from depmask.eval.runner import _plain
 
     assert _plain({"head": tmp_path / "h", "x": [1]}) == {"head": str(tmp_path / "h")}
+
+
+def test_a_numpy_knob_names_the_run_its_value_does():
+    """`np.int64(2)` was hashed as the text "2": a NumPy-built sweep decoded again into another file
+    instead of resuming, and `[2, np.int64(2)]` was not caught as the same run twice."""
+    import numpy as np
+
+    from depmask.eval.runner import check_policies
+
+    assert run_slug("dilated", {"base": np.int64(2)}) == run_slug("dilated", {"base": 2})
+    assert run_slug("threshold", {"threshold": np.float64(0.5)}) == run_slug("threshold", {"threshold": 0.5})
+    with pytest.raises(ValueError, match=r"the same run as one of sweep 'dilated'"):
+        check_policies([PolicySweep("dilated", sweep={"base": [2, np.int64(2)]})])
+
+
+def test_results_decoded_from_other_prompts_are_not_reused(tmp_path):
+    """A benchmark's ids are record indices: after its data file changed at the same path, the old
+    completions were reused and graded against the old answers."""
+    data = tmp_path / "gsm.jsonl"
+
+    def write(offset):
+        data.write_text("".join(json.dumps({"question": f"{i + offset} + 1?", "answer": f"#### {i + offset + 1}"}) + "\n"
+                                for i in range(3)))
+
+    args = ["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[gsm8k]", "--n", "3", "--gen_length", "8", "--block_length", "8",
+            "--task_kwargs", json.dumps({"gsm8k": {"path": str(data), "shots": 0}}), "--bootstrap", "0",
+            "--policies", "[{name: low_confidence}]", "--output", str(tmp_path / "ev")]
+    write(0)
+    main(args)
+    main(args)  # the same data: resumed
+    write(10)
+    with pytest.raises(ValueError, match=r"holds results for 3 item\(s\) .* whose prompt or answer is not what it is now"):
+        main(args)

@@ -31,6 +31,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 try:
     import fcntl
 except ImportError:  # not POSIX (Windows): runs are not locked
@@ -151,9 +153,20 @@ def _flat(record: dict) -> dict:
     return out
 
 
+def plain_value(v):
+    """A NumPy scalar as its Python value, a path as its text; anything else as it is."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
+
+
 def run_slug(policy: str, knobs: dict) -> str:
     """A file-name-safe, stable name for a (policy, knobs) run."""
-    # a head directory spelled with a trailing slash or `./` is the same run (its results file too)
+    # a NumPy scalar names the run its value does (`np.int64(2)` hashed as the text "2": another
+    # file, decoded again); a head directory spelled with a trailing slash or `./` is the same run
+    knobs = {k: plain_value(v) for k, v in knobs.items()}
     knobs = {k: os.path.normpath(v) if k == "head" and isinstance(v, str) else v for k, v in knobs.items()}
     digest = hashlib.sha1(json.dumps(knobs, sort_keys=True, default=str).encode()).hexdigest()[:8]
     short = "_".join(f"{k}={v}" for k, v in sorted(knobs.items()) if isinstance(v, (int, float)))

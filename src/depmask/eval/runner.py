@@ -13,13 +13,11 @@ import hashlib
 import itertools
 import json
 import numbers
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -38,6 +36,7 @@ from depmask.eval.items import (
     append_items,
     check_provenance,
     done_ids,
+    plain_value,
     read_items,
     run_lock,
     run_provenance,
@@ -95,7 +94,8 @@ class PolicySweep:
 def _row_items(res, b: int, committed, seconds: float, examples, completions, correct) -> list[dict]:
     tpf, afp, tau = res.tpf().tolist(), res.afp().tolist(), res.kendall_tau().tolist()
     probe = res.probe_nfe.tolist() if res.probe_nfe is not None else [0] * b
-    return [{"id": ex.id, "completion": comp, "correct": bool(ok), "nfe": int(res.nfe[i]), "probe_nfe": int(probe[i]),
+    return [{"id": ex.id, "item": item_digest(ex), "completion": comp, "correct": bool(ok), "nfe": int(res.nfe[i]),
+             "probe_nfe": int(probe[i]),
              "tpf": tpf[i], "afp": afp[i] if afp[i] == afp[i] else None,
              "kendall_tau": tau[i] if tau[i] == tau[i] else None, "committed": int(committed[i]),
              "commit_step": res.commit_step[i].tolist(), "seconds": seconds / b}
@@ -155,6 +155,7 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
     with run_lock(items_path, on_wait=waiting):  # read after the lock: another process's items count
         rows = read_items(items_path)
         check_provenance(items_path, provenance, bool(rows))
+        check_items(items_path, rows, examples)
         have = done_ids(rows)
         todo = [ex for ex in examples if ex.id not in have]
         if not adapter.synthetic:  # prompts of similar length share a batch: less left padding (a
@@ -230,19 +231,12 @@ def _plain(knobs: dict) -> dict:
     Python-built sweep, a `Path` head kept as text, not dropped: the row's run key needs them)."""
     out = {}
     for k, v in knobs.items():
-        v = _plain_value(v)
+        v = plain_value(v)
         if isinstance(v, (int, float, str, bool)) or v is None:
             out[k] = v
     return out
 
 
-def _plain_value(v):
-    """A NumPy scalar as its Python value, a path as its text; anything else as it is."""
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    return v
 
 
 def check_counts(n: int | None, batch_size: int) -> None:
@@ -317,6 +311,24 @@ def check_tasks(tasks: list[str], task_kwargs: dict[str, dict] | None, gen_lengt
                 adapter.task.prompt_text(drawn[0], None, chat=False)
 
 
+def item_digest(ex) -> str:
+    """A short digest of what an item asks and expects (prompt, answer), kept with its result."""
+    return hashlib.sha256(json.dumps([ex.prompt, ex.answer]).encode()).hexdigest()[:16]
+
+
+def check_items(items_path: Path, rows: list[dict], examples) -> None:
+    """Refuse a results file whose rows were decoded from other prompts or answers than the items
+    of the same id now (a benchmark's data file changed at the same path: its ids are record
+    indices, and the old completions were reused, graded against the old answers). Rows written
+    before the digest was kept are not checked."""
+    now = {ex.id: item_digest(ex) for ex in examples}
+    stale = [r["id"] for r in rows if "item" in r and r["id"] in now and r["item"] != now[r["id"]]]
+    if stale:
+        raise ValueError(f"{items_path} holds results for {len(stale)} item(s) (e.g. {stale[0]!r}) whose prompt or "
+                         "answer is not what it is now (the task's data changed at the same path?); decode into "
+                         "another `output`, or delete that file to decode them again")
+
+
 def draw_digest(examples) -> str:
     """sha256 of a draw's items — each one's id, prompt and answer, sorted by id: two runs with the
     same digest were scored on the same items (ids alone are `task:split:seed:index`, the same for
@@ -386,7 +398,7 @@ def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], out
                                 seed=seed, bar=bar, keep=items, label=sweep.label,
                                 compile_select=compile_select))
             index[f"{adapter.name}/{slug}"] = {"task": adapter.name, "policy": sweep.name, "label": sweep.shown,
-                                               "knobs": {k: _plain_value(v) for k, v in knobs.items()}, "gen_length": g, "block_length": blk,
+                                               "knobs": {k: plain_value(v) for k, v in knobs.items()}, "gen_length": g, "block_length": blk,
                                                # the items its summary row is over (this draw, not every
                                                # item its results file holds from earlier draws)
                                                "items": len(examples), "items_digest": draw_digest(examples)}
