@@ -198,3 +198,17 @@ def test_capture_memory_is_o_b_l2_not_layers_heads():
     print(f"peak bytes: plain {plain}, capture all {layers} layers {captured}, eager {eager}; b·l²·4 = {bl2}")
     assert captured - plain <= 4 * bl2
     assert eager - plain >= layers * heads * bl2  # the measure sees what capture avoids
+
+
+def test_a_query_row_with_no_key_to_attend_is_zero_as_in_sdpa():
+    """A pairwise mask (Dream's) leaves padding query rows with no key: the explicit softmax gave
+    NaN there (and Dream's unshift copied that row onto the first real token), SDPA gives 0."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 4, 8, generator=g) for _ in range(3))
+    mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    mask[:, :, 0, :] = False  # query row 0 attends nothing
+    mask[:, :, :, 0] = False
+    out, probs = explicit_attention(q, k, v, attn_mask=mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.isfinite(probs).all() and (probs[:, 0] == 0).all()
+    assert torch.allclose(out, ref, atol=1e-6)

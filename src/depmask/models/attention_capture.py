@@ -87,7 +87,9 @@ def explicit_attention(
             scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
         if causal is not None:
             scores = scores.masked_fill(~causal, float("-inf"))
-        probs = scores.softmax(dim=-1)
+        # a query row with no key to attend (a padding row under a pairwise mask): zeros, as torch's
+        # SDPA gives, not softmax's NaN (Dream's unshift copies the row before the first token onto it)
+        probs = scores.softmax(dim=-1).masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
         if out is not None:
             out[:, head] = (probs @ value[:, kv].float()).to(query.dtype)
         prob_sum += probs
