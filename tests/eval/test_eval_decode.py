@@ -5,8 +5,9 @@ import json
 import pytest
 
 from depmask.cli import main
+from depmask.eval.draws import check_heldout, task_prompts
 from depmask.eval.items import read_items, run_slug
-from depmask.eval.runner import PolicySweep, check_heldout, run_decode_eval, task_prompts
+from depmask.eval.runner import PolicySweep, run_decode_eval
 from depmask.eval.summary import run_key, wilson_interval
 from depmask.models import HFDenoiser
 from depmask.tasks import get_task

@@ -288,7 +288,7 @@ def test_a_gen_length_shorter_than_a_generated_answer_is_refused():
 def test_the_draw_digest_tells_draws_under_other_task_arguments_apart():
     """Ids are `task:split:seed:index` whatever the arguments: the digest (ids only) called draws
     of other instances the same items, and `head_tradeoff` passed them."""
-    from depmask.eval.runner import draw_digest
+    from depmask.eval.draws import draw_digest
 
     a = get_task("sudoku4").examples("test", 20, seed=0)
     b = get_task("sudoku4", min_givens=8).examples("test", 20, seed=0)

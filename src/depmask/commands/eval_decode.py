@@ -28,6 +28,7 @@ from pathlib import Path
 
 from depmask.data_gen.shards import write_atomic
 from depmask.decoding import compile_mode
+from depmask.eval.draws import check_heldout, task_prompts
 from depmask.eval.headline import MEASURES, headline_report
 from depmask.eval.headline_ci import headline_intervals, intervals_table
 from depmask.eval.heldout import heldout_headline, heldout_table
@@ -37,13 +38,11 @@ from depmask.eval.runner import (
     PolicySweep,
     check_counts,
     check_decoding,
-    check_heldout,
     check_policies,
     check_seed,
     check_tasks,
     listed,
     run_decode_eval,
-    task_prompts,
 )
 from depmask.eval.summary import plain, table, to_json
 from depmask.paths import output_dir
