@@ -53,6 +53,7 @@ from pathlib import Path
 import torch
 
 from depmask.decoding.policies.base import Policy
+from depmask.decoding.stamp import PolicyStamp
 from depmask.decoding.state import StepState
 
 _TRACE_NOISE = r"(`isinstance\(treespec, LeafSpec\)` is deprecated|`torch\._prims_common\.check` is deprecated)"
@@ -78,38 +79,6 @@ class _Step(torch.nn.Module):
         values.update(zip(self.fields, tensors[:n]), block_start=canvas - self.tail_start,
                       block_end=canvas - self.tail_end)
         return self.policy.select_with(StepState(**values), **dict(zip(self.knobs, tensors[n:])))
-
-
-def _modules_of(obj, depth: int = 3) -> list[torch.nn.Module]:
-    """The `nn.Module`s a policy holds (its head), looked up through its attributes."""
-    if isinstance(obj, torch.nn.Module):
-        return [obj]
-    if depth == 0 or not hasattr(obj, "__dict__"):
-        return []
-    found: list[torch.nn.Module] = []
-    for key, value in vars(obj).items():
-        if not key.startswith("_compiled"):
-            found += [m for m in _modules_of(value, depth - 1) if all(m is not f for f in found)]
-    return found
-
-
-def _policy_stamp(policy: Policy) -> tuple:
-    """What a library bakes in besides its inputs: the policy's (and its `Guided`'s) other knobs,
-    the mode of the modules it holds, and the dtype, device, shape and bytes of their parameters
-    and buffers. Bytes, not `Tensor._version`: writes through `.data` (`p.data.copy_`,
-    `vector_to_parameters`) do not move the version, and tensors made under inference mode (a head
-    moved to the model's device inside `generate`) have none."""
-    tensor = set(policy.tensor_knobs())
-    knobs = []
-    for obj in (policy, vars(policy).get("_guided")):
-        if isinstance(obj, Policy):
-            knobs += [(k, repr(v)) for k, v in sorted(obj.knobs().items()) if k not in tensor]
-    modules = _modules_of(policy)
-    digest = hashlib.sha256()
-    for t in (t for m in modules for t in (*m.parameters(), *m.buffers())):
-        digest.update(f"{t.dtype} {t.device} {tuple(t.shape)}|".encode())
-        digest.update(memoryview(t.detach().reshape(-1).view(torch.uint8).cpu().numpy()))  # no copy on CPU
-    return (tuple(knobs), tuple(sub.training for top in modules for sub in top.modules()), digest.hexdigest())
 
 
 def _canvas_dims(field: str) -> tuple[int, ...]:
@@ -138,7 +107,8 @@ class AotSelect:
         self.knobs = tuple(policy.tensor_knobs())  # inputs of every library, after the fields
         self._knob_inputs: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self._runners: dict[tuple, object] = {}
-        self._stamp = _policy_stamp(policy)
+        self._stamper = PolicyStamp()
+        self._stamp = self._stamper(policy)
         self.loaded = 0  # libraries taken from the disk cache instead of compiled
         self._dir = tempfile.TemporaryDirectory(prefix="depmask-aot-")  # removed with this object
 
@@ -146,7 +116,7 @@ class AotSelect:
         """Drop the libraries built so far when the policy changed since (its other knobs, or the
         values, dtype or mode of a parameter it holds); True if it did. `compiled_select` calls it each
         time it hands this step to a decode."""
-        stamp = _policy_stamp(self.policy)
+        stamp = self._stamper(self.policy)
         if stamp == self._stamp:
             return False
         self.fields, self.knobs = tuple(self.policy.state_fields), tuple(self.policy.tensor_knobs())

@@ -1,0 +1,78 @@
+"""`PolicyStamp`: the per-decode check of what an AOT library baked in keeps byte views of the
+head's tensors between calls; a write to those tensors must still be seen, in every way a user
+can make it, and a check with nothing changed must not rebuild."""
+
+import torch
+
+from depmask.decoding import build_policy
+from depmask.decoding.stamp import PolicyStamp
+from depmask.predictor import DependencyHead
+
+
+def _policy():
+    torch.manual_seed(0)
+    head = DependencyHead(hidden_size=24, dim=16, layers=1, heads=2, max_distance=16).eval()
+    return head, build_policy("demask", head=head, epsilon=0.3)
+
+
+def test_in_place_writes_are_seen_through_the_kept_views():
+    head, policy = _policy()
+    stamp = PolicyStamp()
+    first = stamp(policy)
+    assert stamp(policy) == first == stamp(policy)  # views kept: nothing changed, nothing seen
+    weight = next(head.parameters())
+    weight.data.view(-1)[5] += 1.0  # in place through `.data`: no version bump, same address
+    changed = stamp(policy)
+    assert changed != first
+    weight.data.view(-1)[5] -= 1.0
+    assert stamp(policy) == first  # the bytes, not an address or a counter
+
+
+def test_a_replaced_tensor_is_read_from_its_new_memory():
+    head, policy = _policy()
+    stamp = PolicyStamp()
+    first = stamp(policy)
+    weight = next(head.parameters())
+    weight.data = weight.data.clone()  # same values at a new address: the same stamp
+    assert stamp(policy) == first
+    weight.data = weight.data * 2
+    assert stamp(policy) != first
+    head.double()
+    assert stamp(policy)[2] != first[2]  # dtypes are described
+
+
+def test_non_contiguous_and_buffer_writes_are_seen():
+    """A non-contiguous tensor's bytes come from a copy, which must be made again at every check
+    (a kept copy would miss the write)."""
+    head, policy = _policy()
+    head.register_buffer("table", torch.arange(12.0).reshape(3, 4).t())  # non-contiguous
+    stamp = PolicyStamp()
+    first = stamp(policy)
+    assert stamp(policy) == first
+    head.table[1, 2] = -1.0
+    assert stamp(policy) != first
+
+
+def test_modes_and_knobs_are_stamped():
+    head, policy = _policy()
+    stamp = PolicyStamp()
+    first = stamp(policy)
+    head.train()
+    assert stamp(policy) != first
+    head.eval()
+    assert stamp(policy) == first
+    policy._guided.skip_blocked = True  # a baked-in knob of the policy's `Guided`
+    assert stamp(policy) != first
+    policy.epsilon = 0.9  # a library input, not baked in
+    policy._guided.skip_blocked = False
+    assert stamp(policy) == first
+
+
+def test_views_of_tensors_no_longer_held_are_let_go():
+    head, policy = _policy()
+    stamp = PolicyStamp()
+    stamp(policy)
+    held = len(stamp._views)
+    head.double()  # every parameter moves to new memory
+    stamp(policy)
+    assert len(stamp._views) == held
