@@ -429,3 +429,14 @@ def test_half_precision_trainer_settings_harvest_float32_influences(embedded):
     finally:
         torch.set_default_dtype(before)
     assert res.records and all(np.asarray(r.tv).dtype == np.float32 for r in res.records)
+
+
+def test_topk_beyond_the_vocabulary_is_refused_before_any_work(embedded, tmp_path):
+    """`top_values` took min(k, vocab): a harvest asked for more values than the model has recorded
+    the number asked for, with the expectation over fewer."""
+    v = embedded.vocab_size
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"], examples_per_task=2,
+                        states_per_example=1, batch_size=2, topk=v)
+    with pytest.raises(ValueError, match=rf"`topk` \({v}\) must be at most {v - 1}"):
+        run_harvest(cfg, QUIET)
+    assert not (tmp_path / "h").exists()
