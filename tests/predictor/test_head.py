@@ -201,6 +201,13 @@ def test_bad_inputs_and_args_are_named():
         DependencyHead(D, pair_product=1)
     with pytest.raises(ValueError, match=r"`pair_activation` \('tanh'\) must be one of \['gelu', 'relu'\]"):
         DependencyHead(D, pair_activation="tanh")
+    # `use_confidence` went through bool(): "false" built (and saved) a head that reads confidence
+    with pytest.raises(ValueError, match=r"`use_confidence` \('false'\) must be a bool"):
+        DependencyHead(D, use_confidence="false")
+    with pytest.raises(ValueError, match=r"`dropout` \('0.1'\) must be a number in \[0, 1\)"):
+        DependencyHead(D, dropout="0.1")
+    with pytest.raises(ValueError, match=r"`pair_activation` \(\['relu'\]\) must be one of"):
+        DependencyHead(D, pair_activation=["relu"])
 
 
 def test_the_lean_variant_is_a_fraction_of_the_default():

@@ -217,3 +217,24 @@ def test_capture_layers_problem_names_two_different_explicit_layer_sets():
     assert capture_layers_problem(False, manifest, [3]) is None  # reads no attention
     assert capture_layers_problem(True, {"capture_layers": None}, [3]) is None  # a default: unresolved here
     assert capture_layers_problem(True, None, [3]) is None  # a head from before the record
+
+
+def test_save_pretrained_does_not_replace_a_models_directory(tmp_path):
+    """Only `train fit` checked its export directory: `head.save_pretrained(model_dir)` replaced the
+    model's config.json and weights with the head's."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / CONFIG_NAME).write_text(json.dumps({"model_type": "tiny_mdlm", "hidden_size": D}))
+    (model / WEIGHTS_NAME).write_bytes(b"model weights")
+    with pytest.raises(ValueError, match=r"`directory` \(.*model'\) holds a model \('tiny_mdlm'\)"):
+        _head().save_pretrained(model)
+    assert json.loads((model / CONFIG_NAME).read_text())["model_type"] == "tiny_mdlm"
+    assert (model / WEIGHTS_NAME).read_bytes() == b"model weights"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / CONFIG_NAME).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="a config.json that is not a head's"):
+        _head().save_pretrained(other)
+    head_dir = _head().save_pretrained(tmp_path / "head")  # a head's own directory is written again
+    assert _head(dim=32, heads=4).save_pretrained(head_dir) == head_dir
+    assert DependencyHead.from_pretrained(head_dir).config["dim"] == 32

@@ -183,19 +183,20 @@ class DependencyHead(nn.Module):
                 raise ValueError(f"`{name}` ({value!r}) must be an int ≥ {low}")
         if dim % heads:
             raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim})")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` ({dropout}) must lie in [0, 1)")
-        for name, value in (("pair_mlp", pair_mlp), ("pair_product", pair_product), ("use_attention", use_attention),
-                            ("set_context", set_context), ("pair_refine", pair_refine)):
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` ({dropout!r}) must be a number in [0, 1)")
+        for name, value in (("use_confidence", use_confidence), ("pair_mlp", pair_mlp), ("pair_product", pair_product),
+                            ("use_attention", use_attention), ("set_context", set_context),
+                            ("pair_refine", pair_refine)):
             if not isinstance(value, bool):
                 raise ValueError(f"`{name}` ({value!r}) must be a bool")
-        if pair_activation not in ACTIVATIONS:
+        if not isinstance(pair_activation, str) or pair_activation not in ACTIVATIONS:
             raise ValueError(f"`pair_activation` ({pair_activation!r}) must be one of {sorted(ACTIVATIONS)}")
         if base_fingerprint is not None and not isinstance(base_fingerprint, str):
             raise ValueError(f"`base_fingerprint` ({base_fingerprint!r}) must be a str or None")
         self.hidden_size = hidden_size
         self.base_fingerprint = base_fingerprint
-        self.use_confidence = bool(use_confidence)
+        self.use_confidence = use_confidence
         self.use_attention = use_attention
         self.max_distance = max_distance
         self.config: dict[str, Any] = {

@@ -95,6 +95,7 @@ def write_checkpoint(
     directory = Path(directory).expanduser()
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"`directory` ({directory}) exists and is not a directory")
+    check_export_dir(directory, "directory")  # a model's directory (its config and weights) is not replaced
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     meta = {"format": "pt", "format_version": str(FORMAT_VERSION)}
@@ -207,16 +208,17 @@ def check_capture_layers(use_attention: bool, manifest: dict | None, denoiser: A
                          f"load the model with `capture_layers={trained}`")
 
 
-def check_export_dir(directory: str | Path) -> None:
+def check_export_dir(directory: str | Path, name: str = "export_dir") -> None:
     """Refuse (ValueError) to export a head into a directory that holds something else: a model
     (its `config.json` has a `model_type`), or anything but a head's config. A head's directory, an
-    empty one or a new one pass. Checked before training, not after it."""
+    empty one or a new one pass. Training checks it before it starts, and every save checks it
+    (`write_checkpoint`); `name` is the argument named in the error."""
     from depmask.paths import existing_config
 
-    directory, found = existing_config("export_dir", directory)  # not a file, nor below one
+    directory, found = existing_config(name, directory)  # not a file, nor below one
     if found is not None and ("model_type" in found or "format_version" not in found):
         kind = f"a model ({found['model_type']!r})" if "model_type" in found else "a config.json that is not a head's"
-        raise ValueError(f"`export_dir` ({str(directory)!r}) holds {kind}; a head export would replace its "
+        raise ValueError(f"`{name}` ({str(directory)!r}) holds {kind}; a head export would replace its "
                          "config.json and weights: give the head a directory of its own")
 
 
