@@ -270,6 +270,32 @@ def test_a_row_with_one_candidate_costs_no_probe(prompts):
     assert (res.nfe == 16).all() and (res.probe_nfe == 0).all()  # one token per step, nothing probed
 
 
+def test_the_oracle_budget_counts_the_statistics_of_the_probed_positions(monkeypatch):
+    """`chunk_for_budget` charged a copy its canvas logits only; `pairwise_influence` also holds
+    `[n, m, v]` float32 statistics of the m probed positions, which on a block as long as the
+    canvas more than doubled the memory a chunk used."""
+    import depmask.decoding.scorers.oracle as oracle_module
+    from depmask.decoding.influence import chunk_for_budget
+
+    den = MockDenoiser(seed=1)
+    state, _ = probing_state(den)
+    l, v = state.tokens.shape[1], state.block_log_probs.shape[-1]
+    m = int(state.mask[:, state.block_start:state.block_end].sum(1).max())
+    budget_mb = 1
+    seen = {}
+
+    def spy(*args, chunk_size, **kwargs):
+        seen["chunk"], seen["m"] = chunk_size, args[2].shape[1]
+        return pairwise_influence(*args, chunk_size=chunk_size, **kwargs)
+
+    monkeypatch.setattr(oracle_module, "pairwise_influence", spy)
+    OracleScorer(chunk_size=10**9, memory_budget_mb=budget_mb).score(state)
+    assert seen["m"] == m
+    assert seen["chunk"] == (2**20) // (12 * l * v + 16 * m * v) < (2**20) // (12 * l * v)
+    assert chunk_for_budget(28 * 10 * 100, 10, 100, positions=10) == 1  # 12 + 16 bytes per logit
+    assert chunk_for_budget(28 * 10 * 100, 10, 100) == 2
+
+
 def test_oracle_scorer_refuses_a_state_without_a_probe():
     with pytest.raises(ValueError, match="state.probe"):
         OracleScorer().score(random_state(0))

@@ -75,19 +75,25 @@ def top_values(
     return top.indices, weights
 
 
-def chunk_for_budget(budget_bytes: int, length: int, vocab: int, bytes_per_logit: int = 4) -> int:
-    """Perturbed copies per forward so that the logits of one chunk fit in `budget_bytes`.
+def chunk_for_budget(budget_bytes: int, length: int, vocab: int, bytes_per_logit: int = 4, *,
+                     positions: int = 0) -> int:
+    """Perturbed copies per forward so that one chunk's logits and statistics fit in `budget_bytes`.
 
     The logits dominate activation memory at inference for real vocabularies (LLaDA: 126k);
     a caller with a tighter bound on the model's own activations passes a smaller budget. A copy
     costs 3 × 4 bytes per logit of its canvas here: the model's own logits (bf16 or float32), the
     denoiser's float32 copy, and Dream's un-shifted copy. Measured on the real vocabularies with
-    a bf16 model (a 256-token canvas, 32 positions): 5.2 bytes per logit for LLaDA, 8.2 for Dream
-    (the `[n, m, v]` statistics of the m ≪ l positions included), so the budget holds.
+    a bf16 model (a 256-token canvas, 32 positions): 5.2 bytes per logit for LLaDA, 8.2 for Dream.
+    `pairwise_influence` then holds up to four float32 `[n, m, v]` statistics of the `positions`
+    (m) positions it compares at once, 16 bytes per position and value: with m ≪ l they are small,
+    but a block as long as the canvas (the oracle's first step with one block) more than doubles a
+    copy's cost, and the budget left them out.
     """
     if budget_bytes <= 0:
         raise ValueError(f"`budget_bytes` ({budget_bytes}) must be > 0")
-    per_copy = length * vocab * bytes_per_logit * 3
+    if positions < 0:
+        raise ValueError(f"`positions` ({positions}) must be >= 0")
+    per_copy = length * vocab * bytes_per_logit * 3 + positions * vocab * 16
     return max(1, budget_bytes // per_copy)
 
 

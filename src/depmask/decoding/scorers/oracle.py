@@ -31,10 +31,12 @@ class OracleScorer(Scorer):
             raise ValueError(f"`memory_budget_mb` ({memory_budget_mb!r}) must be an int >= 1")
         self.chunk_size, self.memory_budget_mb = chunk_size, memory_budget_mb
 
-    def chunk(self, length: int, vocab: int) -> int:
-        """Copies per probe forward: `chunk_size`, fewer when their logits would pass the budget
-        (64 copies of a 1,536-token LLaDA canvas hold ~100 GB of logits)."""
-        return min(self.chunk_size, chunk_for_budget(self.memory_budget_mb * 2**20, length, vocab))
+    def chunk(self, length: int, vocab: int, positions: int = 0) -> int:
+        """Copies per probe forward: `chunk_size`, fewer when their logits and the statistics of the
+        `positions` probed positions would pass the budget (64 copies of a 1,536-token LLaDA canvas
+        hold ~100 GB of logits)."""
+        return min(self.chunk_size, chunk_for_budget(self.memory_budget_mb * 2**20, length, vocab,
+                                                     positions=positions))
 
     def score(self, state: StepState, candidates: torch.Tensor | None = None) -> torch.Tensor:
         if state.probe is None or state.block_log_probs is None:
@@ -48,7 +50,7 @@ class OracleScorer(Scorer):
         values = state.x0.gather(1, positions)[:, :, None]  # [b, m, 1]
         influence = pairwise_influence(
             state.probe, state.tokens, positions, valid, base, values,
-            chunk_size=self.chunk(state.tokens.shape[1], v),
+            chunk_size=self.chunk(state.tokens.shape[1], v, positions.shape[1]),
         )  # the probe has pairwise_influence's `forward(copies, states)` signature
         return scatter_block(influence.tv, order, state)  # [b, l, l]
 
