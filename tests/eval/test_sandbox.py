@@ -342,3 +342,20 @@ def test_an_interrupt_while_waiting_kills_and_reaps_the_program(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_program("import time\ntime.sleep(60)", SandboxLimits(timeout_s=30.0, memory_mb=256))
     _assert_group_gone(started["pid"])  # zombies count as members: gone means killed and reaped
+
+
+def test_a_descriptor_names_its_file_and_libraries_that_import_ctypes_load():
+    """`os.chmod(fd, 0)` on a descriptor opened read-only outside the directory passed the write
+    guard (an int path was not checked); `sympy` failed to import (ctypes was blocked whole) while
+    libc's `fork` through ctypes must stay refused."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as victim:
+        os.chmod(victim.name, 0o644)
+        r = _run(f"import os\nos.chmod(os.open({victim.name!r}, os.O_RDONLY), 0)\n")
+        assert r.status == "error" and "SandboxViolation" in r.stderr_tail, r.stderr_tail
+        assert os.stat(victim.name).st_mode & 0o777 == 0o644
+    r = _run("from sympy import isprime\nassert isprime(7) and not isprime(8)\n")
+    assert r.status == "passed", r.stderr_tail
+    r = _run("import ctypes\nctypes.CDLL(None).system(b'true')\n")
+    assert r.status == "error" and "SandboxViolation" in r.stderr_tail, r.stderr_tail

@@ -160,3 +160,24 @@ def test_mbpp_end_to_end_through_the_sandbox(tmp_path):
     wrong = ["def remove_Occ(s, ch):\n    return s\n[DONE]", "def root(x):\n    return x"]
     grades = bench.grade(examples, _decode(bench, examples, wrong, ByteTokenizer()))
     assert [g.status for g in grades] == ["failed", "failed"]
+
+
+def test_future_imports_and_executor_results_in_the_assembled_program(tmp_path):
+    """`from __future__ import ...` in a solution came after the prompt's imports or MBPP's setup:
+    a SyntaxError for a right answer. An executor that returned fewer results than programs had
+    the last items dropped silently."""
+    from depmask.eval.sandbox import ExecResult
+
+    rows = [{"task_id": 12, "text": "Square root via math.", "code": "def root(x):\n    return math.sqrt(x)",
+             "test_list": ["assert root(4) == 2"], "test_setup_code": "import math"}]
+    (tmp_path / "mbpp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = MBPP(path=tmp_path / "mbpp.jsonl", shots=0, max_workers=1)
+    ex = bench.examples("test")[0]
+    answer = "```python\nfrom __future__ import annotations\n\ndef root(x: float) -> float:\n    return math.sqrt(x)\n```"
+    program = bench.program(ex, answer)
+    assert program.startswith("from __future__ import annotations\n") and program.count("__future__") == 1
+    assert bench.grade_one(ex, answer).status == "passed"
+    short = MBPP(path=tmp_path / "mbpp.jsonl", shots=0,
+                 executor=lambda programs: [ExecResult(True, "passed", 0.0, "")][: len(programs) - 1])
+    with pytest.raises(ValueError, match="the executor returned 0 results for 1 programs"):
+        short.grade([ex], [answer])

@@ -417,3 +417,40 @@ def test_setup_statements_the_solution_needs_are_kept(completion, call, expected
     code = extract_code(completion + "\nprint(" + call + ")\nassert " + call + " == -1\nn = int(input())\n", [name])
     assert "print(" not in code and "assert" not in code and "input(" not in code
     assert eval(call, _runs(code)) == expected  # trusted, hand-written code only
+
+
+# ---- code: shapes a decoder produces that were graded wrong ------------------------------------
+
+def test_a_degenerate_line_is_unparseable_garbage_not_a_crash():
+    """`ast.parse` raises RecursionError on ~3,000 `-` before an operand and MemoryError on ~6,000
+    without one (a repeated dash token, an ASCII table rule): grading raised, the eval aborted, and a
+    resume decoded the same completion and crashed again."""
+    for tail in ("-" * 3000 + "1", "-" * 6000, "+" + "-" * 7000 + "+"):
+        code = extract_code(BODY + tail + "\n", ["count_even"], PROMPT)
+        assert _runs(code)["count_even"]([1, 2, 4]) == 2
+        assert extract_code("def f():\n    return 1\n" + tail, ["f"]).startswith("def f")
+
+
+def test_a_fence_indented_in_a_markdown_list_is_dedented():
+    answer = "2. Code:\n   ```python\n   def count_even(xs):\n       return sum(x % 2 == 0 for x in xs)\n   ```\n"
+    assert _runs(extract_code(answer, ["count_even"]))["count_even"]([1, 2, 4]) == 2
+    assert _runs(extract_code(answer, ["count_even"], PROMPT))["count_even"]([1, 2, 4]) == 2
+    # a fenced body that continues the prompt keeps its own indentation
+    fenced_body = "```python\n" + BODY + "```\n"
+    assert _runs(extract_code(fenced_body, ["count_even"], PROMPT))["count_even"]([1, 2, 4]) == 2
+
+
+def test_a_tuple_assignment_can_start_the_code():
+    answer = ("Here it is:\n```python\nNAMES, OTHER = ['zero', 'one', 'two'], None\n\n"
+              "def digit_name(d):\n    return NAMES[d]\n```\n")
+    assert _runs(extract_code(answer, ["digit_name"]))["digit_name"](2) == "two"
+
+
+def test_a_module_call_nested_in_example_usage_is_not_setup():
+    """`print(f(math.floor(7.5)))` was kept as setup of `math` (a call on a module anywhere in the
+    statement) and ran before the tests."""
+    answer = ("import math\n\nNAMES = ['a', 'b']\n\ndef pick(i):\n    return NAMES[i]\n\n"
+              "print(pick(math.floor(7.5)))\nmath.sqrt(4)\n")
+    code = extract_code(answer, ["pick"])
+    assert "print(" not in code and "math.sqrt(4)" in code  # a call statement on a module stays
+    assert _runs(code)["pick"](1) == "b"

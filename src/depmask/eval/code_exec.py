@@ -15,16 +15,21 @@ stdin. In order, before any untrusted code runs, it:
    `os.spawn*`, `posix_spawn`, `subprocess.Popen`, `_posixsubprocess.fork_exec`, `os.kill`,
    `os.setsid`, ...), no sockets or DNS (`socket.socket`, `socketpair`, `getaddrinfo`, ...), no
    file creation, writing, renaming or deletion outside the working directory (`open`,
-   `io.FileIO`, `os.open` and the path-mutating `os` functions), and no `ctypes` or `resource`
-   imports;
+   `io.FileIO`, `os.open` and the path-mutating `os` functions, given a path or an open
+   descriptor), the same process and file functions of the C library through `ctypes`
+   (`ctypes.CDLL(None).fork()`), and no `resource` import (its limits stay as set);
 4. executes the program as `__main__` and records its outcome (`ok`, `assertion`, `memory`,
    `exit:<code>`, `exception:<name>`) with the nonce in a status file the program cannot reach by
-   path, so an early `os._exit(0)` or a forged line cannot pass for success.
+   path, so an early `os._exit(0)` or a line printed to look like success does not pass.
 
 These guards live in the same interpreter as the program, so they are a tripwire for accidents
 and careless code, *not* a security boundary: a determined program can recover the originals
-(e.g. through closures or `gc`) or reach the OS some other way. The kernel-level limits above and
-the parent's network namespace and process-group kill are what holds. Standard library only; it is
+(e.g. through closures or `gc`), read the nonce and the status descriptor from this module's
+frame (`sys._getframe`) and report a pass, or reach the OS some other way — C extensions write
+files without Python's `open` (`sqlite3.connect`, `dbm`), and `ctypes` calls libc directly.
+`ctypes` is importable (`sympy`, `scipy` and `pandas` import it; blocking it graded solutions
+that use them as errors), with the C functions named in `_C_FUNCTIONS` refused by name. The kernel-level limits above and the parent's network
+namespace and process-group kill are what holds. Standard library only; it is
 never imported by depmask (importing it is harmless: nothing runs outside `main`).
 """
 
@@ -52,6 +57,16 @@ _NETWORK = (
     "socketpair", "fromfd", "create_connection", "create_server", "getaddrinfo",
     "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo",
 )  # fmt: skip
+
+
+# C library functions refused through ctypes: the process and signal calls above, the raw system
+# call, and the ones that create, open or change files by path
+_C_FUNCTIONS = frozenset(_SPAWN_AND_SIGNAL + _ONE_PATH + (
+    "clone", "clone3", "syscall", "daemon", "open", "open64", "openat", "openat64", "creat", "creat64",
+    "fopen", "fopen64", "freopen", "freopen64", "rename", "renameat", "renameat2", "link", "linkat",
+    "symlink", "symlinkat", "unlinkat", "mkdirat", "fchmod", "fchmodat", "fchown", "fchownat",
+    "ftruncate", "ftruncate64", "truncate64", "utimes", "utimensat", "futimens",
+))  # fmt: skip
 
 
 class SandboxViolation(PermissionError):
@@ -126,9 +141,8 @@ def _install_write_guards(work: str) -> None:
     allowed = (os.path.realpath(work), os.path.realpath(os.devnull))
 
     def check(path, dir_fd=None) -> None:
-        if isinstance(path, int):  # an already open descriptor
-            return
-        p = os.fsdecode(path)
+        # an open descriptor (`os.chmod(fd, ...)`, `os.truncate(fd, ...)`): the file it names
+        p = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else os.fsdecode(path)
         if dir_fd is not None and not os.path.isabs(p):
             p = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), p)
         real = os.path.realpath(p)
@@ -191,14 +205,29 @@ def _install_write_guards(work: str) -> None:
             module.link = _refuse("os.link")
 
 
+def _install_ctypes_guard() -> None:
+    """`ctypes` loads, but a C library function of `_C_FUNCTIONS` is refused when looked up
+    (`CDLL.__getattr__` goes through `__getitem__`; `PyDLL` and `cdll.<lib>` are CDLLs)."""
+    import ctypes
+
+    lookup = ctypes.CDLL.__getitem__
+
+    def guarded(self, name_or_ordinal):
+        if isinstance(name_or_ordinal, str) and name_or_ordinal.lstrip("_") in _C_FUNCTIONS:
+            raise SandboxViolation(f"ctypes access to {name_or_ordinal}() is disabled in the depmask sandbox")
+        return lookup(self, name_or_ordinal)
+
+    ctypes.CDLL.__getitem__ = guarded
+
+
 def install_guards(work: str) -> None:
     """Every Python-level guard of the module docstring, for the directory `work`."""
     sys.dont_write_bytecode = True
     _install_process_guards()
     _install_network_guards()
     _install_write_guards(work)
-    for name in ("ctypes", "_ctypes", "resource"):
-        sys.modules[name] = None  # `import ctypes` now raises ImportError
+    _install_ctypes_guard()
+    sys.modules["resource"] = None  # `import resource` now raises ImportError (ctypes: see the docstring)
 
 
 def run_source(source: str, filename: str = "program.py") -> str:

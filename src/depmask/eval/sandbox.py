@@ -14,9 +14,10 @@ What stops each hostile case, and where:
 |                       | reaped (also when the wait is interrupted, e.g. Ctrl-C); RLIMIT_CPU as a |
 |                       | second clock if the parent itself dies                                   |
 | memory bomb           | RLIMIT_AS (allocation fails with MemoryError → status `memory`)          |
-| fork bomb             | process creation disabled in the child (`os.fork`, `subprocess`, `ctypes`|
-|                       | ...); RLIMIT_NPROC = the user's thread count + `max_processes` (the      |
-|                       | kernel does not apply it to root); group kill on every exit               |
+| fork bomb             | process creation disabled in the child (`os.fork`, `subprocess`, libc's  |
+|                       | `fork` through `ctypes`, ...); RLIMIT_NPROC = the user's thread count +  |
+|                       | `max_processes` (the kernel does not apply it to root); group kill on    |
+|                       | every exit                                                               |
 | network               | a network namespace with no interfaces up (`unshare --net`, plus         |
 |                       | `--user` when not root) when it works on this machine; always also the   |
 |                       | Python socket/DNS guard                                                  |
@@ -29,7 +30,8 @@ The limits are set by the child itself, before any untrusted code runs, rather t
 `preexec_fn`: the pool launches from threads, and `preexec_fn` is documented as unsafe there.
 
 NOT a security boundary. The Python-level guards share the interpreter with the program and can be
-undone by a determined attacker (closures, `gc`, C extensions already installed); reading files is
+undone by a determined attacker (closures, `gc`, the status descriptor in the runner's frame, C
+extensions such as `sqlite3` that write files themselves); reading files is
 not restricted; as root, RLIMIT_NPROC does nothing and permission checks do not apply. Without a
 network namespace the socket guard is all that blocks the network. This is the level of the
 HumanEval/MBPP reference harnesses: fine for scoring a model's honest attempts on a machine you

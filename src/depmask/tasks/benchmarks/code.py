@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 # where code starts after leading prose: an import, `try:` (a guarded import), def, class,
 # decorator or `NAME = ...`
 _CODE_START = re.compile(r"^(?:from\s+\S+\s+import\s|import\s|try\s*:\s*$|def\s|async\s+def\s|class\s|@|"
-                         r"[A-Za-z_]\w*\s*(?::[^=]+)?=(?!=))")
+                         r"[A-Za-z_]\w*\s*(?::[^=]+)?=(?!=)|"  # NAME = / NAME: T =
+                         r"\(?\*?[A-Za-z_]\w*(?:\s*,\s*\*?[A-Za-z_]\w*)+\s*,?\s*\)?\s*=(?!=))")  # A, *B =
 
 
 def strip_fences(text: str, prefer: Iterable[str] = (), continues: bool = False) -> str:
@@ -51,7 +53,10 @@ def strip_fences(text: str, prefer: Iterable[str] = (), continues: bool = False)
         first = next(line for line in head.splitlines() if line.strip())
         if (continues and first[:1] in (" ", "\t")) or any(_defines(head, name) for name in names):
             return head
-    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    # a fence nested in a markdown list is indented with it: its code is dedented (not a body
+    # continuing a prompt, whose indentation is its own: that one is kept unless, dedented, it
+    # defines one of `prefer`)
+    blocks = [(lang.lower(), _unindent(body, names, continues)) for lang, body in _FENCE.findall(text)]
     if not blocks:
         return text
     for _, body in blocks:
@@ -61,6 +66,13 @@ def strip_fences(text: str, prefer: Iterable[str] = (), continues: bool = False)
         if lang in ("", "python", "py", "python3"):
             return body
     return blocks[0][1]
+
+
+def _unindent(body: str, names: Sequence[str], continues: bool) -> str:
+    flat = textwrap.dedent(body)
+    if flat == body or not continues or any(_defines(flat, name) for name in names):
+        return flat
+    return body
 
 
 def _defines(code: str, name: str) -> bool:
@@ -74,7 +86,9 @@ def parse_prefix(code: str) -> tuple[ast.Module, list[str]]:
         head = lines[:end]
         try:
             return ast.parse("\n".join(head)), head
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            # RecursionError / MemoryError: the parser's own limits on a degenerate line (thousands
+            # of `-` from a repeated token, an ASCII table rule), unparseable like any other garbage
             continue
     return ast.parse(""), []
 
@@ -159,16 +173,27 @@ def _root(expr: ast.expr) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
+def _receiver(call: ast.Call) -> str | None:
+    """The name whose method a call statement calls: `X.update(...)` → X,
+    `X.setdefault(k, []).append(v)` → X, `sys.setrecursionlimit(...)` → sys."""
+    expr: ast.expr = call
+    while isinstance(expr, (ast.Call, ast.Attribute, ast.Subscript)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
 def _writes(node: ast.stmt) -> set[str]:
     """Names a statement changes: assignment targets (`X = `, `X[i] = `, `X += `) and objects whose
-    methods it calls (`X.update(...)`, `sys.setrecursionlimit(...)`)."""
+    methods a call statement calls (`X.update(...)`, `sys.setrecursionlimit(...)`). A call nested
+    in another one's arguments changes nothing here: `print(f(math.floor(7.5)))` is example usage,
+    not setup of `math`."""
     names = set()
     for sub in ast.walk(node):
         if isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             for target in sub.targets if isinstance(sub, ast.Assign) else [sub.target]:
                 names.add(_root(target))
-        elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
-            names.add(_root(sub.func))
+        elif isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Call) and isinstance(sub.value.func, ast.Attribute):
+            names.add(_receiver(sub.value))
     names.discard(None)
     return names
 
@@ -279,3 +304,16 @@ def called_names(tests: Iterable[str]) -> list[str]:
                 if not hasattr(builtins, name) and name not in names:
                     names.append(name)
     return names
+
+
+_FUTURE = re.compile(r"^from[ \t]+__future__[ \t]+import[^\n]*$", re.MULTILINE)
+
+
+def hoist_future_imports(program: str) -> str:
+    """`program` with its `from __future__ import ...` lines moved to the top, where Python requires
+    them: a solution's own (`from __future__ import annotations`) followed the prompt's imports or
+    MBPP's setup code, and a correct answer failed with a SyntaxError."""
+    found = list(dict.fromkeys(m.group(0).strip() for m in _FUTURE.finditer(program)))
+    if not found:
+        return program
+    return "\n".join(found) + "\n" + _FUTURE.sub("", program)

@@ -20,7 +20,7 @@ from typing import Any
 
 from depmask.tasks.base import Example, check_int
 from depmask.tasks.benchmarks.base import Benchmark, Grade
-from depmask.tasks.benchmarks.code import extract_code
+from depmask.tasks.benchmarks.code import extract_code, hoist_future_imports
 
 # programs -> results with `.passed`, `.status`, `.stderr_tail` (like `sandbox.ExecResult`)
 Executor = Callable[[Sequence[str]], Sequence[Any]]
@@ -77,7 +77,10 @@ class CodeBenchmark(Benchmark):
 
     def program(self, example: Example, completion: str) -> str:
         """The whole program the sandbox runs: solution, then the tests."""
-        return f"{self.solution(example, completion)}\n\n{self._tests(example)}\n"
+        return self._program(example, self.solution(example, completion))
+
+    def _program(self, example: Example, solution: str) -> str:
+        return hoist_future_imports(f"{solution}\n\n{self._tests(example)}\n")
 
     def run(self, programs: Sequence[str]) -> Sequence[Any]:
         """Execute `programs` with the executor (default: the sandbox pool)."""
@@ -92,8 +95,11 @@ class CodeBenchmark(Benchmark):
         if len(examples) != len(completions):
             raise ValueError(f"{len(examples)} examples but {len(completions)} completions")
         solutions = [self.solution(e, c) for e, c in zip(examples, completions)]
-        programs = [f"{s}\n\n{self._tests(e)}\n" for s, e in zip(solutions, examples)]
-        results = self.run(programs)
+        programs = [self._program(e, s) for s, e in zip(solutions, examples)]
+        results = list(self.run(programs))
+        if len(results) != len(programs):  # zip would drop the items past the shorter one
+            raise ValueError(f"the executor returned {len(results)} results for {len(programs)} programs; "
+                             "it must return one per program, in order")
         return [Grade(bool(r.passed), s, ", ".join(self.entry_points(e)), r.status, r.stderr_tail[-1000:])
                 for s, e, r in zip(solutions, examples, results)]
 
