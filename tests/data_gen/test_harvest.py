@@ -266,10 +266,23 @@ def test_benchmark_prompts_are_the_ones_eval_decodes(embedded, tmp_path):
     assert all(it.example_id.startswith("gsm8k:train:") for it in items)
     assert [it.prompt_ids for it in items] == [bench.prompt_ids(e, embedded.tokenizer) for e in expected]
     assert {(it.gen_length, it.block_length) for it in items} == {(16, 8)}
-    # the harvest's own canvas fields win over the benchmark's
-    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
+    # the harvest's own canvas fields apply to a benchmark that was not given its own
+    plain = {"path": str(data), "shots": 0}
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": plain}, examples_per_task=3,
                         gen_length=32, block_length=16)
     assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(32, 16)}
+    # and one given in both places must agree: the task's own was dropped silently (and recorded
+    # among its arguments), as under configs/harvest/llada-gsm8k.yaml's `gen_length: 256`
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
+                        gen_length=32, block_length=8)
+    with pytest.raises(ValueError, match=r"task 'gsm8k': `gen_length` is 16 in its `task_kwargs` but 32 for every "
+                                         r"task \(`gen_length`\), which would win silently"):
+        build_items(cfg, embedded.tokenizer)
+    with pytest.raises(ValueError, match=r"`gen_length` is 16 in its `task_kwargs` but 32"):
+        run_harvest(HarvestConfig(**{**vars(cfg), "output": str(tmp_path / "h")}), QUIET)  # before the model loads
+    cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
+                        gen_length=16, block_length=8)
+    assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(16, 8)}
     # another seed draws other problems
     cfg = HarvestConfig(model=str(EMBEDDED), tasks=["gsm8k"], task_kwargs={"gsm8k": kwargs}, examples_per_task=3,
                         seed=1)

@@ -315,6 +315,21 @@ def test_a_benchmark_without_its_data_is_named_before_the_model_loads(tmp_path):
               "--task_kwargs", "{gsm8k: {path: /nonexistent/gsm8k.jsonl}}", "--model.path", str(tmp_path / "none")])
 
 
+def test_a_benchmark_length_given_twice_must_agree_before_the_model_loads(tmp_path):
+    """The shipped real-model configs set `gen_length: 256` for every task, so `--task_kwargs
+    "{gsm8k: {gen_length: 16}}"` was dropped silently (and recorded among the task's arguments)."""
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text('{"question": "1 + 1?", "answer": "2\\n#### 2"}\n')
+    base = ["eval", "decode", *SMALL, "--output", str(tmp_path / "ev"), "--tasks", "[gsm8k]", "--n", "1",
+            "--model.path", str(tmp_path / "none")]
+    with pytest.raises(ValueError, match=r"task 'gsm8k': `gen_length` is 16 in its `task_kwargs` but 256 for every "
+                                         r"task \(`gen_length`\)"):
+        main([*base, "--gen_length", "256", "--task_kwargs",
+              f"{{gsm8k: {{path: {data}, gen_length: 16, block_length: 8}}}}"])
+    with pytest.raises(ValueError, match=r"`block_length` is 8 in its `task_kwargs` but 32"):
+        main([*base, "--block_length", "32", "--task_kwargs", f"{{gsm8k: {{path: {data}, block_length: 8}}}}"])
+
+
 def test_excluded_prompts_leave_the_draw(tmp_path):
     from depmask.models import HFDenoiser
 

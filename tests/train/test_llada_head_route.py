@@ -10,6 +10,8 @@ the eval config accepting it.
 
 import json
 
+import pytest
+
 from depmask.cli import main
 from depmask.data_gen.dataset import load_harvest
 from depmask.predictor import DependencyHead
@@ -55,16 +57,23 @@ def test_harvest_train_and_decode_with_the_llada_configs(tmp_path):
     assert (row["task"], row["policy"], row["n"]) == ("gsm8k", "demask", 3) and 2 <= row["nfe"] <= 16
 
 
-def test_the_three_configs_name_each_others_outputs():
+@pytest.mark.parametrize("name, model_file", [("llada", "llada-8b-instruct"), ("dream", "dream-7b-instruct")])
+def test_the_three_configs_name_each_others_outputs(name, model_file):
+    """Dream's four eval configs named a head (`outputs/heads/dream`) that no shipped config made."""
     import yaml
 
-    harvest = yaml.safe_load((CONFIGS / "harvest" / "llada-gsm8k.yaml").read_text())["harvest"]
-    train = yaml.safe_load((CONFIGS / "train" / "head-llada.yaml").read_text())
-    evaluation = yaml.safe_load((CONFIGS / "eval" / "gsm8k-llada.yaml").read_text())
-    model = yaml.safe_load((CONFIGS / "model" / "llada-8b-instruct.yaml").read_text())
+    harvest = yaml.safe_load((CONFIGS / "harvest" / f"{name}-gsm8k.yaml").read_text())["harvest"]
+    train = yaml.safe_load((CONFIGS / "train" / f"head-{name}.yaml").read_text())
+    model = yaml.safe_load((CONFIGS / "model" / f"{model_file}.yaml").read_text())
     assert train["data"]["harvest"] == harvest["output"]
-    (demask,) = [p for p in evaluation["policies"] if p["name"] == "demask"]
-    assert demask["knobs"]["head"] == train["model"]["export_dir"]
+    evaluations = sorted((CONFIGS / "eval").glob(f"*-{name}.yaml"))
+    assert len(evaluations) == 4
+    for path in evaluations:
+        evaluation = yaml.safe_load(path.read_text())
+        (demask,) = [p for p in evaluation["policies"] if p["name"] == "demask"]
+        assert demask["knobs"]["head"] == train["model"]["export_dir"], path.name
+        assert evaluation["model"]["capture_layers"] == model["capture_layers"], path.name
+    evaluation = yaml.safe_load((CONFIGS / "eval" / f"gsm8k-{name}.yaml").read_text())
     # the harvest decodes in the eval's setting, with the model config's dtype and capture layers
     assert (harvest["gen_length"], harvest["block_length"]) == (evaluation["gen_length"], evaluation["block_length"])
     assert harvest["capture_layers"] == model["capture_layers"] and harvest["dtype"] == model["dtype"]

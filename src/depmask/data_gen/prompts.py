@@ -118,6 +118,7 @@ def item_lengths(cfg: HarvestConfig, adapter=None) -> tuple[int, int]:
     config's gen_length in one block unless `block_length` is set."""
     if adapter is None:
         return cfg.gen_length, cfg.block_length or cfg.gen_length
+    adapter.check_length_arguments(cfg.gen_length, cfg.block_length)
     gen = cfg.gen_length or adapter.gen_length
     adapter.check_gen_length(gen)
     return gen, cfg.block_length or (gen if adapter.synthetic else adapter.block_length) or gen

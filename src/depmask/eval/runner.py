@@ -243,6 +243,7 @@ def task_lengths(adapter: TaskAdapter, gen_length: int | None, block_length: int
                  steps: int | None) -> tuple[int, int]:
     """A task's (gen_length, block_length): the settings given, else the task's own (its block
     also under another gen_length), checked (ValueError naming the task)."""
+    adapter.check_length_arguments(gen_length, block_length)
     g = gen_length or adapter.gen_length
     blk = block_length or adapter.block_length
     adapter.check_gen_length(g)

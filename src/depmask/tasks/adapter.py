@@ -24,6 +24,7 @@ class TaskAdapter:
     task: Any
     synthetic: bool
     arguments: dict[str, Any] = field(default_factory=dict)  # what built `task` (defaults filled in)
+    given: frozenset[str] = frozenset()  # the names of the arguments given (not defaulted)
 
     @classmethod
     def build(cls, name: str, **kwargs) -> TaskAdapter:
@@ -36,9 +37,10 @@ class TaskAdapter:
                 raise ValueError(f"task {name!r}: `test_fraction` ({kwargs['test_fraction']!r}) in `task_kwargs` "
                                  f"would move instances between the splits; models are trained on the train "
                                  f"split of the default ({default}), so leave it unset")
-            return cls(name, get_task(name, **kwargs), True, task_arguments(TASKS[name], kwargs))
+            return cls(name, get_task(name, **kwargs), True, task_arguments(TASKS[name], kwargs), frozenset(kwargs))
         if name in BENCHMARKS:
-            return cls(name, get_benchmark(name, **kwargs), False, task_arguments(BENCHMARKS[name], kwargs))
+            return cls(name, get_benchmark(name, **kwargs), False, task_arguments(BENCHMARKS[name], kwargs),
+                       frozenset(kwargs))
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS) + sorted(BENCHMARKS)}")
 
     def check_gen_length(self, gen_length: int) -> None:
@@ -48,6 +50,16 @@ class TaskAdapter:
             raise ValueError(f"task {self.name!r}: `gen_length` ({gen_length}) is shorter than its answer "
                              f"({self.task.answer_length} tokens), so no completion could be right; give at least "
                              f"{self.task.answer_length}, or leave it unset (the answer's length)")
+
+    def check_length_arguments(self, gen_length: int | None, block_length: int | None) -> None:
+        """Refuse a `gen_length` / `block_length` given for every task that differs from the one
+        given in this task's own arguments (`task_kwargs`): the former wins, and the latter was
+        dropped silently (and still recorded among the task's arguments)."""
+        for name, value in (("gen_length", gen_length), ("block_length", block_length)):
+            if value is not None and name in self.given and self.arguments[name] != value:
+                raise ValueError(f"task {self.name!r}: `{name}` is {self.arguments[name]!r} in its `task_kwargs` but "
+                                 f"{value!r} for every task (`{name}`), which would win silently; give it in one "
+                                 "place")
 
     @property
     def gen_length(self) -> int:
