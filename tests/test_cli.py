@@ -213,3 +213,30 @@ def test_the_console_script_ends_a_refused_argument_with_one_line(tmp_path):
     assert done.stderr.startswith("depmask: error: `gen_length` (0) must be an int >= 1")
     shown = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env, "DEPMASK_TRACEBACK": "1"})
     assert shown.returncode == 1 and "Traceback" in shown.stderr
+
+
+def test_decode_takes_the_capture_layers_an_eval_config_names(capsys):
+    """`depmask decode` loaded every model with the default capture (the last quarter of the
+    layers), so its `clad` on LLaDA averaged layers 24–31 where `eval decode` with the shipped
+    model config averages 28–31: the two commands decoded CLAD differently."""
+    import json
+
+    import torch
+
+    from depmask.decoding import build_policy, generate
+    from depmask.models import HFDenoiser
+
+    with pytest.raises(ValueError, match=r"`capture_layers` \(\[99\]\) must be non-empty indices"):
+        main(["decode", "--model", str(EMBEDDED), "--prompt", "3 1 2", "--gen_length", "8", "--policy", "clad",
+              "--capture_layers", "[99]"])
+    out = {}
+    for layers in ([0], [3]):
+        main(["decode", "--model", str(EMBEDDED), "--prompt", "3 1 2", "--gen_length", "8", "--policy", "clad",
+              "--policy.threshold", "0.3", "--capture_layers", json.dumps(layers), "--json_output", "true",
+              "--device", "cpu"])
+        out[layers[0]] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"][0]
+        den = HFDenoiser.from_pretrained(EMBEDDED, capture_layers=layers, device="cpu")
+        ids = den.tokenizer.convert_tokens_to_ids("3 1 2".split())
+        ref = generate(den, [ids], build_policy("clad", threshold=0.3), gen_length=8)
+        assert out[layers[0]]["commit_step"] == ref.commit_step[0].tolist()
+    assert torch.tensor(out[0]["commit_step"]).numel() == 8

@@ -37,6 +37,7 @@ def decode(
     mask_id: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    capture_layers: list[int] | None = None,
     json_output: bool = False,
     compile_select: bool | str = False,
     show_steps: bool = False,
@@ -67,6 +68,9 @@ def decode(
         mask_id: mask token id, when neither tokenizer nor config has it.
         device: torch device (default: cuda if available, else cpu).
         dtype: model dtype, e.g. bfloat16 (default: as saved).
+        capture_layers: the layers whose attention the attention scorers (`clad`) average
+            (default: the last quarter); `configs/model/*.yaml` name the ones `eval decode` uses
+            for CLAD (LLaDA-8B 28–31, Dream-7B 24–27), so give them to decode as an eval does.
         json_output: print one JSON object instead of text.
         compile_select: compile the policy's step: `true` / `jit` with `torch.compile`, `aot`
             ahead of time with AOTInductor (dependency-guided policies; the lowest cost per step
@@ -90,7 +94,7 @@ def decode(
         raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} probes "
                          "the model at every step — decode it without compiling")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    den = HFDenoiser.from_pretrained(model, mask_id=mask_id, device=device, dtype=dtype)
+    den = HFDenoiser.from_pretrained(model, mask_id=mask_id, device=device, dtype=dtype, capture_layers=capture_layers)
     tok = den.tokenizer
     if isinstance(prompt, str):
         prompt = [prompt]
