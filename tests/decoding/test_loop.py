@@ -30,7 +30,7 @@ def test_bad_lengths_name_the_value(kw, message):
         ("threshold", {"threshold": 1.5}, "`threshold` (1.5)"),
         ("entropy_bound", {"gamma": -1}, "`gamma` (-1)"),
         ("factor", {"factor": 0}, "`factor` (0)"),
-        ("dilated", {"skip": 0}, "`skip` (0) must be >= 1"),  # as DUS's `dilated_unmask_levels`
+        ("dilated", {"skip": 0}, "`skip` (0) must be an int >= 1"),  # as DUS's `dilated_unmask_levels`
         ("nope", {}, "unknown policy 'nope'"),
         ("threshold", {"tau": 0.9}, "policy 'threshold' has no knob 'tau'; its knobs: threshold"),
         ("demask", {"eps": 0.1, "floor": 0.2},
@@ -42,6 +42,20 @@ def test_bad_policy_arguments(name, knobs, message):
     with pytest.raises(ValueError) as err:
         build_policy(name, **knobs)
     assert message in str(err.value)
+
+
+def test_dilated_takes_int_base_and_skip_only_when_built_or_set():
+    """`Dilated(base=2.5)` was built and `generate` died in `range` with a bare TypeError."""
+    from depmask.decoding.policies.dilated import Dilated
+
+    for knobs, name in (({"base": 2.5}, "base"), ({"skip": 2.0}, "skip")):
+        with pytest.raises(ValueError, match=rf"`{name}` \({knobs[name]}\) must be an int >= 1"):
+            Dilated(**knobs)
+    policy = Dilated()
+    with pytest.raises(ValueError, match=r"`base` \(3.0\) must be an int >= 1"):
+        policy.base = 3.0
+    policy.base = 3
+    assert policy.base == 3
 
 
 def test_prompt_with_mask_token_is_refused(mock_denoiser):

@@ -13,8 +13,13 @@ Faithful to LLaDA's `generate()`: the canvas is the prompt followed by `g` mask 
 answer is split into `g / block_length` blocks decoded left to right with `steps / num_blocks`
 steps each; only masked positions of the current block may be committed; at temperature 0 the
 candidate is the argmax (never the mask token itself, which an untrained model may propose; the
-confidence is still read from the unmodified softmax, as LLaDA does). EOS options mirror LLaDA's
-`logits_eos_inf` / `confidence_eos_eot_inf`.
+confidence is still read from the unmodified softmax, as LLaDA does). The EOS options follow
+LLaDA's `logits_eos_inf` / `confidence_eos_eot_inf` as its docstring and paper (Appendix B.4)
+describe them. `confidence_eos_eot_inf` differs from LLaDA's code: a chained assignment there sets
+EOS's logit to -inf in the noisy copy only, and EOT's in the logits the confidence comes from. So
+only EOT candidates get confidence 0, and every other position's p(x0) is renormalised without
+EOT's mass. Here every candidate in `eos_ids` (LLaDA's EOS and EOT) gets confidence 0, and nothing
+is renormalised.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ as for every policy, it is the untempered softmax at the sampled token (`samplin
 
 from __future__ import annotations
 
+import numbers
 from functools import lru_cache
 
 import torch
@@ -55,7 +56,9 @@ class Dilated(Policy):
     name = "dilated"
 
     # skip 0: DUS's `dilated_unmask_levels` refuses it too (it would add a level holding index 0 alone)
-    _knob_checks = {"base": (lambda v: v >= 1, "be >= 1"), "skip": (lambda v: v >= 1, "be >= 1"),
+    # ints: `block_length // base**skip` is a stride (a float one failed in `range` at the first step)
+    _knob_checks = {"base": (lambda v: isinstance(v, numbers.Integral) and v >= 1, "be an int >= 1"),
+                    "skip": (lambda v: isinstance(v, numbers.Integral) and v >= 1, "be an int >= 1"),
                     "confidence_threshold": (lambda v: 0 <= v <= 1, "lie in [0, 1]")}
 
     def __init__(self, base: int = 2, skip: int = 1, confidence_threshold: float = 0.3):
