@@ -518,3 +518,22 @@ def test_results_decoded_from_other_prompts_are_not_reused(tmp_path):
     write(10)
     with pytest.raises(ValueError, match=r"holds results for 3 item\(s\) .* whose prompt or answer is not what it is now"):
         main(args)
+
+
+def test_a_bad_line_inside_a_results_file_costs_only_itself(tmp_path):
+    """`read_items` stopped at the first unparsable line anywhere and cut the file there: every
+    complete row after it was deleted without a word and decoded again."""
+    import json
+
+    from depmask.eval.items import read_items
+
+    path = tmp_path / "r.jsonl"
+    rows = [{"id": f"t:{i}", "correct": True} for i in range(5)]
+    lines = [json.dumps(r) + "\n" for r in rows]
+    lines[1] = '{"id": "t:1", "corr' + lines[2]  # a torn line that the next append continued
+    del lines[2]
+    path.write_text("".join(lines) + '{"id": "t:5"')  # and a torn last line
+    with pytest.warns(UserWarning, match=r"r\.jsonl: skipped 1 line\(s\) that are not JSON rows \(line\(s\) 2\)"):
+        got = read_items(path)
+    assert [r["id"] for r in got] == ["t:0", "t:3", "t:4"]
+    assert path.read_text().endswith(json.dumps(rows[4]) + "\n")  # the complete rows stay; the torn tail is cut

@@ -176,20 +176,27 @@ def run_slug(policy: str, knobs: dict) -> str:
 
 def read_items(path: Path) -> list[dict]:
     """Rows of a results file; a torn final line is dropped (and cut from the file). A final line
-    without its newline is torn even when it parses: the next append would continue it."""
+    without its newline is torn even when it parses: the next append would continue it. A whole
+    line that does not parse (a torn line that later appends continued, or interleaved writes by
+    two processes before the run lock) is skipped with a warning naming its line numbers and left
+    in the file; the rows after it are kept (they were cut with it, and decoded again)."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows, good_bytes = [], 0
+    rows, bad, good_bytes = [], [], 0
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
                 break
+            good_bytes += len(line)
             try:
                 rows.append(json.loads(line))
-                good_bytes += len(line)
-            except json.JSONDecodeError:
-                break
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} line(s) that are not JSON rows (line(s) "
+                      f"{', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''}); their items are "
+                      "decoded again", stacklevel=2)
     if good_bytes != path.stat().st_size:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
