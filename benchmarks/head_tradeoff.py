@@ -85,6 +85,7 @@ def head_of(directory: Path, task: str, run: dict) -> tuple[str, str, dict]:
     if not head:
         raise ValueError(f"run {run['policy']} of `{directory}` names no `head`: not a head policy")
     key, entry = run_entry(directory, task, run)
+    head = str(Path(head).expanduser())  # as the eval loaded it (`~/heads/h` was "gone")
     side = provenance_path(Path(directory) / "items" / f"{key}.jsonl")
     if not Path(head).is_dir():
         raise ValueError(f"the head `{head}` that decoded `{directory}` ({run['policy']}) is gone")
@@ -219,9 +220,23 @@ def main() -> None:
         check_tolerance(args.window)
     except ValueError as e:
         ap.error(f"--window: {e}")
-    for label, directory, _ in args.point:  # before the model loads
+    chosen = []  # every point's run and head, checked before the model loads and before any timing
+    for label, directory, policy in args.point:
         if not (Path(directory) / "summary.json").is_file():
             ap.error(f"--point {label}: `{directory}` has no summary.json (an `eval decode` output directory)")
+        rows = load_rows(Path(directory), args.task)
+        labels = sorted({r["policy"] for r in rows})
+        if policy not in labels:
+            ap.error(f"--point {label}: `{directory}` has no run labelled {policy!r} for {args.task!r}; "
+                     f"its labels: {', '.join(labels)}")
+        run = best_in_window(rows, policy, args.window, args.measure)
+        if run is None:
+            ap.error(f"--point {label}: no {policy!r} run of `{directory}` is within {args.window} of "
+                     "one-token-per-step accuracy")
+        try:
+            chosen.append((label, directory, policy, run, *head_of(Path(directory), args.task, run)))
+        except ValueError as e:
+            ap.error(f"--point {label}: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.reference:
@@ -230,13 +245,7 @@ def main() -> None:
     den = HFDenoiser.from_pretrained(args.model, device="cpu")
     task = get_task(args.task)
     points = []
-    for label, directory, policy in args.point:
-        rows = load_rows(Path(directory), args.task)
-        run = best_in_window(rows, policy, args.window, args.measure)
-        if run is None:
-            raise SystemExit(f"--point {label}: no {policy!r} run of `{directory}` is within {args.window} of "
-                             "one-token-per-step accuracy")
-        head, preset, knobs = head_of(Path(directory), args.task, run)
+    for label, directory, policy, run, head, preset, knobs in chosen:
         cost = time_head(den, task, preset, knobs, args.batch, args.repeats,
                          None if args.compile == "none" else args.compile, args.seed)
         point = {"label": label, "eval_dir": directory, "policy": policy, "head": head, "epsilon": run.get("epsilon"),

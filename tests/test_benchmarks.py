@@ -217,9 +217,34 @@ def test_head_tradeoff_reads_an_eval_times_its_head_and_refuses_a_retrained_one(
     assert high > low
     assert point["share"] == pytest.approx((point["tpf"] - low) / (high - low))
     assert png.stat().st_size > 1000 and "tiny" in done.stdout
+    # every point is checked before any is timed: a misspelled label was "not within the window",
+    # and only after the model had loaded and the points before it had been timed
+    typo = [*cmd[:cmd.index("--point")], "--point", "tiny", str(ev), "demask", "--point", "cross", str(ev), "head-clster",
+            *cmd[cmd.index("--window"):]]
+    wrong = subprocess.run(typo, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert wrong.returncode == 2 and "tiny" not in wrong.stdout, wrong.stdout
+    assert "--point cross: `" in wrong.stderr and "has no run labelled 'head-clster'" in wrong.stderr
+    assert "its labels: demask, head-cluster, low_confidence, oracle, threshold" in wrong.stderr
     export(1)  # retrained into the same directory after the eval
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode != 0 and "holds other weights than those that decoded" in again.stderr
+
+
+def test_head_tradeoff_finds_a_head_given_with_a_tilde(tmp_path, monkeypatch):
+    """`eval decode` takes `head: ~/heads/h` (it expands it); `head_of` tested the literal path and
+    called the head gone."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    import head_tradeoff
+
+    (tmp_path / "h").mkdir()
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "runs.json").write_text(json.dumps({"demask-1": {"task": "sort", "label": "demask", "policy": "demask",
+                                                           "knobs": {"head": "~/h", "epsilon": 0.5}}}))
+    run = {"policy": "demask", "head": "~/h", "epsilon": 0.5}
+    head, preset, knobs = head_tradeoff.head_of(ev, "sort", run)
+    assert head == str(tmp_path / "h") and preset == "demask" and knobs == {"head": head, "epsilon": 0.5}
 
 
 def _refused(script, args, monkeypatch, capsys):
