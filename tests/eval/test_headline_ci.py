@@ -111,3 +111,18 @@ def test_equal_values_choose_the_more_accurate_run_whatever_the_sweep_order(orde
     # the bootstrap's point value is the same choice (its accuracy column is the chosen run's)
     ci = next(r for r in headline_intervals(rows, items, measure="tpf", n_boot=20) if r["policy"] == "threshold")
     assert ci["tpf"] == 16.0
+
+
+def test_the_table_says_when_an_interval_rests_on_some_resamples_only():
+    """A run at the edge of the window qualifies in some replicates only, and its interval is over
+    those; the table printed it like any other, so it could look tight and sure."""
+    rows, items = _runs()
+    edge = [dict(x, correct=x["id"] != "t:0") for x in items[3]]  # demask with one item wrong: 2.5 points
+    k = [r["policy"] for r in rows].index("demask")
+    rows[k], items[k] = summarize("sudoku4", "demask", {"epsilon": 0.5}, edge), edge
+    ci = {r["policy"]: r for r in headline_intervals(rows, items, tolerance=0.03, measure="tpf_pooled", n_boot=400)}
+    assert 0.6 < ci["demask"]["tpf_n"] / 400 < 0.9  # P(t:0 drawn at most once) = 0.74
+    text = {line.split()[1]: line for line in intervals_table(list(ci.values())).splitlines()[1:]}
+    share = f"(in {100 * ci['demask']['tpf_n'] / 400:.0f}% of resamples)"
+    assert share in text["demask"] and text["demask"].count("% of resamples") == 2  # TPF and share
+    assert "resamples)" not in text["low_confidence"] and "resamples)" not in text["threshold"]

@@ -8,7 +8,10 @@ with the draw of items. The items are i.i.d. draws of the task's test distributi
 distribution's spread. Here the items of a task are resampled with replacement, the same draw
 for every run of the task (paired: runs are compared on the same items), and the whole headline
 is recomputed per replicate — the reference accuracy, which runs qualify, each policy's best. The
-interval is the percentile interval over replicates (`level`, default 95 %).
+interval is the percentile interval (`level`, default 95 %) over the replicates in which the
+policy has a qualifying run; `tpf_n` counts them. A policy at the edge of the window qualifies in
+only some replicates, and its interval describes those: the printed table says in how many
+(e.g. "in 68% of resamples") whenever it is not all of them.
 
 Headroom, per task and replicate: `best` = the highest headline of today's decoders
 (`BASELINES` present in the rows), `oracle` = the oracle's headline in decoding forwards (its
@@ -153,6 +156,11 @@ def point_value(value: np.ndarray) -> float | None:
     return v if np.isfinite(v) else None
 
 
+def _coverage(n: int | None, n_boot: int) -> str:
+    """' (in 68% of resamples)' when an interval rests on fewer replicates than were drawn."""
+    return "" if n is None or n >= n_boot else f" (in {100 * n / n_boot:.0f}% of resamples)"
+
+
 def intervals_table(rows: list[dict]) -> str:
     """The printed view: per task and policy, TPF [lo, hi] and the headroom share [lo, hi]."""
     if not rows:
@@ -170,5 +178,7 @@ def intervals_table(rows: list[dict]) -> str:
             share = f"   share {100 * r['share']:.0f}%"
             if r["share_lo"] is not None:
                 share += f" [{100 * r['share_lo']:.0f}, {100 * r['share_hi']:.0f}]"
-        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {tpf:>6}{band:<16}{share}")
+            share += _coverage(r.get("share_n"), r["n_boot"])
+        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {tpf:>6}{band:<16}{_coverage(r.get('tpf_n'), r['n_boot'])}"
+                     f"{share}")
     return "\n".join(lines)
