@@ -399,3 +399,39 @@ def test_an_undefined_metric_is_null_in_the_manifest_not_a_failed_export(harvest
 def test_an_endless_fit_is_named_before_it_starts(harvest, tmp_path):
     with pytest.raises(ValueError, match=r"bound it with `--trainer.max_steps` or `--trainer.max_epochs`"):
         fit(harvest, tmp_path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1", "--trainer.logger", "false")
+
+
+def _lrs(logs: Path) -> dict[int, float]:
+    rows = csv.DictReader(next(logs.rglob("metrics.csv")).open())
+    return {int(r["step"]): float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")}
+
+
+def test_a_resume_with_more_epochs_takes_the_longer_schedule_from_its_first_step(harvest, tmp_path):
+    """The rebuilt schedule spans the longer fit, but Lightning restored the optimiser's saved rate
+    (the old cosine's end, 0.1 × lr): the first resumed step ran at it."""
+    monitor = ["--trainer.callbacks+=LearningRateMonitor", "--trainer.callbacks.logging_interval", "step",
+               "--trainer.logger", "CSVLogger", "--model.warmup_steps", "2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    fit(harvest, full, "--trainer.max_epochs", "2", *monitor, "--trainer.logger.save_dir", str(full / "logs"))
+    fit(harvest, part, "--trainer.max_epochs", "1", *monitor, "--trainer.logger.save_dir", str(part / "logs1"))
+    fit(harvest, part, "--trainer.max_epochs", "2", *monitor, "--trainer.logger.save_dir", str(part / "logs2"),
+        "--ckpt_path", str(part / "run" / "last.ckpt"))
+    whole, resumed = _lrs(full / "logs"), _lrs(part / "logs2")
+    assert resumed and set(resumed) < set(whole)
+    for step, lr in resumed.items():
+        assert lr == pytest.approx(whole[step], rel=1e-6), step
+
+
+def test_last_ckpt_follows_epochs_without_validation_and_validate_keeps_the_fits_config(harvest, tmp_path):
+    """With `check_val_every_n_epoch 2` Lightning's epoch-end hook never rewrote `last.ckpt` in the
+    epochs without validation (a resume trained them again); `train validate --ckpt_path` of the
+    run replaced its `config.yaml` with the validate's settings, which `train fit --config` refuses."""
+    fit(harvest, tmp_path, "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2",
+        "--trainer.logger", "false")
+    run = tmp_path / "run"
+    last = torch.load(run / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * (last["global_step"] // 3) > 0
+    saved = (run / "config.yaml").read_text()
+    main(["train", "validate", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest),
+          "--trainer.logger", "false", "--ckpt_path", str(run / "last.ckpt")])
+    assert (run / "config.yaml").read_text() == saved

@@ -1,6 +1,6 @@
 """What the two Lightning modules' fits share around their export: whether a fit's end may export
-(it trained nothing, or was a dry run), how long its learning-rate schedule runs, and the
-resolved config written beside the exported weights.
+(it trained nothing, or was a dry run), how long its learning-rate schedule runs (and its rate
+after a resume), and the resolved config written beside the exported weights.
 
 `on_fit_end` of both Lightning modules exports to `export_dir`, which may hold a model or head the
 user keeps (`mdlm fit`'s default is the shipped model's directory). A fit with no optimiser step
@@ -23,6 +23,22 @@ def skip_export_reason(trainer) -> str | None:
     if int(trainer.global_step) == 0:
         return "the fit took no optimiser step (no training batch, or max_epochs 0)"
     return None
+
+
+def resume_schedule(trainer) -> None:
+    """Set each optimiser group's rate to the rebuilt schedule's value at the restored step.
+
+    A resumed fit rebuilds its `LambdaLR` over its own length (`total_steps`), then Lightning
+    restores the optimiser's saved rate: the old schedule's value at the checkpoint. A resume with
+    a larger `max_epochs` ran its first step at that value (0.1 × lr at the end of the old
+    cosine) and only then followed the new schedule. A fresh or same-length fit is unchanged."""
+    import torch
+
+    for config in trainer.lr_scheduler_configs:
+        sched = config.scheduler
+        if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+            for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * fn(sched.last_epoch)
 
 
 def total_steps(trainer) -> int:

@@ -40,7 +40,9 @@ class SaveConfigToRunDir(HandConfigToModule):
     def save_config(self, trainer, pl_module, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
+        # the fit's: a `validate --ckpt_path` of the run replaced it with its own settings, which
+        # `train fit --config` refuses (`verbose`), and the refusals point users at this file
+        if stage == "fit" and trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
             path = Path(trainer.checkpoint_callback.dirpath) / "config.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
@@ -51,12 +53,12 @@ class RunCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` whose `last.ckpt` follows every epoch. Lightning 2.6 rewrites it only in a
     step that also saved a top-k checkpoint, i.e. when the monitored metric improved, so a run
     resumed from `last.ckpt` restarted from its last *improving* epoch and trained the epochs after
-    it again (with the early-stopping counter and schedule of that older point)."""
+    it again (with the early-stopping counter and schedule of that older point). Also in epochs
+    without validation (`check_val_every_n_epoch` > 1), which Lightning's epoch-end hook skips."""
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        self._refresh_last(trainer)  # a step already saved (after this epoch's validation) is skipped
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)

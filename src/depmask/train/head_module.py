@@ -43,7 +43,12 @@ from depmask.decoding.selector import prefix_cost
 from depmask.models.fingerprint import same_model
 from depmask.predictor import DependencyHead, pair_mask
 from depmask.predictor.io import capture_layers_problem, check_export_dir
-from depmask.train.export_guard import skip_export_reason, total_steps, write_train_config
+from depmask.train.export_guard import (
+    resume_schedule,
+    skip_export_reason,
+    total_steps,
+    write_train_config,
+)
 
 LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
 
@@ -301,6 +306,9 @@ class HeadModule(L.LightningModule):
 
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
                                                    "interval": "step"}}
+
+    def on_train_start(self):
+        resume_schedule(self.trainer)  # after the checkpoint's restore: this fit's schedule at its step
 
     def on_fit_end(self):
         if self.hparams.export_dir is None or not self.trainer.is_global_zero:

@@ -36,6 +36,7 @@ from depmask.paths import existing_config
 from depmask.stable_hash import stable_int
 from depmask.train.export_guard import (
     TRAIN_CONFIG,
+    resume_schedule,
     skip_export_reason,
     total_steps,
     write_train_config,
@@ -254,6 +255,9 @@ class MDLMModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        resume_schedule(self.trainer)  # after the checkpoint's restore: this fit's schedule at its step
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
