@@ -380,7 +380,7 @@ def test_another_gen_length_keeps_the_tasks_block(tmp_path):
     the block does not divide is refused, pointing at `--block_length`."""
     data = tmp_path / "gsm8k.jsonl"
     data.write_text(json.dumps({"question": "Sam has 3 pens.", "answer": "#### 3"}) + "\n")
-    task_kwargs = {"gsm8k": {"path": str(data), "shots": 0, "gen_length": 48, "block_length": 16}}
+    task_kwargs = {"gsm8k": {"path": str(data), "shots": 0, "block_length": 16}}  # its own gen_length: 256
     from depmask.models import HFDenoiser
 
     den = HFDenoiser.from_pretrained(EMBEDDED)
