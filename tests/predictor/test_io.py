@@ -238,3 +238,17 @@ def test_save_pretrained_does_not_replace_a_models_directory(tmp_path):
     head_dir = _head().save_pretrained(tmp_path / "head")  # a head's own directory is written again
     assert _head(dim=32, heads=4).save_pretrained(head_dir) == head_dir
     assert DependencyHead.from_pretrained(head_dir).config["dim"] == 32
+
+
+def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    """safetensors wrote a two-key metadata map in a random order per process: identical weights
+    saved in two processes had other bytes, so their digest (eval provenance) differed."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from depmask.predictor import DependencyHead; torch.manual_seed(0); "
+            "DependencyHead(24, dim=16, layers=0, heads=2, base_fingerprint='x').save_pretrained(sys.argv[1])")
+    for name in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True, timeout=120)
+    files = {(tmp_path / n / WEIGHTS_NAME).read_bytes() for n in ("a", "b", "c")}
+    assert len(files) == 1

@@ -98,7 +98,11 @@ def write_checkpoint(
     check_export_dir(directory, "directory")  # a model's directory (its config and weights) is not replaced
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    meta = {"format": "pt", "format_version": str(FORMAT_VERSION)}
+    # one metadata key: safetensors writes the metadata map in a per-process random order, so two
+    # keys gave the same weights other file bytes, and `weights_digest` (eval provenance,
+    # head_tradeoff) called a re-export of identical weights "other weights" (the format version
+    # is in config.json)
+    meta = {"format": "pt"}
     # the old config goes first and the new one comes last: a write killed between the two files
     # leaves weights without a config (refused on load, and the quickstart's sign of an unfinished
     # export), never new weights beside the old config's architecture and manifest
