@@ -453,3 +453,17 @@ def test_topk_beyond_the_vocabulary_is_refused_before_any_work(embedded, tmp_pat
     with pytest.raises(ValueError, match=rf"`topk` \({v}\) must be at most {v - 1}"):
         run_harvest(cfg, QUIET)
     assert not (tmp_path / "h").exists()
+
+
+def test_the_probe_budget_counts_a_blocks_positions(embedded, monkeypatch):
+    """A state's masked positions are its block's, so the statistics are charged for `block_length`
+    positions, not the whole answer (which shrank the chunks by half on LLaDA's 256/32 canvas)."""
+    import depmask.data_gen.harvest as harvest_module
+
+    seen = []
+    real = harvest_module.chunk_for_budget
+    monkeypatch.setattr(harvest_module, "chunk_for_budget", lambda *a, **k: seen.append(k) or real(*a, **k))
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=2, states_per_example=1, gen_length=16,
+                         block_length=4)
+    harvest_group(embedded, groups[0], cfg, pad_id=0)
+    assert seen == [{"positions": 4}]

@@ -359,3 +359,21 @@ def test_a_descriptor_names_its_file_and_libraries_that_import_ctypes_load():
     assert r.status == "passed", r.stderr_tail
     r = _run("import ctypes\nctypes.CDLL(None).system(b'true')\n")
     assert r.status == "error" and "SandboxViolation" in r.stderr_tail, r.stderr_tail
+
+
+def test_stdout_by_descriptor_is_writable_and_descriptor_functions_are_checked():
+    """The descriptor check refused `open(1, "w")` (stdout is a file beside the working directory),
+    and `os.fchmod` / `os.fchown` were not guarded at all; libc's `_Fork` and a bytes name passed
+    the ctypes guard."""
+    import tempfile
+
+    r = _run("import sys\nsys.stdout = open(1, 'w')\nprint('hi', flush=True)\n")
+    assert r.status == "passed" and "hi" in r.stdout_tail, r.stderr_tail
+    with tempfile.NamedTemporaryFile() as victim:
+        os.chmod(victim.name, 0o644)
+        r = _run(f"import os\nos.fchmod(os.open({victim.name!r}, os.O_RDONLY), 0)\n")
+        assert r.status == "error" and "SandboxViolation" in r.stderr_tail, r.stderr_tail
+        assert os.stat(victim.name).st_mode & 0o777 == 0o644
+    for lookup in ("libc._Fork", "libc[b'fork']"):
+        r = _run(f"import ctypes\nlibc = ctypes.CDLL(None)\n{lookup}\n")
+        assert r.status == "error" and "SandboxViolation" in r.stderr_tail, (lookup, r.stderr_tail)

@@ -154,6 +154,15 @@ def test_eval_subadditivity_refuses_bad_settings_before_loading(tmp_path, args, 
 
 
 
+def test_eval_subadditivity_refuses_a_topk_beyond_the_vocabulary_before_any_run(tmp_path):
+    """`top_values` took min(topk, vocabulary): `--topk 1000` on the embedded model measured 29
+    values and recorded 1000."""
+    with pytest.raises(ValueError, match=r"`topk` \(1000\) must be at most 29: the model's vocabulary \(30\)"):
+        main(["eval", "subadditivity", "--model", str(EMBEDDED), "--output", str(tmp_path / "sub"), "--topk", "1000",
+              "--n", "2"])
+    assert not (tmp_path / "sub").exists()
+
+
 def test_eval_subadditivity_refuses_a_head_for_another_model_before_the_first_run(tmp_path):
     """A head for another model failed only when its run came, after the runs before it."""
     from depmask.models import HFDenoiser

@@ -454,3 +454,36 @@ def test_a_module_call_nested_in_example_usage_is_not_setup():
     code = extract_code(answer, ["pick"])
     assert "print(" not in code and "math.sqrt(4)" in code  # a call statement on a module stays
     assert _runs(code)["pick"](1) == "b"
+
+
+@pytest.mark.parametrize("prose", ["So, x = 5 here is the idea.", "Here, n = len(xs) is the count.",
+                                   "Note: a, b = b, a swaps them.", "(a, b) = (1, 2) means a is 1."])
+def test_prose_that_looks_like_an_assignment_does_not_hide_the_definition(prose):
+    """The first line that looked like code started the code; from a prose line nothing parsed and
+    the definition below it was lost (the tuple-assignment start made this common)."""
+    answer = f"{prose}\n\ndef double(x):\n    return 2 * x\n"
+    assert _runs(extract_code(answer, ["double"]))["double"](3) == 6
+
+
+@pytest.mark.parametrize("setup, call, expected", [
+    ("SQ = []\n[SQ.append(i * i) for i in range(10)]\n\ndef sq(i):\n    return SQ[i]\n", "sq(3)", 9),
+    ("T = []\nT.append(1) if True else None\n\ndef first():\n    return T[0]\n", "first()", 1),
+    ("import functools\n\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\n"
+     "fib = functools.lru_cache(maxsize=None)(fib)\n", "fib.cache_info().maxsize", None),
+])
+def test_setup_by_side_effect_and_a_rebound_function_are_kept(setup, call, expected):
+    code = extract_code(setup + "\nprint(" + call + ")\n", [call.split("(")[0].split(".")[0]])
+    assert "print(" not in code
+    assert eval(call, _runs(code)) == expected  # trusted, hand-written code only
+
+
+def test_future_imports_move_whole_and_strings_stay():
+    from depmask.tasks.benchmarks.code import hoist_future_imports
+
+    program = ("from typing import List\nfrom __future__ import (annotations,\n    division)\n\n"
+               'HELP = """\nfrom __future__ import braces\n"""\n\ndef f(xs: List[int]) -> int:\n    return len(xs)\n')
+    moved = hoist_future_imports(program)
+    assert moved.startswith("from __future__ import (annotations,\n    division)\nfrom typing import List\n")
+    scope = _runs(moved)
+    assert "from __future__ import braces" in scope["HELP"] and scope["f"]([1]) == 1
+    assert hoist_future_imports("x = (\n") == "x = (\n"  # not Python: as it is

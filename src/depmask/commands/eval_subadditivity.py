@@ -75,6 +75,7 @@ def eval_subadditivity(
     """
     from depmask.data_gen.shards import write_atomic
     from depmask.decoding import build_policy, generate
+    from depmask.decoding.influence import check_topk
     from depmask.eval.items import run_provenance, run_slug
     from depmask.eval.runner import check_counts, check_policies, check_tasks, listed
     from depmask.eval.subadditivity import SetProbe
@@ -99,6 +100,7 @@ def eval_subadditivity(
     den = HFDenoiser.from_pretrained(model)
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer files; the tasks need one")
+    check_topk(topk, den.vocab_size)  # `top_values` took min(topk, vocabulary), recorded as asked
     for sweep in policies:  # a head for another model, before the first run (not after the runs before it)
         for knobs in sweep.expand():
             knobs = {"head": head, **knobs} if sweep.name == "demask" else knobs

@@ -62,9 +62,9 @@ def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id:
             steps = int(plain.nfe[r]) - (int(plain.probe_nfe[r]) if plain.probe_nfe is not None else 0)
             keep[r, choose_steps(cfg.seed, it.example_id, steps, cfg.states_per_example)] = True
     width = max(len(it.prompt_ids) for it in items)
-    # up to every generated position is compared at once (the recorder's states hold all masked ones)
+    # a state's masked positions are those of its block (`StepState.mask`): at most a block compared at once
     chunk = cfg.chunk_size or chunk_for_budget(cfg.memory_budget_mb << 20, width + g, denoiser.vocab_size,
-                                               positions=g)
+                                               positions=first.block_length)
     meta = [{"example_id": it.example_id, "task": it.task, "policy": it.policy,
              "fingerprint": denoiser.fingerprint, "prompt_length": len(it.prompt_ids)} for it in items]
     recorder = Recorder(policy, keep, [width - len(it.prompt_ids) for it in items], meta,

@@ -75,6 +75,14 @@ def top_values(
     return top.indices, weights
 
 
+def check_topk(topk: int, vocab_size: int) -> None:
+    """Refuse a `topk` above the values a position can take (the vocabulary less the mask id):
+    `top_values` would take them all and a record would name the `topk` asked for."""
+    if topk > vocab_size - 1:
+        raise ValueError(f"`topk` ({topk}) must be at most {vocab_size - 1}: the model's vocabulary "
+                         f"({vocab_size}) less its mask id")
+
+
 def chunk_for_budget(budget_bytes: int, length: int, vocab: int, bytes_per_logit: int = 4, *,
                      positions: int = 0) -> int:
     """Perturbed copies per forward so that one chunk's logits and statistics fit in `budget_bytes`.

@@ -28,7 +28,9 @@ and careless code, *not* a security boundary: a determined program can recover t
 frame (`sys._getframe`) and report a pass, or reach the OS some other way — C extensions write
 files without Python's `open` (`sqlite3.connect`, `dbm`), and `ctypes` calls libc directly.
 `ctypes` is importable (`sympy`, `scipy` and `pandas` import it; blocking it graded solutions
-that use them as errors), with the C functions named in `_C_FUNCTIONS` refused by name. The kernel-level limits above and the parent's network
+that use them as errors), with the C functions named in `_C_FUNCTIONS` refused when a library
+object looks them up by name; `ctypes`' lower levels (`CDLL._FuncPtr`, `_ctypes.dlsym`) still reach
+them. The kernel-level limits above and the parent's network
 namespace and process-group kill are what holds. Standard library only; it is
 never imported by depmask (importing it is harmless: nothing runs outside `main`).
 """
@@ -51,6 +53,7 @@ _SPAWN_AND_SIGNAL = (
 _ONE_PATH = (
     "remove", "unlink", "rmdir", "mkdir", "chmod", "lchmod", "chown", "lchown", "truncate",
     "utime", "mkfifo", "mknod", "setxattr", "removexattr", "chflags", "lchflags",
+    "fchmod", "fchown", "ftruncate",  # given a descriptor: the file it names
 )  # fmt: skip
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _NETWORK = (
@@ -61,11 +64,14 @@ _NETWORK = (
 
 # C library functions refused through ctypes: the process and signal calls above, the raw system
 # call, and the ones that create, open or change files by path
-_C_FUNCTIONS = frozenset(_SPAWN_AND_SIGNAL + _ONE_PATH + (
-    "clone", "clone3", "syscall", "daemon", "open", "open64", "openat", "openat64", "creat", "creat64",
-    "fopen", "fopen64", "freopen", "freopen64", "rename", "renameat", "renameat2", "link", "linkat",
-    "symlink", "symlinkat", "unlinkat", "mkdirat", "fchmod", "fchmodat", "fchown", "fchownat",
-    "ftruncate", "ftruncate64", "truncate64", "utimes", "utimensat", "futimens",
+# (compared lower-case with leading underscores stripped: glibc's `_Fork`, `__open64`)
+_C_FUNCTIONS = frozenset(name.lower() for name in _SPAWN_AND_SIGNAL + _ONE_PATH + (
+    "clone", "clone3", "syscall", "daemon", "execveat", "open", "open64", "openat", "openat64", "creat",
+    "creat64", "fopen", "fopen64", "freopen", "freopen64", "rename", "renameat", "renameat2", "link",
+    "linkat", "symlink", "symlinkat", "unlinkat", "mkdirat", "fchmodat", "fchownat", "ftruncate64",
+    "truncate64", "utimes", "utimensat", "futimens", "mkfifoat", "mknodat", "mkstemp", "mkstemp64",
+    "mkostemp", "mkostemp64", "mkstemps", "mkostemps", "tmpfile", "tmpfile64", "tgkill", "tkill",
+    "pidfd_send_signal", "sigqueue",
 ))  # fmt: skip
 
 
@@ -139,10 +145,16 @@ def _install_write_guards(work: str) -> None:
     import posix
 
     allowed = (os.path.realpath(work), os.path.realpath(os.devnull))
+    # the program's own stdout and stderr (files beside `work`): `sys.stdout = open(1, "w")` writes there
+    streams = {os.readlink(f"/proc/self/fd/{fd}") for fd in (1, 2) if os.path.exists(f"/proc/self/fd/{fd}")}
 
     def check(path, dir_fd=None) -> None:
-        # an open descriptor (`os.chmod(fd, ...)`, `os.truncate(fd, ...)`): the file it names
-        p = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else os.fsdecode(path)
+        if isinstance(path, int):  # an open descriptor (`os.chmod(fd, ...)`, `open(1, "w")`): the file it names
+            p = os.readlink(f"/proc/self/fd/{path}")
+            if not os.path.isabs(p) or p in streams:  # a pipe, socket or anonymous inode; stdout / stderr
+                return
+        else:
+            p = os.fsdecode(path)
         if dir_fd is not None and not os.path.isabs(p):
             p = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), p)
         real = os.path.realpath(p)
@@ -213,8 +225,9 @@ def _install_ctypes_guard() -> None:
     lookup = ctypes.CDLL.__getitem__
 
     def guarded(self, name_or_ordinal):
-        if isinstance(name_or_ordinal, str) and name_or_ordinal.lstrip("_") in _C_FUNCTIONS:
-            raise SandboxViolation(f"ctypes access to {name_or_ordinal}() is disabled in the depmask sandbox")
+        name = name_or_ordinal.decode(errors="replace") if isinstance(name_or_ordinal, bytes) else name_or_ordinal
+        if isinstance(name, str) and name.lstrip("_").lower() in _C_FUNCTIONS:
+            raise SandboxViolation(f"ctypes access to {name}() is disabled in the depmask sandbox")
         return lookup(self, name_or_ordinal)
 
     ctypes.CDLL.__getitem__ = guarded

@@ -11,7 +11,8 @@ is recomputed per replicate — the reference accuracy, which runs qualify, each
 interval is the percentile interval (`level`, default 95 %) over the replicates in which the
 policy has a qualifying run; `tpf_n` counts them. A policy at the edge of the window qualifies in
 only some replicates, and its interval describes those: the printed table says in how many
-(e.g. "in 68% of resamples") whenever it is not all of them.
+(e.g. "in 683 of 1000 resamples") whenever it is not all of them. A share also needs the oracle
+above the best baseline in the replicate (`share_n`).
 
 Headroom, per task and replicate: `best` = the highest headline of today's decoders
 (`BASELINES` present in the rows), `oracle` = the oracle's headline in decoding forwards (its
@@ -157,8 +158,9 @@ def point_value(value: np.ndarray) -> float | None:
 
 
 def _coverage(n: int | None, n_boot: int) -> str:
-    """' (in 68% of resamples)' when an interval rests on fewer replicates than were drawn."""
-    return "" if n is None or n >= n_boot else f" (in {100 * n / n_boot:.0f}% of resamples)"
+    """' (in 683 of 1000 resamples)' when an interval rests on fewer replicates than were drawn
+    (counts: a percentage rounds 997 of 1000 to "100%")."""
+    return "" if n is None or n >= n_boot else f" (in {n} of {n_boot} resamples)"
 
 
 def intervals_table(rows: list[dict]) -> str:

@@ -30,6 +30,7 @@ from depmask.data_gen.shards import (
     write_manifest,
     write_shard,
 )
+from depmask.decoding.influence import check_topk
 from depmask.models import HFDenoiser
 
 
@@ -151,9 +152,7 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     denoiser = HFDenoiser.from_pretrained(cfg.model, dtype=cfg.dtype, capture_layers=cfg.capture_layers)
     if denoiser.tokenizer is None:
         raise ValueError(f"`model` ({cfg.model}) has no tokenizer files; the harvest needs one to encode prompts")
-    if cfg.topk > denoiser.vocab_size - 1:  # the mask id is never a value; more were taken as all of them
-        raise ValueError(f"`topk` ({cfg.topk}) must be at most {denoiser.vocab_size - 1}: the model's vocabulary "
-                         f"({denoiser.vocab_size}) less its mask id")
+    check_topk(cfg.topk, denoiser.vocab_size)  # more were taken as all of them, and recorded as asked
     items = build_items(cfg, denoiser.tokenizer)
     out = Path(cfg.output)
     kwargs = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,

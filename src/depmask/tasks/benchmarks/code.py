@@ -184,16 +184,22 @@ def _receiver(call: ast.Call) -> str | None:
 
 def _writes(node: ast.stmt) -> set[str]:
     """Names a statement changes: assignment targets (`X = `, `X[i] = `, `X += `) and objects whose
-    methods a call statement calls (`X.update(...)`, `sys.setrecursionlimit(...)`). A call nested
-    in another one's arguments changes nothing here: `print(f(math.floor(7.5)))` is example usage,
-    not setup of `math`."""
+    methods it calls (`X.update(...)`, `[SQ.append(i) for i in ...]`, `sys.setrecursionlimit(...)`,
+    `f = functools.lru_cache(None)(f)`). The arguments of a plain function's call change nothing
+    here: `print(f(math.floor(7.5)))` is example usage, not setup of `math`."""
     names = set()
-    for sub in ast.walk(node):
+    stack: list[ast.AST] = [node]
+    while stack:
+        sub = stack.pop()
         if isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             for target in sub.targets if isinstance(sub, ast.Assign) else [sub.target]:
                 names.add(_root(target))
-        elif isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Call) and isinstance(sub.value.func, ast.Attribute):
-            names.add(_receiver(sub.value))
+        elif isinstance(sub, ast.Call):
+            if isinstance(sub.func, ast.Name):
+                continue
+            if isinstance(sub.func, ast.Attribute):
+                names.add(_receiver(sub))
+        stack.extend(ast.iter_child_nodes(sub))
     names.discard(None)
     return names
 
@@ -252,9 +258,9 @@ def select_definitions(modules: Sequence[_Module], roots: Iterable[str]) -> str:
             todo += [n for n in _names_used(node) if n in owner and n not in seen]
         # setup statements that change a kept name (or call into an imported module) join, with
         # whatever they use
-        data = {n for n in seen if not isinstance(owner[n][1], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        # every kept name: data a statement fills, and a function it rebinds (`f = lru_cache(None)(f)`)
         for i, node, text in setup:
-            if id(node) not in keep and _writes(node) & (data | modules_bound):
+            if id(node) not in keep and _writes(node) & (seen | modules_bound):
                 keep[id(node)] = (i, node.lineno, text)
                 todo += [n for n in _names_used(node) if n in owner and n not in seen]
     imports: list[str] = []
@@ -279,13 +285,27 @@ def extract_code(completion: str, entry_points: Sequence[str], prompt: str = "")
     first = next((line for line in lines if line.strip()), "")
     continues = bool(prompt) and first[:1] in (" ", "\t")
     if not continues and any(_defines(code, name) for name in entry_points):  # a full definition
-        start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), 0)
         modules = [_Module(prompt)] if prompt else []
-        modules.append(_Module("\n".join(lines[start:])))
+        modules.append(_code_after_prose(lines, entry_points))
     else:  # a body continuation of the prompt (a later copy of the function loses: first wins)
         modules = [_Module(prompt + code)]
     roots = [*entry_points, *_Module(prompt).defs] if prompt else list(entry_points)
     return select_definitions(modules, roots)
+
+
+def _code_after_prose(lines: list[str], entry_points: Sequence[str], tries: int = 20) -> _Module:
+    """The code of a full definition after leading prose: from the first line that looks like code
+    (`_CODE_START`) and from which an entry point is defined. Prose can look like code too ("So,
+    x = 5 here", "Note: a, b = ..."): from such a line nothing parses, and the definition below it
+    was lost."""
+    starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)][:tries] or [0]
+    first = None
+    for start in starts:
+        module = _Module("\n".join(lines[start:]))
+        if any(name in module.defs for name in entry_points):
+            return module
+        first = first or module
+    return first
 
 
 def called_names(tests: Iterable[str]) -> list[str]:
@@ -306,14 +326,23 @@ def called_names(tests: Iterable[str]) -> list[str]:
     return names
 
 
-_FUTURE = re.compile(r"^from[ \t]+__future__[ \t]+import[^\n]*$", re.MULTILINE)
-
-
 def hoist_future_imports(program: str) -> str:
-    """`program` with its `from __future__ import ...` lines moved to the top, where Python requires
-    them: a solution's own (`from __future__ import annotations`) followed the prompt's imports or
-    MBPP's setup code, and a correct answer failed with a SyntaxError."""
-    found = list(dict.fromkeys(m.group(0).strip() for m in _FUTURE.finditer(program)))
-    if not found:
+    """`program` with its top-level `from __future__ import ...` statements moved to the top, where
+    Python requires them: a solution's own (`from __future__ import annotations`) followed the
+    prompt's imports or MBPP's setup code, and a right answer failed with a SyntaxError. Found by
+    parsing (a parenthesised or continued import moves whole; text in a string stays); a program
+    that does not parse is returned as it is."""
+    if "__future__" not in program:
         return program
-    return "\n".join(found) + "\n" + _FUTURE.sub("", program)
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return program
+    spans = [(n.lineno, n.end_lineno) for n in tree.body
+             if isinstance(n, ast.ImportFrom) and n.module == "__future__" and n.level == 0]
+    if not spans or spans[0][0] == 1 and all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:])):
+        return program  # already first
+    lines = program.splitlines(keepends=True)
+    moved = {i for a, b in spans for i in range(a - 1, b)}
+    head = [lines[i] if lines[i].endswith("\n") else lines[i] + "\n" for i in sorted(moved)]
+    return "".join(head + [line for i, line in enumerate(lines) if i not in moved])
