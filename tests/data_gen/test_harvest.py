@@ -467,3 +467,23 @@ def test_the_probe_budget_counts_a_blocks_positions(embedded, monkeypatch):
                          block_length=4)
     harvest_group(embedded, groups[0], cfg, pad_id=0)
     assert seen == [{"positions": 4}]
+
+
+def test_a_shard_of_another_harvest_under_the_same_name_is_refused_on_resume(tmp_path):
+    """Shard names come from example ids: a harvest of the same examples under other settings
+    names its shards alike. A copied-in one was taken as done, and the resume's manifest then
+    hid it from `verify`."""
+    import shutil
+
+    common = dict(model=str(EMBEDDED), tasks=["sudoku4"], examples_per_task=2, states_per_example=1, batch_size=2)
+    mine = HarvestConfig(output=str(tmp_path / "a"), **common)
+    theirs = HarvestConfig(output=str(tmp_path / "b"), policies=["threshold:threshold=0.7"], **common)
+    run_harvest(mine, QUIET)
+    run_harvest(theirs, QUIET)
+    (shard,) = sorted((tmp_path / "b" / "shards").glob("shard-*"))[:1]
+    assert (tmp_path / "a" / "shards" / shard.name).exists()  # the same name
+    for p in (tmp_path / "b" / "shards").glob(shard.stem + ".*"):
+        shutil.copy(p, tmp_path / "a" / "shards" / p.name)
+    with pytest.raises(ValueError, match=rf"holds 1 shard\(s\) written by another harvest .*{shard.stem}"):
+        run_harvest(mine, QUIET)
+    assert any("written by another harvest" in p for p in verify_harvest(mine.output).problems)

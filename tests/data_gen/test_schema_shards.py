@@ -250,3 +250,46 @@ def test_temporary_files_of_the_harvest_s_own_files_are_named_and_cleaned(tmp_pa
     assert not any(users.name in p for p in problems)
     assert clean_stale_temporaries(tmp_path) == [dead.name]  # a live writer's file is kept
     assert not dead.exists() and alive.exists() and users.exists()
+
+
+def test_a_state_with_no_masked_position_round_trips():
+    """`reshape(0, -1)` could not infer the width of a [0, 0] matrix: a bare numpy error."""
+    table = records_to_table([record("a", 0, m=0), record("a", 1, m=2)], D)
+    assert table.num_rows == 2 and table.column("tv").to_pylist()[0] == []
+
+
+def test_verify_names_foreign_shards_extra_examples_and_a_manifest_that_disagrees(tmp_path):
+    """A shard written by another harvest under the same name, extra examples ("incomplete: 8 of 6",
+    whose advice — run again — changed nothing), a shard listed twice and wrong totals passed or
+    were misreported; a resume deleted `datasets`' cache files as damaged shards."""
+    from depmask.data_gen.shards import clean_incomplete, foreign_shards, harvest_id
+
+    for name in ("h", "h2", "h3"):
+        (tmp_path / name).mkdir()
+    out = make_harvest(tmp_path / "h")
+    spec = json.loads((out / "harvest.json").read_text())
+    assert verify_harvest(out).ok and foreign_shards(out, harvest_id(spec)) == []
+    (out / "shards" / "cache-0123.arrow").write_bytes(b"datasets cache")
+    assert clean_incomplete(out) == [] and (out / "shards" / "cache-0123.arrow").exists()
+    # a shard of another harvest (its sidecar names another harvest id) under a name of this one's
+    other = write_shard(tmp_path / "other", records_to_table([record("c", 0, m=2)], D), ["c"], FP, harvest="f" * 16)
+    for name in (other.name, other.name.replace(".arrow", ".json")):
+        (out / "shards" / name).write_bytes((tmp_path / "other" / "shards" / name).read_bytes())
+    assert foreign_shards(out, harvest_id(spec)) == [other.name]
+    problems = verify_harvest(out).problems
+    assert any(f"{other.name}: written by another harvest (harvest id {'f' * 16}" in p for p in problems), problems
+    # more examples than asked for
+    out2 = make_harvest(tmp_path / "h2")
+    write_shard(out2, records_to_table([record("z", 0, m=2)], D), ["z"], FP)
+    problems = verify_harvest(out2).problems
+    assert any("4 examples harvested, more than the 3 harvest.json asks for" in p for p in problems), problems
+    assert not any("run the same harvest command again" in p for p in problems if "examples harvested" in p)
+    # a manifest that lists a shard twice, or whose totals are not the shards'
+    out3 = make_harvest(tmp_path / "h3")
+    manifest = json.loads((out3 / "manifest.json").read_text())
+    manifest["shards"].append(manifest["shards"][0])
+    manifest["rows"] = 999
+    (out3 / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify_harvest(out3).problems
+    assert any("lists shard-" in p and "2 times" in p for p in problems), problems
+    assert any("manifest.json: rows 999, the shards" in p for p in problems), problems

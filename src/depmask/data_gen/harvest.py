@@ -93,12 +93,15 @@ _REVISION_NOTE = ("captured attention leaves the model's output as uncaptured (i
 
 
 def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab_size: int,
-                   example_ids: list[str], items_sha256: str | None = None, precision: str | None = None) -> dict:
-    """Create `harvest.json`, or check that an existing one asked for the same data.
+                   example_ids: list[str], items_sha256: str | None = None, precision: str | None = None,
+                   write: bool = True) -> dict:
+    """Create `harvest.json`, or check that an existing one asked for the same data; returns its
+    contents (the existing file's on a resume).
 
     `items_sha256`: `items_digest` of the examples (the ids alone, `examples_sha256`, do not change
     when a prompts file is edited); `precision`: the Lightning precision the forwards run under
-    (`bf16-mixed` changes the influences)."""
+    (`bf16-mixed` changes the influences); `write`: False on every rank but the first of a
+    distributed harvest (the ranks' temporary files are named by pid, which two hosts can share)."""
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     ids_hash = hashlib.sha256("\n".join(sorted(example_ids)).encode()).hexdigest()
@@ -131,5 +134,6 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
                 "Use another `--output`, or delete the directory to start over."
             )
         return old
-    write_json_atomic(path, spec)
+    if write:
+        write_json_atomic(path, spec)
     return spec

@@ -112,7 +112,8 @@ def _vector_column(values: list[np.ndarray], dtype) -> pa.Array:
 
 def _matrix_column(values: list[np.ndarray]) -> pa.Array:
     """[m, m] float32 per record → list<list<float32>> (rows of the record's own width)."""
-    rows = [np.asarray(v, dtype=np.float32).reshape(v.shape[0], -1) for v in values]
+    # (its own shape, not `reshape(m, -1)`: a record with no masked position is [0, 0], which -1 cannot infer)
+    rows = [np.asarray(v, dtype=np.float32).reshape(v.shape[0], v.shape[1] if np.ndim(v) == 2 else -1) for v in values]
     flat = np.concatenate([r.ravel() for r in rows]) if rows else np.zeros(0, np.float32)
     widths = [w for r in rows for w in [r.shape[1]] * r.shape[0]]
     inner = pa.ListArray.from_arrays(_offsets(widths), pa.array(flat))

@@ -42,6 +42,18 @@ class ShardInfo:
     sha256: str
     bytes: int
     fingerprint: str
+    harvest: str | None = None  # `harvest_id` of the harvest that wrote it (None: written before 2026-11-30)
+
+
+_ID_KEYS = ("schema_version", "fingerprint", "hidden_size", "config", "examples_sha256", "items_sha256",
+            "precision", "state_choice")
+
+
+def harvest_id(spec: dict) -> str:
+    """A digest of what a harvest's data depends on (`harvest.json`'s model, settings and examples),
+    which each shard's sidecar records: a shard of another harvest of the same examples has the same
+    name, and was taken as done."""
+    return hashlib.sha256(json.dumps({k: spec.get(k) for k in _ID_KEYS}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -71,10 +83,13 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_shard(out: Path, table: pa.Table, example_ids: list[str], fingerprint: str) -> ShardInfo:
+def write_shard(out: Path, table: pa.Table, example_ids: list[str], fingerprint: str,
+                harvest: str | None = None) -> ShardInfo:
     """Write one shard (Arrow stream, the format `datasets` memory-maps) and then its sidecar.
 
-    `example_ids` lists every example the shard covers, including ones that produced no state.
+    `example_ids` lists every example the shard covers, including ones that produced no state;
+    `harvest` the writing harvest's `harvest_id` (a shard's name comes from its example ids alone,
+    so another harvest of the same examples names its shards alike).
     """
     directory = Path(out) / SHARDS
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,7 +103,8 @@ def write_shard(out: Path, table: pa.Table, example_ids: list[str], fingerprint:
     for eid in table.column("example_id").to_pylist():
         states[eid] += 1
     info = ShardInfo(name=name, rows=table.num_rows, example_ids=list(example_ids), states=states,
-                     sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), fingerprint=fingerprint)
+                     sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), fingerprint=fingerprint,
+                     harvest=harvest)
     write_json_atomic(directory / sidecar_name(name), vars(info))
     return info
 
@@ -107,6 +123,8 @@ def read_sidecar(path: Path) -> ShardInfo:
              "fingerprint": str}
     wrong = [f"{k} is {type(getattr(info, k)).__name__}" for k, kind in kinds.items()
              if not isinstance(getattr(info, k), kind) or isinstance(getattr(info, k), bool)]
+    if info.harvest is not None and not isinstance(info.harvest, str):
+        wrong.append(f"harvest is {type(info.harvest).__name__}")
     if wrong or not all(isinstance(e, str) for e in info.example_ids):
         raise ValueError(f"{Path(path).name}: not a shard sidecar ({', '.join(wrong) or 'example_ids are not all text'})")
     return info
@@ -145,6 +163,22 @@ def done_examples(out: Path) -> set[str]:
     return done
 
 
+def foreign_shards(out: Path, harvest: str) -> list[str]:
+    """Shards whose sidecar names another harvest than `harvest` (one copied in from a harvest of
+    the same examples under other settings: same name, other data); sidecars without the record
+    (older harvests) are not judged."""
+    directory = Path(out) / SHARDS
+    found = []
+    for side in sorted(directory.glob("shard-*.json")) if directory.is_dir() else []:
+        try:
+            info = read_sidecar(side)
+        except ValueError:
+            continue  # named by `verify` and by `completed_shards`
+        if info.harvest is not None and info.harvest != harvest:
+            found.append(info.name)
+    return found
+
+
 def clean_incomplete(out: Path) -> list[str]:
     """Remove temporary files, shards without a sidecar, and shards whose size is not the one
     their sidecar records (truncated or overwritten since), with that sidecar, so a resume
@@ -155,7 +189,8 @@ def clean_incomplete(out: Path) -> list[str]:
         return []
     removed = []
     for p in sorted(directory.iterdir()):
-        orphan = p.suffix == ".arrow" and not (directory / sidecar_name(p.name)).exists()
+        # (`datasets`' cache files of a map over the loaded shards are the user's: `cache-*.arrow`)
+        orphan = p.suffix == ".arrow" and p.name.startswith("shard-") and not (directory / sidecar_name(p.name)).exists()
         if p.name.startswith(TMP_PREFIX) or orphan:
             p.unlink(missing_ok=True)
             removed.append(p.name)

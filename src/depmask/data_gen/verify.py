@@ -24,6 +24,7 @@ from depmask.data_gen.shards import (
     SHARDS,
     TMP_PREFIX,
     file_sha256,
+    harvest_id,
     own_temporaries,
     read_sidecar,
     sidecar_name,
@@ -44,6 +45,7 @@ class Report:
     expected_examples: int | None = None
     fingerprint: str | None = None
     hidden_size: int | None = None
+    harvest: str | None = None  # `harvest_id` of harvest.json
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ def verify_harvest(directory: str | Path) -> Report:
         spec = json.loads((out / HARVEST_JSON).read_text())
         report.fingerprint, report.hidden_size = spec["fingerprint"], int(spec["hidden_size"])
         report.expected_examples = int(spec["examples"])
+        report.harvest = harvest_id(spec)
         if spec.get("schema_version") != SCHEMA_VERSION:
             report.problems.append(f"{HARVEST_JSON}: schema_version {spec.get('schema_version')}, expected {SCHEMA_VERSION}")
     except FileNotFoundError:
@@ -106,9 +109,14 @@ def verify_harvest(directory: str | Path) -> Report:
     dup = [s for s, n in states.items() if n > 1]
     if dup:
         report.problems.append(f"{len(dup)} (example, step) states appear more than once, e.g. {dup[0]}")
-    if report.expected_examples is not None and report.examples != report.expected_examples:
+    if report.expected_examples is not None and report.examples < report.expected_examples:
         report.problems.append(f"incomplete: {report.examples} of {report.expected_examples} examples harvested "
                                "(run the same harvest command again to resume)")
+    elif report.expected_examples is not None and report.examples > report.expected_examples:
+        report.problems.append(f"{report.examples} examples harvested, more than the {report.expected_examples} "
+                               f"{HARVEST_JSON} asks for: shards of another harvest (a run of the harvest does not "
+                               "remove them); move the shards holding the extra examples out of "
+                               f"{SHARDS}/ with their sidecars")
     elif "examples_sha256" in spec:  # as many examples as expected: are they the expected ones?
         present = hashlib.sha256("\n".join(sorted(per_example)).encode()).hexdigest()
         if present != spec["examples_sha256"]:
@@ -130,6 +138,11 @@ def _check_shard(shard_dir: Path, sidecar: str, report: Report, per_example: Cou
         return
     if info.fingerprint != report.fingerprint:
         report.problems.append(f"{info.name}: foreign shard, fingerprint {info.fingerprint!r} ≠ harvest {report.fingerprint!r}")
+        return
+    if info.harvest is not None and info.harvest != report.harvest:
+        report.problems.append(f"{info.name}: written by another harvest (harvest id {info.harvest}, this one's "
+                               f"{report.harvest}: other settings or examples under the same name); move it and "
+                               f"{sidecar} out of {SHARDS}/")
         return
     if path.stat().st_size != info.bytes:
         report.problems.append(f"{info.name}: contents do not match its sidecar (size {path.stat().st_size} vs "
@@ -168,6 +181,7 @@ def _check_shard(shard_dir: Path, sidecar: str, report: Report, per_example: Cou
 
 
 def _check_manifest(out: Path, report: Report) -> None:
+    shard_problems = bool(report.problems)
     path = out / MANIFEST_JSON
     if not path.is_file():
         report.problems.append(f"{MANIFEST_JSON}: missing (the harvest has not finished; run it again to resume)")
@@ -178,6 +192,16 @@ def _check_manifest(out: Path, report: Report) -> None:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         report.problems.append(f"{MANIFEST_JSON}: unreadable ({type(e).__name__}: {e})")
         return
+    names = [s["name"] for s in manifest["shards"]]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        report.problems.append(f"{MANIFEST_JSON}: lists {n} {names.count(n)} times (its states would load as many times)")
+    spec = {"fingerprint": report.fingerprint, "hidden_size": report.hidden_size}
+    if not shard_problems:  # totals over every shard, when each was read
+        spec.update(rows=report.rows, examples=report.examples)
+    for key, value in spec.items():  # the figures of the shards checked above, and harvest.json's
+        if key in manifest and manifest[key] != value:
+            report.problems.append(f"{MANIFEST_JSON}: {key} {manifest[key]!r}, the shards (and {HARVEST_JSON}) "
+                                   f"say {value!r}")
     present = {p.name for p in (out / SHARDS).glob("shard-*.arrow")}
     for n in sorted(listed - present):
         report.problems.append(f"{MANIFEST_JSON}: lists {n}, which is missing")

@@ -23,9 +23,12 @@ from depmask.data_gen.harvest import items_digest
 from depmask.data_gen.prompts import PromptItem
 from depmask.data_gen.schema import records_to_table
 from depmask.data_gen.shards import (
+    SHARDS,
     clean_incomplete,
     clean_stale_temporaries,
     done_examples,
+    foreign_shards,
+    harvest_id,
     write_atomic,
     write_manifest,
     write_shard,
@@ -56,15 +59,16 @@ class HarvestModule(pl.LightningModule):
 class ShardWriter(BasePredictionWriter):
     """Writes each group's records as one atomic shard (and its sidecar)."""
 
-    def __init__(self, output: str | Path, hidden_size: int, fingerprint: str):
+    def __init__(self, output: str | Path, hidden_size: int, fingerprint: str, harvest: str | None = None):
         super().__init__(write_interval="batch")
         self.output, self.hidden_size, self.fingerprint = Path(output), hidden_size, fingerprint
+        self.harvest = harvest  # `harvest_id`, recorded in each sidecar
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if prediction is None:  # a filler group
             return
         table = records_to_table(prediction.records, self.hidden_size)
-        write_shard(self.output, table, prediction.example_ids, self.fingerprint)
+        write_shard(self.output, table, prediction.example_ids, self.fingerprint, self.harvest)
 
 
 class HarvestProgress(Callback):
@@ -162,9 +166,16 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     writer = ShardWriter(out, denoiser.hidden_size, denoiser.fingerprint)
     callbacks = list(kwargs.pop("callbacks", None) or [])
     trainer = pl.Trainer(callbacks=[*callbacks, writer, progress], **kwargs)
-    prepare_output(cfg, denoiser.fingerprint, denoiser.hidden_size, denoiser.vocab_size,
-                   [it.example_id for it in items], items_sha256=items_digest(items), precision=str(trainer.precision))
-    if record is not None:
+    spec = prepare_output(cfg, denoiser.fingerprint, denoiser.hidden_size, denoiser.vocab_size,
+                          [it.example_id for it in items], items_sha256=items_digest(items),
+                          precision=str(trainer.precision), write=trainer.is_global_zero)
+    writer.harvest = harvest_id(spec)
+    foreign = foreign_shards(out, writer.harvest)
+    if foreign:  # its examples would be taken as done, with another harvest's states
+        raise ValueError(f"{out / SHARDS} holds {len(foreign)} shard(s) written by another harvest (other settings "
+                         f"or examples under the same names): {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}; "
+                         "move them and their .json sidecars out, then run the harvest again")
+    if record is not None and trainer.is_global_zero:
         write_atomic(out / "harvest.yaml", record)
     groups = group_items(items, cfg.batch_size)
     if trainer.is_global_zero:
