@@ -287,3 +287,19 @@ def test_val_loss_is_the_ratio_of_sums_over_the_val_set():
     sums = [module.diffusion_terms(b, torch.Generator().manual_seed(i)) for i, b in enumerate(batches)]
     expected = sum(float(w) for w, _ in sums) / sum(float(n) for _, n in sums)
     assert len(batches) > 1 and logged == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluate_refuses_a_task_the_model_cannot_write_and_the_card_names_its_own_tasks(tmp_path):
+    """A model trained on `sort` alone was scored on `addition` with `[UNK]` prompts (0 %, written
+    to eval.json and the card), and its card named the embedded model's four tasks."""
+    out = tmp_path / "m"
+    main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--data.tasks", "[sort]", "--trainer.max_steps", "1",
+          "--model.val_decode_items", "0", "--model.export_dir", str(out),
+          "--trainer.default_root_dir", str(tmp_path / "runs")])
+    with pytest.raises(ValueError, match=r"task 'addition' uses \d+ symbol\(s\) the model's tokenizer does not have"):
+        main(["mdlm", "evaluate", "--model", str(out), "--n", "2", "--tasks", "[addition]"])
+    assert not (out / "eval.json").exists()
+    main(["mdlm", "evaluate", "--model", str(out), "--n", "2", "--tasks", "[sort]"])
+    card = (out / "README.md").read_text()
+    assert card.startswith("# m: a masked diffusion LM trained by depmask")
+    assert "1 synthetic task(s) with exact verifiers: `sort`." in card and "`sudoku4`" not in card

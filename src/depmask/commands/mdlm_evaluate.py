@@ -23,6 +23,7 @@ from depmask.eval import DEFAULT_TASKS, score_task
 from depmask.eval.runner import check_tasks, listed
 from depmask.paths import output_dir
 from depmask.tasks import get_task
+from depmask.tasks.adapter import check_symbols
 
 
 def settings() -> list[tuple[str, str, dict, str]]:
@@ -100,6 +101,8 @@ def mdlm_evaluate(
     den = HFDenoiser.from_pretrained(model, device=device or "cpu")
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer; the tasks need one")
+    for name in tasks:  # before any decoding: a task the tokenizer cannot write was scored 0 %, and written down
+        check_symbols(name, get_task(name), den.tokenizer)
     rows = evaluate_rows(den, den.tokenizer, tasks, n, seed, batch_size)
     table = format_table(rows)
     print(table)
@@ -141,17 +144,24 @@ def model_card(den, table: str, model: str, n: int, seed: int, device: str,
     # the card's command reproduces its table: name the tasks when they are not the default four
     task_flag = "" if list(tasks) == list(DEFAULT_TASKS) else f" --tasks '[{', '.join(tasks)}]'"
     params = sum(p.numel() for p in den.model.parameters())
+    trained_on = _trained_tasks(Path(model)) or list(DEFAULT_TASKS)
+    named = ", ".join(f"`{t}`" for t in trained_on)
+    if trained_on == list(DEFAULT_TASKS):
+        title = "tiny-tasks: depmask's embedded masked diffusion LM"
+        objective = f"four synthetic tasks with exact verifiers: {named}"
+    else:  # a model of its own: the card named the embedded model's four tasks whatever it learnt
+        title = f"{Path(model).name}: a masked diffusion LM trained by depmask"
+        objective = f"{len(trained_on)} synthetic task(s) with exact verifiers: {named}"
     if (Path(model) / "train_config.yaml").is_file():  # `mdlm fit` wrote its resolved config there
         trained = ("Trained with `depmask mdlm fit`; every setting of that fit is in `train_config.yaml`\n"
                    "beside the weights.")
     else:  # the shipped model (its training notes follow the table)
         trained = ("Trained with `depmask mdlm fit --config configs/mdlm/tiny-tasks.yaml` (seed 0; the file holds every\n"
                    "setting).")
-    return f"""# tiny-tasks: depmask's embedded masked diffusion LM
+    return f"""# {title}
 
 A LLaDA-shaped bidirectional transformer (pre-norm, RoPE, SwiGLU, no causal mask) trained by depmask
-with the masked-diffusion objective on four synthetic tasks with exact verifiers: `sudoku4`,
-`permutation`, `sort`, `addition`. {params:,} parameters: {cfg.num_hidden_layers} layers, hidden
+with the masked-diffusion objective on {objective}. {params:,} parameters: {cfg.num_hidden_layers} layers, hidden
 {cfg.hidden_size}, {cfg.num_attention_heads} heads, SwiGLU {cfg.intermediate_size}, vocabulary {cfg.vocab_size}.
 Fingerprint: `{den.fingerprint}`.
 
@@ -168,3 +178,14 @@ threshold rule. TPF = answer tokens per forward, pooled over the items (answer l
 
 {table}
 """
+
+
+def _trained_tasks(model: Path) -> list[str] | None:
+    """The tasks the fit beside the weights trained on (`train_config.yaml`'s `data.tasks`), or None."""
+    import yaml
+
+    try:
+        tasks = yaml.safe_load((model / "train_config.yaml").read_text())["data"]["tasks"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return [str(t) for t in tasks] if isinstance(tasks, list) and tasks else None

@@ -12,6 +12,7 @@ import torch
 from depmask.decoding import build_policy, generate
 from depmask.models import HFDenoiser
 from depmask.tasks import TASKS
+from depmask.tasks.adapter import check_symbols
 
 DEFAULT_TASKS: list[str] = list(TASKS)
 
@@ -27,6 +28,7 @@ def decode_task(denoiser: HFDenoiser, tokenizer, task, policy, n: int, seed: int
     for name, value in (("n", n), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` ({value!r}) must be an int >= 1")
+    check_symbols(getattr(task, "name", type(task).__name__), task, tokenizer)  # else scored as [UNK] prompts
     examples = task.examples("test", n, seed=seed)
     completions, nfe, seconds = [], [], 0.0
     gen_length = task.answer_length

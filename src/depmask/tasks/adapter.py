@@ -83,17 +83,9 @@ class TaskAdapter:
         return self.task.prompt_ids(example, tokenizer)
 
     def _check_symbols(self, tokenizer) -> None:
-        """Refuse a synthetic task whose symbols the tokenizer lacks (they would all become its
-        unknown token, and the reference answer itself could not be written): `permutation` with
-        `n_symbols: 12` on the embedded model, which knows 8 letters."""
         if getattr(self, "_checked", None) is tokenizer:
             return
-        vocab = tokenizer.get_vocab()
-        missing = [s for s in self.task.symbols if s not in vocab]
-        if missing:
-            raise ValueError(f"task {self.name!r} ({self.arguments}) uses {len(missing)} symbol(s) the model's "
-                             f"tokenizer does not have: {' '.join(missing[:12])}; the model was not trained on "
-                             "this task's arguments")
+        check_symbols(self.name, self.task, tokenizer, self.arguments)
         self._checked = tokenizer
 
     def completion(self, ids: Sequence[int], tokenizer, eos_ids: Sequence[int] = ()) -> str:
@@ -105,3 +97,15 @@ class TaskAdapter:
         if self.synthetic:
             return [bool(self.task.score(e, c)) for e, c in zip(examples, completions)]
         return [g.correct for g in self.task.grade(examples, completions)]
+
+
+def check_symbols(name: str, task, tokenizer, arguments: dict | None = None) -> None:
+    """Refuse a synthetic task whose symbols the tokenizer lacks (they would all become its unknown
+    token, and the reference answer itself could not be written): `permutation` with `n_symbols: 12`
+    on the embedded model, which knows 8 letters; `addition` on a model trained on `sort` alone."""
+    vocab = tokenizer.get_vocab()
+    missing = [s for s in task.symbols if s not in vocab]
+    if missing:
+        shown = f" ({arguments})" if arguments else ""
+        raise ValueError(f"task {name!r}{shown} uses {len(missing)} symbol(s) the model's tokenizer does not have: "
+                         f"{' '.join(missing[:12])}; the model was not trained on this task (or its arguments)")
