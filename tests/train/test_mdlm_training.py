@@ -284,9 +284,15 @@ def test_val_loss_is_the_ratio_of_sums_over_the_val_set():
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     module.hparams.val_decode_items = 0
     logged = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/loss"]
-    sums = [module.diffusion_terms(b, torch.Generator().manual_seed(i)) for i, b in enumerate(batches)]
+    sums = [module.diffusion_terms(b, noise=module.item_noise(b)) for b in batches]
     expected = sum(float(w) for w, _ in sums) / sum(float(n) for _, n in sums)
     assert len(batches) > 1 and logged == pytest.approx(expected, rel=1e-5)
+    # each item's noise is its own: the same val loss at any val batch size (it moved by 20 %)
+    for size in (3, 12):
+        other = TaskMixtureDataModule(tasks=["sort", "sudoku4"], pool_size=40, items_per_epoch=32, batch_size=size,
+                                      val_size=12)
+        again = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        assert again.validate(module, datamodule=other, verbose=False)[0]["val/loss"] == pytest.approx(logged, rel=1e-5)
 
 
 def test_evaluate_refuses_a_task_the_model_cannot_write_and_the_card_names_its_own_tasks(tmp_path):
