@@ -267,3 +267,15 @@ def test_quickstart_prints_an_undefined_head_metric_as_a_dash():
     from depmask.commands.quickstart import metric_text
 
     assert metric_text({"val/auroc": 0.96123, "val/precision_at_k": None}) == "val/auroc 0.961, val/precision_at_k —"
+
+
+def test_the_card_template_reproduces_the_shipped_models_card_above_its_table():
+    """A change to the template (a task list joined onto one line) would rewrite the shipped card
+    the next time `mdlm evaluate` runs on it."""
+    from depmask.commands.mdlm_evaluate import model_card
+    from depmask.models import HFDenoiser
+
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    shipped = (EMBEDDED / "README.md").read_text()
+    card = model_card(den, "TABLE", str(EMBEDDED.relative_to(ROOT)), 500, 0, "cpu")
+    assert card.split("## Accuracy")[0] == shipped.split("## Accuracy")[0]

@@ -377,3 +377,13 @@ def test_stdout_by_descriptor_is_writable_and_descriptor_functions_are_checked()
     for lookup in ("libc._Fork", "libc[b'fork']"):
         r = _run(f"import ctypes\nlibc = ctypes.CDLL(None)\n{lookup}\n")
         assert r.status == "error" and "SandboxViolation" in r.stderr_tail, (lookup, r.stderr_tail)
+
+
+def test_a_replaced_os_write_cannot_rewrite_the_status_and_stdout_opens_by_path():
+    r = _run("import os\n_w = os.write\nos.write = lambda fd, b: _w(fd, b.replace(b' assertion', b' ok'))\n"
+             "assert 1 == 2\n")
+    assert r.status == "failed", r.stderr_tail
+    r = _run("with open('/dev/stdout', 'w') as f:\n    f.write('hi')\n")
+    assert r.status == "passed" and "hi" in r.stdout_tail, r.stderr_tail
+    r = _run("import ctypes\nctypes.CDLL(None).__open_2\n")  # glibc's fortified open
+    assert r.status == "error" and "SandboxViolation" in r.stderr_tail, r.stderr_tail

@@ -487,3 +487,27 @@ def test_future_imports_move_whole_and_strings_stay():
     scope = _runs(moved)
     assert "from __future__ import braces" in scope["HELP"] and scope["f"]([1]) == 1
     assert hoist_future_imports("x = (\n") == "x = (\n"  # not Python: as it is
+
+
+@pytest.mark.parametrize("completion, name, call, expected", [
+    # example usage that calls a method on the solution's result, or a lambda copy after it: dropped
+    ("def f(s):\n    return s.split()\n\nf(None).sort()\n", "f", "f('a b')", ["a", "b"]),
+    ("def f(n):\n    return n * n\n\n# One-liner alternative:\nf = lambda n: n + n\n", "f", "f(3)", 9),
+    # setup through a builtin's arguments: kept
+    ("SQ = []\nany(SQ.append(i * i) for i in range(10))\n\ndef f(n):\n    return SQ[n]\n", "f", "f(3)", 9),
+    # an import above the prose that precedes the definition: kept
+    ("import math\n\nSo, x = 5 here is how.\n\ndef f(n):\n    return math.isqrt(n)\n", "f", "f(10)", 3),
+])
+def test_usage_is_dropped_and_setup_and_imports_kept(completion, name, call, expected):
+    assert eval(call, _runs(extract_code(completion, [name]))) == expected  # trusted, hand-written code only
+
+
+def test_future_hoisting_counts_lines_as_python_does():
+    """`str.splitlines` also splits at U+2028 and form feeds, which Python's line numbers do not:
+    the wrong lines were moved."""
+    from depmask.tasks.benchmarks.code import hoist_future_imports
+
+    program = "x = 'a\u2028b'\nimport os\nfrom __future__ import annotations\ny = 1  # c\x0cd\n"
+    moved = hoist_future_imports(program)
+    assert moved.startswith("from __future__ import annotations\nx = 'a\u2028b'\nimport os\n")
+    assert _runs(moved)["y"] == 1

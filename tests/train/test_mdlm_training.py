@@ -308,4 +308,18 @@ def test_evaluate_refuses_a_task_the_model_cannot_write_and_the_card_names_its_o
     main(["mdlm", "evaluate", "--model", str(out), "--n", "2", "--tasks", "[sort]"])
     card = (out / "README.md").read_text()
     assert card.startswith("# m: a masked diffusion LM trained by depmask")
-    assert "1 synthetic task(s) with exact verifiers: `sort`." in card and "`sudoku4`" not in card
+    assert "1 synthetic task with exact verifiers:\n`sort`." in card and "`sudoku4`" not in card
+
+
+def test_under_ddp_every_val_item_is_validated_once(monkeypatch):
+    """Lightning's padding sampler repeated val items to even out the ranks (258 items seen for 256
+    on 3 devices), and `val/loss` counted them twice."""
+    dm = TaskMixtureDataModule(tasks=["sort", "sudoku4"], pool_size=40, items_per_epoch=32, batch_size=4, val_size=11)
+    dm.setup("fit")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: 3)
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda *a, r=rank, **k: r)
+        seen += list(dm.val_dataloader().sampler)
+    assert sorted(seen) == list(range(len(dm._val)))

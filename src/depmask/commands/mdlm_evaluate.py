@@ -144,14 +144,16 @@ def model_card(den, table: str, model: str, n: int, seed: int, device: str,
     # the card's command reproduces its table: name the tasks when they are not the default four
     task_flag = "" if list(tasks) == list(DEFAULT_TASKS) else f" --tasks '[{', '.join(tasks)}]'"
     params = sum(p.numel() for p in den.model.parameters())
-    trained_on = _trained_tasks(Path(model)) or list(DEFAULT_TASKS)
-    named = ", ".join(f"`{t}`" for t in trained_on)
-    if trained_on == list(DEFAULT_TASKS):
+    trained_on = _trained_tasks(Path(model))
+    if trained_on is None:  # the shipped model (no `train_config.yaml`): its card as shipped
         title = "tiny-tasks: depmask's embedded masked diffusion LM"
-        objective = f"four synthetic tasks with exact verifiers: {named}"
-    else:  # a model of its own: the card named the embedded model's four tasks whatever it learnt
+        objective = ("four synthetic tasks with exact verifiers: `sudoku4`,\n`permutation`, `sort`, "
+                     "`addition`")
+    else:  # a fit of its own: the card named the embedded model's four tasks whatever it learnt
         title = f"{Path(model).name}: a masked diffusion LM trained by depmask"
-        objective = f"{len(trained_on)} synthetic task(s) with exact verifiers: {named}"
+        count = "four" if len(trained_on) == 4 else str(len(trained_on))
+        objective = (f"{count} synthetic task{'s' if len(trained_on) > 1 else ''} with exact verifiers:\n"
+                     + ", ".join(f"`{t}`" for t in trained_on))
     if (Path(model) / "train_config.yaml").is_file():  # `mdlm fit` wrote its resolved config there
         trained = ("Trained with `depmask mdlm fit`; every setting of that fit is in `train_config.yaml`\n"
                    "beside the weights.")

@@ -174,6 +174,8 @@ def foreign_shards(out: Path, harvest: str) -> list[str]:
             info = read_sidecar(side)
         except ValueError:
             continue  # named by `verify` and by `completed_shards`
+        except OSError:  # removed meanwhile by rank 0's cleaning (ranks start together: see `done_examples`)
+            continue
         if info.harvest is not None and info.harvest != harvest:
             found.append(info.name)
     return found

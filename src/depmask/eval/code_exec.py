@@ -41,6 +41,7 @@ import builtins
 import io
 import json
 import os
+import re
 import sys
 
 _SPAWN_AND_SIGNAL = (
@@ -64,14 +65,16 @@ _NETWORK = (
 
 # C library functions refused through ctypes: the process and signal calls above, the raw system
 # call, and the ones that create, open or change files by path
-# (compared lower-case with leading underscores stripped: glibc's `_Fork`, `__open64`)
+# (compared lower-case with leading underscores and a fortified `_2` suffix stripped: glibc's
+# `_Fork`, `__open64`, `__open_2`)
 _C_FUNCTIONS = frozenset(name.lower() for name in _SPAWN_AND_SIGNAL + _ONE_PATH + (
     "clone", "clone3", "syscall", "daemon", "execveat", "open", "open64", "openat", "openat64", "creat",
     "creat64", "fopen", "fopen64", "freopen", "freopen64", "rename", "renameat", "renameat2", "link",
     "linkat", "symlink", "symlinkat", "unlinkat", "mkdirat", "fchmodat", "fchownat", "ftruncate64",
     "truncate64", "utimes", "utimensat", "futimens", "mkfifoat", "mknodat", "mkstemp", "mkstemp64",
     "mkostemp", "mkostemp64", "mkstemps", "mkostemps", "tmpfile", "tmpfile64", "tgkill", "tkill",
-    "pidfd_send_signal", "sigqueue",
+    "pidfd_send_signal", "sigqueue", "mkdtemp", "mkstemps64", "mkostemps64", "shm_open", "shm_unlink",
+    "sem_open", "mq_open", "lsetxattr", "fsetxattr", "lremovexattr", "fremovexattr",
 ))  # fmt: skip
 
 
@@ -158,7 +161,7 @@ def _install_write_guards(work: str) -> None:
         if dir_fd is not None and not os.path.isabs(p):
             p = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), p)
         real = os.path.realpath(p)
-        if real in allowed or real.startswith(allowed[0] + os.sep):
+        if real in allowed or real.startswith(allowed[0] + os.sep) or real in streams:  # /dev/stdout too
             return
         raise SandboxViolation(f"writing {real!r} is outside the sandbox directory {allowed[0]!r}")
 
@@ -226,7 +229,7 @@ def _install_ctypes_guard() -> None:
 
     def guarded(self, name_or_ordinal):
         name = name_or_ordinal.decode(errors="replace") if isinstance(name_or_ordinal, bytes) else name_or_ordinal
-        if isinstance(name, str) and name.lstrip("_").lower() in _C_FUNCTIONS:
+        if isinstance(name, str) and re.sub(r"_2$", "", name.lstrip("_").lower()) in _C_FUNCTIONS:
             raise SandboxViolation(f"ctypes access to {name}() is disabled in the depmask sandbox")
         return lookup(self, name_or_ordinal)
 
@@ -271,6 +274,8 @@ def run_source(source: str, filename: str = "program.py") -> str:
 
 
 def main(argv: list[str]) -> None:
+    # kept before the program runs: it can replace `os.write` (rewriting its status line) or `os._exit`
+    write, exit_ = os.write, os._exit
     cfg = json.loads(argv[1])
     nonce = sys.stdin.readline().strip()
     null = os.open(os.devnull, os.O_RDONLY)
@@ -290,8 +295,8 @@ def main(argv: list[str]) -> None:
             stream.flush()
         except Exception:  # noqa: BLE001 - the program may have closed or replaced it
             pass
-    os.write(status_fd, f"{nonce} {outcome}\n".encode())
-    os._exit(0 if outcome == "ok" else 1)  # skip atexit hooks the program registered
+    write(status_fd, f"{nonce} {outcome}\n".encode())
+    exit_(0 if outcome == "ok" else 1)  # skip atexit hooks the program registered
 
 
 if __name__ == "__main__":

@@ -185,6 +185,15 @@ class TaskMixtureDataModule(L.LightningDataModule):
         return batch
 
     def val_dataloader(self) -> DataLoader:
+        """Under DDP each rank validates its own items, none twice: Lightning's padding sampler
+        repeated items to even out the ranks, and `val/loss` counted them twice (with fewer val
+        items than ranks, the padding one: the unpadded one refuses an idle rank)."""
         assert self._val is not None
-        return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers,
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and 1 < torch.distributed.get_world_size() <= len(self._val):
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self._val, shuffle=False)
+        return DataLoader(self._val, batch_size=self.batch_size, num_workers=self.num_workers, sampler=sampler,
                           collate_fn=lambda items: collate(items, self.pad_id))

@@ -25,6 +25,7 @@ module does not run code (`depmask.eval.sandbox` does).
 from __future__ import annotations
 
 import ast
+import io
 import re
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -175,18 +176,25 @@ def _root(expr: ast.expr) -> str | None:
 
 def _receiver(call: ast.Call) -> str | None:
     """The name whose method a call statement calls: `X.update(...)` → X,
-    `X.setdefault(k, []).append(v)` → X, `sys.setrecursionlimit(...)` → sys."""
-    expr: ast.expr = call
+    `X.setdefault(k, []).append(v)` → X, `sys.setrecursionlimit(...)` → sys; None when the object is
+    a plain call's result (`f(None).sort()`, `Solution().m(x)`: example usage, not a change of `f`)."""
+    expr: ast.expr = call.func
     while isinstance(expr, (ast.Call, ast.Attribute, ast.Subscript)):
-        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+        if isinstance(expr, ast.Call):
+            if isinstance(expr.func, ast.Name):
+                return None
+            expr = expr.func
+        else:
+            expr = expr.value
     return expr.id if isinstance(expr, ast.Name) else None
 
 
-def _writes(node: ast.stmt) -> set[str]:
+def _writes(node: ast.stmt, skip_calls: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
     """Names a statement changes: assignment targets (`X = `, `X[i] = `, `X += `) and objects whose
-    methods it calls (`X.update(...)`, `[SQ.append(i) for i in ...]`, `sys.setrecursionlimit(...)`,
-    `f = functools.lru_cache(None)(f)`). The arguments of a plain function's call change nothing
-    here: `print(f(math.floor(7.5)))` is example usage, not setup of `math`."""
+    methods it calls (`X.update(...)`, `[SQ.append(i) for i in ...]`, `any(SQ.append(i) for ...)`,
+    `sys.setrecursionlimit(...)`). The arguments of a call of `print` or of a name in `skip_calls`
+    (the solution's own functions) change nothing here: `print(f(math.floor(7.5)))` is example
+    usage, not setup of `math`."""
     names = set()
     stack: list[ast.AST] = [node]
     while stack:
@@ -195,13 +203,22 @@ def _writes(node: ast.stmt) -> set[str]:
             for target in sub.targets if isinstance(sub, ast.Assign) else [sub.target]:
                 names.add(_root(target))
         elif isinstance(sub, ast.Call):
-            if isinstance(sub.func, ast.Name):
+            if isinstance(sub.func, ast.Name) and (sub.func.id == "print" or sub.func.id in skip_calls):
                 continue
             if isinstance(sub.func, ast.Attribute):
                 names.add(_receiver(sub))
         stack.extend(ast.iter_child_nodes(sub))
     names.discard(None)
     return names
+
+
+def _rewraps(node: ast.stmt, names: set[str]) -> set[str]:
+    """Kept functions a statement rebinds to a value built from themselves (`f = lru_cache(None)(f)`,
+    `f = deco(f)`): setup. A new value (`f = lambda n: n + n`, a second version) is not."""
+    if not isinstance(node, ast.Assign):
+        return set()
+    targets = {t.id for t in node.targets if isinstance(t, ast.Name)} & names
+    return targets & _names_used(node.value)
 
 
 def _source(node: ast.stmt, lines: Sequence[str]) -> str:
@@ -256,11 +273,14 @@ def select_definitions(modules: Sequence[_Module], roots: Iterable[str]) -> str:
             i, node, text = owner[name]
             keep[id(node)] = (i, node.lineno, text)
             todo += [n for n in _names_used(node) if n in owner and n not in seen]
-        # setup statements that change a kept name (or call into an imported module) join, with
-        # whatever they use
-        # every kept name: data a statement fills, and a function it rebinds (`f = lru_cache(None)(f)`)
+        # setup statements that change a kept name (data it fills, a function it wraps) or call into
+        # an imported module join, with whatever they use
+        functions = {n for n in seen if isinstance(owner[n][1], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        data = seen - functions
         for i, node, text in setup:
-            if id(node) not in keep and _writes(node) & (seen | modules_bound):
+            if id(node) in keep:
+                continue
+            if _writes(node, functions) & (data | modules_bound) or _rewraps(node, functions):
                 keep[id(node)] = (i, node.lineno, text)
                 todo += [n for n in _names_used(node) if n in owner and n not in seen]
     imports: list[str] = []
@@ -293,19 +313,31 @@ def extract_code(completion: str, entry_points: Sequence[str], prompt: str = "")
     return select_definitions(modules, roots)
 
 
-def _code_after_prose(lines: list[str], entry_points: Sequence[str], tries: int = 20) -> _Module:
+def _code_after_prose(lines: list[str], entry_points: Sequence[str], tries: int = 8) -> _Module:
     """The code of a full definition after leading prose: from the first line that looks like code
     (`_CODE_START`) and from which an entry point is defined. Prose can look like code too ("So,
     x = 5 here", "Note: a, b = ..."): from such a line nothing parses, and the definition below it
-    was lost."""
-    starts = [i for i, line in enumerate(lines) if _CODE_START.match(line)][:tries] or [0]
+    was lost. A start is tried only if its line is a statement on its own (or opens a block); the
+    imports above a later start are kept (`import math`, prose, then the definition)."""
+    starts = [i for i, line in enumerate(lines) if _CODE_START.match(line) and _opens_code(line)][:tries]
     first = None
-    for start in starts:
-        module = _Module("\n".join(lines[start:]))
+    for start in starts or [0]:
+        imports = [line for line in lines[:start] if re.match(r"(?:from\s+\S+\s+import\s|import\s)", line)]
+        module = _Module("\n".join(imports + lines[start:]))
         if any(name in module.defs for name in entry_points):
             return module
         first = first or module
     return first
+
+
+def _opens_code(line: str) -> bool:
+    if re.match(r"(?:def|class|async|try|@)\b|@", line):
+        return True
+    try:
+        ast.parse(line)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
 
 
 def called_names(tests: Iterable[str]) -> list[str]:
@@ -342,7 +374,7 @@ def hoist_future_imports(program: str) -> str:
              if isinstance(n, ast.ImportFrom) and n.module == "__future__" and n.level == 0]
     if not spans or spans[0][0] == 1 and all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:])):
         return program  # already first
-    lines = program.splitlines(keepends=True)
+    lines = io.StringIO(program, newline="").readlines()  # ast's line ends (`splitlines` also splits at \f, U+2028)
     moved = {i for a, b in spans for i in range(a - 1, b)}
     head = [lines[i] if lines[i].endswith("\n") else lines[i] + "\n" for i in sorted(moved)]
     return "".join(head + [line for i, line in enumerate(lines) if i not in moved])
