@@ -240,3 +240,19 @@ def test_decode_takes_the_capture_layers_an_eval_config_names(capsys):
         ref = generate(den, [ids], build_policy("clad", threshold=0.3), gen_length=8)
         assert out[layers[0]]["commit_step"] == ref.commit_step[0].tolist()
     assert torch.tensor(out[0]["commit_step"]).numel() == 8
+
+
+def test_every_public_name_of_a_package_is_there_and_eval_stays_light():
+    """`depmask.eval` exported task accuracy only, `depmask.train` the MDLM only: the decoding
+    benchmark, the head's and the harvest's modules were reachable only by their files. The eval
+    names beyond task accuracy load on first use (their modules import `datasets`)."""
+    import importlib
+    import subprocess
+    import sys
+
+    for package in ("depmask", "depmask.decoding", "depmask.models", "depmask.predictor", "depmask.tasks",
+                    "depmask.eval", "depmask.train", "depmask.data_gen"):
+        module = importlib.import_module(package)
+        assert [n for n in module.__all__ if getattr(module, n, None) is None] == [], package
+    code = "import sys, depmask.eval; print('datasets' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip() == "False"

@@ -252,3 +252,11 @@ def test_the_same_weights_save_to_the_same_bytes(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True, timeout=120)
     files = {(tmp_path / n / WEIGHTS_NAME).read_bytes() for n in ("a", "b", "c")}
     assert len(files) == 1
+
+
+def test_a_head_without_a_base_model_is_named_when_checked(tmp_path):
+    """A head built in Python without `base_fingerprint` passed for any model of its width without a word."""
+    den = SimpleNamespace(fingerprint=FP, hidden_size=D)
+    _head(base_fingerprint=None).save_pretrained(tmp_path / "h")
+    with pytest.warns(UserWarning, match=r"records no base model .* checked against 'tiny@local:abc-123' on hidden"):
+        DependencyHead.from_pretrained(tmp_path / "h", denoiser=den)

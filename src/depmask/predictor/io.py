@@ -18,6 +18,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ def check_compatible(base_fingerprint: str | None, hidden_size: int, denoiser: A
     """Raise ValueError if `denoiser` (anything with `.fingerprint` and `.hidden_size`) is not the
     model the head was trained on (the same config and weights hashes: a copy of the model in
     another directory is that model). A head without a recorded fingerprint is checked on hidden
-    size only."""
+    size only, with a warning."""
     from depmask.models.fingerprint import same_model  # here: `predictor` itself imports torch only
 
     missing = [a for a in ("fingerprint", "hidden_size") if not hasattr(denoiser, a)]
@@ -192,6 +193,10 @@ def check_compatible(base_fingerprint: str | None, hidden_size: int, denoiser: A
         )
     if problems:
         raise ValueError("dependency head does not match the denoiser — " + "; ".join(problems))
+    if base_fingerprint is None:  # built in Python and saved without one: any model of this width passes
+        warnings.warn(f"this dependency head records no base model (`base_fingerprint` is None), so it was checked "
+                      f"against {denoiser.fingerprint!r} on hidden size only; give `base_fingerprint` when building "
+                      "a head (`depmask train fit` records it)", stacklevel=3)
 
 
 def check_capture_layers(use_attention: bool, manifest: dict | None, denoiser: Any) -> None:
