@@ -59,9 +59,29 @@ def test_out_of_range_knob_is_named():
 def test_unknown_policy_is_refused(capsys):
     from depmask.cli import main
 
-    with pytest.raises(SystemExit) as err:
+    # a ValueError, which the console script prints as `depmask: error: ...` with status 2 (it was
+    # a SystemExit with status 1, as a failed run)
+    with pytest.raises(ValueError) as err:
         main(["decode", "--model", "x", "--prompt", "hi", "--policy", "fastest"])
     assert "unknown policy 'fastest'" in str(err.value) and "threshold" in str(err.value)
+
+
+def test_a_head_scored_policy_without_its_head_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    """`--policy demask` with no head failed in `generate`, after the model had loaded (minutes for
+    an 8B one); `eval decode` left a lock and a provenance file of the run behind."""
+    from depmask.cli import main
+    from depmask.models import HFDenoiser
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(HFDenoiser, "from_pretrained", no_load)
+    with pytest.raises(ValueError, match=r"the head scorer needs a trained DependencyHead.*`--policy.head DIR`"):
+        main(["decode", "--model", str(EMBEDDED), "--prompt", "1 2", "--policy", "demask"])
+    with pytest.raises(ValueError, match=r"policy sweep 'demask', run \{\}: the head scorer needs .*knobs: \{head: DIR\}"):
+        main(["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "2",
+              "--policies", "[{name: demask}]", "--output", str(tmp_path / "ev")])
+    assert not (tmp_path / "ev").exists()
 
 
 def test_top_level_help_lists_every_command_including_the_lightning_ones(capsys):
@@ -256,3 +276,18 @@ def test_every_public_name_of_a_package_is_there_and_eval_stays_light():
         assert [n for n in module.__all__ if getattr(module, n, None) is None] == [], package
     code = "import sys, depmask.eval; print('datasets' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("policy", ["threshold", "{class_path: threshold, init_args: {threshold: 0.5}}"])
+def test_a_decode_config_may_name_its_policy_by_preset(tmp_path, capsys, policy):
+    """`policy: threshold` in a config failed: "Expected a dot import path string: threshold",
+    while `--policy threshold` worked."""
+    import json
+
+    from depmask.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {EMBEDDED}\nprompt: '1 2'\ngen_length: 4\npolicy: {policy}\njson_output: true\n")
+    main(["decode", "--config", str(config)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["policy"] == "threshold" and out["threshold"] == (0.5 if "init_args" in policy else 0.9)

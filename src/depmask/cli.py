@@ -63,10 +63,8 @@ def _policy_names(argv: list[str]) -> list[str]:
             return POLICIES[value].__name__
         if value in classes or "." in value or value.startswith(("{", "-")):
             return value  # a class name, an import path, inline YAML, or the next flag
-        raise SystemExit(
-            f"depmask: unknown policy {value!r}; expected a preset name, one of "
-            f"{', '.join(sorted(POLICIES))}, or a class import path"
-        )
+        raise ValueError(f"unknown policy {value!r}; expected a preset name, one of "
+                         f"{', '.join(sorted(POLICIES))}, or a class import path")
 
     out = list(argv)
     for i, arg in enumerate(out):
@@ -74,6 +72,44 @@ def _policy_names(argv: list[str]) -> list[str]:
             out[i + 1] = resolve(out[i + 1])
         elif arg.startswith("--policy="):
             out[i] = "--policy=" + resolve(arg.split("=", 1)[1])
+    return out
+
+
+def _config_policy_names(argv: list[str]) -> list[str]:
+    """A decode config's `policy: threshold` (or `class_path: threshold`) as the class name, as
+    `--policy threshold` is: jsonargparse took only class paths there ("Expected a dot import path
+    string: threshold"). Such a config is handed on as a rewritten copy (removed at exit)."""
+    import atexit
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from depmask.decoding.policies import POLICIES
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        path = out[i + 1] if arg == "--config" and i + 1 < len(out) else arg[len("--config="):] \
+            if arg.startswith("--config=") else None
+        try:
+            config = yaml.safe_load(Path(path).read_text()) if path else None
+        except (OSError, yaml.YAMLError):
+            continue  # jsonargparse names it
+        policy = config.get("policy") if isinstance(config, dict) else None
+        name = policy if isinstance(policy, str) else policy.get("class_path") if isinstance(policy, dict) else None
+        if name not in POLICIES:
+            continue
+        cls = POLICIES[name].__name__
+        config["policy"] = cls if isinstance(policy, str) else {**policy, "class_path": cls}
+        fd, copy = tempfile.mkstemp(prefix="depmask-decode-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(config, f)
+        atexit.register(lambda p=copy: Path(p).unlink(missing_ok=True))
+        if arg == "--config":
+            out[i + 1] = copy
+        else:
+            out[i] = f"--config={copy}"
     return out
 
 
@@ -134,7 +170,7 @@ def _main(argv: Sequence[str] | None) -> None:
         argv = [*argv[:2], "--directory", *argv[2:]]  # `depmask harvest verify DIR`
     args = _policy_names(argv)
     if args[:1] == ["decode"]:
-        args = _prompt_texts(args)
+        args = _config_policy_names(_prompt_texts(args))
     group = COMMANDS.get(args[0]) if args else None
     if isinstance(group, dict) and len(args) > 1 and args[1] in group and not args[1].startswith("_"):
         # a group's command is parsed on its own: nested in the group's parser, jsonargparse reported

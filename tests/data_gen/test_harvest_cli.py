@@ -113,6 +113,9 @@ def test_verify_command_exit_codes(reference, tmp_path):
     assert ok.returncode == 0 and ok.stdout.strip().endswith("OK")
     bad = run([sys.executable, "-m", "depmask.cli", "harvest", "verify", str(tmp_path)])
     assert bad.returncode == 1 and "harvest.json: missing" in bad.stdout and "Traceback" not in bad.stderr
+    # a path that is no directory is a refused argument (status 2, one line), not a damaged harvest
+    none = run([sys.executable, "-m", "depmask.cli", "harvest", "verify", str(tmp_path / "none")])
+    assert none.returncode == 2 and none.stderr.startswith("depmask: error: `directory` (") and not none.stdout
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "harvest").glob("*.yaml")), ids=lambda p: p.name)

@@ -93,6 +93,7 @@ def decode(
     if compile_mode(compile_select) is not None and policy.needs_probe:  # as `generate` would, after the load
         raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} probes "
                          "the model at every step — decode it without compiling")
+    policy.check_inputs()  # a head-scored policy without its head: before the load, not after it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = HFDenoiser.from_pretrained(model, mask_id=mask_id, device=device, dtype=dtype, capture_layers=capture_layers)
     tok = den.tokenizer

@@ -69,7 +69,7 @@ def check_policy(name: str, knobs: dict, where: str) -> None:
     """Build the policy once, so that a bad preset, knob or head fails before a long job starts;
     the error (ValueError, or FileNotFoundError for a missing head) starts with `where`."""
     try:
-        build_policy(name, **knobs)
+        build_policy(name, **knobs).check_inputs()  # a head-scored policy without its head, too
     except (ValueError, TypeError, FileNotFoundError) as err:
         kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
         raise kind(f"{where}: {err}") from err

@@ -58,6 +58,10 @@ class Policy:
     def select(self, state: StepState) -> torch.Tensor:  # [b, l] bool
         raise NotImplementedError
 
+    def check_inputs(self) -> None:
+        """Raise ValueError when the policy lacks something it needs to decode (a head-scored one
+        without its head), so that commands refuse it before a model loads. Default: nothing."""
+
     def tensor_knobs(self) -> dict[str, float]:
         """The float knobs `select_with` also takes as 0-d tensors, with their values: knobs that
         `select` reads only in tensor arithmetic (no Python branch on them), so that a compiled

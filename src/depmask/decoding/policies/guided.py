@@ -133,6 +133,9 @@ class Guided(Policy):
                       and "attention" not in fields)
         return (*fields, "keys") if reads_keys else fields
 
+    def check_inputs(self) -> None:
+        self._scorer.check_inputs()
+
     def bind(self, denoiser) -> None:
         """Check the scorer against the model before decoding (a head trained for another model
         raises ValueError here) and move what it holds to the model's device."""
@@ -217,6 +220,9 @@ class GuidedPreset(Policy):
     @property
     def state_fields(self) -> tuple[str, ...] | None:  # type: ignore[override]
         return self._guided.state_fields
+
+    def check_inputs(self) -> None:
+        self._guided.check_inputs()
 
     def bind(self, denoiser) -> None:
         self._guided.bind(denoiser)

@@ -34,6 +34,10 @@ class Scorer:
     # StepState tensor fields `score_block` reads besides `mask` and the block bounds
     state_fields: ClassVar[tuple[str, ...]] = ()
 
+    def check_inputs(self) -> None:
+        """Raise ValueError when the scorer lacks something it needs to decode (a head); checked
+        before a model loads. Default: nothing is missing."""
+
     def bind(self, denoiser) -> None:
         """Called by `generate()` before the first forward; the default accepts any model."""
 

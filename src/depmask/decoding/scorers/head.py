@@ -49,9 +49,13 @@ class HeadScorer(Scorer):
 
     def _require(self) -> Any:
         if self.head is None:
-            raise ValueError("the head scorer needs a trained DependencyHead: pass `head=DIR` "
-                             "(on the command line `--policy.head DIR`), a `depmask train` checkpoint")
+            raise ValueError("the head scorer needs a trained DependencyHead: pass `head=DIR`, a `depmask train` "
+                             "checkpoint (`--policy.head DIR` for `depmask decode`, `knobs: {head: DIR}` in an "
+                             "`eval decode` sweep)")
         return self.head
+
+    def check_inputs(self) -> None:
+        self._require()
 
     def bind(self, denoiser) -> None:
         head = self._require()
