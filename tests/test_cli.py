@@ -270,6 +270,10 @@ def test_every_public_name_of_a_package_is_there_and_eval_stays_light():
     import subprocess
     import sys
 
+    import depmask.eval.headline  # noqa: F401 - a submodule loaded first must not shadow an exported name
+    from depmask.eval import headline_report
+
+    assert callable(headline_report) and callable(importlib.import_module("depmask.eval").headline_report)
     for package in ("depmask", "depmask.decoding", "depmask.models", "depmask.predictor", "depmask.tasks",
                     "depmask.eval", "depmask.train", "depmask.data_gen"):
         module = importlib.import_module(package)
@@ -291,3 +295,12 @@ def test_a_decode_config_may_name_its_policy_by_preset(tmp_path, capsys, policy)
     main(["decode", "--config", str(config)])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["policy"] == "threshold" and out["threshold"] == (0.5 if "init_args" in policy else 0.9)
+
+
+def test_a_misspelled_preset_in_a_decode_config_is_named_with_the_presets(tmp_path):
+    from depmask.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {EMBEDDED}\nprompt: '1 2'\npolicy: thresold\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: `policy`: unknown policy 'thresold'; expected a preset name"):
+        main(["decode", "--config", str(config)])

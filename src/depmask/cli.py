@@ -52,20 +52,22 @@ class _HelpFormatter(DefaultHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
-def _policy_names(argv: list[str]) -> list[str]:
-    """Rewrite `--policy threshold` / `--policy=threshold` to the class name."""
+def _resolve_policy(value: str) -> str:
+    """A preset name as its class name; a class name, import path, inline YAML or the next flag as
+    it is; anything else refused, naming the presets."""
     from depmask.decoding.policies import POLICIES
 
-    classes = {c.__name__ for c in POLICIES.values()}
+    if value in POLICIES:
+        return POLICIES[value].__name__
+    if value in {c.__name__ for c in POLICIES.values()} or "." in value or value.startswith(("{", "-")):
+        return value
+    raise ValueError(f"unknown policy {value!r}; expected a preset name, one of "
+                     f"{', '.join(sorted(POLICIES))}, or a class import path")
 
-    def resolve(value: str) -> str:
-        if value in POLICIES:
-            return POLICIES[value].__name__
-        if value in classes or "." in value or value.startswith(("{", "-")):
-            return value  # a class name, an import path, inline YAML, or the next flag
-        raise ValueError(f"unknown policy {value!r}; expected a preset name, one of "
-                         f"{', '.join(sorted(POLICIES))}, or a class import path")
 
+def _policy_names(argv: list[str]) -> list[str]:
+    """Rewrite `--policy threshold` / `--policy=threshold` to the class name."""
+    resolve = _resolve_policy
     out = list(argv)
     for i, arg in enumerate(out):
         if arg == "--policy" and i + 1 < len(out):
@@ -86,8 +88,6 @@ def _config_policy_names(argv: list[str]) -> list[str]:
 
     import yaml
 
-    from depmask.decoding.policies import POLICIES
-
     out = list(argv)
     for i, arg in enumerate(out):
         path = out[i + 1] if arg == "--config" and i + 1 < len(out) else arg[len("--config="):] \
@@ -98,9 +98,14 @@ def _config_policy_names(argv: list[str]) -> list[str]:
             continue  # jsonargparse names it
         policy = config.get("policy") if isinstance(config, dict) else None
         name = policy if isinstance(policy, str) else policy.get("class_path") if isinstance(policy, dict) else None
-        if name not in POLICIES:
+        if not isinstance(name, str):
             continue
-        cls = POLICIES[name].__name__
+        try:
+            cls = _resolve_policy(name)
+        except ValueError as err:
+            raise ValueError(f"{path}: `policy`: {err}") from None
+        if cls == name:
+            continue
         config["policy"] = cls if isinstance(policy, str) else {**policy, "class_path": cls}
         fd, copy = tempfile.mkstemp(prefix="depmask-decode-", suffix=".yaml")
         with os.fdopen(fd, "w") as f:

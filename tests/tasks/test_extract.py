@@ -511,3 +511,19 @@ def test_future_hoisting_counts_lines_as_python_does():
     moved = hoist_future_imports(program)
     assert moved.startswith("from __future__ import annotations\nx = 'a\u2028b'\nimport os\n")
     assert _runs(moved)["y"] == 1
+
+
+@pytest.mark.parametrize("completion, name, call, expected", [
+    # a start whose statement continues onto the next lines
+    ("Here is my solution.\nPRIMES = [\n    2, 3, 5, 7,\n]\n\ndef f(n):\n    return PRIMES[n]\n", "f", "f(3)", 7),
+    # a bracketed import above the prose, and a prose line that begins with "import"
+    ("Sure! Below is the code.\nfrom math import (\n    floor,\n    ceil,\n)\n\ndef f(n):\n    return floor(n)\n",
+     "f", "f(3)", 3),
+    ("No module is needed: no extra\nimport is needed for this task.\n\ndef f(n):\n    return n + 1\n", "f", "f(3)", 4),
+    # setup through an attribute or a class method of a kept function or class
+    ("def f(n):\n    f.cache[n] = 2 * n\n    return f.cache[n]\n\nf.cache = {}\n", "f", "f(3)", 6),
+    ("class S:\n    table = None\n\n    @classmethod\n    def build(cls):\n        cls.table = [i * i for i in range(9)]\n\n"
+     "S.build()\n\ndef f(n):\n    return S.table[n]\n", "f", "f(3)", 9),
+])
+def test_multiline_starts_parsed_imports_and_setup_of_a_kept_object(completion, name, call, expected):
+    assert eval(call, _runs(extract_code(completion, [name]))) == expected  # trusted, hand-written code only

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import io
+import itertools
 import re
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -189,27 +190,30 @@ def _receiver(call: ast.Call) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
-def _writes(node: ast.stmt, skip_calls: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
-    """Names a statement changes: assignment targets (`X = `, `X[i] = `, `X += `) and objects whose
-    methods it calls (`X.update(...)`, `[SQ.append(i) for i in ...]`, `any(SQ.append(i) for ...)`,
-    `sys.setrecursionlimit(...)`). The arguments of a call of `print` or of a name in `skip_calls`
-    (the solution's own functions) change nothing here: `print(f(math.floor(7.5)))` is example
-    usage, not setup of `math`."""
-    names = set()
+def _writes(node: ast.stmt, skip_calls: set[str] = frozenset()) -> tuple[set[str], set[str]]:  # type: ignore[assignment]
+    """(names a statement rebinds, names whose object it changes): plain assignment targets (`X = `,
+    `X += `); and the roots of item and attribute targets (`X[i] = `, `f.cache = `) and the objects
+    whose methods it calls (`X.update(...)`, `[SQ.append(i) for i in ...]`, `any(SQ.append(i) for
+    ...)`, `S.build()`, `sys.setrecursionlimit(...)`). The arguments of a call of `print` or of a
+    name in `skip_calls` (the solution's own functions) change nothing here: `print(f(math.floor(7.5)))`
+    is example usage, not setup of `math`."""
+    rebound, changed = set(), set()
     stack: list[ast.AST] = [node]
     while stack:
         sub = stack.pop()
         if isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             for target in sub.targets if isinstance(sub, ast.Assign) else [sub.target]:
-                names.add(_root(target))
+                for one in target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]:
+                    (rebound if isinstance(one, ast.Name) else changed).add(_root(one))
         elif isinstance(sub, ast.Call):
             if isinstance(sub.func, ast.Name) and (sub.func.id == "print" or sub.func.id in skip_calls):
                 continue
             if isinstance(sub.func, ast.Attribute):
-                names.add(_receiver(sub))
+                changed.add(_receiver(sub))
         stack.extend(ast.iter_child_nodes(sub))
-    names.discard(None)
-    return names
+    rebound.discard(None)
+    changed.discard(None)
+    return rebound, changed
 
 
 def _rewraps(node: ast.stmt, names: set[str]) -> set[str]:
@@ -280,7 +284,8 @@ def select_definitions(modules: Sequence[_Module], roots: Iterable[str]) -> str:
         for i, node, text in setup:
             if id(node) in keep:
                 continue
-            if _writes(node, functions) & (data | modules_bound) or _rewraps(node, functions):
+            rebound, changed = _writes(node, functions)
+            if rebound & (data | modules_bound) or changed & (seen | modules_bound) or _rewraps(node, functions):
                 keep[id(node)] = (i, node.lineno, text)
                 todo += [n for n in _names_used(node) if n in owner and n not in seen]
     imports: list[str] = []
@@ -317,27 +322,53 @@ def _code_after_prose(lines: list[str], entry_points: Sequence[str], tries: int 
     """The code of a full definition after leading prose: from the first line that looks like code
     (`_CODE_START`) and from which an entry point is defined. Prose can look like code too ("So,
     x = 5 here", "Note: a, b = ..."): from such a line nothing parses, and the definition below it
-    was lost. A start is tried only if its line is a statement on its own (or opens a block); the
-    imports above a later start are kept (`import math`, prose, then the definition)."""
-    starts = [i for i, line in enumerate(lines) if _CODE_START.match(line) and _opens_code(line)][:tries]
+    was lost. A start is tried only if its statement parses from that line (or opens a block); the
+    import statements above a later start that parse are kept (`import math`, prose, then the
+    definition)."""
+    starts = list(itertools.islice((i for i, line in enumerate(lines)
+                                    if _CODE_START.match(line) and _opens_code(lines, i)), tries))
     first = None
     for start in starts or [0]:
-        imports = [line for line in lines[:start] if re.match(r"(?:from\s+\S+\s+import\s|import\s)", line)]
-        module = _Module("\n".join(imports + lines[start:]))
+        module = _Module("\n".join(_imports_above(lines, start) + lines[start:]))
         if any(name in module.defs for name in entry_points):
             return module
         first = first or module
     return first
 
 
-def _opens_code(line: str) -> bool:
-    if re.match(r"(?:def|class|async|try|@)\b|@", line):
+def _statement_at(lines: list[str], i: int, most: int = 200) -> str | None:
+    """The statement starting at line `i` (with the lines a bracket left open carries: up to where
+    the brackets balance, by a count that ignores strings), if it parses."""
+    def parses(text: str) -> bool:
+        try:
+            ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return False
         return True
-    try:
-        ast.parse(line)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    return True
+
+    if parses(lines[i]):
+        return lines[i]
+    depth, end = 0, i
+    for end in range(i, min(len(lines), i + most)):
+        depth += sum(lines[end].count(c) for c in "([{") - sum(lines[end].count(c) for c in ")]}")
+        if depth <= 0:
+            break
+    text = "\n".join(lines[i:end + 1])
+    return text if end > i and parses(text) else None
+
+
+def _opens_code(lines: list[str], i: int) -> bool:
+    return bool(re.match(r"(?:def|class|async|try)\b|@", lines[i])) or _statement_at(lines, i) is not None
+
+
+def _imports_above(lines: list[str], start: int) -> list[str]:
+    found = []
+    for i in range(start):
+        if re.match(r"(?:from\s+\S+\s+import\s|import\s)", lines[i]):
+            statement = _statement_at(lines, i)
+            if statement is not None:
+                found.append(statement)
+    return found
 
 
 def called_names(tests: Iterable[str]) -> list[str]:
