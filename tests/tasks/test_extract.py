@@ -478,7 +478,7 @@ def test_setup_by_side_effect_and_a_rebound_function_are_kept(setup, call, expec
 
 
 def test_future_imports_move_whole_and_strings_stay():
-    from depmask.tasks.benchmarks.code import hoist_future_imports
+    from depmask.tasks.benchmarks.future_imports import hoist_future_imports
 
     program = ("from typing import List\nfrom __future__ import (annotations,\n    division)\n\n"
                'HELP = """\nfrom __future__ import braces\n"""\n\ndef f(xs: List[int]) -> int:\n    return len(xs)\n')
@@ -505,7 +505,7 @@ def test_usage_is_dropped_and_setup_and_imports_kept(completion, name, call, exp
 def test_future_hoisting_counts_lines_as_python_does():
     """`str.splitlines` also splits at U+2028 and form feeds, which Python's line numbers do not:
     the wrong lines were moved."""
-    from depmask.tasks.benchmarks.code import hoist_future_imports
+    from depmask.tasks.benchmarks.future_imports import hoist_future_imports
 
     program = "x = 'a\u2028b'\nimport os\nfrom __future__ import annotations\ny = 1  # c\x0cd\n"
     moved = hoist_future_imports(program)

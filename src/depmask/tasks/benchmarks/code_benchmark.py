@@ -20,7 +20,8 @@ from typing import Any
 
 from depmask.tasks.base import Example, check_int
 from depmask.tasks.benchmarks.base import Benchmark, Grade
-from depmask.tasks.benchmarks.code import extract_code, hoist_future_imports
+from depmask.tasks.benchmarks.code import extract_code
+from depmask.tasks.benchmarks.future_imports import hoist_future_imports
 
 # programs -> results with `.passed`, `.status`, `.stderr_tail` (like `sandbox.ExecResult`)
 Executor = Callable[[Sequence[str]], Sequence[Any]]
