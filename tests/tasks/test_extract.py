@@ -527,3 +527,25 @@ def test_future_hoisting_counts_lines_as_python_does():
 ])
 def test_multiline_starts_parsed_imports_and_setup_of_a_kept_object(completion, name, call, expected):
     assert eval(call, _runs(extract_code(completion, [name]))) == expected  # trusted, hand-written code only
+
+
+@pytest.mark.parametrize("completion, expected", [
+    # a numbered markdown heading after `####` is not the marker
+    ("#### 1. Cost of the apples\n3 * 6 = 18\n#### 2. Total\n18 + 2 = 20\n\nThe answer is \\boxed{20}.", "20"),
+    ("#### 1) Apples\n3*6=18\n\\boxed{20}", "20"),
+    # "the answer is" an equation: what follows its last `=`
+    ("The answer is 20 - 2 = 18.", "18"),
+    ("So the answer is: $5 + $13 = $18.", "18"),
+    ("The answer is -18 + 20 = 2", "2"),
+    ("The answer is 18. Later I note 2019.", "18"),
+])
+def test_gsm8k_headings_and_answer_equations(completion, expected):
+    assert extract_gsm8k(completion) == expected
+
+
+@pytest.mark.parametrize("prediction, reference", [
+    (r"120 \text{ ways}", "120"), (r"5 \text{ students}", "5"), (r"5^{\text{th}}", "5"), (r"\text{5th}", "5"),
+    ("x=1, x=-2", "-2, 1"), (r"x = 1 \text{ or } x = -2", "-2, 1"),
+])
+def test_math_count_nouns_ordinals_and_named_alternatives(prediction, reference):
+    assert math_equal(prediction, reference)

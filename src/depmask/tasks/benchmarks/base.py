@@ -187,12 +187,16 @@ class Benchmark(ABC):
     def _checked_example(self, record: dict, index: int, split: str) -> Example:
         """`_example`, with a record that lacks a field the benchmark reads named with its source
         (a MATH file given to gsm8k raised a bare `KeyError: 'answer'`)."""
+        source = f"{self.name} data from {self.sources.get(split, '?')}: record {index}"
+        if not isinstance(record, dict):
+            raise ValueError(f"{source} is a {type(record).__name__}, not a record (field: value)")
         try:
             return self._example(record, index, split)
         except KeyError as e:
-            raise ValueError(f"{self.name} data from {self.sources.get(split, '?')}: record {index} has no field "
-                             f"{e.args[0]!r} (its fields: {', '.join(map(str, record)) or 'none'}); is this "
-                             f"{self.name} data?") from e
+            raise ValueError(f"{source} has no field {e.args[0]!r} (its fields: {', '.join(map(str, record)) or 'none'}); "
+                             f"is this {self.name} data?") from e
+        except (ValueError, TypeError) as e:  # a field of the wrong kind (`"answer": null`)
+            raise ValueError(f"{source}: {e}") from e
 
     @abstractmethod
     def _example(self, record: dict, index: int, split: str) -> Example:

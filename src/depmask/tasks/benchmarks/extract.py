@@ -58,7 +58,7 @@ _NUMBER = re.compile(r"(?<![\w.])[-−]?\s?\$?\s?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 # `#### **1. Cost**`) or a numbered list after the marker (`####\n1. She buys ...`)
 _HASH_NUMBER = r"[-−]?[ \t]?\$?[ \t]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
 _HASHES = re.compile(rf"####[ \t]*(?:\*\*[ \t]*({_HASH_NUMBER})[ \t]*\*\*|\n[ \t]*({_HASH_NUMBER})[ \t]*\.?[ \t]*(?=\n|$)"
-                     rf"|({_HASH_NUMBER}))")
+                     rf"|({_HASH_NUMBER})(?![ \t]*[.)][ \t]*[A-Za-z*]))")  # not `#### 1. Cost`, `#### 1) Apples`
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*", re.IGNORECASE)
 
 
@@ -103,7 +103,10 @@ def extract_gsm8k(completion: str) -> str | None:
         return _last_number(_strip_latex_number(_GSM8K_FRAC.sub(_fraction_value, unwrapped)))
     matches = list(_ANSWER_IS.finditer(completion))
     if matches:
-        found = _first_number(completion[matches[-1].end():])
+        # its clause (to the sentence's or line's end); an equation there: what follows its last `=`
+        # ("The answer is 20 - 2 = 18." took 20)
+        clause = re.split(r"\n|\.(?:\s|$)", completion[matches[-1].end():], maxsplit=1)[0]
+        found = _first_number(clause.rsplit("=", 1)[-1] if "=" in clause else completion[matches[-1].end():])
         if found is not None:
             return found
     return _last_number(completion)
@@ -210,6 +213,8 @@ _UNIT_WORDS = (
     "hour", "minutes", "minute", "seconds", "second", "days", "day", "weeks", "week", "dollars",
     "dollar", "cents", "cent", "pounds", "pound", "mph", "points", "cups", "gallons", "liters",
     "ounces", "cup", "gallon", "liter", "ounce",
+    # Minerva's clean-up: count nouns and ordinal suffixes (`120 \text{ ways}`, `5^{\text{th}}`)
+    "ways", "integers", "digits", "students", "edges", "meals", "multiples", "gm", "th", "st", "nd", "rd",
 )  # fmt: skip
 _UNITS = "|".join(sorted(_UNIT_WORDS, key=len, reverse=True))
 # `\text{ cm}^2`, `\mbox{inches}`, `\mathrm{m}`: group 1 the text, group 2 a power after it
@@ -293,6 +298,9 @@ def normalize_math(answer: str) -> str:
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree", "", s)
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
     s = _TEXT.sub(_unit_or_text, s)
+    s = re.sub(r"\^\s*\{\s*\}", "", s)  # the power a dropped `\text{th}` leaves
+    s = re.sub(r"^(\d+)\s*(?:st|nd|rd|th)$", r"\1", s.strip())  # `\text{5th}` is 5
+    s = re.sub(r"\s+(?:or|and)\s+", ",", s)  # `x = 1 \text{ or } x = -2`: two answers
     s = re.sub(r"^\(\s*([A-E])\s*\)$", r"\1", s.strip())  # a choice `(C)` / `\text{(C)}` is `C`
     s = _PLAIN_UNIT.sub("", s)
     s = re.sub(r"\\[,;: ]", " ", s).strip().rstrip(".").strip()
@@ -374,7 +382,11 @@ def _elements(s: str) -> tuple[str, list[str]] | None:
         if inner is not None:
             return s[0] + s[-1], inner
     parts = _top_level_split(s)
-    return ("set", parts) if parts is not None and len(parts) > 1 else None
+    if parts is None or len(parts) < 2:
+        return None
+    # `x=1,x=-2`: each element's own `name =`
+    return "set", [p.split("=", 1)[1] if p.count("=") == 1 and _ANSWER_NAME.fullmatch(p.split("=")[0]) else p
+                   for p in parts]
 
 
 def _top_level_split(s: str) -> list[str] | None:

@@ -81,7 +81,7 @@ def read_records(path: str | Path) -> list[dict]:
 
         return [dict(r) for r in datasets.Dataset.from_parquet(str(p))]
     if p.name.endswith(".json"):
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows exports) is read past
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -96,7 +96,7 @@ def read_records(path: str | Path) -> list[dict]:
             raise ValueError(f"{str(p)!r}: a .json data file must hold a list of records (or one record per line)")
         return data
     opener = gzip.open if p.name.endswith(".gz") else open
-    with opener(p, "rt", encoding="utf-8") as f:
+    with opener(p, "rt", encoding="utf-8-sig") as f:
         return _json_lines(p, f)
 
 
@@ -105,9 +105,13 @@ def _json_lines(p: Path, lines) -> list[dict]:
     for lineno, line in enumerate(lines, 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{str(p)}:{lineno}: not a JSON line ({e.msg})") from e
+            if not isinstance(record, dict):
+                raise ValueError(f"{str(p)}:{lineno}: a record must be a JSON object (field: value), "
+                                 f"got {type(record).__name__}")
+            records.append(record)
     return records
 
 
