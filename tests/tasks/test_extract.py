@@ -54,6 +54,14 @@ from depmask.tasks.benchmarks.extract import gsm8k_reference
     ("\\boxed{\\textbf{18}}", "18"),
     ("\\boxed{\\mathbf{-3}}", "-3"),
     ("\\boxed{18 \\text{ dollars}}", "18"),
+    # a numbered markdown heading after `####` is not the marker
+    ("#### 1. Cost of the apples\n3 * 6 = 18\n#### 2. Total\n18 + 2 = 20\n\nThe answer is \\boxed{20}.", "20"),
+    ("#### 1) Apples\n3*6=18\n\\boxed{20}", "20"),
+    # "the answer is" an equation: what follows its last `=`
+    ("The answer is 20 - 2 = 18.", "18"),
+    ("So the answer is: $5 + $13 = $18.", "18"),
+    ("The answer is -18 + 20 = 2", "2"),
+    ("The answer is 18. Later I note 2019.", "18"),
 ])
 def test_extract_gsm8k(completion, expected):
     assert extract_gsm8k(completion) == expected
@@ -527,20 +535,6 @@ def test_future_hoisting_counts_lines_as_python_does():
 ])
 def test_multiline_starts_parsed_imports_and_setup_of_a_kept_object(completion, name, call, expected):
     assert eval(call, _runs(extract_code(completion, [name]))) == expected  # trusted, hand-written code only
-
-
-@pytest.mark.parametrize("completion, expected", [
-    # a numbered markdown heading after `####` is not the marker
-    ("#### 1. Cost of the apples\n3 * 6 = 18\n#### 2. Total\n18 + 2 = 20\n\nThe answer is \\boxed{20}.", "20"),
-    ("#### 1) Apples\n3*6=18\n\\boxed{20}", "20"),
-    # "the answer is" an equation: what follows its last `=`
-    ("The answer is 20 - 2 = 18.", "18"),
-    ("So the answer is: $5 + $13 = $18.", "18"),
-    ("The answer is -18 + 20 = 2", "2"),
-    ("The answer is 18. Later I note 2019.", "18"),
-])
-def test_gsm8k_headings_and_answer_equations(completion, expected):
-    assert extract_gsm8k(completion) == expected
 
 
 @pytest.mark.parametrize("prediction, reference", [
