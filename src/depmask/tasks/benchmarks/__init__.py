@@ -25,7 +25,6 @@ from depmask.tasks.benchmarks.extract import (
     extract_gsm8k,
     extract_math,
     last_boxed,
-    math_equal,
     normalize_math,
     normalize_number,
     numbers_equal,
@@ -34,6 +33,7 @@ from depmask.tasks.benchmarks.extract import (
 from depmask.tasks.benchmarks.gsm8k import GSM8K
 from depmask.tasks.benchmarks.humaneval import HumanEval
 from depmask.tasks.benchmarks.math500 import Math500
+from depmask.tasks.benchmarks.math_compare import math_equal
 from depmask.tasks.benchmarks.mbpp import MBPP
 from depmask.tasks.benchmarks.source import (
     DataNotFoundError,

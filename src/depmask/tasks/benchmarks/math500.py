@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from depmask.tasks.base import Example
 from depmask.tasks.benchmarks.base import Benchmark, Grade
-from depmask.tasks.benchmarks.extract import extract_math, last_boxed, math_equal, normalize_math
+from depmask.tasks.benchmarks.extract import extract_math, last_boxed, normalize_math
+from depmask.tasks.benchmarks.math_compare import math_equal
 from depmask.tasks.benchmarks.source import DataSpec
 
 ZERO_SHOT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
