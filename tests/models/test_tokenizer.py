@@ -6,12 +6,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from depmask.models.tiny_mdlm.tokenizer import SPECIAL_TOKENS, build_tokenizer
-from depmask.tasks import EOS, MASK, PAD, TASKS, UNK, Sort, get_task
+from depmask.tasks import EOS, MASK, PAD, TASKS, UNK, Sort, get_task, task_symbols
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return build_tokenizer()
+    return build_tokenizer(task_symbols())
 
 
 def test_vocab_and_specials(tok):
@@ -22,8 +22,8 @@ def test_vocab_and_specials(tok):
     ids = {tok.pad_token_id, tok.unk_token_id, tok.mask_token_id, tok.eos_token_id}
     assert ids == {0, 1, 2, 3}
     assert (tok.pad_token, tok.mask_token, tok.eos_token) == (PAD, MASK, EOS)
-    assert build_tokenizer().get_vocab() == vocab  # deterministic
-    small = build_tokenizer([Sort(), "sort"])
+    assert build_tokenizer(task_symbols()).get_vocab() == vocab  # deterministic
+    small = build_tokenizer(task_symbols([Sort(), "sort"]))
     assert len(small) == len(SPECIAL_TOKENS) + 11
 
 
@@ -47,3 +47,15 @@ def test_save_and_load(tok, tmp_path):
         tok.mask_token_id, tok.pad_token_id, tok.eos_token_id)
     text = "<sudoku4> 1 . . 4 | . . . . | . . . . | . . . . 1 2 [MASK] [EOS]"
     assert loaded.decode(loaded(text)["input_ids"]) == text
+
+
+@pytest.mark.parametrize("symbols, message", [("sort", "iterable of words"), (5, "iterable of words"),
+                                              ([Sort()], "must hold words")])
+def test_symbols_must_be_words(symbols, message):
+    with pytest.raises(TypeError, match=message):
+        build_tokenizer(symbols)
+
+
+def test_task_symbols_refuses_a_non_task():
+    with pytest.raises(ValueError, match="neither a task name nor has `symbols`"):
+        task_symbols([3])

@@ -166,7 +166,7 @@ def test_future_imports_and_executor_results_in_the_assembled_program(tmp_path):
     """`from __future__ import ...` in a solution came after the prompt's imports or MBPP's setup:
     a SyntaxError for a right answer. An executor that returned fewer results than programs had
     the last items dropped silently."""
-    from depmask.eval.sandbox import ExecResult
+    from depmask.tasks.benchmarks.sandbox import ExecResult
 
     rows = [{"task_id": 12, "text": "Square root via math.", "code": "def root(x):\n    return math.sqrt(x)",
              "test_list": ["assert root(4) == 2"], "test_setup_code": "import math"}]

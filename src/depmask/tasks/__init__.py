@@ -10,6 +10,7 @@ or decode. The real benchmarks read from local files (GSM8K, MATH-500, HumanEval
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from depmask.tasks.addition import Addition
@@ -44,6 +45,20 @@ def get_task(name: str, **kwargs: Any) -> SyntheticTask:
     return TASKS[name](**kwargs)
 
 
+def task_symbols(tasks: Iterable[Task | str] | None = None) -> set[str]:
+    """The union of the symbols of `tasks` (task instances or registered names, built with their
+    default arguments; default: every registered task): the words of the embedded model's
+    tokenizer (`build_tokenizer(task_symbols(tasks))`)."""
+    items = list(TASKS) if tasks is None else list(tasks)
+    symbols: set[str] = set()
+    for task in items:
+        task = get_task(task) if isinstance(task, str) else task
+        if not hasattr(task, "symbols"):
+            raise ValueError(f"`tasks` item {task!r} is neither a task name nor has `symbols`")
+        symbols.update(task.symbols)
+    return symbols
+
+
 __all__ = [
     "BENCHMARKS",
     "EOS",
@@ -67,4 +82,5 @@ __all__ = [
     "get_task",
     "pad_answer",
     "split_of",
+    "task_symbols",
 ]

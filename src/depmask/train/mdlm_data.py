@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from depmask.models.tiny_mdlm.tokenizer import build_tokenizer
-from depmask.tasks import Example, get_task
+from depmask.tasks import Example, get_task, task_symbols
 
 
 def encode_example(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
@@ -149,7 +149,7 @@ class TaskMixtureDataModule(L.LightningDataModule):
             raise ValueError(f"`num_workers` ({num_workers}) must be >= 0 (0 = load in the main process)")
         self.save_hyperparameters()  # into checkpoints: a resume with other data is refused (`DepmaskCLI`)
         self.tasks = [get_task(t) for t in tasks]
-        self.tokenizer = build_tokenizer(self.tasks)
+        self.tokenizer = build_tokenizer(task_symbols(self.tasks))
         self.pool_size, self.items_per_epoch, self.val_size = pool_size, items_per_epoch, val_size
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self._train: _FreshAnswers | None = None

@@ -1,23 +1,21 @@
 """The word-level tokenizer of the embedded tiny MDLM.
 
 One token per whitespace-separated word: the specials `[PAD]`, `[UNK]`, `[MASK]`, `[EOS]` (ids
-0-3, set as pad/unk/mask/eos token), then the sorted union of the tasks' symbols. Encoding adds
-no special tokens; decoding joins tokens with single spaces, so `decode(encode(text)) == text`
-for normalised task text. It does not build prompts or pad batches for a model (callers do).
+0-3, set as pad/unk/mask/eos token), then the sorted union of the tasks' symbols
+(`depmask.tasks.task_symbols`, which callers pass in: `models` does not import `tasks`). Encoding
+adds no special tokens; decoding joins tokens with single spaces, so `decode(encode(text)) ==
+text` for normalised task text. It does not build prompts or pad batches for a model (callers
+do).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import PreTrainedTokenizerFast
-
-if TYPE_CHECKING:
-    from depmask.tasks import Task
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
@@ -26,28 +24,22 @@ EOS_TOKEN = "[EOS]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, UNK_TOKEN, MASK_TOKEN, EOS_TOKEN)
 
 
-def _task_symbols(tasks: Iterable[Task | str] | None) -> set[str]:
-    """The union of the tasks' symbols; task names are built with their default arguments."""
-    from depmask.tasks import TASKS, get_task  # lazy: the default vocabulary comes from the tasks
+def build_tokenizer(symbols: Iterable[str]) -> PreTrainedTokenizerFast:
+    """Build the word-level tokenizer over the words `symbols` (the tasks' symbols:
+    `depmask.tasks.task_symbols(tasks)`).
 
-    items = list(TASKS) if tasks is None else list(tasks)
-    symbols: set[str] = set()
-    for task in items:
-        task = get_task(task) if isinstance(task, str) else task
-        if not hasattr(task, "symbols"):
-            raise ValueError(f"`tasks` item {task!r} is neither a task name nor has `symbols`")
-        symbols.update(task.symbols)
-    return symbols
-
-
-def build_tokenizer(tasks: Iterable[Task | str] | None = None) -> PreTrainedTokenizerFast:
-    """Build the word-level tokenizer over `tasks` (task instances or registered names; default:
-    every registered task with its default arguments).
-
-    The vocabulary is the specials followed by the sorted union of the tasks' symbols, so the
-    same tasks always give the same ids.
+    The vocabulary is the specials followed by the sorted union of the words, so the same words
+    always give the same ids.
     """
-    words = sorted(_task_symbols(tasks) - set(SPECIAL_TOKENS))
+    if isinstance(symbols, str) or not isinstance(symbols, Iterable):
+        raise TypeError(f"`symbols` must be an iterable of words (e.g. depmask.tasks.task_symbols()), "
+                        f"got {type(symbols).__name__}")
+    symbols = list(symbols)
+    wrong = [s for s in symbols if not isinstance(s, str)]
+    if wrong:
+        raise TypeError(f"`symbols` must hold words (str); got {wrong[0]!r} ({type(wrong[0]).__name__}); "
+                        "pass a task's symbols, depmask.tasks.task_symbols([task])")
+    words = sorted(set(symbols) - set(SPECIAL_TOKENS))
     bad = [w for w in words if not w or any(ch.isspace() for ch in w)]
     if bad:
         raise ValueError(f"task symbols must be non-empty and contain no whitespace: {bad!r}")

@@ -19,7 +19,7 @@ that assigns to a kept name or calls a method of one, or of an imported module).
 `sys.exit(...)`, stray prose, a second (broken) copy of the function or an unrelated definition
 after it are dropped, and setup code the solution needs is not (it used to be: a table built by a
 loop was left empty). A body continuation followed by a closing fence ends at that fence. This
-module does not run code (`depmask.eval.sandbox` does).
+module does not run code (`depmask.tasks.benchmarks.sandbox` does).
 """
 
 from __future__ import annotations

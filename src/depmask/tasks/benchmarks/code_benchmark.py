@@ -3,11 +3,10 @@ completion (HumanEval, MBPP) in the sandbox.
 
 A subclass implements `program(example, completion) -> str` (completion post-processed to the
 function, followed by the tests) and `entry_points(example)`. `grade` builds every program and runs
-them through an executor, by default `depmask.eval.sandbox.run_programs` with this benchmark's
-limits and a pool of `max_workers` processes. That default is imported when first needed (to
-check the limits when no executor is given): it is
-the one place `tasks` reaches into `eval` (the sandbox lives with the evaluation code); pass
-`executor=` to substitute another (e.g. a remote or containerised runner). Status `passed` is
+them through an executor, by default `depmask.tasks.benchmarks.sandbox.run_programs` with this
+benchmark's limits and a pool of `max_workers` processes. That default is imported when first
+needed (to check the limits when no executor is given); pass `executor=` to substitute another
+(e.g. a remote or containerised runner). Status `passed` is
 correct; `failed` (an assertion), `timeout`, `memory` and `error` are not.
 """
 
@@ -51,7 +50,7 @@ class CodeBenchmark(Benchmark):
         if max_workers is not None:
             max_workers = check_int("max_workers", max_workers, 1)
         if executor is None:  # check the limits now, not at the first grade after a batch decoded
-            from depmask.eval.sandbox import SandboxLimits
+            from depmask.tasks.benchmarks.sandbox import SandboxLimits
 
             limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
             timeout_s, memory_mb = limits.timeout_s, limits.memory_mb  # `4e3` from YAML -> 4000
@@ -87,7 +86,7 @@ class CodeBenchmark(Benchmark):
         """Execute `programs` with the executor (default: the sandbox pool)."""
         if self._executor is not None:
             return self._executor(programs)
-        from depmask.eval.sandbox import SandboxLimits, run_programs
+        from depmask.tasks.benchmarks.sandbox import SandboxLimits, run_programs
 
         limits = SandboxLimits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
         return run_programs(programs, limits, max_workers=self.max_workers)

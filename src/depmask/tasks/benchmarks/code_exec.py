@@ -1,7 +1,7 @@
 """What runs *inside* a sandboxed process: resource limits, Python-level guards, then the
 untrusted program.
 
-`depmask.eval.sandbox` starts it as `python -s -P code_exec.py CONFIG_JSON` (`-s` only before
+`depmask.tasks.benchmarks.sandbox` starts it as `python -s -P code_exec.py CONFIG_JSON` (`-s` only before
 3.11) in a fresh session, with an environment of its own (PYTHONHASHSEED=0), the program's
 temporary directory as working directory, HOME and TMPDIR, and writes a one-line nonce on its
 stdin. In order, before any untrusted code runs, it:

@@ -3,7 +3,8 @@ limits, and a bounded pool that runs several at once.
 
 One program = one fresh temporary directory (working directory, HOME and TMPDIR; deleted
 afterwards) and one process started in a new session (`start_new_session=True`), running
-`depmask.eval.code_exec`, which sets the resource limits and guards and then executes the program.
+`depmask.tasks.benchmarks.code_exec`, which sets the resource limits and guards and then
+executes the program.
 The process gets an environment built from scratch with a fixed hash seed (`PYTHONHASHSEED=0`, so
 a verdict that depends on set order is the same every run) and no user site-packages.
 What stops each hostile case, and where:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from depmask.eval.sandbox import (
+from depmask.tasks.benchmarks.sandbox import (
     STATUSES,
     SandboxLimits,
     network_namespace_prefix,
@@ -277,7 +277,7 @@ def test_isolation_from_the_parents_python_environment(tmp_path, monkeypatch):
     (tmp_path / "leaked_module.py").write_text("X = 1\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("PYTHONSTARTUP", str(tmp_path / "leaked_module.py"))
-    import depmask.eval.sandbox as sandbox
+    import depmask.tasks.benchmarks.sandbox as sandbox
 
     here = os.path.dirname(os.path.realpath(sandbox.__file__))
     r = _run(f"""
@@ -329,7 +329,7 @@ def test_integral_float_limits_from_yaml_become_ints():
 
 def test_an_interrupt_while_waiting_kills_and_reaps_the_program(monkeypatch):
     """Ctrl-C during the wait left the program running (the group kill was not in a finally)."""
-    import depmask.eval.sandbox as sandbox
+    import depmask.tasks.benchmarks.sandbox as sandbox
 
     started = {}
 
