@@ -17,6 +17,7 @@ from depmask.tasks import (
     Sudoku4,
     Task,
     get_task,
+    task_symbols,
 )
 from depmask.tasks.sudoku4 import solutions, valid_grids
 
@@ -49,6 +50,25 @@ def test_bad_split_and_arguments(task):
         Sudoku4(min_givens=9, max_givens=3)
     with pytest.raises(ValueError, match="test_fraction"):
         Sort(test_fraction=1.5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 2.5}, r"`n` \(2.5\) must be an integer"),  # drew 3 items
+    ({"n": True}, r"`n` \(True\) must be an integer"),
+    ({"n": "3"}, r"`n` \('3'\) must be an integer"),
+    ({"n": -1}, r"`n` \(-1\) must be >= 0"),
+    ({"n": 2, "seed": 1.0}, r"`seed` \(1.0\) must be an integer"),  # other items than seed 1
+    ({"n": 2, "seed": None}, r"`seed` \(None\) must be an integer"),
+])
+def test_the_count_and_seed_of_a_draw_are_integers(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Sort().examples("test", **kwargs)
+
+
+@pytest.mark.parametrize("tasks", ["sort", 5])
+def test_task_symbols_wants_a_list(tasks):
+    with pytest.raises(TypeError, match="must be a list of task names or tasks"):
+        task_symbols(tasks)
 
 
 def test_deterministic(task):

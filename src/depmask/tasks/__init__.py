@@ -49,6 +49,8 @@ def task_symbols(tasks: Iterable[Task | str] | None = None) -> set[str]:
     """The union of the symbols of `tasks` (task instances or registered names, built with their
     default arguments; default: every registered task): the words of the embedded model's
     tokenizer (`build_tokenizer(task_symbols(tasks))`)."""
+    if tasks is not None and (isinstance(tasks, str) or not isinstance(tasks, Iterable)):
+        raise TypeError(f"`tasks` ({tasks!r}) must be a list of task names or tasks, e.g. [{tasks!r}]")
     items = list(TASKS) if tasks is None else list(tasks)
     symbols: set[str] = set()
     for task in items:

@@ -174,8 +174,7 @@ class SyntheticTask(ABC):
         prefix of a longer one. Instances are drawn with replacement, so a small instance space
         repeats some (1000 permutation test items hold 983 distinct prompts, 1000 addition ones 732)."""
         check_split(split)
-        if n < 0:
-            raise ValueError(f"`n` ({n}) must be >= 0")
+        n, seed = check_int("n", n, 0), check_int("seed", seed, -(2**63))  # 1.0 would seed other items than 1
         rng = random.Random(f"{self.name}:{split}:{seed}")
         out: list[Example] = []
         max_draws = 1000 * n + 10_000
