@@ -183,8 +183,8 @@ class SyntheticTask(ABC):
             if draws >= max_draws:
                 raise ValueError(
                     f"task {self.name!r}: found only {len(out)} of `n` ({n}) {split} examples in "
-                    f"{draws} draws; the instance space is too small for `test_fraction` "
-                    f"({self.test_fraction})"
+                    f"{draws} draws: its arguments leave too few instances in this split (widen the task's "
+                    f"size arguments; `test_fraction` is {self.test_fraction})"
                 )
             draws += 1
             key, prompt, answer, meta = self._instance(rng)
