@@ -212,3 +212,9 @@ def test_a_query_row_with_no_key_to_attend_is_zero_as_in_sdpa():
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert torch.isfinite(probs).all() and (probs[:, 0] == 0).all()
     assert torch.allclose(out, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [[1.5], [2.0], [True], 3, "3"])
+def test_capture_layers_of_the_wrong_kind_are_named(layers):
+    with pytest.raises(ValueError, match=r"`capture_layers` .* must be a list of layer indices"):
+        AttentionCapture(tiny_mdlm(), layers)

@@ -1,5 +1,6 @@
 """HFDenoiser: loading from local directories, mask/EOS resolution, the Dream shift, errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -225,3 +226,55 @@ def test_mps_is_refused_by_name():
 
     with pytest.raises(ValueError, match=r"`device` \('mps'\): decoding computes its step statistics in float64"):
         check_device("mps")
+
+
+def test_a_roberta_row_reads_the_same_whatever_fills_its_padding():
+    # RoBERTa numbers positions from the ids equal to its pad id, not from the attention mask;
+    # `generate` pads with EOS (2), so the denoiser writes the pad id (1) into padding columns
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=40, pad_token_id=1, bos_token_id=0,
+                        eos_token_id=2)
+    den = HFDenoiser(RobertaForMaskedLM(cfg).eval(), mask_id=4)
+    x = torch.randint(5, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+    alone = den(x).logits
+    am = torch.cat([torch.zeros(1, 3), torch.ones(1, 8)], dim=1)
+    for fill in (1, 2, 0):  # was 0.244 off for 2 and 0
+        padded = torch.cat([torch.full((1, 3), fill), x], dim=1)
+        torch.testing.assert_close(den(padded, am).logits[:, 3:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_a_trunk_without_an_lm_head_is_refused(tiny_mdlm_dir):
+    # LLaDA2's layout: AutoModel is the headless trunk, AutoModelForCausalLM the LM; the LM is taken
+    (tiny_mdlm_dir / "modeling_tiny_headless.py").write_text(
+        "from transformers.modeling_outputs import BaseModelOutput\n"
+        "from .modeling_tiny_mdlm import TinyMDLMModel\n"
+        "class TinyHeadless(TinyMDLMModel):\n"
+        "    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, **kw):\n"
+        "        x, hidden, _ = super().forward(input_ids, attention_mask, output_hidden_states)\n"
+        "        return BaseModelOutput(last_hidden_state=x, hidden_states=hidden)\n")
+    cfg = json.loads((tiny_mdlm_dir / "config.json").read_text())
+    cfg["model_type"] = "tiny_headless"
+    cfg["auto_map"] = {"AutoConfig": "configuration_tiny_mdlm.TinyMDLMConfig",
+                       "AutoModel": "modeling_tiny_headless.TinyHeadless",
+                       "AutoModelForCausalLM": "modeling_tiny_mdlm.TinyMDLMForMaskedLM"}
+    (tiny_mdlm_dir / "config.json").write_text(json.dumps(cfg))
+    den = HFDenoiser.from_pretrained(tiny_mdlm_dir)
+    assert type(den.model).__name__ == "TinyMDLMForMaskedLM"
+    assert den(torch.zeros(1, 4, dtype=torch.long)).logits.shape[-1] == den.vocab_size
+    cfg["auto_map"].pop("AutoModelForCausalLM")  # only the trunk: its hidden states are not logits
+    (tiny_mdlm_dir / "config.json").write_text(json.dumps(cfg))
+    den = HFDenoiser.from_pretrained(tiny_mdlm_dir)
+    with pytest.raises(ValueError, match="TinyHeadless returned .* not a model with a language-model head"):
+        den(torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_a_shifted_model_refuses_an_empty_prompt(tiny_dream_dir):
+    den = HFDenoiser.from_pretrained(tiny_dream_dir)
+    assert den.logits_shift
+    for prompts in ([[]], [[5, 6, 7], []]):
+        with pytest.raises(ValueError, match=r"prompt \d is empty.*logits_shift"):
+            generate(den, prompts, build_policy("low_confidence"), gen_length=4, block_length=4, steps=4)
+    generate(den, [[5]], build_policy("low_confidence"), gen_length=4, block_length=4, steps=4)

@@ -209,6 +209,13 @@ def generate(
     tokens, attn, width = build_canvas(
         prompts, gen_length, mask_id, pad_id, denoiser.device, vocab_size=getattr(denoiser, "vocab_size", None)
     )
+    if getattr(denoiser, "logits_shift", False):  # Dream: column i is predicted at row i - 1
+        own = attn[:, :width].sum(dim=1) if attn is not None else torch.full((tokens.shape[0],), width)
+        empty = (own == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"prompt {empty[0]} is empty, and this model predicts each token from the position "
+                             "before it (logits_shift): its first masked token would have no prediction; give "
+                             "at least one prompt token (e.g. its BOS)")
     b = tokens.shape[0]
     nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)  # [b]
     probe_nfe = torch.zeros(b, dtype=torch.long, device=tokens.device)  # [b]

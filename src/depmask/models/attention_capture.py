@@ -26,6 +26,7 @@ This module does not align rows for shifted models; `HFDenoiser` does.
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -109,7 +110,10 @@ class AttentionCapture:
         n = len(self.stack)
         path = next((name for name, m in model.named_modules() if m is self.stack), "")
         self.stack_name = f"`{path}` ({n} × {type(self.stack[0]).__name__})"
-        self.layers = sorted(set(default_capture_layers(n) if layers is None else layers))
+        if layers is not None and (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence)
+                                   or any(isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in layers)):
+            raise ValueError(f"`capture_layers` ({layers!r}) must be a list of layer indices (ints), e.g. [-4, -3, -2, -1]")
+        self.layers = sorted(set(default_capture_layers(n) if layers is None else (int(i) for i in layers)))
         bad = [i for i in self.layers if not -n <= i < n]
         if bad or not self.layers:
             raise ValueError(f"`capture_layers` ({list(layers or [])}) must be non-empty indices into the {n} layers "

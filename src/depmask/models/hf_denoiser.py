@@ -69,6 +69,10 @@ class HFDenoiser:
         # models that derive them from the tokens, skipping padding (RoBERTa's family, from 2)
         self._position_ids = ("position_ids" in inspect.signature(model.forward).parameters
                               and not _counts_own_positions(model))
+        # …and those count from the ids equal to the config's pad id, whatever the attention mask says:
+        # padding columns are given that id (`generate` fills them with EOS by default)
+        own = _counts_own_positions(model) and _config_value(config, "pad_token_id") is not None
+        self._pad_fill = int(_config_value(config, "pad_token_id")) if own else None
         # Dream hands `attention_mask` to SDPA as given: its `generate` passes a padded batch's mask
         # as `[b, 1, l, l]` bool (query and key both real), which a `[b, l]` mask is not
         self._pairwise_mask = is_dream(config)
@@ -121,7 +125,8 @@ class HFDenoiser:
             kwargs["dtype"] = dtype
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
-        auto_class = next((k for k in ("AutoModelForMaskedLM", "AutoModel") if k in auto_map), None)
+        # a class with the LM head: LLaDA2's `AutoModel` is its headless trunk, its LM under AutoModelForCausalLM
+        auto_class = next((k for k in ("AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModel") if k in auto_map), None)
         remote = auto_map.get(auto_class) if auto_class else None
         if type(config) in MODEL_FOR_MASKED_LM_MAPPING:
             model = AutoModelForMaskedLM.from_pretrained(path, **kwargs)
@@ -179,6 +184,8 @@ class HFDenoiser:
         need_attention: bool = False,
     ) -> DenoiserOutput:
         kwargs = {"input_ids": tokens}
+        if attention_mask is not None and self._pad_fill is not None:
+            kwargs["input_ids"] = tokens.masked_fill(attention_mask == 0, self._pad_fill)
         if attention_mask is not None:
             if self._pairwise_mask:
                 am = attention_mask.bool()
@@ -194,6 +201,10 @@ class HFDenoiser:
         with ctx:
             out = self.model(**kwargs)
         logits = (out.logits if hasattr(out, "logits") else out[0]).float()  # [b, l, v]
+        if logits.dim() != 3 or logits.shape[-1] < self.vocab_size:
+            raise ValueError(f"{type(self.model).__name__} returned {tuple(logits.shape)} where logits [b, l, "
+                             f"{self.vocab_size}] were expected: it is not a model with a language-model head "
+                             "(a checkpoint's `auto_map` may name its trunk under AutoModel)")
         hidden = out.hidden_states[-1] if need_hidden else None  # [b, l, d]
         attention = self.capture.result() if need_attention else None  # [b, l, l]
         if self.logits_shift:
