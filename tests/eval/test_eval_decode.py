@@ -264,6 +264,11 @@ def test_eval_decode_chooses_knobs_on_held_out_items(tmp_path, capsys):
     assert all(r["n_boot"] == 50 and 0 <= r["within_rate"] <= 1 for r in ci)
     printed = capsys.readouterr().out
     assert "chosen on held-out items" in printed and "bootstrap over both item sets" in printed
+    # again into the same directory, without the held-out choice or the bootstrap: the files of those
+    # were of the first invocation's runs and items, and go
+    main(["eval", "decode", *SMALL, "--output", str(out), "--bootstrap", "0"])
+    left = {p.name for p in out.glob("headline*.json")}
+    assert left == {"headline.json"} and not (out / "select" / "summary.json").exists()
 
 
 @pytest.mark.parametrize("args,message", [

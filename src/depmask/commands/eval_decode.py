@@ -47,6 +47,11 @@ from depmask.eval.runner import (
 from depmask.eval.summary import plain, table, to_json
 from depmask.paths import output_dir
 
+# written only by some invocations (a `low_confidence` run, `--bootstrap`, `--select_n`); one that
+# does not write a file removes an earlier one's, which would describe other runs or items
+OPTIONAL_OUTPUTS = ("headline.json", "headline_ci.json", "headline_heldout.json", "headline_heldout_ci.json",
+                    "select/summary.json")
+
 
 @dataclass
 class ModelSpec:
@@ -166,10 +171,12 @@ def eval_decode(
     out = Path(output)
     print(table(rows))
     write_atomic(out / "summary.json", to_json(rows).encode())
+    written = set()
     if any(r["policy"] == "low_confidence" for r in rows):
         top, text = headline_report(rows, tolerances=windows)
         print(text)
         write_atomic(out / "headline.json", to_json(top).encode())
+        written.add("headline.json")
         if bootstrap:
             ci = [r for w in windows for m in MEASURES
                   for r in headline_intervals(rows, items, tolerance=w, measure=m, n_boot=bootstrap, seed=seed)]
@@ -177,6 +184,7 @@ def eval_decode(
                 for m in MEASURES:
                     print("\n" + intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
             write_atomic(out / "headline_ci.json", to_json(ci).encode())
+            written.add("headline_ci.json")
     keys = list(dict.fromkeys(k for r in rows for k in r))
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=keys)
@@ -186,10 +194,14 @@ def eval_decode(
     png = plot_frontier(rows, out / "frontier.png", windows=windows)
     pooled = plot_frontier(rows, out / "frontier-pooled.png", x="tpf_pooled", windows=windows)
     if select_n:
-        _heldout(den, tasks, policies, out, rows, items, windows, select_n=select_n, select_seed=select_seed,
-                 bootstrap=bootstrap, split=split, n=n, seed=seed, batch_size=batch_size, temperature=temperature,
-                 gen_length=gen_length, block_length=block_length, steps=steps, task_kwargs=task_kwargs,
-                 compile_select=compile_select)
+        written |= _heldout(den, tasks, policies, out, rows, items, windows, select_n=select_n,
+                            select_seed=select_seed, bootstrap=bootstrap, split=split, n=n, seed=seed,
+                            batch_size=batch_size, temperature=temperature, gen_length=gen_length,
+                            block_length=block_length, steps=steps, task_kwargs=task_kwargs,
+                            compile_select=compile_select)
+    for name in OPTIONAL_OUTPUTS:  # an earlier invocation's file that this one did not write: not of these runs
+        if name not in written:
+            (out / name).unlink(missing_ok=True)
     print(f"wrote {out / 'summary.json'}, {out / 'summary.csv'}, {png}, {pooled.name} and items/ under {out}")
     if wandb:
         settings = {"model": asdict(model), "tasks": tasks, "n": n, "split": split, "seed": seed,
@@ -206,10 +218,11 @@ def eval_decode(
 
 def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list[dict]], windows: list[float], *,
              select_n: int, select_seed: int, bootstrap: int, split: str, n: int | None, seed: int, task_kwargs,
-             **decode) -> None:
+             **decode) -> set[str]:
     """Decode the held-out items with every run (`out/select/`), choose knobs there, score them on
     `rows`; prints the tables and writes `headline_heldout.json` (and, with `bootstrap`, the
-    intervals over both item sets, `headline_heldout_ci.json`)."""
+    intervals over both item sets, `headline_heldout_ci.json`). Returns the files written, relative
+    to `out`."""
     exclude = task_prompts(tasks, split, n, seed, task_kwargs)
     select_items: list[list[dict]] = []
     select_rows = run_decode_eval(den, tasks, policies, out / "select", n=select_n, split=split, seed=select_seed,
@@ -229,6 +242,8 @@ def _heldout(den, tasks, policies, out: Path, rows: list[dict], items: list[list
             for m in MEASURES:
                 print("\n" + heldout_intervals_table([r for r in ci if r["measure"] == m and r["tolerance"] == w]))
         write_atomic(out / "headline_heldout_ci.json", to_json(ci).encode())
+        return {"select/summary.json", "headline_heldout.json", "headline_heldout_ci.json"}
+    return {"select/summary.json", "headline_heldout.json"}
 
 
 def _log_wandb(rows: list[dict], pngs: list[Path], out: Path, settings: dict | None = None,
