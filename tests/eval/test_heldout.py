@@ -97,3 +97,17 @@ def test_a_labelled_probing_policy_counts_its_decoding_forwards_in_the_share():
               _row("oracle-conflict", 1.0, 1.6, probe=5, decode=6.0, threshold=0.9)]
     rows = {r["policy"]: r for r in heldout_headline(select, select)}
     assert rows["oracle-conflict"]["share"] == pytest.approx((6.0 - 4.0) / (8.0 - 4.0))
+
+
+def test_the_tables_print_every_swept_knob_whole():
+    # a sweep over two knobs (crossings-tiny's head-budget-cluster): cut at 22 characters, the
+    # second one's value was lost and two different runs printed alike
+    from depmask.eval.headline import headline, headline_table
+
+    knobs = {"threshold": 0.95, "epsilon": 0.3, "units": "cluster", "rule": "budget", "scorer": "head"}
+    select = [_row("low_confidence", 1.0, 1.0), _row("head-budget-cluster", 1.0, 5.0, **knobs)]
+    evaluation = [_row("low_confidence", 1.0, 1.0), _row("head-budget-cluster", 1.0, 5.0, **knobs)]
+    held = heldout_table(heldout_headline(select, evaluation, tolerance=0.01))
+    best = headline_table(headline(evaluation, measure="tpf"))
+    for text in (held, best):
+        assert "epsilon=0.3" in text, text

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from depmask.eval.summary import knob_text, policy_width, run_key
+from depmask.eval.summary import column_width, knob_text, policy_width, run_key
 
 MEASURES = {"tpf": "afp", "tpf_pooled": "decode_tpf_pooled"}  # measure -> its decoding-forward twin
 TITLES = {"tpf": "mean over items of tokens / forwards", "tpf_pooled": "pooled: all tokens / all forwards"}
@@ -67,16 +67,17 @@ def headline_table(rows: list[dict]) -> str:
     measure = rows[0]["measure"] if rows else "tpf"
     window = window_text(rows[0].get("tolerance", 0.01) if rows else 0.01)
     within = "with no loss" if window == "no loss" else f"within {window}"
-    head = (f"{'task':<12} {'policy':<{pw}} {'best knobs':<22} {'accuracy':>9} {'NFE':>6} {'TPF':>6} "
+    kw = column_width([r["knobs"] for r in rows if r["accuracy"] is not None], 22)
+    head = (f"{'task':<12} {'policy':<{pw}} {'best knobs':<{kw}} {'accuracy':>9} {'NFE':>6} {'TPF':>6} "
             f"{'decode TPF':>11}")
     lines = [f"TPF at the accuracy of one-token-per-step decoding ({within}); TPF = {TITLES[measure]}:",
              head, "-" * len(head)]
     for r in rows:
         if r["accuracy"] is None:
-            lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {'(no run ' + within + ')':<22}")
+            lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {'(no run ' + within + ')':<{kw}}")
             continue
         dec = f"{r['decode_tpf']:.2f}" + ("*" if r["probing"] else "")
-        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {r['knobs'][:22]:<22} {100 * r['accuracy']:>8.1f}% "
+        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {r['knobs']:<{kw}} {100 * r['accuracy']:>8.1f}% "
                      f"{r['nfe']:>6.2f} {r['tpf']:>6.2f} {dec:>11}")
     if any(r["probing"] for r in rows):
         lines.append("* the oracle's extra (probe) forwards excluded: the parallelism a perfect predictor allows")

@@ -22,7 +22,7 @@ import numpy as np
 
 from depmask.eval.headline import MEASURES, headline, window_text
 from depmask.eval.headline_ci import headroom_shares
-from depmask.eval.summary import policy_width, run_key
+from depmask.eval.summary import column_width, policy_width, run_key
 
 
 def heldout_headline(select_rows: list[dict], rows: list[dict], reference: str = "low_confidence",
@@ -93,7 +93,8 @@ def heldout_table(rows: list[dict]) -> str:
     head = (f"Each policy's knob chosen on held-out items ({within} of one-token-per-step "
             f"accuracy there), scored on the evaluation items (held-out / evaluation items: {sizes}); "
             f"TPF = {'pooled' if measure == 'tpf_pooled' else 'mean over items'}:")
-    cols = (f"{'task':<12} {'policy':<{width}} {'chosen knobs':<22} {'held-out':>15} {'evaluation':>15} "
+    kw = column_width([r["knobs"] for r in rows if r["select_accuracy"] is not None], 22)
+    cols = (f"{'task':<12} {'policy':<{width}} {'chosen knobs':<{kw}} {'held-out':>15} {'evaluation':>15} "
             f"{'decode TPF':>11}  within  share")
     lines = [head, cols, "-" * len(cols)]
     for r in rows:
@@ -103,7 +104,7 @@ def heldout_table(rows: list[dict]) -> str:
         star = "*" if r["probing"] else ""
         sel = f"{100 * r['select_accuracy']:.1f}% {r['select_tpf']:.2f}{star}"
         ev = f"{100 * r['accuracy']:.1f}% {r['tpf']:.2f}"
-        lines.append(f"{r['task']:<12} {r['policy']:<{width}} {r['knobs'][:22]:<22} {sel:>15} {ev:>15} "
+        lines.append(f"{r['task']:<12} {r['policy']:<{width}} {r['knobs']:<{kw}} {sel:>15} {ev:>15} "
                      f"{r['decode_tpf']:>10.2f}{star}  {'yes' if r['within'] else 'NO':<6}"
                      + (f"  {100 * r['share']:.0f} %" if r["share"] is not None else ""))
     if any(r["probing"] for r in rows):

@@ -86,6 +86,12 @@ def policy_width(rows: list[dict]) -> int:
     return max([15, *(len(r["policy"]) for r in rows)])
 
 
+def column_width(texts, least: int) -> int:
+    """Width of a text column: `least`, or its longest entry (knobs are printed whole: a sweep over
+    two knobs cut at a fixed width lost the second one's value)."""
+    return max([least, *(len(t) for t in texts)])
+
+
 RUN_FIELDS = ("compile_select",)  # how a run was decoded, not a knob of its policy (absent: eager)
 
 
@@ -104,12 +110,12 @@ def run_key(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    pw = policy_width(rows)
-    head = (f"{'task':<12} {'policy':<{pw}} {'knobs':<28} {'accuracy (95% CI)':>22} {'NFE':>7} {'TPF':>6} "
+    pw, kw = policy_width(rows), column_width(map(knob_text, rows), 28)
+    head = (f"{'task':<12} {'policy':<{pw}} {'knobs':<{kw}} {'accuracy (95% CI)':>22} {'NFE':>7} {'TPF':>6} "
             f"{'pooled':>6} {'AFP':>6} {'tok/s':>8} {'tau':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         acc = f"{100 * r['accuracy']:.1f} [{100 * r['accuracy_lo']:.1f}, {100 * r['accuracy_hi']:.1f}]"
-        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {knob_text(r)[:28]:<28} {acc:>22} {r['nfe']:>7.2f} "
+        lines.append(f"{r['task']:<12} {r['policy']:<{pw}} {knob_text(r):<{kw}} {acc:>22} {r['nfe']:>7.2f} "
                      f"{r['tpf']:>6.2f} {r['tpf_pooled']:>6.2f} {r['afp']:>6.2f} {r['tokens_per_s']:>8.1f} {r['kendall_tau']:>6.2f}")
     return "\n".join(lines)
