@@ -43,6 +43,7 @@ from depmask.eval.items import (
     run_slug,
     unique_items,
 )
+from depmask.eval.regrade import regrade
 from depmask.eval.summary import summarize
 from depmask.tasks.adapter import TaskAdapter
 
@@ -91,10 +92,10 @@ class PolicySweep:
         return [{**run, **{k: v for k, v in self.knobs.items() if k not in run}} for run in runs]
 
 
-def _row_items(res, b: int, committed, seconds: float, examples, completions, correct) -> list[dict]:
+def _row_items(res, b: int, committed, seconds: float, examples, completions, correct, grader: str) -> list[dict]:
     tpf, afp, tau = res.tpf().tolist(), res.afp().tolist(), res.kendall_tau().tolist()
     probe = res.probe_nfe.tolist() if res.probe_nfe is not None else [0] * b
-    return [{"id": ex.id, "item": item_digest(ex), "completion": comp, "correct": bool(ok), "nfe": int(res.nfe[i]),
+    return [{"id": ex.id, "item": item_digest(ex), "completion": comp, "correct": bool(ok), "grader": grader, "nfe": int(res.nfe[i]),
              "probe_nfe": int(probe[i]),
              "tpf": tpf[i], "afp": afp[i] if afp[i] == afp[i] else None,
              "kendall_tau": tau[i] if tau[i] == tau[i] else None, "committed": int(committed[i]),
@@ -156,6 +157,7 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
         rows = read_items(items_path)
         check_provenance(items_path, provenance, bool(rows))
         check_items(items_path, rows, examples)
+        regrade(items_path, rows, examples, adapter)  # verdicts of another grader: judged again
         have = done_ids(rows)
         todo = [ex for ex in examples if ex.id not in have]
         if not adapter.synthetic:  # prompts of similar length share a batch: less left padding (a
@@ -177,7 +179,8 @@ def run_one(denoiser, adapter: TaskAdapter, policy_name: str, knobs: dict, examp
             seconds = time.perf_counter() - t0
             completions = [adapter.completion(r, tokenizer, denoiser.eos_ids) for r in res.generated.tolist()]
             correct = adapter.grade(chunk, completions)
-            new = _row_items(res, len(chunk), res.committed.tolist(), seconds, chunk, completions, correct)
+            new = _row_items(res, len(chunk), res.committed.tolist(), seconds, chunk, completions, correct,
+                             adapter.grader)
             append_items(items_path, new)
             rows += new
             if bar is not None:

@@ -10,8 +10,12 @@ does not decode.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from depmask.tasks import BENCHMARKS, TASKS, Example, get_benchmark, get_task
@@ -93,6 +97,14 @@ class TaskAdapter:
             return " ".join(tokenizer.convert_ids_to_tokens(list(ids)))
         return self.task.completion_text(ids, tokenizer, eos_ids)
 
+    @property
+    def grader(self) -> str:
+        """Which grader judges this task: a digest of the source of the package that holds the
+        task's class (`tasks/` for the synthetic tasks, `tasks/benchmarks/` for the benchmarks:
+        their answer extraction, comparison and sandbox). A results row records it with its
+        verdict, so that a row graded by other code is graded again when read (`eval.regrade`)."""
+        return _source_digest(Path(inspect.getfile(type(self.task))).parent)
+
     def grade(self, examples: Sequence[Example], completions: Sequence[str]) -> list[bool]:
         if self.synthetic:
             return [bool(self.task.score(e, c)) for e, c in zip(examples, completions)]
@@ -109,3 +121,13 @@ def check_symbols(name: str, task, tokenizer, arguments: dict | None = None) -> 
         shown = f" ({arguments})" if arguments else ""
         raise ValueError(f"task {name!r}{shown} uses {len(missing)} symbol(s) the model's tokenizer does not have: "
                          f"{' '.join(missing[:12])}; the model was not trained on this task (or its arguments)")
+
+
+@functools.cache
+def _source_digest(directory: Path) -> str:
+    """sha256 (16 hex digits) over the names and bytes of the `.py` files directly in `directory`."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.py")):
+        digest.update(f"{path.name}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,47 @@
+"""Stored verdicts are judged again when another grader gave them (`eval.regrade`)."""
+
+import json
+
+import pytest
+
+from depmask.eval.items import read_items
+from depmask.eval.regrade import rewrite_items
+from depmask.eval.runner import PolicySweep, run_decode_eval
+from depmask.models import HFDenoiser
+from depmask.tasks.adapter import TaskAdapter
+from tests.conftest import EMBEDDED
+
+
+def test_a_resumed_eval_grades_old_verdicts_again(tmp_path):
+    den = HFDenoiser.from_pretrained(EMBEDDED)
+    run = [PolicySweep("low_confidence")]
+    (first,) = run_decode_eval(den, ["sort"], run, tmp_path, n=6, batch_size=3)
+    (path,) = (tmp_path / "items" / "sort").glob("*.jsonl")
+    rows = read_items(path)
+    grader = TaskAdapter.build("sort").grader
+    assert {r["grader"] for r in rows} == {grader} and first["accuracy"] == 1.0
+    # an older grader's verdicts (or a file from before the record): three wrong, one without a grader
+    for r in rows[:3]:
+        r["correct"], r["grader"] = False, "0123456789abcdef"
+    del rows[3]["grader"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match=r"3 of 4 stored verdict\(s\) changed"):
+        (again,) = run_decode_eval(den, ["sort"], run, tmp_path, n=6, batch_size=3)
+    assert again["accuracy"] == 1.0 and again["n"] == 6  # was 0.5: the old verdicts counted
+    assert [r["correct"] for r in read_items(path)] == [True] * 6
+    assert {r["grader"] for r in read_items(path)} == {grader}
+    before = path.read_bytes()
+    (third,) = run_decode_eval(den, ["sort"], run, tmp_path, n=6, batch_size=3)  # nothing stale: untouched
+    assert path.read_bytes() == before and third["accuracy"] == 1.0
+
+
+def test_rewriting_keeps_the_lines_that_are_not_rows(tmp_path):
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(b'{"id": "a", "correct": false}\nnot json\r\n{"id": "b", "correct": true}\n')
+    with pytest.warns(UserWarning, match="skipped 1 line"):
+        rows = read_items(path)
+    rows[0]["correct"] = True
+    rewrite_items(path, rows)
+    assert path.read_bytes() == b'{"id": "a", "correct": true}\nnot json\r\n{"id": "b", "correct": true}\n'
+    with pytest.raises(RuntimeError, match="fewer rows than were read"):
+        rewrite_items(path, [*rows, {"id": "c"}])
