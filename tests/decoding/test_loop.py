@@ -44,6 +44,33 @@ def test_bad_policy_arguments(name, knobs, message):
     assert message in str(err.value)
 
 
+def test_the_dependency_guided_classes_check_their_knobs_when_built_directly():
+    """Built without `build_policy`: "no" switched `skip_blocked` on, a float `chunk_size` failed
+    in `range` after the first forward, a string τ raised a bare comparison TypeError."""
+    from depmask.decoding.policies.clad import Clad
+    from depmask.decoding.policies.demask import Demask
+    from depmask.decoding.policies.guided import Guided
+    from depmask.decoding.policies.oracle import Oracle
+
+    for value in ("no", "false", 1, None):
+        with pytest.raises(ValueError, match=r"`skip_blocked` \(.*\) must be True or False"):
+            Guided(skip_blocked=value)
+    policy = Guided(skip_blocked=True)
+    with pytest.raises(ValueError, match="`skip_blocked` \\('false'\\)"):
+        policy.skip_blocked = "false"
+    assert policy.skip_blocked is True
+    for build in (lambda: Oracle(chunk_size=2.5), lambda: Guided(scorer="oracle", chunk_size="8")):
+        with pytest.raises(ValueError, match=r"`chunk_size` \(.*\) must be an int >= 1"):
+            build()
+    with pytest.raises(ValueError, match=r"`threshold` \('0.5'\) must be a number"):
+        Clad(threshold="0.5")
+    for build in (Demask, Oracle):
+        with pytest.raises(ValueError, match=r"`confidence_floor` \(1.5\) must lie in \[0, 1\]"):
+            build(confidence_floor=1.5)
+        with pytest.raises(ValueError, match=r"`confidence_floor` \(None\) must be a number"):
+            build(confidence_floor=None)
+
+
 def test_dilated_takes_int_base_and_skip_only_when_built_or_set():
     """`Dilated(base=2.5)` was built and `generate` died in `range` with a bare TypeError."""
     from depmask.decoding.policies.dilated import Dilated

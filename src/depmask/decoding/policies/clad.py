@@ -13,7 +13,7 @@ more confident — and every cluster without an edge. Everything it keeps is com
 
 from __future__ import annotations
 
-from depmask.decoding.policies.guided import Guided, GuidedPreset
+from depmask.decoding.policies.guided import Guided, GuidedPreset, check_fraction
 
 
 class Clad(GuidedPreset):
@@ -21,7 +21,6 @@ class Clad(GuidedPreset):
     _forwarded = {"threshold": "threshold"}
 
     def __init__(self, threshold: float = 0.7):
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"`threshold` ({threshold}) must lie in [0, 1]")
+        check_fraction("threshold", threshold)
         self.threshold = threshold
         self._guided = Guided(units="cluster", rule="conflict", scorer="attention", threshold=threshold)

@@ -16,7 +16,7 @@ another model is refused when decoding starts (`bind`).
 
 from __future__ import annotations
 
-from depmask.decoding.policies.guided import Guided, GuidedPreset
+from depmask.decoding.policies.guided import Guided, GuidedPreset, check_fraction
 
 
 class Demask(GuidedPreset):
@@ -24,8 +24,7 @@ class Demask(GuidedPreset):
     _forwarded = {"epsilon": "epsilon", "confidence_floor": "threshold"}
 
     def __init__(self, head: str | None = None, epsilon: float = 0.1, confidence_floor: float = 0.0):
-        if not 0 <= confidence_floor <= 1:
-            raise ValueError(f"`confidence_floor` ({confidence_floor}) must lie in [0, 1]")
+        check_fraction("confidence_floor", confidence_floor)
         self._guided = Guided(units="token", rule="budget", scorer="head", head=head, epsilon=epsilon,
                               threshold=confidence_floor)
         self.head = self._guided.head

@@ -104,6 +104,8 @@ class Guided(Policy):
     }
 
     def __setattr__(self, name: str, value) -> None:
+        if name == "skip_blocked" and not isinstance(value, bool):  # "false" would read as on
+            raise ValueError(f"`skip_blocked` ({value!r}) must be True or False")
         if "_scorer" in vars(self):  # built: a knob set later is checked, and the scorer's are fixed
             if name in self._BUILT_FROM and vars(self).get(name) != value:
                 raise AttributeError(f"Guided.{name} is fixed once the policy is built (its scorer was built "
@@ -172,6 +174,16 @@ class Guided(Policy):
             edge_floor=floor, candidates=cand,
         )  # [b, c]
         return F.pad(chosen, (s, state.mask.shape[1] - e))  # [b, l]
+
+
+def check_fraction(name: str, value) -> None:
+    """Refuse a preset's knob that is not a number in [0, 1] (τ, the confidence floor), naming it."""
+    try:
+        ok = _number(value) and 0 <= value <= 1
+    except TypeError:
+        raise ValueError(f"`{name}` ({value!r}) must be a number") from None
+    if not ok:
+        raise ValueError(f"`{name}` ({value}) must lie in [0, 1]")
 
 
 def _number(value) -> bool:

@@ -6,7 +6,7 @@ could reach. Its extra forwards (one perturbed copy per candidate per step, batc
 
 from __future__ import annotations
 
-from depmask.decoding.policies.guided import Guided, GuidedPreset
+from depmask.decoding.policies.guided import Guided, GuidedPreset, check_fraction
 
 
 class Oracle(GuidedPreset):
@@ -15,8 +15,7 @@ class Oracle(GuidedPreset):
 
     def __init__(self, epsilon: float = 0.1, confidence_floor: float = 0.0, chunk_size: int = 64,
                  memory_budget_mb: int = 8192):
-        if not 0 <= confidence_floor <= 1:
-            raise ValueError(f"`confidence_floor` ({confidence_floor}) must lie in [0, 1]")
+        check_fraction("confidence_floor", confidence_floor)
         self._guided = Guided(units="token", rule="budget", scorer="oracle", epsilon=epsilon,
                               threshold=confidence_floor, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
         self.epsilon, self.confidence_floor, self.chunk_size = epsilon, confidence_floor, chunk_size

@@ -13,6 +13,8 @@ one (there is no pair to measure, and that one is committed whatever the scores)
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from depmask.decoding.influence import chunk_for_budget, pairwise_influence
@@ -25,11 +27,11 @@ class OracleScorer(Scorer):
     needs_probe = True
 
     def __init__(self, chunk_size: int = 64, memory_budget_mb: int = 8192):
-        if chunk_size < 1:
-            raise ValueError(f"`chunk_size` ({chunk_size}) must be >= 1")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+            raise ValueError(f"`chunk_size` ({chunk_size!r}) must be an int >= 1")
         if isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, int) or memory_budget_mb < 1:
             raise ValueError(f"`memory_budget_mb` ({memory_budget_mb!r}) must be an int >= 1")
-        self.chunk_size, self.memory_budget_mb = chunk_size, memory_budget_mb
+        self.chunk_size, self.memory_budget_mb = int(chunk_size), memory_budget_mb
 
     def chunk(self, length: int, vocab: int, positions: int = 0) -> int:
         """Copies per probe forward: `chunk_size`, fewer when their logits and the statistics of the
