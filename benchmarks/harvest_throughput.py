@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from bench_args import count, natural
+from forward_log import LoggedDenoiser, replay
 
 from depmask.data_gen import (
     HarvestConfig,
@@ -36,20 +37,6 @@ from depmask.data_gen.shards import write_shard
 from depmask.models import HFDenoiser
 
 
-class LoggedDenoiser:
-    """Forwards to a denoiser and logs every call's input shape and flags."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __call__(self, tokens, attention_mask=None, need_hidden=False, need_attention=False):
-        self.calls.append((tuple(tokens.shape), attention_mask is not None, need_hidden, need_attention))
-        return self.inner(tokens, attention_mask, need_hidden=need_hidden, need_attention=need_attention)
-
-
 def harvest_once(den, groups, cfg, pad_id, out: Path) -> tuple[float, int, int]:
     start = time.perf_counter()
     states = pairs = 0
@@ -58,20 +45,6 @@ def harvest_once(den, groups, cfg, pad_id, out: Path) -> tuple[float, int, int]:
         write_shard(out, records_to_table(res.records, den.hidden_size), res.example_ids, den.fingerprint)
         states, pairs = states + len(res.records), pairs + res.pairs
     return time.perf_counter() - start, states, pairs
-
-
-@torch.inference_mode()
-def replay(den, calls, vocab: int) -> float:
-    g = torch.Generator().manual_seed(0)
-    inputs = [(torch.randint(0, vocab, shape, generator=g).to(den.device),
-               torch.ones(shape, dtype=torch.bool, device=den.device) if masked else None, h, a)
-              for shape, masked, h, a in calls]
-    start = time.perf_counter()
-    for tokens, am, h, a in inputs:
-        den(tokens, am, need_hidden=h, need_attention=a)
-    if den.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
