@@ -34,7 +34,10 @@ from depmask.data_gen import (
     records_to_table,
 )
 from depmask.data_gen.shards import write_shard
+from depmask.decoding.influence import check_topk
 from depmask.models import HFDenoiser
+from depmask.models.hf_denoiser import check_device
+from depmask.tasks.adapter import TaskAdapter
 
 
 def harvest_once(den, groups, cfg, pad_id, out: Path) -> tuple[float, int, int]:
@@ -60,10 +63,24 @@ def main() -> None:
     ap.add_argument("--threads", type=natural, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--out", default="outputs/bench/harvest_throughput.json")
     args = ap.parse_args()
+    try:  # before the model loads: each names its flag
+        TaskAdapter.build(args.task)
+    except ValueError as e:
+        ap.error(f"--task: {e}")
+    try:
+        check_device(args.device)
+    except ValueError as e:
+        ap.error(f"--device: {e}")
+    if not Path(args.model).expanduser().is_dir():
+        ap.error(f"--model ({args.model!r}) is not a directory holding a model")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    base = HFDenoiser.from_pretrained(args.model, device=args.device)
+    try:
+        base = HFDenoiser.from_pretrained(args.model, device=args.device)
+        check_topk(args.topk, base.vocab_size)
+    except (OSError, ValueError) as e:
+        ap.error(f"--model / --topk: {e}")
     den = LoggedDenoiser(base)
     cfg = HarvestConfig(model=args.model, tasks=[args.task], examples_per_task=args.examples,
                         states_per_example=None, batch_size=args.batch_size, chunk_size=args.chunk_size,

@@ -224,12 +224,15 @@ def main() -> None:
     for label, directory, policy in args.point:
         if not (Path(directory) / "summary.json").is_file():
             ap.error(f"--point {label}: `{directory}` has no summary.json (an `eval decode` output directory)")
-        rows = load_rows(Path(directory), args.task)
-        labels = sorted({r["policy"] for r in rows})
-        if policy not in labels:
-            ap.error(f"--point {label}: `{directory}` has no run labelled {policy!r} for {args.task!r}; "
-                     f"its labels: {', '.join(labels)}")
-        run = best_in_window(rows, policy, args.window, args.measure)
+        try:
+            rows = load_rows(Path(directory), args.task)
+            labels = sorted({r["policy"] for r in rows})
+            if policy not in labels:
+                ap.error(f"--point {label}: `{directory}` has no run labelled {policy!r} for {args.task!r}; "
+                         f"its labels: {', '.join(labels)}")
+            run = best_in_window(rows, policy, args.window, args.measure)
+        except ValueError as e:
+            ap.error(f"--point {label} / --task: {e}")
         if run is None:
             ap.error(f"--point {label}: no {policy!r} run of `{directory}` is within {args.window} of "
                      "one-token-per-step accuracy")
@@ -239,10 +242,17 @@ def main() -> None:
             ap.error(f"--point {label}: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    lines = None
     if args.reference:
+        try:
+            lines = reference_lines(Path(args.reference), args.task, args.window, args.measure)
+        except ValueError as e:
+            ap.error(f"--reference: {e}")
         check_same_items(Path(args.reference), args.point, args.task)
-    lines = reference_lines(Path(args.reference), args.task, args.window, args.measure) if args.reference else None
-    den = HFDenoiser.from_pretrained(args.model, device="cpu")
+    try:
+        den = HFDenoiser.from_pretrained(args.model, device="cpu")
+    except (OSError, ValueError) as e:
+        ap.error(f"--model: {e}")
     task = get_task(args.task)
     points = []
     for label, directory, policy, run, head, preset, knobs in chosen:

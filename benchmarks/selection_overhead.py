@@ -18,7 +18,9 @@ trained one (timing does not depend on weights).
 
 `--simulate llada`: LLaDA-8B-like shapes on random tensors — batch 8, canvas 512, hidden 4096,
 block 32 — on the GPU when there is one. The base forward is a random-weight model of LLaDA-8B's
-shape (`--sim_*` flags; bf16), unless `--base_ms` gives a measured one.
+shape (`--sim_*` flags; bf16), unless `--base_ms` gives a measured one; then `select` is timed
+back to back, not right after a forward (`select_after_forward: false` in the JSON), which reads
+lower than a decode would.
 
 End to end, `decode_added_ms`: the wall time of the whole `generate()` call with the policy
 minus that of the same decode replaying the policy's recorded commits (same forwards and
@@ -380,8 +382,11 @@ def simulate(args) -> list[dict]:
             mean["forward"] = mean["forward_needs"] = args.base_ms
         out.append(summary_row(policy, mean, len(states), {
             "mode": "simulate-llada", "batch": args.batch, "canvas": args.sim_length, "hidden": args.sim_hidden,
-            "block": args.sim_block, "layers": args.sim_layers, "vocab": args.sim_vocab,
+            "block": args.sim_block, "layers": None if args.base_ms else args.sim_layers,
+            "vocab": None if args.base_ms else args.sim_vocab,
             "base_forward": "given (--base_ms)" if args.base_ms else "random-weight LLaDA-shaped model, bf16",
+            # without a model, select runs back to back, not right after a forward (faster: caches warm)
+            "select_after_forward": not args.base_ms,
             "device": str(device), "repeats": args.repeats}))
     return out
 
@@ -445,6 +450,15 @@ def main() -> None:
                  "the class defaults; drop one of them")
     if args.sim_hidden % args.sim_heads:
         ap.error(f"--sim_hidden ({args.sim_hidden}) must be a multiple of --sim_heads ({args.sim_heads})")
+    if args.simulate is not None:  # nothing of the embedded model is measured: its flags would be ignored
+        given = [f"--{k}" for k in ("model", "task", "decode_repeats") if getattr(args, k) != ap.get_default(k)]
+        if given:
+            ap.error(f"{', '.join(given)} only apply to the embedded model (without --simulate)")
+        if args.base_ms is not None:  # no model is built: its shape flags would be ignored
+            given = [f"--{k}" for k in ("sim_layers", "sim_vocab", "sim_intermediate", "sim_heads")
+                     if getattr(args, k) != ap.get_default(k)]
+            if given:
+                ap.error(f"{', '.join(given)} shape the simulated model, which --base_ms replaces")
     if args.simulate is None:  # the embedded model is measured: the simulate-only flags would be ignored
         given = [f"--{k}" for k, v in vars(args).items()
                  if (k.startswith("sim_") or k == "base_ms") and v != ap.get_default(k)]
@@ -462,6 +476,14 @@ def main() -> None:
             check_device(args.device)
     except ValueError as e:
         ap.error(f"--task / --device: {e}")
+    if args.simulate is None:  # the model and the head, before either loads
+        if not Path(args.model).expanduser().is_dir():
+            ap.error(f"--model ({args.model!r}) is not a directory holding a model")
+        if args.head is not None:
+            try:
+                build_policy("demask", head=args.head)
+            except (OSError, ValueError) as e:
+                ap.error(f"--head: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.simulate is None and args.device is None:

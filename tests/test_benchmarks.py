@@ -372,6 +372,16 @@ def test_runs_json_records_the_draw_each_summary_row_is_over(tmp_path):
     ("selection_overhead.py", ["--task", "bogus"], "--task / --device: unknown task `name` ('bogus')"),
     ("head_tradeoff.py", ["--point", "a", "/nonexistent", "demask"], "--point a: `/nonexistent` has no summary.json"),
     ("head_tradeoff.py", ["--point", "a", "/tmp", "demask", "--window", "2"], "--window: accuracy window"),
+    ("harvest_throughput.py", ["--task", "nosuch"], "--task: unknown task 'nosuch'"),
+    ("harvest_throughput.py", ["--model", "/nonexistent"], "--model ('/nonexistent') is not a directory"),
+    ("harvest_throughput.py", ["--device", "gpu"], "--device: `device` ('gpu') is not a torch device"),
+    ("harvest_throughput.py", ["--topk", "1000"], "--model / --topk: `topk` (1000) must be at most 29"),
+    ("selection_overhead.py", ["--head", "/nonexistent"], "--head: head checkpoint directory /nonexistent does not"),
+    ("selection_overhead.py", ["--head", str(EMBEDDED)], "--head: "),
+    ("selection_overhead.py", ["--model", "/nonexistent"], "--model ('/nonexistent') is not a directory"),
+    ("selection_overhead.py", ["--simulate", "llada", "--task", "sort"], "--task only apply to the embedded model"),
+    ("selection_overhead.py", ["--simulate", "llada", "--base_ms", "5", "--sim_layers", "4"],
+     "--sim_layers shape the simulated model, which --base_ms replaces"),
 ])
 def test_benchmark_arguments_are_named_before_work(script, args, message, tmp_path):
     """These ended in raw tracebacks (some after the model had loaded), naming no flag."""
@@ -379,3 +389,17 @@ def test_benchmark_arguments_are_named_before_work(script, args, message, tmp_pa
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_head_tradeoff_names_a_point_or_reference_it_cannot_read(tmp_path):
+    """A point without the task or without `low_confidence`, and a reference directory without a
+    summary, ended in tracebacks."""
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "summary.json").write_text(json.dumps([{"task": "sort", "policy": "threshold", "accuracy": 1.0}]))
+    script = str(ROOT / "benchmarks" / "head_tradeoff.py")
+    for args, message in ((["--point", "a", str(tmp_path / "ev"), "threshold"], "has no runs of task 'sudoku4'"),
+                          (["--point", "a", str(tmp_path / "ev"), "threshold", "--task", "sort"],
+                           "no `low_confidence` run of task 'sort'")):
+        done = subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "o.json")],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
