@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_args import count, natural  # noqa: E402
-from selection_overhead import TARGET, Recorder, measure  # noqa: E402
+from decode_replay import Recorder  # noqa: E402
+from selection_overhead import TARGET, measure  # noqa: E402
 
 from depmask.decoding import build_policy, generate  # noqa: E402
 from depmask.eval.headline import check_tolerance, headline  # noqa: E402

@@ -76,7 +76,7 @@ def test_replay_reproduces_the_recorded_decode():
     the same decode (same tokens, commit steps, forwards) without the policy's work."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from selection_overhead import Recorder, Replay
+        from decode_replay import Recorder, Replay
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     prompts = [[1, 2, 3], [4, 5, 6]]
@@ -96,7 +96,7 @@ def test_timing_decodes_as_the_policy_and_times_every_select():
     decode exactly as the policy does (its bind included) and time each of its steps."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from selection_overhead import Timing
+        from decode_replay import Timing
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     prompts = [[1, 2, 3], [4, 5, 6]]
