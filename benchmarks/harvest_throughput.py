@@ -38,6 +38,7 @@ from depmask.decoding.influence import check_topk
 from depmask.models import HFDenoiser
 from depmask.models.hf_denoiser import check_device
 from depmask.tasks.adapter import TaskAdapter
+from depmask.tasks.benchmarks import DataNotFoundError
 
 
 def harvest_once(den, groups, cfg, pad_id, out: Path) -> tuple[float, int, int]:
@@ -63,9 +64,12 @@ def main() -> None:
     ap.add_argument("--threads", type=natural, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--out", default="outputs/bench/harvest_throughput.json")
     args = ap.parse_args()
-    try:  # before the model loads: each names its flag
-        TaskAdapter.build(args.task)
-    except ValueError as e:
+    cfg = HarvestConfig(model=args.model, tasks=[args.task], examples_per_task=args.examples,
+                        states_per_example=None, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                        topk=args.topk)
+    try:  # before the model loads: each names its flag (a benchmark's data file is found, too)
+        TaskAdapter.build(args.task).examples(cfg.split, args.examples, cfg.seed)
+    except (ValueError, DataNotFoundError) as e:
         ap.error(f"--task: {e}")
     try:
         check_device(args.device)
@@ -82,9 +86,6 @@ def main() -> None:
     except (OSError, ValueError) as e:
         ap.error(f"--model / --topk: {e}")
     den = LoggedDenoiser(base)
-    cfg = HarvestConfig(model=args.model, tasks=[args.task], examples_per_task=args.examples,
-                        states_per_example=None, batch_size=args.batch_size, chunk_size=args.chunk_size,
-                        topk=args.topk)
     groups = group_items(build_items(cfg, base.tokenizer), cfg.batch_size)
     pad_id = base.tokenizer.pad_token_id
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,20 +13,31 @@ import depmask
 
 ROOT = Path(depmask.__file__).parent
 # a package may import its own level or a lower one; the top-level helper modules are level 0
-LEVEL = {"paths": 0, "stable_hash": 0, "tensor_cache": 0, "models": 1, "decoding": 2, "predictor": 2, "tasks": 2,
+LEVEL = {"paths": 0, "stable_hash": 0, "tensor_cache": 0, "revisions": 0, "models": 1, "decoding": 2, "predictor": 2, "tasks": 2,
          "data_gen": 3, "train": 3, "eval": 3, "commands": 4, "cli": 4}
 TORCH_ONLY = ("decoding", "predictor")
 HEAVY = ("lightning", "pytorch_lightning", "wandb", "datasets")
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """(line, module) of every absolute import in `path`, wherever it sits."""
+def _imports(path: Path, package: str = "depmask") -> list[tuple[int, str]]:
+    """(line, module) of every import in `path` (of package `package`), wherever it sits:
+    `from depmask import eval` as `depmask.eval`, relative imports resolved, and the modules
+    named by a string to `import_module` / `__import__`."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.append((node.lineno, module))
+            if module == "depmask" or (node.level and not node.module):  # the names may be subpackages
+                found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) and (
+                    getattr(node.func, "id", None) in ("import_module", "__import__")
+                    or getattr(node.func, "attr", None) == "import_module"):
+            found.append((node.lineno, node.args[0].value))
     return found
 
 
@@ -47,7 +58,9 @@ def _violations(check) -> list[str]:
         package = _package(path)
         if package is None:
             continue
-        bad += [f"{path.relative_to(ROOT)}:{line} imports {module}" for line, module in _imports(path)
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        own = ".".join(parts[:-1])  # the package a relative import starts from (an __init__'s own)
+        bad += [f"{path.relative_to(ROOT)}:{line} imports {module}" for line, module in _imports(path, own)
                 if check(package, module)]
     return bad
 
@@ -67,7 +80,12 @@ def test_decoding_and_predictor_stay_light(package):
     assert _violations(lambda p, module: p == package and module.split(".")[0] in HEAVY) == []
 
 
-def test_the_check_sees_a_lazy_upward_import(tmp_path):
+def test_the_check_sees_every_form_of_import(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from depmask.eval.runner import x\n    import wandb\n")
-    assert _imports(source) == [(2, "depmask.eval.runner"), (3, "wandb")]
+    source.write_text("def f():\n    from depmask.eval.runner import x\n    import wandb\n"
+                      "from depmask import train as t\nfrom ..eval import runner\nfrom . import y\n"
+                      "import importlib\nimportlib.import_module('depmask.eval.plots')\n__import__('lightning')\n")
+    found = _imports(source, "depmask.models")
+    for expected in [(2, "depmask.eval.runner"), (3, "wandb"), (4, "depmask.train"), (5, "depmask.eval"),
+                     (6, "depmask.models.y"), (8, "depmask.eval.plots"), (9, "lightning")]:
+        assert expected in found, (expected, found)

@@ -45,3 +45,26 @@ def test_rewriting_keeps_the_lines_that_are_not_rows(tmp_path):
     assert path.read_bytes() == b'{"id": "a", "correct": true}\nnot json\r\n{"id": "b", "correct": true}\n'
     with pytest.raises(RuntimeError, match="fewer rows than were read"):
         rewrite_items(path, [*rows, {"id": "c"}])
+
+
+def test_the_grader_digest_reads_code_files_only(tmp_path):
+    from depmask.tasks.adapter import _source_digest
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    before = _source_digest(tmp_path)
+    _source_digest.cache_clear()
+    (tmp_path / "._a.py").write_bytes(b"\x00\x05\x16\x07")  # a copied AppleDouble file
+    (tmp_path / ".#a.py").symlink_to(tmp_path / "gone")  # an editor's lock link, dangling
+    (tmp_path / "notes.txt").write_text("not code")
+    assert _source_digest(tmp_path) == before
+    _source_digest.cache_clear()
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert _source_digest(tmp_path) != before
+
+
+def test_the_graders_are_hashed_when_the_grading_code_is_imported():
+    # not at the first run, maybe hours later: code changed on disk meanwhile would stamp old verdicts
+    import depmask.tasks.adapter as adapter
+
+    assert {p.name for p in adapter._GRADERS} == {"tasks", "benchmarks"}
+    assert TaskAdapter.build("sort").grader in adapter._GRADERS.values()

@@ -22,6 +22,7 @@ from depmask.data_gen.schema import SCHEMA_VERSION, StateRecord
 from depmask.data_gen.shards import HARVEST_JSON, write_json_atomic
 from depmask.decoding import batch_seed, build_policy, generate
 from depmask.decoding.influence import chunk_for_budget
+from depmask.revisions import changes_since
 
 
 @dataclass
@@ -86,10 +87,14 @@ def items_digest(items: list[PromptItem]) -> str:
 # recorded since 2026-11-30: a harvest.json written before has none, and is not checked on them
 _LATER_KEYS = ("items_sha256", "precision")
 # Bumped when a fix changes what the same settings harvest; another revision resumes with a warning.
-HARVEST_REVISION = "2026-11-30"
-_REVISION_NOTE = ("captured attention leaves the model's output as uncaptured (in bf16 the captured forward "
+HARVEST_REVISION = "2026-11-30.2"
+_REVISION_NOTES = {  # in order (`changes_since`)
+    "2026-11-30": "captured attention leaves the model's output as uncaptured (in bf16 the captured forward "
                   "had moved the baseline against its uncaptured probes, by up to 0.02 TV), and left-padded rows "
-                  "of models that take `position_ids` are numbered from their first token")
+                  "of models that take `position_ids` are numbered from their first token",
+    "2026-11-30.2": "the padding of RoBERTa-family models holds their pad id (they number positions from it), "
+                    "so their left-padded rows read as alone",
+}
 
 
 def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab_size: int,
@@ -115,7 +120,8 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
         old = json.loads(path.read_text())
         if old.get("revision") != HARVEST_REVISION:
             warnings.warn(f"{path}: harvested by depmask revision {old.get('revision') or 'before 2026-11-30'}, this "
-                          f"is {HARVEST_REVISION}; its states are kept as they are, though since then {_REVISION_NOTE}. "
+                          f"is {HARVEST_REVISION}; its states are kept as they are, though since then "
+                          f"{changes_since(old.get('revision'), _REVISION_NOTES)}. "
                           "Delete the directory to harvest it again", stacklevel=2)
         diffs = [f"{k}: {old.get(k)!r} → {spec[k]!r}" for k in ("schema_version", "fingerprint", "hidden_size", "examples_sha256")
                  if old.get(k) != spec[k]]

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from depmask.revisions import changes_since
+
 try:
     import fcntl
 except ImportError:  # not POSIX (Windows): runs are not locked
@@ -88,14 +90,17 @@ _LATER_KEYS = ("decoding", "denoiser")
 _LATER_SUBKEYS = {"decoding": ("seed",)}  # likewise within a record
 # Bumped when a fix changes what the same settings decode. A record of another revision is resumed
 # with a warning that says what changed (its items may differ from a fresh decode's).
-DECODE_REVISION = "2026-11-30"
-REVISION_NOTES = {
+DECODE_REVISION = "2026-11-30.2"
+REVISION_NOTES = {  # in order: a record of one revision is told the notes of every later one
     "2026-11-30": "the oracle no longer probes (nor counts) a lone candidate; captured attention leaves the "
                   "model's output bit for bit as uncaptured; left-padded rows of models that take "
                   "`position_ids` are numbered from their first token; Dream's step count is in float32; "
                   "`logits_eos_inf` no longer reaches the oracle's baseline; CLAD's floor without attention "
                   "counts each row's own length",
+    "2026-11-30.2": "the padding of RoBERTa-family models (which number positions from their pad id) holds "
+                    "the pad id, so their left-padded rows read as alone",
 }
+
 
 
 def provenance_path(items_path: Path) -> Path:
@@ -123,7 +128,7 @@ def check_provenance(items_path: Path, provenance: dict, have_rows: bool) -> Non
     if found.get("revision") != provenance.get("revision"):
         warnings.warn(f"{items_path} was decoded by depmask revision {found.get('revision') or 'before 2026-11-30'}, "
                       f"this is {provenance.get('revision')}: its items are resumed as they are, though since then "
-                      f"{REVISION_NOTES.get(provenance.get('revision'), 'decoding changed')}. Delete the file (and its "
+                      f"{changes_since(found.get('revision'), REVISION_NOTES)}. Delete the file (and its "
                       "sidecar) to decode them again", stacklevel=2)
     found = {k: v for k, v in found.items() if k != "revision"}
     mine = {k: v for k, v in provenance.items() if k != "revision" and (k not in _LATER_KEYS or k in found)}

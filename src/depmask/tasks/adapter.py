@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import depmask.tasks as tasks_package
+import depmask.tasks.benchmarks as benchmarks_package
 from depmask.tasks import BENCHMARKS, TASKS, Example, get_benchmark, get_task
 from depmask.tasks.base import task_arguments
 
@@ -102,8 +104,12 @@ class TaskAdapter:
         """Which grader judges this task: a digest of the source of the package that holds the
         task's class (`tasks/` for the synthetic tasks, `tasks/benchmarks/` for the benchmarks:
         their answer extraction, comparison and sandbox). A results row records it with its
-        verdict, so that a row graded by other code is graded again when read (`eval.regrade`)."""
-        return _source_digest(Path(inspect.getfile(type(self.task))).parent)
+        verdict, so that a row graded by other code is graded again when read (`eval.regrade`).
+        Hashed when this module is imported, close to when the grading code was (a change on disk
+        during a long evaluation would otherwise stamp the old code's verdicts with the new code's
+        digest)."""
+        directory = Path(inspect.getfile(type(self.task))).parent
+        return _GRADERS.get(directory) or _source_digest(directory)  # a task class from elsewhere: now
 
     def grade(self, examples: Sequence[Example], completions: Sequence[str]) -> list[bool]:
         if self.synthetic:
@@ -125,9 +131,15 @@ def check_symbols(name: str, task, tokenizer, arguments: dict | None = None) -> 
 
 @functools.cache
 def _source_digest(directory: Path) -> str:
-    """sha256 (16 hex digits) over the names and bytes of the `.py` files directly in `directory`."""
+    """sha256 (16 hex digits) over the names and bytes of the `.py` files directly in `directory`
+    (regular files, not hidden: an editor's `.#x.py` lock link or a copied `._x.py` is no code)."""
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.py")):
-        digest.update(f"{path.name}\0".encode())
-        digest.update(path.read_bytes())
+    for path in sorted(directory.glob("[!.]*.py")):
+        if path.is_file():
+            digest.update(f"{path.name}\0".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+_GRADERS = {directory: _source_digest(directory)  # tasks/ and tasks/benchmarks/
+            for directory in (Path(tasks_package.__file__).parent, Path(benchmarks_package.__file__).parent)}
