@@ -101,6 +101,8 @@ def test_undefined_metrics_are_none_and_bad_input_is_named():
         score_metrics(tv, tv, np.zeros(3), positive_threshold=0)
     with pytest.raises(ValueError, match="non-finite"):
         score_metrics(np.array([np.nan, 1, 2]), tv, np.zeros(3))
+    with pytest.raises(ValueError, match="`tv` has 1 non-finite"):  # was counted as a negative
+        score_metrics(np.array([1.0, 2.0, 3.0]), np.array([0.0, np.nan, 0.5]), np.zeros(3))
 
 
 def test_reliability_bins():
@@ -131,7 +133,10 @@ def test_command_end_to_end(harvest, tmp_path, capsys):
             assert r[name] is None or 0.0 <= r[name] <= 1.0
     assert len({(r["n_pairs"], r["n_positive"], r["n_states"]) for r in rows}) == 1  # the same pairs
     assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sum(b["n"] for b in json.loads((out / "reliability.json").read_text())) == rows[0]["n_pairs"]
+    reliability = json.loads((out / "reliability.json").read_text())
+    assert sum(b["n"] for b in reliability["bins"]) == rows[0]["n_pairs"]
+    assert reliability["ece"] == pytest.approx(sum(b["n"] * abs(b["mean_pred"] - b["mean_tv"])
+                                                   for b in reliability["bins"]) / rows[0]["n_pairs"])
     everything = eval_predictor(str(harvest), head=None, split="all", output=str(tmp_path / "all"))
     assert [r["score"] for r in everything][0] == "attention"
     assert everything[0]["n_pairs"] > rows[0]["n_pairs"]

@@ -10,7 +10,7 @@ compares each with the empirical TV influence: AUROC, AP, Spearman, precision@k.
 Prints the table (score × metric) and writes into `--output`: `predictor.json` (one row per
 score: score, auroc, ap, spearman, precision_at_k, n_pairs, n_positive, n_states),
 and, with a head, `reliability.png` (the head's binned predicted TV against the empirical TV, and
-the pair counts per bin), `reliability.json` (the bins behind the plot) and `decisions.json` (the
+the pair counts per bin), `reliability.json` (the bins behind the plot and their ECE) and `decisions.json` (the
 prefixes the oracle, the head and the threshold rule commit at equal mean length, and how
 dangerous they are: `eval/prefix_decisions.py`).
 
@@ -255,11 +255,13 @@ def eval_predictor(
     if model is not None:
         pred = np.concatenate(scores["head"])
         bins = reliability_bins(pred, tv)
-        write_atomic(out / "reliability.json", json.dumps(bins, indent=2).encode())
+        ece = sum(b["n"] * abs(b["mean_pred"] - b["mean_tv"]) for b in bins) / max(len(tv), 1)
+        ece = ece if math.isfinite(ece) else None
+        write_atomic(out / "reliability.json",
+                     json.dumps({"ece": ece, "bins": bins}, indent=2, allow_nan=False).encode())
         title = f"{len(indices)} {split} states, {len(tv)} pairs"
         written += [out / "reliability.json", _plot_reliability(pred, tv, bins, out / "reliability.png", title)]
-        ece = sum(b["n"] * abs(b["mean_pred"] - b["mean_tv"]) for b in bins) / max(len(tv), 1)
-        if math.isfinite(ece):
+        if ece is not None:
             print(f"head calibration: mean |predicted − empirical TV| over bins (ECE) = {ece:.4f}")
         if decisions:
             table = decision_table(*_stack_prefixes(prefixes), epsilons=tuple(decisions))

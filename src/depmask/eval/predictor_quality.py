@@ -81,6 +81,9 @@ def _check_flat(score: np.ndarray, tv: np.ndarray, state: np.ndarray | None = No
         raise ValueError(f"`state` ({state.shape}) must have the shape of `tv` ({tv.shape})")
     if not np.isfinite(score).all():
         raise ValueError(f"`score` has {int((~np.isfinite(score)).sum())} non-finite value(s)")
+    if not np.isfinite(tv).all():  # a NaN target counted as a negative, and hid Spearman for every score
+        raise ValueError(f"`tv` has {int((~np.isfinite(tv)).sum())} non-finite value(s): the harvest holds "
+                         "influences that are not numbers (non-finite logits in the harvesting forwards?)")
 
 
 def precision_at_k(score: np.ndarray, positive: np.ndarray, state: np.ndarray, k: int) -> float | None:
