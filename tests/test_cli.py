@@ -304,3 +304,31 @@ def test_a_misspelled_preset_in_a_decode_config_is_named_with_the_presets(tmp_pa
     config.write_text(f"model: {EMBEDDED}\nprompt: '1 2'\npolicy: thresold\n")
     with pytest.raises(ValueError, match=r"c\.yaml: `policy`: unknown policy 'thresold'; expected a preset name"):
         main(["decode", "--config", str(config)])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["decode", "--model", str(EMBEDDED), "--prompt", "1 2", "--seed", str(2**70)], r"`seed` \(\d+\) must be an int"),
+    (["decode", "--model", "nonexist", "--prompt", "1 2"], r"`model` \('nonexist'\) is not a local model directory"),
+    (["decode", "--model", str(EMBEDDED), "--prompt", "1 2", "--policy", "depmask.decoding.Policy"],
+     r"`policy` \(Policy\) decides nothing"),
+    (["eval", "subadditivity", "--model", str(EMBEDDED), "--seed", str(2**70), "--n", "2"], r"`seed` \(\d+\)"),
+    (["mdlm", "evaluate", "--model", str(EMBEDDED), "--tasks", "[gsm8k]"], r"`tasks` names 'gsm8k', a benchmark"),
+    (["mdlm", "evaluate", "--model", str(EMBEDDED), "--tasks", "[sodoku4]"], r"`tasks`: unknown task"),
+])
+def test_commands_name_their_own_arguments_before_the_model_loads(argv, message, monkeypatch, tmp_path):
+    from depmask.models import HFDenoiser
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(HFDenoiser, "from_pretrained", no_load)
+    monkeypatch.chdir(tmp_path)  # eval subadditivity's default output
+    with pytest.raises(ValueError, match=message):
+        main(argv)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_policy_help_takes_a_preset_name(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["decode", "--policy.help", "threshold"])
+    assert done.value.code == 0 and "--policy.threshold" in capsys.readouterr().out

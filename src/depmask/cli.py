@@ -66,14 +66,16 @@ def _resolve_policy(value: str) -> str:
 
 
 def _policy_names(argv: list[str]) -> list[str]:
-    """Rewrite `--policy threshold` / `--policy=threshold` to the class name."""
+    """Rewrite `--policy threshold` / `--policy=threshold` (and `--policy.help threshold`) to the
+    class name."""
     resolve = _resolve_policy
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == "--policy" and i + 1 < len(out):
-            out[i + 1] = resolve(out[i + 1])
-        elif arg.startswith("--policy="):
-            out[i] = "--policy=" + resolve(arg.split("=", 1)[1])
+        for flag in ("--policy", "--policy.help"):
+            if arg == flag and i + 1 < len(out):
+                out[i + 1] = resolve(out[i + 1])
+            elif arg.startswith(flag + "="):
+                out[i] = f"{flag}=" + resolve(arg.split("=", 1)[1])
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -15,7 +16,7 @@ from depmask.decoding import compile_mode, generate
 from depmask.decoding.loop import check_lengths
 from depmask.decoding.policies import LowConfidence, Policy
 from depmask.decoding.trajectory import token_strings, trajectory_lines
-from depmask.eval.runner import check_decoding
+from depmask.eval.runner import check_decoding, check_seed
 from depmask.eval.summary import plain
 from depmask.tasks.chat import encode_prompt
 
@@ -94,6 +95,12 @@ def decode(
         raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} probes "
                          "the model at every step — decode it without compiling")
     policy.check_inputs()  # a head-scored policy without its head: before the load, not after it
+    if type(policy).select is Policy.select:  # `--policy depmask.decoding.Policy`: the abstract base
+        raise ValueError(f"`policy` ({type(policy).__name__}) decides nothing (no `select`): give a preset "
+                         "name or a Policy subclass that implements it")
+    check_seed("seed", seed)  # a generator's range, named before the load
+    if not Path(model).expanduser().is_dir():
+        raise ValueError(f"`model` ({model!r}) is not a local model directory")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     den = HFDenoiser.from_pretrained(model, mask_id=mask_id, device=device, dtype=dtype, capture_layers=capture_layers)
     tok = den.tokenizer

@@ -77,7 +77,7 @@ def eval_subadditivity(
     from depmask.decoding import build_policy, generate
     from depmask.decoding.influence import check_topk
     from depmask.eval.items import run_provenance, run_slug
-    from depmask.eval.runner import check_counts, check_policies, check_tasks, listed
+    from depmask.eval.runner import check_counts, check_policies, check_seed, check_tasks, listed
     from depmask.eval.subadditivity import SetProbe
     from depmask.eval.summary import to_json
     from depmask.models import HFDenoiser
@@ -85,6 +85,7 @@ def eval_subadditivity(
     from depmask.tasks.adapter import TaskAdapter
 
     check_counts(n, batch_size)  # before the model loads
+    check_seed("seed", seed)
     out = output_dir("output", output)
 
     tasks = listed("tasks", tasks, ["sudoku4", "permutation"], "sudoku4 and permutation")

@@ -22,7 +22,7 @@ from depmask.decoding import build_policy
 from depmask.eval import DEFAULT_TASKS, score_task
 from depmask.eval.runner import check_tasks, listed
 from depmask.paths import output_dir
-from depmask.tasks import get_task
+from depmask.tasks import BENCHMARKS, TASKS, get_task
 from depmask.tasks.adapter import check_symbols
 
 
@@ -86,7 +86,13 @@ def mdlm_evaluate(
         raise ValueError(f"`batch_size` ({batch_size}) must be >= 1")
     tasks = listed("tasks", tasks, DEFAULT_TASKS, "the four synthetic tasks")  # [] would empty the card's table
     for name in tasks:
-        get_task(name)  # an unknown name (or a benchmark: synthetic tasks only) fails here, before the load
+        if name in BENCHMARKS:
+            raise ValueError(f"`tasks` names {name!r}, a benchmark; `mdlm evaluate` scores the synthetic tasks the "
+                             f"embedded model is trained on ({', '.join(TASKS)}); benchmarks: `depmask eval decode`")
+        try:
+            get_task(name)  # an unknown name fails here, before the load
+        except ValueError as err:
+            raise ValueError(f"`tasks`: {err}") from None
     check_tasks(tasks, None)  # so does a repeated one
     model = str(Path(model).expanduser())
     out_path = Path(out).expanduser() if out else Path(model) / "eval.json"

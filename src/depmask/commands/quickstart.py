@@ -137,7 +137,7 @@ def quickstart(
         tasks: tasks to harvest and decode (default: sudoku4, permutation).
         harvest_examples: train examples per task for the harvest.
         states_per_example: decoding states kept per harvested example.
-        head_epochs: training epochs of the head (the harvest is small: 20 epochs are ~200 steps).
+        head_epochs: training epochs of the head (the harvest is small: 20 epochs are ~340 steps at the defaults).
         head_config: a `depmask train fit` YAML whose `model:` section sets the head's architecture
             and loss (default: `configs/train/head-tiny.yaml`, the shipped head's).
         n: held-out test items per task for the decoding comparison.
