@@ -85,6 +85,11 @@ def test_replay_reproduces_the_recorded_decode():
     first = generate(mock_denoiser, prompts, rec, gen_length=8)
     replay = Replay(rec.inner, rec.commits)
     assert replay.needs_attention and not replay.needs_hidden  # the same forwards, captures included
+
+    def no_work(state):  # the policy's own selection must not run: it is what the replay leaves out
+        raise AssertionError("the replay ran the policy's select")
+
+    rec.inner.select = no_work
     for _ in range(2):  # replays from its first step each time
         again = generate(mock_denoiser, prompts, replay, gen_length=8)
         assert torch.equal(again.tokens, first.tokens) and torch.equal(again.commit_step, first.commit_step)

@@ -55,7 +55,14 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "TPF at the accuracy of one-token-per-step" in printed
     # every stage's output is reused: a second run decodes nothing new and trains nothing
+    def stamps():  # the harvest's shards, the head's weights and every results file, untouched
+        files = [*(tmp_path / "harvest").rglob("*"), *(tmp_path / "head").rglob("*"), *tmp_path.rglob("*.jsonl")]
+        return {str(f): f.stat().st_mtime_ns for f in files if f.is_file()}
+
+    before = stamps()
+    assert any(k.endswith(".jsonl") for k in before) and any(k.endswith(".safetensors") for k in before)
     main(args)
+    assert stamps() == before
     assert json.loads((tmp_path / "summary.json").read_text())[0]["n"] == 8
     assert "[2/3]" in capsys.readouterr().out
     # a changed harvest or head setting is refused, not silently served the old harvest and head

@@ -418,6 +418,9 @@ def test_a_resume_with_more_epochs_takes_the_longer_schedule_from_its_first_step
         "--ckpt_path", str(part / "run" / "last.ckpt"))
     whole, resumed = _lrs(full / "logs"), _lrs(part / "logs2")
     assert resumed and set(resumed) < set(whole)
+    rates = [whole[s] for s in sorted(whole)]  # the schedule itself: 2 warm-up steps, then a falling cosine
+    assert rates[0] == pytest.approx(0.5 * rates[1]) and rates[1] == pytest.approx(rates[2])
+    assert all(a > b for a, b in zip(rates[2:], rates[3:])) and rates[-1] < 0.5 * rates[1]
     for step, lr in resumed.items():
         assert lr == pytest.approx(whole[step], rel=1e-6), step
 

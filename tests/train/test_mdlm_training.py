@@ -1,5 +1,6 @@
 """The tiny MDLM's training: objective, data, LightningCLI wiring, export and resume."""
 
+import math
 import warnings
 
 import lightning as L
@@ -182,9 +183,19 @@ def test_the_learning_rate_schedule_spans_the_fit(bound):
     module.hparams.warmup_steps = 2
     trainer = L.Trainer(**bound, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, limit_val_batches=0)
+    rates = []
+
+    class Rates(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"] / module.hparams.lr)
+
+    trainer.callbacks.append(Rates())
     trainer.fit(module, dm)
     assert trainer.global_step == 8
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * module.hparams.lr)
+    # linear warm-up over 2 steps, then the cosine from 1 (step 2) down to 0.1 after step 8
+    assert len(rates) == 8 and rates[:4] == pytest.approx([0.5, 1.0, 1.0, 0.1 + 0.45 * (1 + math.cos(math.pi / 6))])
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
