@@ -438,3 +438,25 @@ def test_last_ckpt_follows_epochs_without_validation_and_validate_keeps_the_fits
     main(["train", "validate", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest),
           "--trainer.logger", "false", "--ckpt_path", str(run / "last.ckpt")])
     assert (run / "config.yaml").read_text() == saved
+
+
+def test_the_training_order_is_the_seed_and_epoch_alone(harvest, monkeypatch):
+    """`shuffle=True` drew each epoch's order from the global generator, which every loader
+    iterator also draws from: `--data.num_workers` and the validation frequency changed the order,
+    and the same seed trained another head."""
+    from depmask.train.epoch_sampler import EpochShuffle
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    dm = HeadDataModule(str(harvest), val_fraction=0.3, batch_size=4)
+
+    def order(epoch, draws):
+        torch.rand(draws)  # whatever else drew from the global generator before
+        loader = dm.train_dataloader()
+        assert isinstance(loader.sampler, EpochShuffle) and loader.sampler.seed == 3
+        loader.sampler.set_epoch(epoch)
+        return [s for batch in loader for s in batch["state"].tolist()]
+
+    first = order(1, 0)
+    assert first == order(1, 5) and sorted(first) == sorted(dm.train_idx)
+    assert first != order(2, 0)
+    assert list(EpochShuffle(10, seed=4)) != list(EpochShuffle(10, seed=3))

@@ -25,6 +25,7 @@ from depmask.data_gen.dataset import (
     load_harvest,
 )
 from depmask.stable_hash import stable_int
+from depmask.train.epoch_sampler import EpochShuffle
 
 COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "attention", "tv"]
 
@@ -160,7 +161,8 @@ class HeadDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_idx, True)
+        """Shuffled by epoch and seed alone (`EpochShuffle`): not by how many loaders came before."""
+        return self._loader(self.train_idx, False, EpochShuffle(len(self.train_idx)))
 
     def val_dataloader(self) -> DataLoader:
         """Under DDP each rank validates its own states, none twice: Lightning's padding sampler
