@@ -427,6 +427,12 @@ def test_policy_specs_name_a_repeated_knob_or_entry_and_chat_needs_a_prompts_fil
         HarvestConfig(model="m", output="o", policies=["threshold:threshold=0.9,threshold=0.5"])
     with pytest.raises(ValueError, match=r"entries 'low_confidence' and 'low_confidence' are the same policy"):
         HarvestConfig(model="m", output="o", policies=["low_confidence", "threshold", "low_confidence"])
+    # the policy, not its spelling: a knob at its default, a class name (each doubled its share)
+    with pytest.raises(ValueError, match=r"entries 'threshold' and 'threshold:threshold=0.9' are the same policy"):
+        HarvestConfig(model="m", output="o", policies=["threshold", "threshold:threshold=0.9"])
+    with pytest.raises(ValueError, match=r"entries 'low_confidence' and 'LowConfidence' are the same policy"):
+        HarvestConfig(model="m", output="o", policies=["low_confidence", "LowConfidence"])
+    HarvestConfig(model="m", output="o", policies=["threshold", "threshold:threshold=0.8"])  # two policies
     with pytest.raises(ValueError, match=r"`prompts_chat` applies to a `prompts_file`'s texts"):
         HarvestConfig(model="m", output="o", prompts_chat=True)
 

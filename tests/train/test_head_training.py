@@ -1,6 +1,7 @@
 """The dependency head's training: data split, LightningCLI wiring, export, loggers, resume, errors."""
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -203,6 +204,15 @@ def test_corrupted_or_mismatched_harvest_fails_before_training(harvest, tmp_path
         HeadDataModule(str(foreign))
     with pytest.raises(HarvestError, match="not a harvest directory"):
         HeadDataModule(str(tmp_path))
+    # its record damaged: a bare JSON error naming no file, a KeyError traceback without hidden_size
+    record_file = broken / "harvest.json"
+    text = (harvest / "harvest.json").read_text()
+    record_file.write_text(text[:100])
+    with pytest.raises(HarvestError, match=r"harvest.json is unreadable \(JSONDecodeError.*harvest verify"):
+        HeadDataModule(str(broken))
+    record_file.write_text(json.dumps({k: v for k, v in json.loads(text).items() if k != "hidden_size"}))
+    with pytest.raises(HarvestError, match=r"harvest.json lacks hidden_size"):
+        HeadDataModule(str(broken))
 
 
 def test_every_train_yaml_parses(capsys):

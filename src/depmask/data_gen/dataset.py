@@ -39,12 +39,26 @@ def harvest_digest(info: dict) -> str | None:
     return info.get("items_sha256") or info.get("examples_sha256")
 
 
+REQUIRED_INFO = ("fingerprint", "hidden_size")  # what every reader of a harvest takes from its harvest.json
+
+
 def harvest_info(directory: str | Path) -> dict:
-    """The harvest's `harvest.json` (model fingerprint, hidden size, config)."""
+    """The harvest's `harvest.json` (model fingerprint, hidden size, config); a file that does not
+    parse, is not an object or lacks a field every reader needs is a HarvestError naming it (its
+    readers took `hidden_size` from it before the shards were verified: a bare JSON error)."""
     path = Path(directory).expanduser() / HARVEST_JSON
     if not path.is_file():
         raise HarvestError(f"{path} is missing: {directory} is not a harvest directory")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HarvestError(f"{path} is unreadable ({type(err).__name__}: {err}); `depmask harvest verify "
+                           f"{directory}` reports the whole directory") from None
+    missing = [k for k in REQUIRED_INFO if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise HarvestError(f"{path} lacks {', '.join(missing)}: not a complete harvest record; `depmask harvest "
+                           f"verify {directory}` reports the whole directory")
+    return info
 
 
 def column_values(data: Dataset, name: str) -> list:

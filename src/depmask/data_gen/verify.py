@@ -167,7 +167,9 @@ def _check_shard(shard_dir: Path, sidecar: str, report: Report, per_example: Cou
     if fps - {report.fingerprint}:
         report.problems.append(f"{info.name}: rows from another model (fingerprints {sorted(fps)})")
     if table.num_rows != info.rows:
-        report.problems.append(f"{info.name}: {table.num_rows} rows, its sidecar says {info.rows}")
+        report.problems.append(f"{info.name}: {table.num_rows} rows, its sidecar says {info.rows} (the sidecar was "
+                               f"edited or is another shard's); delete {info.name} and {sidecar}, then run the same "
+                               "harvest command again to harvest its examples again")
     ids = table.column("example_id").to_pylist()
     stray = set(ids) - set(info.example_ids)
     if stray:
