@@ -312,6 +312,8 @@ def test_a_misspelled_preset_in_a_decode_config_is_named_with_the_presets(tmp_pa
     (["decode", "--model", str(EMBEDDED), "--prompt", "1 2", "--policy", "depmask.decoding.Policy"],
      r"`policy` \(Policy\) decides nothing"),
     (["eval", "subadditivity", "--model", str(EMBEDDED), "--seed", str(2**70), "--n", "2"], r"`seed` \(\d+\)"),
+    (["decode", "--model", str(EMBEDDED), "--prompt", "1 2", "--policy", "low_confidence", "--compile_select", "aot"],
+     r"policy 'low_confidence' does not declare the state it reads"),
     (["mdlm", "evaluate", "--model", str(EMBEDDED), "--tasks", "[gsm8k]"], r"`tasks` names 'gsm8k', a benchmark"),
     (["mdlm", "evaluate", "--model", str(EMBEDDED), "--tasks", "[sodoku4]"], r"`tasks`: unknown task"),
 ])

@@ -1,6 +1,8 @@
 """`generate(..., compile_select="aot")`: AOTInductor-compiled selection decodes exactly as eager,
 compiles once per block geometry, and refuses what it cannot compile."""
 
+import hashlib
+
 import pytest
 import torch
 
@@ -36,6 +38,37 @@ def test_aot_decode_equals_eager_for_clad_and_demask(mock_denoiser, prompts):
         again = generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)  # reuses both
         _same(again, eager, policy.name)
         assert compiled_select(policy, "aot").geometries == 2, policy.name
+
+
+class _Transposed:
+    """The same outputs as `inner`, its hidden states held as a transposed buffer (a view of
+    other strides), as a denoiser may return them."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        if out.hidden is not None:
+            out.hidden = out.hidden.transpose(1, 2).contiguous().transpose(1, 2)
+        return out
+
+
+def test_a_library_reads_inputs_of_any_layout(mock_denoiser, prompts):
+    """A library reads its inputs by the strides it was traced with, unchecked: a step traced on
+    contiguous hidden states read a transposed view as another matrix (every row decoded
+    differently). Its inputs are made contiguous first."""
+    policy = build_policy("demask", head=_head(mock_denoiser), epsilon=0.2)
+    kwargs = dict(gen_length=8, block_length=4, pad_id=0)  # the first test's geometries
+    eager = generate(mock_denoiser, prompts, policy, **kwargs)
+    _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs), eager, "contiguous")
+    transposed = _Transposed(mock_denoiser)
+    _same(generate(transposed, prompts, policy, **kwargs), eager, "eager, transposed")
+    _same(generate(transposed, prompts, policy, compile_select="aot", **kwargs), eager, "aot, transposed")
+    assert compiled_select(policy, "aot").geometries == 2  # the same libraries read both
 
 
 def test_aot_compiled_on_a_single_row_serves_wider_batches(mock_denoiser, prompts):
@@ -248,12 +281,22 @@ def test_a_cached_library_that_does_not_load_is_compiled_again(mock_denoiser, pr
     kwargs = dict(gen_length=6, pad_id=0)
     generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs)
     [name] = _cache_files(tmp_path)
-    (tmp_path / name).write_bytes(b"not a package")  # truncated by a crash, or foreign
+    library, digest = tmp_path / name, tmp_path / f"{name}.sha256"
+    stored = library.read_bytes()
+    assert digest.read_text().strip() == hashlib.sha256(stored).hexdigest()
+    # edited in place, its length kept (a library whose weights were rewritten loaded and decided wrongly)
+    library.write_bytes(stored[:-64] + bytes(64))
     again = build_policy("clad", threshold=0.9)
-    with pytest.warns(UserWarning, match="did not load.*compiling it again"):
+    with pytest.warns(UserWarning, match="not the library that was stored.*compiling it again"):
         out = generate(mock_denoiser, prompts, again, compile_select="aot", **kwargs)
     _same(out, generate(mock_denoiser, prompts, again, **kwargs), "recompiled")
-    assert compiled_select(again, "aot").loaded == 0 and (tmp_path / name).stat().st_size > 100  # replaced
+    assert compiled_select(again, "aot").loaded == 0 and library.stat().st_size > 100  # replaced
+    # one that matches its digest but is no package (truncated by a crash, or foreign)
+    library.write_bytes(b"not a package")
+    digest.write_text(hashlib.sha256(b"not a package").hexdigest())
+    fourth = build_policy("clad", threshold=0.9)
+    with pytest.warns(UserWarning, match="did not load.*compiling it again"):
+        generate(mock_denoiser, prompts, fourth, compile_select="aot", **kwargs)
     third = build_policy("clad", threshold=0.9)
     generate(mock_denoiser, prompts, third, compile_select="aot", **kwargs)
     assert compiled_select(third, "aot").loaded == 1

@@ -59,3 +59,18 @@ def test_compile_mode_for_keeps_what_a_policy_cannot_compile_eager():
         compile_mode_for(clad, "fast")
     with pytest.raises(TypeError, match="must be a depmask Policy"):
         compile_mode_for("clad", "jit")
+
+
+def test_compiling_without_a_cpp_compiler_is_refused_by_name(monkeypatch):
+    """It failed at the first step, after the model had loaded, in a hundred-line traceback."""
+    import torch._inductor.config as inductor_config
+
+    from depmask.decoding.compile import check_compiler
+
+    check_compiler.cache_clear()
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
+    try:
+        with pytest.raises(ValueError, match=r"`compile_select` needs a C\+\+ compiler .*InvalidCxxCompiler"):
+            check_compiler()
+    finally:
+        check_compiler.cache_clear()

@@ -76,3 +76,35 @@ def test_views_of_tensors_no_longer_held_are_let_go():
     head.double()  # every parameter moves to new memory
     stamp(policy)
     assert len(stamp._views) == held
+
+
+def test_a_head_held_inside_another_object_is_stamped():
+    """`load_head` takes any object with `.predict`: a head wrapped so sat four levels down
+    (`Demask → _guided → _scorer → wrapper → head`), below the walk, and its changed weights kept
+    deciding through the old library. Lists of heads (an ensemble) are walked too."""
+
+    class Wrapper:
+        def __init__(self, heads):
+            self.heads = heads
+
+        def predict(self, *args, **kwargs):
+            return self.heads[0].predict(*args, **kwargs)
+
+    head, _ = _policy()
+    policy = build_policy("demask", head=Wrapper([head]), epsilon=0.3)
+    stamp = PolicyStamp()
+    first = stamp(policy)
+    with torch.no_grad():
+        next(head.parameters()).mul_(-3)
+    assert stamp(policy) != first
+
+
+def test_demasks_confidence_floor_is_no_baked_knob():
+    """The floor is forwarded to τ, an input of the library like ε: changing it must not rebuild
+    the libraries (it did, a recompile per value with the disk cache off)."""
+    _, policy = _policy()
+    stamp = PolicyStamp()
+    first = stamp(policy)
+    policy.confidence_floor = 0.5
+    policy.epsilon = 0.7
+    assert stamp(policy) == first

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from depmask.decoding import compile_mode, generate
+from depmask.decoding.compile import check_compiler
 from depmask.decoding.loop import check_lengths
 from depmask.decoding.policies import LowConfidence, Policy
 from depmask.decoding.trajectory import token_strings, trajectory_lines
@@ -91,9 +92,15 @@ def decode(
     check_lengths(gen_length, block_length or gen_length, steps or gen_length)
     if not ([prompt] if isinstance(prompt, str) else prompt if prompt is not None else prompt_ids):
         raise ValueError("`prompt` / `prompt_ids` is empty: give at least one prompt")
-    if compile_mode(compile_select) is not None and policy.needs_probe:  # as `generate` would, after the load
+    mode = compile_mode(compile_select)
+    if mode is not None and policy.needs_probe:  # as `generate` would, after the load
         raise ValueError(f"`compile_select` is for policies that run no model forwards; {policy.name!r} probes "
                          "the model at every step — decode it without compiling")
+    if mode == "aot" and policy.state_fields is None:  # as `AotSelect` would, after the load
+        raise ValueError(f"`compile_select` 'aot': policy {policy.name!r} does not declare the state it reads "
+                         "(`state_fields`), which ahead-of-time compiling needs; use 'jit' (torch.compile)")
+    if mode is not None:
+        check_compiler()
     policy.check_inputs()  # a head-scored policy without its head: before the load, not after it
     if type(policy).select is Policy.select:  # `--policy depmask.decoding.Policy`: the abstract base
         raise ValueError(f"`policy` ({type(policy).__name__}) decides nothing (no `select`): give a preset "

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from depmask.data_gen.shards import write_atomic
 from depmask.decoding import compile_mode
+from depmask.decoding.compile import check_compiler
 from depmask.eval.draws import check_heldout, task_prompts
 from depmask.eval.headline import MEASURES, headline_report
 from depmask.eval.headline_ci import headline_intervals, intervals_table
@@ -134,7 +135,8 @@ def eval_decode(
     if bootstrap < 0:
         raise ValueError(f"`bootstrap` ({bootstrap}) must be >= 0 (0: no intervals)")
     windows = [0.01] if windows is None else list(windows)
-    compile_mode(compile_select)  # ValueError naming the value, before the model loads
+    if compile_mode(compile_select) is not None:  # ValueError naming the value, before the model loads
+        check_compiler()
     check_counts(n, batch_size)
     check_decoding(temperature, gen_length, block_length, steps)
     check_policies(policies)  # every run's preset and knobs, before the model loads

@@ -34,14 +34,17 @@ Cache: each library is kept on disk, under `$DEPMASK_AOT_CACHE` (default
 `$XDG_CACHE_HOME/depmask/aot`, else `~/.cache/depmask/aot`; `off` for none), keyed by what the
 library computes — the exported graph's code (the baked knobs and block bounds are literals in it),
 every weight and constant it holds, the input shapes beyond the batch, the torch version and the
-CPU's vector ISA or the GPU's model. A later process that exports the same step loads it instead of
-compiling (the export itself, about a second, is still paid). A cached file that fails to load is
-compiled again and replaced.
+CPU's vector ISA and feature flags or the GPU's model. A later process that exports the same step
+loads it instead of compiling (the export itself, about a second, is still paid). Each library
+has its SHA-256 beside it (`.sha256`, written after it); one whose bytes differ from it, or that
+fails to load, is compiled again and replaced. Inputs are made contiguous before a library sees
+them (it reads them by the strides it was traced with, unchecked).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import platform
@@ -57,7 +60,7 @@ from depmask.decoding.stamp import PolicyStamp
 from depmask.decoding.state import StepState
 
 _TRACE_NOISE = r"(`isinstance\(treespec, LeafSpec\)` is deprecated|`torch\._prims_common\.check` is deprecated)"
-_CACHE_FORMAT = "depmask-aot-1"  # bump when how libraries are compiled changes
+_CACHE_FORMAT = "depmask-aot-2"  # bump when how libraries are compiled or cached changes
 CACHE_ENV = "DEPMASK_AOT_CACHE"
 
 
@@ -166,8 +169,11 @@ class AotSelect:
             raise ValueError(f"policy {self.policy.name!r} reads state fields {missing}, which this step "
                              "does not have (the loop provides them when the policy's needs_* say so)")
         # one tensor given for two fields (`raw_confidence` left unset is `confidence`): a copy,
-        # so that no two inputs of a library alias
-        return tuple(t.clone() if any(t is u for u in tensors[:i]) else t for i, t in enumerate(tensors))
+        # so that no two inputs of a library alias; and contiguous, as the library was traced (it
+        # reads its inputs by the strides it was compiled for, and does not check them: a
+        # denoiser's transposed view of its hidden states was read as another matrix)
+        return tuple((t.clone() if any(t is u for u in tensors[:i]) else t).contiguous()
+                     for i, t in enumerate(tensors))
 
     def _compile(self, tensors: tuple[torch.Tensor, ...], knobs: tuple[torch.Tensor, ...], geometry: tuple):
         tail_start, tail_end, dynamic_canvas, _ = geometry  # `__call__`'s key
@@ -220,10 +226,10 @@ def _cached_path(exported, geometry: tuple, device: torch.device) -> Path | None
         return None
     if device.type == "cuda":
         target = torch.cuda.get_device_name(device)
-    else:  # the vector ISA the kernels are generated for
+    else:  # the vector ISA the kernels are generated for, and the CPU's features: `-march=native`
         from torch._inductor.cpu_vec_isa import pick_vec_isa
 
-        target = f"{platform.machine()} {pick_vec_isa()}"
+        target = f"{platform.machine()} {pick_vec_isa()} {_cpu_features()}"
     digest = hashlib.sha256(f"{_CACHE_FORMAT}|{torch.__version__}|{device.type}|{target}".encode())
     for name, module in exported.graph_module.named_modules():  # the graph and any subgraph (loops, conditions)
         if isinstance(module, torch.fx.GraphModule):
@@ -239,10 +245,35 @@ def _cached_path(exported, geometry: tuple, device: torch.device) -> Path | None
     return root / f"select-{digest.hexdigest()[:40]}.pt2"
 
 
+@functools.cache
+def _cpu_features() -> str:
+    """A digest of this CPU's feature flags (Linux `/proc/cpuinfo`; empty elsewhere): libraries are
+    built for the machine they are compiled on, and two CPUs that report the same vector ISA may
+    differ in other instructions (e.g. avx512_bf16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return hashlib.sha256(" ".join(sorted(set(flags))).encode()).hexdigest()[:12] if flags else ""
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def _load(path: Path):
-    """The package at `path`, or None when there is none or it does not load (it is then compiled
-    again and replaced)."""
+    """The package at `path`, or None when there is none, when its bytes are not those stored
+    (its `.sha256` beside it: a damaged or edited library loads and decides wrongly), or when it
+    does not load (it is then compiled again and replaced)."""
     if not path.is_file():
+        return None
+    digest = _digest_path(path)
+    if not digest.is_file():  # written after the package: one being stored, or from before the check
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != digest.read_text().strip():
+        warnings.warn(f"cached compiled selection {path} is not the library that was stored (its bytes changed); "
+                      "compiling it again", stacklevel=3)
         return None
     try:
         return torch._inductor.aoti_load_package(str(path))
@@ -260,6 +291,9 @@ def _store(package: Path, path: Path) -> None:
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.copyfile(package, partial)
         os.replace(partial, path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()  # last: a package without it is not loaded
+        partial.write_text(digest + "\n")
+        os.replace(partial, _digest_path(path))
     except OSError as err:
         warnings.warn(f"could not write the compiled selection to the cache {path.parent} ({err}); "
                       f"set {CACHE_ENV}=off to stop trying", stacklevel=3)

@@ -22,6 +22,7 @@ but compiles once per block geometry and only takes policies that declare `state
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -43,6 +44,21 @@ def compile_mode(value: bool | str | None) -> str | None:
     raise ValueError(f"`compile_select` ({value!r}) must be False / 'none', True / 'jit', or 'aot'")
 
 
+@functools.cache
+def check_compiler() -> None:
+    """Refuse compiling where torch's inductor finds no working C++ compiler (it failed at the
+    first step, after the model had loaded, in a traceback of a hundred lines). Checked once per
+    process when it passes."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except Exception as err:  # torch._inductor.exc.InvalidCxxCompiler
+        raise ValueError(f"`compile_select` needs a C++ compiler (g++ or clang++ on the PATH, or `CXX`), and torch "
+                         f"found none that works ({type(err).__name__}: {err}); install one, or decode without "
+                         "compiling") from None
+
+
 def compiled_select(policy: Policy, mode: str = "jit") -> Callable[..., torch.Tensor]:
     """`policy.select`, compiled once per policy object and mode: "jit" (`torch.compile`) or
     "aot" (`aot.AotSelect`)."""
@@ -57,6 +73,7 @@ def compiled_select(policy: Policy, mode: str = "jit") -> Callable[..., torch.Te
                          "probes the model at every step (needs_probe) — decode it without compiling")
     compiled = vars(policy).setdefault("_compiled_select", {})  # dies with the policy
     if mode not in compiled:
+        check_compiler()
         compiled[mode] = _aot(policy) if mode == "aot" else _jit(policy)
     elif mode == "aot":
         compiled[mode].refresh()  # a knob or weight changed since: its libraries are built again

@@ -20,22 +20,35 @@ is still seen. Other tensors (on a GPU, or not contiguous) are copied to the hos
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import torch
 
 from depmask.decoding.policies.base import Policy
 
 
-def modules_of(obj, depth: int = 3) -> list[torch.nn.Module]:
-    """The `nn.Module`s a policy holds (its head), looked up through its attributes."""
-    if isinstance(obj, torch.nn.Module):
-        return [obj]
-    if depth == 0 or not hasattr(obj, "__dict__"):
-        return []
+def modules_of(obj) -> list[torch.nn.Module]:
+    """The `nn.Module`s a policy holds (its head), found through its attributes at any depth, and
+    through lists, tuples, sets and dict values (an ensemble; an object wrapping a head, which a
+    preset holds three levels down: `Demask → _guided → _scorer → head`). Each object is visited
+    once; a module's own submodules are its `modules()`; compiled steps are not walked."""
     found: list[torch.nn.Module] = []
-    for key, value in vars(obj).items():
-        if not key.startswith("_compiled"):
-            found += [m for m in modules_of(value, depth - 1) if all(m is not f for f in found)]
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen or isinstance(value, (torch.Tensor, str, bytes, int, float, bool, type(None))):
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.nn.Module):
+            found.append(value)
+        elif isinstance(value, dict):
+            stack += list(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack += list(value)
+        elif hasattr(value, "__dict__") and not isinstance(value, (type, types.ModuleType)):
+            stack += [v for k, v in vars(value).items() if not k.startswith("_compiled")]
     return found
 
 
@@ -47,7 +60,8 @@ class PolicyStamp:
         self._views: dict[tuple, np.ndarray] = {}
 
     def __call__(self, policy: Policy) -> tuple:
-        tensor = set(policy.tensor_knobs())
+        tensor = set(policy.tensor_knobs())  # inputs of the library, not baked in
+        tensor |= {k for k, v in getattr(policy, "_forwarded", {}).items() if v in tensor}  # demask's floor: τ
         knobs = []
         for obj in (policy, vars(policy).get("_guided")):
             if isinstance(obj, Policy):
