@@ -11,7 +11,12 @@ from depmask.data_gen.dataset import load_harvest
 from depmask.data_gen.prompts import choose_steps, parse_policy
 from depmask.data_gen.verify import verify_harvest
 from depmask.decoding import build_policy, generate
-from depmask.decoding.influence import denoiser_forward, gather_positions, pairwise_influence
+from depmask.decoding.influence import (
+    denoiser_forward,
+    gather_positions,
+    pairwise_influence,
+    top_values,
+)
 from depmask.train.harvest import run_harvest
 from tests.conftest import EMBEDDED
 
@@ -76,6 +81,8 @@ def test_kept_states_and_records_are_exact(embedded):
             cand = torch.as_tensor(r.candidate, dtype=torch.long)
             assert torch.equal(cand, base[0].index_fill(-1, torch.tensor([embedded.mask_id]), -1e9).argmax(-1))
             np.testing.assert_allclose(r.confidence, base[0].exp().gather(1, cand[:, None])[:, 0], atol=1e-5)
+            entropy = -(base[0].exp() * base[0]).sum(-1)  # a head input: it must be the model's
+            np.testing.assert_allclose(r.entropy, entropy.numpy(), atol=1e-4)
             np.testing.assert_allclose(r.hidden, gather_positions(out.hidden, pos)[0].half().numpy(), atol=2e-3)
             att = out.attention[0][pos[0]][:, pos[0]]
             np.testing.assert_allclose(r.attention, att.numpy(), atol=1e-5)
@@ -83,7 +90,8 @@ def test_kept_states_and_records_are_exact(embedded):
             inf = pairwise_influence(denoiser_forward(embedded), tokens, pos, valid, base, cand[None, :, None])
             np.testing.assert_allclose(r.tv, inf.tv[0].numpy(), atol=1e-4)
             np.testing.assert_allclose(r.kl, inf.kl[0].numpy(), atol=1e-3, rtol=1e-3)
-            assert r.committed.sum() == 1  # low_confidence commits one per step
+            assert r.committed.sum() == 1  # low_confidence commits one per step: its most confident slot
+            assert r.committed[int(np.argmax(r.confidence))]
 
 
 def test_sudoku_constraints_carry_more_influence(embedded):
@@ -112,6 +120,14 @@ def test_topk_expectation_and_policy_mix(embedded):
         res = harvest_group(embedded, g, cfg, embedded.tokenizer.pad_token_id)
         assert all(r.policy == g[0].policy for r in res.records)
         assert all((r.tv >= 0).all() and (r.tv <= 1).all() for r in res.records)
+        for r in res.records[:3]:  # the expectation over each position's top 3 values, recomputed
+            tokens = torch.as_tensor(r.tokens, dtype=torch.long)[None]
+            pos = torch.as_tensor(r.positions, dtype=torch.long)[None]
+            base = torch.log_softmax(gather_positions(embedded(tokens).logits, pos), -1)
+            values, weights = top_values(base, 3, forbid=embedded.mask_id)
+            inf = pairwise_influence(denoiser_forward(embedded), tokens, pos, torch.ones_like(pos, dtype=torch.bool),
+                                     base, values, weights)
+            np.testing.assert_allclose(r.tv, inf.tv[0].numpy(), atol=1e-4)
     assert parse_policy("threshold:threshold=0.6,x=a") == ("threshold", {"threshold": 0.6, "x": "a"})
     with pytest.raises(ValueError, match="name=value"):
         parse_policy("threshold:0.6")

@@ -137,3 +137,12 @@ def test_bad_arguments_are_named():
         chunk_for_budget(0, 10, 10)
     assert chunk_for_budget(10**9, 512, 126_464) == 1
     assert chunk_for_budget(10**9, 64, 30) > 1000
+
+
+def test_top_values_are_the_most_likely_with_renormalised_weights():
+    """The harvest's `topk` target weighs each value by its probability among the k kept (the
+    tests fed `top_values`' own weights to both sides: un-renormalised weights passed)."""
+    probs = torch.tensor([[[0.1, 0.4, 0.2, 0.25, 0.05]]])
+    values, weights = top_values(probs.log(), 3, forbid=1)  # the most likely (1) is the mask id
+    assert values.tolist() == [[[3, 2, 0]]]
+    torch.testing.assert_close(weights, torch.tensor([[[0.25, 0.2, 0.1]]]) / 0.55)

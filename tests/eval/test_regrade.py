@@ -24,15 +24,17 @@ def test_a_resumed_eval_grades_old_verdicts_again(tmp_path):
     for r in rows[:3]:
         r["correct"], r["grader"] = False, "0123456789abcdef"
     del rows[3]["grader"]
+    # and an old grader's pass of a wrong completion: withdrawn
+    rows[4]["completion"], rows[4]["correct"], rows[4]["grader"] = "1", True, "0123456789abcdef"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.warns(UserWarning, match=r"3 of 4 stored verdict\(s\) changed"):
+    with pytest.warns(UserWarning, match=r"4 of 5 stored verdict\(s\) changed"):
         (again,) = run_decode_eval(den, ["sort"], run, tmp_path, n=6, batch_size=3)
-    assert again["accuracy"] == 1.0 and again["n"] == 6  # was 0.5: the old verdicts counted
-    assert [r["correct"] for r in read_items(path)] == [True] * 6
+    assert again["accuracy"] == pytest.approx(5 / 6) and again["n"] == 6  # was 3 / 6: the old verdicts counted
+    assert [r["correct"] for r in read_items(path)] == [True, True, True, True, False, True]
     assert {r["grader"] for r in read_items(path)} == {grader}
     before = path.read_bytes()
     (third,) = run_decode_eval(den, ["sort"], run, tmp_path, n=6, batch_size=3)  # nothing stale: untouched
-    assert path.read_bytes() == before and third["accuracy"] == 1.0
+    assert path.read_bytes() == before and third["accuracy"] == pytest.approx(5 / 6)
 
 
 def test_rewriting_keeps_the_lines_that_are_not_rows(tmp_path):

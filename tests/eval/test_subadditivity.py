@@ -80,6 +80,10 @@ def test_copy_dependency_exact_tv_matches_hand_computation():
     # the expectation over x_0 ~ P0 is Σ_y P0(y)(1 − P0(y)) = 0.62, exactly the TV.
     assert b.bound == pytest.approx(0.5, abs=1e-6) and b.bound_topk == pytest.approx(0.62, abs=1e-6)
     assert b.bound_chain == pytest.approx(0.62, abs=1e-6)
+    # the verdicts of one set: the k = 1 bound fails (0.62 > 0.5), the top-k and chain ones hold
+    rec = measure_set(forward, tokens, pos, base, torch.tensor([0, 0]), topk=3, mask_id=MASK)
+    assert (rec["holds"], rec["holds_topk"], rec["holds_chain"]) == (False, True, True)
+    assert rec["ratio"] == pytest.approx(1.24, abs=1e-5) and rec["method"] == "exact"
     # confidence order: ties (0.5, 0.5) go to the lower index
     assert confidence_order(torch.tensor([1, 0]), torch.tensor([0.5, 0.5])).tolist() == [0, 1]
     # truncation keeps a certified interval around the exact value

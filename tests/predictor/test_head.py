@@ -180,6 +180,7 @@ def test_confidence_inputs():
     with pytest.raises(ValueError, match="confidence"):
         head(hidden, positions, valid)
     assert not torch.allclose(head(hidden, positions, valid, conf, ent), head(hidden, positions, valid, 1 - conf, ent))
+    assert not torch.allclose(head(hidden, positions, valid, conf, ent), head(hidden, positions, valid, conf, ent + 1))
     plain = _head(use_confidence=False)
     assert torch.equal(plain(hidden, positions, valid), plain(hidden, positions, valid, conf, ent))
 

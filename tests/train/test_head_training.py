@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -58,6 +59,13 @@ def test_collate_pads_ragged_states():
     assert batch["valid"].tolist() == [[True] * 4, [True, True, False, False]]
     assert torch.equal(batch["tv"][1, :2, :2], torch.as_tensor(rows[1]["tv"], dtype=torch.float32))
     assert (batch["tv"][1, 2:] == 0).all()
+    for i, r in enumerate(rows):  # every field the head reads, as recorded: not dropped, not transposed
+        k = len(r["positions"])
+        for name in ("hidden", "positions", "confidence", "entropy", "attention", "tv"):
+            want = torch.as_tensor(np.asarray(r[name])).to(batch[name].dtype)
+            got = batch[name][i, :k, :k] if name in ("tv", "attention") else batch[name][i, :k]
+            assert torch.equal(got, want), name
+    assert not torch.equal(batch["attention"][0], batch["attention"][0].T)  # the check can see a transpose
 
 
 def test_a_short_fit_exports_a_loadable_head(harvest, tmp_path):

@@ -53,6 +53,20 @@ def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
     noisy, ids, ans = seen["noisy"], batch["input_ids"], batch["answer_mask"]
     assert torch.equal(noisy[~ans], ids[~ans]), "a prompt or pad token was masked"
     assert (noisy[ans] == dm.tokenizer.mask_token_id).any() and torch.isfinite(loss) and loss > 0
+    # the weighting, by hand: every masked answer token's cross-entropy over its masking rate p(t)
+    module.model.forward = real_forward
+    t = torch.tensor([[0.2], [0.9], [0.5], [0.7], [0.3], [0.6], [0.4], [0.8]])
+    uniforms = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1))
+    total, count = module.diffusion_terms(batch, noise=(t, uniforms))
+    p = (1 - module.hparams.eps) * t + module.hparams.eps
+    masked = ans & (uniforms < p)
+    noisy = torch.where(masked, dm.tokenizer.mask_token_id, ids)
+    logits = module.model(input_ids=noisy, attention_mask=batch["attention_mask"]).logits
+    ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")
+    by_hand = sum(ce[i, j] / p[i, 0] for i, j in masked.nonzero().tolist())
+    assert masked.sum() > 0 and count == ans.sum()
+    torch.testing.assert_close(total, by_hand, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(total, (ce * masked).sum())  # the weighting is not a no-op here
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
