@@ -438,3 +438,15 @@ def test_a_head_made_under_inference_mode_decodes_ahead_of_time_as_eager(mock_de
     kwargs = dict(gen_length=8, pad_id=0)
     _same(generate(mock_denoiser, prompts, policy, compile_select="aot", **kwargs),
           generate(mock_denoiser, prompts, policy, **kwargs), "inference-mode head")
+
+
+def test_the_cpu_key_reads_x86_and_arm_feature_lists():
+    """ARM's /proc/cpuinfo names them `Features`: two ARM CPUs of one vector ISA shared a key,
+    and a library built for the newer one would crash the older one."""
+    from depmask.decoding.aot import features_digest
+
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n"
+    older_arm = "processor\t: 0\nFeatures\t: fp asimd\n"
+    digests = {features_digest(x86), features_digest(arm), features_digest(older_arm)}
+    assert len(digests) == 3 and "" not in digests and features_digest("model name : x\n") == ""

@@ -61,16 +61,38 @@ def test_compile_mode_for_keeps_what_a_policy_cannot_compile_eager():
         compile_mode_for("clad", "jit")
 
 
-def test_compiling_without_a_cpp_compiler_is_refused_by_name(monkeypatch):
+def test_compiling_without_a_cpp_compiler_is_refused_by_name():
     """It failed at the first step, after the model had loaded, in a hundred-line traceback."""
     import torch._inductor.config as inductor_config
 
     from depmask.decoding.compile import check_compiler
 
     check_compiler.cache_clear()
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/g++"))
-    try:
-        with pytest.raises(ValueError, match=r"`compile_select` needs a C\+\+ compiler .*InvalidCxxCompiler"):
+    try:  # `config.patch`, not monkeypatch: its undo deleted the option ("cpp.cxx does not exist" after)
+        with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}), \
+                pytest.raises(ValueError, match=r"`compile_select` needs a C\+\+ compiler .*InvalidCxxCompiler"):
             check_compiler()
+    finally:
+        check_compiler.cache_clear()
+    check_compiler()  # the real compiler again
+
+
+def test_an_eval_whose_runs_all_stay_eager_needs_no_compiler(tmp_path):
+    """`--compile_select aot` on a sweep of the oracle alone compiles nothing (it probes the model):
+    it was refused for want of a compiler it would not use."""
+    import torch._inductor.config as inductor_config
+
+    from depmask.cli import main
+    from depmask.decoding.compile import check_compiler
+    from tests.conftest import EMBEDDED
+
+    check_compiler.cache_clear()
+    args = ["eval", "decode", "--model.path", str(EMBEDDED), "--tasks", "[sort]", "--n", "1", "--bootstrap", "0",
+            "--output", str(tmp_path / "ev"), "--compile_select", "aot"]
+    try:
+        with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+            main([*args, "--policies", "[{name: oracle}]"])
+            with pytest.raises(ValueError, match=r"needs a C\+\+ compiler"):
+                main([*args, "--policies", "[{name: clad}]"])
     finally:
         check_compiler.cache_clear()

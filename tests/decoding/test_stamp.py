@@ -108,3 +108,34 @@ def test_demasks_confidence_floor_is_no_baked_knob():
     policy.confidence_floor = 0.5
     policy.epsilon = 0.7
     assert stamp(policy) == first
+
+
+def test_the_walk_finds_heads_behind_slots_partials_and_closures_and_skips_a_denoiser():
+    """A head kept in `__slots__`, a `functools.partial` or a closure was not found (its changed
+    weights kept deciding); a denoiser a custom head keeps from its check was stamped whole (on a
+    GPU, the model copied to the host at every decode)."""
+    import functools
+
+    from depmask.decoding.stamp import modules_of
+
+    head, _ = _policy()
+
+    class Slotted:
+        __slots__ = ("head",)
+
+        def __init__(self, h):
+            self.head = h
+
+    def make_closure(h):
+        return lambda *a: h.predict(*a)
+
+    class Denoiser:
+        mask_id, fingerprint = 3, "m@local:1"
+
+        def __init__(self):
+            self.model = torch.nn.Linear(4, 4)
+
+    for holder in (Slotted(head), functools.partial(print, head), make_closure(head)):
+        assert any(m is head for m in modules_of({"wrapper": holder})), type(holder).__name__
+    found = modules_of({"head": head, "checked_against": Denoiser()})
+    assert [type(m).__name__ for m in found] == ["DependencyHead"]

@@ -478,3 +478,15 @@ def test_the_training_order_is_the_seed_and_epoch_alone(harvest, monkeypatch):
     assert first == order(1, 5) and sorted(first) == sorted(dm.train_idx)
     assert first != order(2, 0)
     assert list(EpochShuffle(10, seed=4)) != list(EpochShuffle(10, seed=3))
+
+
+def test_the_same_seed_trains_the_same_head_whatever_the_validation_frequency(harvest, tmp_path):
+    """With dropout, validating every epoch or only at the end moved the masks (each new loader
+    iterator drew its seed from the global generator the masks come from): other weights."""
+    weights = []
+    for every in ("1", "3"):
+        fit(harvest, tmp_path / every, "--trainer.max_epochs", "3", "--trainer.max_steps", "-1", "--model.dropout",
+            "0.1", "--trainer.check_val_every_n_epoch", every, "--trainer.logger", "false")
+        weights.append(torch.load(tmp_path / every / "run" / "last.ckpt", weights_only=False)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

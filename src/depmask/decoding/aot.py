@@ -247,14 +247,20 @@ def _cached_path(exported, geometry: tuple, device: torch.device) -> Path | None
 
 @functools.cache
 def _cpu_features() -> str:
-    """A digest of this CPU's feature flags (Linux `/proc/cpuinfo`; empty elsewhere): libraries are
-    built for the machine they are compiled on, and two CPUs that report the same vector ISA may
-    differ in other instructions (e.g. avx512_bf16)."""
+    """A digest of this CPU's feature flags (Linux `/proc/cpuinfo`: x86's `flags`, ARM's
+    `Features`; empty elsewhere): libraries are built for the machine they are compiled on
+    (`-march=native`), and two CPUs that report the same vector ISA may differ in other
+    instructions (avx512_bf16; ARM's bf16, i8mm)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return features_digest(Path("/proc/cpuinfo").read_text())
     except OSError:
         return ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+
+
+def features_digest(cpuinfo: str) -> str:
+    """A digest of the first feature list in a `/proc/cpuinfo` text ("" when it has none)."""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if ":" in line and line.split(":", 1)[0].strip() in ("flags", "Features")), [])
     return hashlib.sha256(" ".join(sorted(set(flags))).encode()).hexdigest()[:12] if flags else ""
 
 

@@ -20,6 +20,7 @@ is still seen. Other tensors (on a GPU, or not contiguous) are copied to the hos
 
 from __future__ import annotations
 
+import functools
 import types
 
 import numpy as np
@@ -29,26 +30,48 @@ from depmask.decoding.policies.base import Policy
 
 
 def modules_of(obj) -> list[torch.nn.Module]:
-    """The `nn.Module`s a policy holds (its head), found through its attributes at any depth, and
-    through lists, tuples, sets and dict values (an ensemble; an object wrapping a head, which a
-    preset holds three levels down: `Demask → _guided → _scorer → head`). Each object is visited
-    once; a module's own submodules are its `modules()`; compiled steps are not walked."""
+    """The `nn.Module`s a policy holds (its head), found through its attributes at any depth
+    (`__dict__` and `__slots__`), through lists, tuples, sets and dict values (an ensemble), and
+    through `functools.partial`s, bound methods and closures: a preset holds its head three levels down (`Demask → _guided →
+    _scorer → head`), and a wrapper around a head one more. Each object is visited once; a
+    module's own submodules are its `modules()`; compiled steps are not walked, nor a denoiser
+    (something with a `mask_id` and a `fingerprint`) that a custom head keeps from its check:
+    its weights are no constants of the step, and stamping them would copy a whole model to the
+    host at every decode."""
     found: list[torch.nn.Module] = []
     seen: set[int] = set()
     stack = [obj]
     while stack:
         value = stack.pop()
-        if id(value) in seen or isinstance(value, (torch.Tensor, str, bytes, int, float, bool, type(None))):
+        if id(value) in seen or isinstance(value, (torch.Tensor, str, bytes, int, float, bool, type(None), type,
+                                                   types.ModuleType)):
             continue
         seen.add(id(value))
+        if hasattr(value, "mask_id") and hasattr(value, "fingerprint") and value is not obj:  # a denoiser
+            continue
         if isinstance(value, torch.nn.Module):
             found.append(value)
         elif isinstance(value, dict):
             stack += list(value.values())
         elif isinstance(value, (list, tuple, set, frozenset)):
             stack += list(value)
-        elif hasattr(value, "__dict__") and not isinstance(value, (type, types.ModuleType)):
-            stack += [v for k, v in vars(value).items() if not k.startswith("_compiled")]
+        elif isinstance(value, functools.partial):
+            stack += [value.func, *value.args, *value.keywords.values()]
+        elif isinstance(value, types.MethodType):
+            stack += [value.__self__, value.__func__]
+        elif isinstance(value, types.FunctionType):  # what its closure holds
+            for cell in value.__closure__ or ():
+                try:
+                    stack.append(cell.cell_contents)
+                except ValueError:  # a cell not yet filled
+                    pass
+        else:
+            if hasattr(value, "__dict__"):
+                stack += [v for k, v in vars(value).items() if not k.startswith("_compiled")]
+            for cls in type(value).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    if isinstance(name, str) and name not in ("__dict__", "__weakref__") and hasattr(value, name):
+                        stack.append(getattr(value, name))
     return found
 
 

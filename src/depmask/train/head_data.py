@@ -156,9 +156,13 @@ class HeadDataModule(L.LightningDataModule):
                          "topk": info.get("config", {}).get("topk")}
 
     def _loader(self, idx: list[int], shuffle: bool, sampler=None) -> DataLoader:
+        # a generator of its own: each new iterator draws its base seed from the loader's generator,
+        # or else from the global one, which the head's dropout masks come from too (validation
+        # every epoch or every third, and worker count, then moved the masks: other weights)
+        generator = torch.Generator().manual_seed(stable_int("head-loader", EpochShuffle(0).seed, len(idx)))
         return DataLoader(_States(self.data, idx), batch_size=self.batch_size, shuffle=shuffle,
                           sampler=sampler, collate_fn=collate_states, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by epoch and seed alone (`EpochShuffle`): not by how many loaders came before."""
