@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from depmask.data_gen.shards import write_atomic
-from depmask.decoding import build_policy, compile_mode, compile_mode_for
+from depmask.decoding import compile_mode, compile_mode_for
 from depmask.decoding.compile import check_compiler
 from depmask.eval.draws import check_heldout, task_prompts
 from depmask.eval.headline import MEASURES, headline_report
@@ -138,10 +138,8 @@ def eval_decode(
     compile_mode(compile_select)  # ValueError naming the value, before the model loads
     check_counts(n, batch_size)
     check_decoding(temperature, gen_length, block_length, steps)
-    check_policies(policies)  # every run's preset and knobs, before the model loads
-    if compile_mode(compile_select) is not None and any(  # a run that will compile needs a C++ compiler
-            compile_mode_for(build_policy(sweep.name, **knobs), compile_select) is not None
-            for sweep in policies for knobs in sweep.expand()):
+    runs = check_policies(policies)  # every run's preset and knobs, before the model loads
+    if any(compile_mode_for(policy, compile_select) is not None for policy in runs):  # it needs a C++ compiler
         check_compiler()
     check_seed("seed", seed)
     output = str(output_dir("output", output))  # `~` expanded; a file there is named now, not after decoding

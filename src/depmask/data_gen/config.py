@@ -125,7 +125,6 @@ class HarvestConfig:
         """Each policy spec names a preset and knobs it takes: a typo fails here, not after the
         groups before it were harvested."""
         from depmask.data_gen.prompts import parse_policy
-        from depmask.decoding import build_policy
         from depmask.decoding.policies import check_policy
 
         seen: dict = {}
@@ -134,10 +133,9 @@ class HarvestConfig:
                 name, knobs = parse_policy(spec)
             except ValueError as err:
                 raise ValueError(f"`policies` entry {spec!r}: {err}") from err
-            check_policy(name, knobs, f"`policies` entry {spec!r}")
             # the policy itself, not its spelling: `threshold` and `threshold:threshold=0.9` (its
             # default), `low_confidence` and `LowConfidence`, are one policy
-            built = build_policy(name, **knobs)
+            built = check_policy(name, knobs, f"`policies` entry {spec!r}")
             key = (type(built).__name__, json.dumps(built.knobs(), sort_keys=True, default=str))
             if key in seen:  # examples are spread over the entries: a repeat doubled its share silently
                 raise ValueError(f"`policies` entries {seen[key]!r} and {spec!r} are the same policy; each example "

@@ -13,8 +13,8 @@ Faithful to LLaDA's `generate()`: the canvas is the prompt followed by `g` mask 
 answer is split into `g / block_length` blocks decoded left to right with `steps / num_blocks`
 steps each (at most: a block ends when it has no mask left, so with more steps than a block has
 positions NFE stays below `steps`, where LLaDA runs the rest as forwards that commit nothing —
-the tokens are the same); only masked positions of the current block may be committed; at temperature 0 the
-candidate is the argmax (never the mask token itself, which an untrained model may propose; the
+the tokens are the same); only masked positions of the current block may be committed; at
+temperature 0 the candidate is the argmax (never the mask token itself, which an untrained model may propose; the
 confidence is still read from the unmodified softmax, as LLaDA does). The EOS options follow
 LLaDA's `logits_eos_inf` / `confidence_eos_eot_inf` as its docstring and paper (Appendix B.4)
 describe them. `confidence_eos_eot_inf` differs from LLaDA's code: a chained assignment there sets

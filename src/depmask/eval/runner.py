@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from depmask.data_gen.shards import write_atomic
 from depmask.decoding import (
+    Policy,
     batch_seed,
     build_policy,
     check_lengths,
@@ -287,11 +288,13 @@ def check_seed(name: str, value) -> None:
         raise ValueError(f"`{name}` ({value!r}) must be an int in [0, 2**32 - 1]")
 
 
-def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None = None) -> None:
+def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None = None) -> list[Policy]:
     """Build every run of every sweep once, so that a bad preset name or knob fails before
     anything loads or decodes, naming the sweep and the run (not after the runs before it).
-    `defaults`: per preset name, knobs a command adds to runs that do not set them."""
+    `defaults`: per preset name, knobs a command adds to runs that do not set them. Returns the
+    policies built, run by run."""
     seen: dict[str, str] = {}
+    built = []
     for sweep in policies:
         for knobs in sweep.expand():
             slug = run_slug(sweep.name, knobs)  # the run's results file: two runs must not share it
@@ -301,7 +304,8 @@ def check_policies(policies: list[PolicySweep], defaults: dict[str, dict] | None
                                  "drop one of them")
             seen[slug] = sweep.shown
             knobs = {**(defaults or {}).get(sweep.name, {}), **knobs}
-            check_policy(sweep.name, knobs, f"policy sweep {sweep.shown!r}, run {_plain(knobs)}")
+            built.append(check_policy(sweep.name, knobs, f"policy sweep {sweep.shown!r}, run {_plain(knobs)}"))
+    return built
 
 
 def run_decode_eval(denoiser, tasks: list[str], policies: list[PolicySweep], output: str | Path, *,

@@ -65,14 +65,17 @@ def _check_knob_types(cls: type[Policy], knobs: dict) -> None:
                              + (" or None" if optional else ""))
 
 
-def check_policy(name: str, knobs: dict, where: str) -> None:
+def check_policy(name: str, knobs: dict, where: str) -> Policy:
     """Build the policy once, so that a bad preset, knob or head fails before a long job starts;
-    the error (ValueError, or FileNotFoundError for a missing head) starts with `where`."""
+    the error (ValueError, or FileNotFoundError for a missing head) starts with `where`. Returns
+    the policy built."""
     try:
-        build_policy(name, **knobs).check_inputs()  # a head-scored policy without its head, too
+        policy = build_policy(name, **knobs)
+        policy.check_inputs()  # a head-scored policy without its head, too
     except (ValueError, TypeError, FileNotFoundError) as err:
         kind = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
         raise kind(f"{where}: {err}") from err
+    return policy
 
 
 def policy_knobs(cls: type[Policy]) -> list[str] | None:
