@@ -93,7 +93,8 @@ _REVISION_NOTES = {  # in order (`changes_since`)
                   "had moved the baseline against its uncaptured probes, by up to 0.02 TV), and left-padded rows "
                   "of models that take `position_ids` are numbered from their first token",
     "2026-11-30.2": "the padding of RoBERTa-family models holds their pad id (they number positions from it), "
-                    "so their left-padded rows read as alone",
+                    "so their left-padded rows read as alone (rows padded with the tokenizer's pad id, as the "
+                    "harvest pads them, already did)",
 }
 
 

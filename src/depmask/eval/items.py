@@ -98,7 +98,8 @@ REVISION_NOTES = {  # in order: a record of one revision is told the notes of ev
                   "`logits_eos_inf` no longer reaches the oracle's baseline; CLAD's floor without attention "
                   "counts each row's own length",
     "2026-11-30.2": "the padding of RoBERTa-family models (which number positions from their pad id) holds "
-                    "the pad id, so their left-padded rows read as alone",
+                    "the pad id, so their left-padded rows read as alone (rows padded with the tokenizer's pad "
+                    "id, as eval decode pads them, already did)",
 }
 
 
