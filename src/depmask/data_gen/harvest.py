@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from depmask.data_gen.config import HarvestConfig
+from depmask.data_gen.dataset import harvest_info
 from depmask.data_gen.prompts import PromptItem, choose_steps, parse_policy
 from depmask.data_gen.recorder import Recorder
 from depmask.data_gen.schema import SCHEMA_VERSION, StateRecord
@@ -118,14 +119,7 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
     spec["revision"] = HARVEST_REVISION
     path = out / HARVEST_JSON
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} (this output's record of an earlier harvest) is unreadable ({type(err).__name__}: "
-                             f"{err}); give another output directory, or delete this one to harvest again") from None
-        if not isinstance(old, dict):
-            raise ValueError(f"{path} (this output's record of an earlier harvest) is not a JSON object; give "
-                             "another output directory, or delete this one to harvest again")
+        old = harvest_info(out)  # a damaged record is a HarvestError naming it
         if old.get("revision") != HARVEST_REVISION:
             warnings.warn(f"{path}: harvested by depmask revision {old.get('revision') or 'before 2026-11-30'}, this "
                           f"is {HARVEST_REVISION}; its states are kept as they are, though since then "

@@ -20,10 +20,15 @@ from torch.utils.data import Sampler
 from depmask.stable_hash import stable_int
 
 
+def run_seed() -> int:
+    """The run's seed as `seed_everything` left it for this process and its DDP children (0 unseeded)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 class EpochShuffle(Sampler[int]):
     def __init__(self, n: int, seed: int | None = None):
         self.n = n
-        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else int(seed)
+        self.seed = run_seed() if seed is None else int(seed)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

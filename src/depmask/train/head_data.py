@@ -25,7 +25,7 @@ from depmask.data_gen.dataset import (
     load_harvest,
 )
 from depmask.stable_hash import stable_int
-from depmask.train.epoch_sampler import EpochShuffle
+from depmask.train.epoch_sampler import EpochShuffle, run_seed
 
 COLUMNS = ["example_id", "positions", "confidence", "entropy", "hidden", "attention", "tv"]
 
@@ -159,7 +159,7 @@ class HeadDataModule(L.LightningDataModule):
         # a generator of its own: each new iterator draws its base seed from the loader's generator,
         # or else from the global one, which the head's dropout masks come from too (validation
         # every epoch or every third, and worker count, then moved the masks: other weights)
-        generator = torch.Generator().manual_seed(stable_int("head-loader", EpochShuffle(0).seed, len(idx)))
+        generator = torch.Generator().manual_seed(stable_int("head-loader", run_seed(), len(idx)))
         return DataLoader(_States(self.data, idx), batch_size=self.batch_size, shuffle=shuffle,
                           sampler=sampler, collate_fn=collate_states, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, generator=generator)
