@@ -293,3 +293,25 @@ def test_verify_names_foreign_shards_extra_examples_and_a_manifest_that_disagree
     problems = verify_harvest(out3).problems
     assert any("lists shard-" in p and "2 times" in p for p in problems), problems
     assert any("manifest.json: rows 999, the shards" in p for p in problems), problems
+
+
+def test_verify_compares_a_sidecar_s_per_example_states_with_its_rows(tmp_path):
+    """The sidecar's `states` (example → rows written) was never compared with the table: a sidecar
+    that moved a state from one example to another, or named an extra example, verified OK."""
+    make_harvest(tmp_path)
+    sidecar = next(p for p in (tmp_path / "shards").glob("*.json") if "a" in json.loads(p.read_text())["states"])
+    side = json.loads(sidecar.read_text())
+    shard = side["name"]
+    side["states"]["a"] += 1
+    side["states"]["b"] -= 1
+    sidecar.write_text(json.dumps(side))
+    problems = verify_harvest(tmp_path).problems
+    assert any(shard in p and "example 'a' has 2 rows, its sidecar says 3 states" in p for p in problems), problems
+
+    side["states"] = {"a": 2, "b": 2, "zz": 0}
+    sidecar.write_text(json.dumps(side))
+    problems = verify_harvest(tmp_path).problems
+    assert any(shard in p and "example 'zz'" in p for p in problems), problems
+    side["states"] = {"a": 2, "b": 2}
+    sidecar.write_text(json.dumps(side))
+    assert verify_harvest(tmp_path).ok

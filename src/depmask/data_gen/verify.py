@@ -174,6 +174,13 @@ def _check_shard(shard_dir: Path, sidecar: str, report: Report, per_example: Cou
     stray = set(ids) - set(info.example_ids)
     if stray:
         report.problems.append(f"{info.name}: rows of examples its sidecar does not list, e.g. {sorted(stray)[0]!r}")
+    counts = Counter(ids)
+    wrong = [e for e in info.example_ids if counts[e] != info.states.get(e, 0)]
+    if wrong or set(info.states) - set(info.example_ids):
+        e = wrong[0] if wrong else sorted(set(info.states) - set(info.example_ids))[0]
+        report.problems.append(f"{info.name}: example {e!r} has {counts[e]} rows, its sidecar says "
+                               f"{info.states.get(e, 0)} states (the sidecar was edited or is another shard's); "
+                               f"delete {info.name} and {sidecar}, then run the same harvest command again")
     for e in info.example_ids:
         per_example[e] += 1
     for e, s in zip(ids, table.column("step").to_pylist()):
