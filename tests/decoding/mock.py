@@ -51,3 +51,20 @@ class MockDenoiser:
         return DenoiserOutput(
             logits=logits.float(), hidden=hidden if need_hidden else None, attention=attn
         )
+
+
+class Counting:
+    """Wraps a denoiser: records the flags of each main forward and the rows of each probe forward."""
+
+    def __init__(self, den):
+        self.den, self.main, self.probe_rows = den, [], 0
+
+    def __getattr__(self, name):
+        return getattr(self.den, name)
+
+    def __call__(self, tokens, attention_mask=None, need_hidden=None, need_attention=False):
+        if need_hidden is None:  # the loop's probe passes no flags
+            self.probe_rows += tokens.shape[0]
+        else:
+            self.main.append((tokens.shape[0], need_hidden, need_attention))
+        return self.den(tokens, attention_mask, need_hidden=bool(need_hidden), need_attention=need_attention)
