@@ -17,11 +17,13 @@ the tokens are the same); only masked positions of the current block may be comm
 temperature 0 the candidate is the argmax (never the mask token itself, which an untrained model may propose; the
 confidence is still read from the unmodified softmax, as LLaDA does). The EOS options follow
 LLaDA's `logits_eos_inf` / `confidence_eos_eot_inf` as its docstring and paper (Appendix B.4)
-describe them. `confidence_eos_eot_inf` differs from LLaDA's code: a chained assignment there sets
-EOS's logit to -inf in the noisy copy only, and EOT's in the logits the confidence comes from. So
-only EOT candidates get confidence 0, and every other position's p(x0) is renormalised without
-EOT's mass. Here every candidate in `eos_ids` (LLaDA's EOS and EOT) gets confidence 0, and nothing
-is renormalised.
+describe them. `confidence_eos_eot_inf` differs from LLaDA's code, which bans after the argmax
+with a chained assignment: EOS's logit to -inf in the noisy copy, EOT's in the logits the
+confidence comes from. At temperature 0 the noisy copy *is* those logits, so EOS and EOT
+candidates both get confidence 0 and every other position's p(x0) is renormalised without both
+masses; at temperature > 0 only EOT candidates get 0 and only EOT's mass is removed. Here every
+candidate in `eos_ids` (LLaDA's EOS and EOT) gets confidence 0 and nothing is renormalised, so
+the order of the other positions, and with it the committed tokens, can differ from LLaDA's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """DUS, the dilated unmasking scheduler: a block is split into fixed, coarse-to-fine dilated
-levels, and one level is committed per step, so a block of size B takes log_base(B) forwards.
+levels, and one level is committed per step: a block of size B takes one forward per level, about
+log_base(B) − skip + 1 (five for B = 32, base 2, skip 1).
 
 Levels (DUS's `dilated_unmask_levels` + `merge_last_level`, block-relative indices): the stride
 starts at `B // base**skip` and is divided by `base` until it reaches 0; each level is every
@@ -12,7 +13,8 @@ below `confidence_threshold` (0.3 in its README). Here that is the same decision
 commit: those positions are simply not committed. Unlike the reference code — whose remasked
 positions belong to no later level and stay `[MASK]` in the output — they are carried to the next
 level, and the last level commits every position of the block that is still masked. If no
-position of a level passes, its most confident one is committed (the at-least-one contract).
+position passes, the most confident among this level's and the carried ones is committed (the
+at-least-one contract), which may be a carried position rather than one of the level's.
 
 At temperature > 0 the reference computes the confidence from the Gumbel-perturbed logits; here,
 as for every policy, it is the untempered softmax at the sampled token (`sampling.py`).

@@ -1,6 +1,6 @@
 """Fast-dLLM's factor rule (`get_transfer_index_dynamic`): with the masked positions of the block
-sorted by confidence c_1 ≥ c_2 ≥ …, commit the top n, where n is the first rank (1-based) whose
-confidence falls below 1 − f / (n + 1); rank 1 always passes.
+sorted by confidence c_1 ≥ c_2 ≥ …, commit the largest top n whose every rank k ≤ n has
+c_k ≥ 1 − f / (k + 1) (1-based; rank 1 always passes), with the reference's last-rank edge rule.
 
 Faithful to the reference code, including its edge rule: the scan stops at the first failing
 rank n+1 and commits n; if no rank fails, or only the *last* rank fails, every masked position
