@@ -1,4 +1,5 @@
-"""Random step states for the faithfulness tests, and row-by-row comparison with a reference rule up to ties."""
+"""Random step states for the faithfulness tests, and the row-by-row comparison of a selection with
+the selection of a reference rule, up to ties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Faithfulness: each policy against our own transcription of the published rule it claims.
+"""Faithfulness: each policy against our own transcription of the published rule it claims. This
+file: `low_confidence` (LLaDA), `threshold` and `factor` (Fast-dLLM); `entropy_bound`, `dilated`,
+`margin` and `entropy` are in `test_faithfulness_eb_dus_dream.py`, the random states in
+`faithfulness_states.py`.
 
 The transcriptions live in `tests/decoding/reference.py`. Two levels of comparison:
 

@@ -1,4 +1,5 @@
-"""Faithfulness of entropy_bound (EB-sampler), dilated (DUS), margin and entropy (Dream) to their references; see test_faithfulness.py for the method."""
+"""Faithfulness of `entropy_bound` (EB-sampler), `dilated` (DUS), `margin` and `entropy` (Dream) to
+our transcriptions of their references; the method is in the docstring of `test_faithfulness.py`."""
 
 from __future__ import annotations
 
