@@ -9,7 +9,6 @@ import torch
 from depmask.data_gen import HarvestConfig, Recorder, build_items, group_items, harvest_group
 from depmask.data_gen.dataset import load_harvest
 from depmask.data_gen.prompts import choose_steps, parse_policy
-from depmask.data_gen.verify import verify_harvest
 from depmask.decoding import build_policy, generate
 from depmask.decoding.influence import (
     denoiser_forward,
@@ -170,31 +169,6 @@ def test_a_probing_trajectory_keeps_its_states_among_its_decoding_steps(embedded
     assert by_example == {it.example_id: choose_steps(cfg.seed, it.example_id, n, 3) for it, n in zip(group, steps)}
 
 
-def test_run_harvest_resume_and_identity(embedded, tmp_path):
-    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"], examples_per_task=12,
-                        states_per_example=2, batch_size=4)
-    first = run_harvest(cfg, QUIET)
-    assert first["states"] == 24 and first["total_examples"] == 12 and first["shards"] == 3
-    assert verify_harvest(cfg.output).ok
-    again = run_harvest(cfg, QUIET)  # nothing left to do
-    assert again["skipped_examples"] == 12 and again["states"] == 0 and again["total_rows"] == 24
-    ds = load_harvest(cfg.output)
-    states = sorted(zip(list(ds["example_id"]), list(ds["step"])))
-    assert len(ds) == 24 and len(set(states)) == 24
-    del ds  # memory-mapped: the shards are damaged below
-    with pytest.raises(ValueError, match=r"config.topk: 1 → 2"):
-        run_harvest(HarvestConfig(**{**vars(cfg), "topk": 2}), QUIET)
-    # a damaged shard (truncated since) is harvested again on resume; it used to count as done,
-    # so `verify` kept failing after the re-run that its message recommends
-    shard = sorted((tmp_path / "h" / "shards").glob("shard-*.arrow"))[1]
-    shard.write_bytes(shard.read_bytes()[:100])
-    assert not verify_harvest(cfg.output).ok
-    repaired = run_harvest(cfg, QUIET)
-    assert repaired["states"] == 8 and repaired["total_rows"] == 24 and verify_harvest(cfg.output).ok
-    again = load_harvest(cfg.output)
-    assert sorted(zip(list(again["example_id"]), list(again["step"]))) == states
-
-
 def test_prompts_file(embedded, tmp_path):
     from depmask.tasks import get_task
 
@@ -219,44 +193,6 @@ def test_prompts_file_texts_in_the_chat_template(tmp_path, monkeypatch):
     chat = build_items(HarvestConfig(prompts_file=str(path), gen_length=8, prompts_chat=True), tok)
     assert as_written[0].prompt_ids == tok("3 1", add_special_tokens=False)["input_ids"]
     assert chat[0].prompt_ids == tok("[EOS] 3 1 | =", add_special_tokens=False)["input_ids"]
-
-
-def test_a_harvest_recorded_before_prompts_chat_is_resumed(tmp_path):
-    from depmask.data_gen.harvest import prepare_output
-
-    common = {"model": str(EMBEDDED), "output": str(tmp_path / "h"), "states_per_example": 4,
-              "prompts_file": str(tmp_path / "p.jsonl"), "gen_length": 8}
-    cfg = HarvestConfig(**common)
-    spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"])
-    old = {**spec, "config": {k: v for k, v in spec["config"].items() if k != "prompts_chat"}}
-    (tmp_path / "h" / "harvest.json").write_text(json.dumps(old))
-    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"]) == old
-    chat = HarvestConfig(**common, prompts_chat=True)
-    with pytest.raises(ValueError, match=r"config\.prompts_chat: False → True"):
-        prepare_output(chat, "m@1", 8, 30, ["a", "b"])
-
-
-def test_bad_config_values_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"`topk` \(0\)"):
-        HarvestConfig(topk=0)
-    with pytest.raises(ValueError, match="gen_length"):
-        HarvestConfig(prompts_file="x.jsonl")
-    # 0 is not "unset": it used to fall back to the task's answer length
-    with pytest.raises(ValueError, match=r"`gen_length` \(0\) must be >= 1 or None"):
-        HarvestConfig(gen_length=0)
-    with pytest.raises(ValueError, match=r"`block_length` \(0\) must be >= 1 or None"):
-        HarvestConfig(block_length=0)
-    with pytest.raises(ValueError, match=r"`num_workers` \(-1\) must be >= 0"):
-        HarvestConfig(num_workers=-1)
-    with pytest.raises(FileNotFoundError, match="prompts_file"):
-        build_items(HarvestConfig(prompts_file=str(tmp_path / "none.jsonl"), gen_length=4), None)
-    # a policy spec with a typo fails when the config is made, not after the groups before it
-    with pytest.raises(ValueError, match=r"`policies` entry 'threshold:tau=0.9': policy 'threshold' has no knob 'tau'"):
-        HarvestConfig(policies=["low_confidence", "threshold:tau=0.9"])
-    with pytest.raises(ValueError, match=r"`policies` entry 'nosuch': unknown policy 'nosuch'"):
-        HarvestConfig(policies=["nosuch"])
-    with pytest.raises(FileNotFoundError, match=r"`policies` entry 'demask:head=/nope': head checkpoint directory"):
-        HarvestConfig(policies=["demask:head=/nope"])
 
 
 def _gsm8k_file(path, n=4):
@@ -311,148 +247,6 @@ def test_benchmark_prompts_are_the_ones_eval_decodes(embedded, tmp_path):
     assert {(it.gen_length, it.block_length) for it in build_items(cfg, embedded.tokenizer)} == {(20, 20)}
 
 
-def test_task_names_and_task_kwargs_are_checked(embedded, tmp_path):
-    with pytest.raises(ValueError, match=r"`task_kwargs` names \['gsm8k'\], which are not in `tasks`"):
-        HarvestConfig(tasks=["sudoku4"], task_kwargs={"gsm8k": {}})
-    with pytest.raises(ValueError, match=r"`task_kwargs` .* must map task names to dicts"):
-        HarvestConfig(tasks=["gsm8k"], task_kwargs={"gsm8k": 3})
-    with pytest.raises(ValueError, match=r"unknown task 'sudoku9'; expected one of .*'sudoku4'.*'gsm8k'"):
-        build_items(HarvestConfig(tasks=["sudoku9"]), embedded.tokenizer)
-    # harvests made before `task_kwargs` existed keep their identity (and so still resume)
-    assert "task_kwargs" not in HarvestConfig().identity()
-    assert HarvestConfig(tasks=["gsm8k"], task_kwargs={"gsm8k": {"shots": 0}}).identity()["task_kwargs"] == {
-        "gsm8k": {"shots": 0}}
-
-
-def test_a_harvest_whose_states_were_chosen_the_old_way_is_not_resumed(tmp_path):
-    from depmask.data_gen.harvest import STATE_CHOICE, prepare_output
-
-    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=4)
-    spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"])
-    assert spec["state_choice"] == STATE_CHOICE
-    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"]) == spec  # the same harvest: resumed
-    old = {k: v for k, v in spec.items() if k != "state_choice"}  # harvest.json from before 2026-11-30
-    (tmp_path / "h" / "harvest.json").write_text(json.dumps(old))
-    with pytest.raises(ValueError, match=r"state_choice: None → \"among the trajectory's forwards\""):
-        prepare_output(cfg, "m@1", 8, 30, ["a", "b"])
-    every = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), states_per_example=None)
-    every_old = {**old, "config": every.identity()}
-    (tmp_path / "h" / "harvest.json").write_text(json.dumps(every_old))
-    assert prepare_output(every, "m@1", 8, 30, ["a", "b"]) == every_old  # every state kept: nothing chosen
-
-
-def test_a_resume_with_other_prompts_precision_or_without_task_kwargs_is_refused(tmp_path):
-    """Example ids (`task:split:seed:i`, or a prompts file's own) do not change with the prompts
-    behind them, so `examples_sha256` let a resume mix two data sets: after editing the prompts
-    file, after dropping `task_kwargs` (empty ones are not recorded, and only the new config's keys
-    were compared), or under another Lightning precision (bf16 moves the influences)."""
-    from depmask.data_gen.harvest import items_digest, prepare_output
-    from depmask.data_gen.prompts import PromptItem
-
-    items = [PromptItem("a", "t", [1, 2], "low_confidence", 8, 8), PromptItem("b", "t", [3], "low_confidence", 8, 8)]
-    edited = [PromptItem("a", "t", [1, 5], "low_confidence", 8, 8), items[1]]
-    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"],
-                        task_kwargs={"sudoku4": {"test_fraction": 0.5}})
-    spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(items), precision="32-true")
-    assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(list(reversed(items))),
-                          precision="32-true") == spec  # the same examples in another order: resumed
-    with pytest.raises(ValueError, match=r"items_sha256: '[0-9a-f]{64}' → '[0-9a-f]{64}'"):
-        prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(edited), precision="32-true")
-    with pytest.raises(ValueError, match=r"precision: '32-true' → 'bf16-mixed'"):
-        prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(items), precision="bf16-mixed")
-    plain = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"])
-    with pytest.raises(ValueError, match=r"config\.task_kwargs: \{'sudoku4': \{'test_fraction': 0\.5\}\} → \{\}"):
-        prepare_output(plain, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(items), precision="32-true")
-    before = {k: v for k, v in spec.items() if k not in ("items_sha256", "precision", "revision")}  # before 2026-11-30
-    (tmp_path / "h" / "harvest.json").write_text(json.dumps(before))
-    with pytest.warns(UserWarning, match=r"harvested by depmask revision before 2026-11-30.*captured attention"):
-        assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], items_sha256=items_digest(edited),
-                              precision="bf16-mixed") == before  # nothing recorded to compare with
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"split": "validation"}, r"`split` \('validation'\) must be one of train, test"),
-    ({"tasks": ["sudoku4", "sudoku4"]}, r"names \['sudoku4'\] more than once"),
-    ({"prompts_file": "/nonexistent/prompts.jsonl", "gen_length": 8}, r"`prompts_file` \('/nonexistent/prompts.jsonl'\) does not exist"),
-])
-def test_the_harvest_refuses_its_inputs_before_the_model_loads(tmp_path, kwargs, message):
-    cfg = HarvestConfig(**{"model": str(tmp_path / "no-model"), "output": str(tmp_path / "h"), "tasks": ["sudoku4"],
-                           "examples_per_task": 2, **kwargs})
-    with pytest.raises(ValueError, match=message):  # the model does not exist: the refusal comes first
-        run_harvest(cfg, {"accelerator": "cpu"})
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"tasks": ["sudoku4"], "block_length": 5}, r"`block_length` \(5\) must be >= 1 and divide `gen_length` \(16\)"),
-    ({"tasks": ["sudoku4"], "gen_length": 16, "block_length": 32}, r"`block_length` \(32\) .* `gen_length` \(16\)"),
-    ({"prompts_file": "PROMPTS", "gen_length": 12, "block_length": 8}, r"`block_length` \(8\) .* `gen_length` \(12\)"),
-])
-def test_lengths_are_checked_before_the_model_loads(tmp_path, monkeypatch, kwargs, message):
-    import depmask.train.harvest as harvest_module
-
-    def no_load(*args, **kw):
-        raise AssertionError("the model loaded before the lengths were checked")
-
-    monkeypatch.setattr(harvest_module.HFDenoiser, "from_pretrained", no_load)
-    if kwargs.get("prompts_file") == "PROMPTS":
-        (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "3 1"}) + "\n")
-        kwargs = {**kwargs, "prompts_file": str(tmp_path / "p.jsonl")}
-    with pytest.raises(ValueError, match=message):
-        run_harvest(HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), **kwargs), QUIET)
-
-
-def test_prompts_chat_without_a_template_is_named_before_the_model_loads(tmp_path, monkeypatch):
-    import depmask.train.harvest as harvest_module
-
-    def no_load(*args, **kw):
-        raise AssertionError("the model loaded first")
-
-    monkeypatch.setattr(harvest_module.HFDenoiser, "from_pretrained", no_load)
-    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "3 1"}) + "\n")
-    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), prompts_file=str(tmp_path / "p.jsonl"),
-                        gen_length=8, prompts_chat=True)
-    with pytest.raises(ValueError, match=r"`prompts_chat` is true but the model's tokenizer has no chat template"):
-        run_harvest(cfg, QUIET)
-
-
-@pytest.mark.parametrize("content, message", [
-    ('{"id": "a", "prompt": "x"}\n\n{"id": "b"}\n', r"line 3: `prompt` must be a non-empty string, got None \(fields: \['id'\]\)"),
-    ('{"prompt": 5}\n', r"line 1: `prompt` must be a non-empty string, got 5"),
-    ('[{"prompt": "x"}]\n', r"line 1 is a list, not an object with a `prompt`"),
-    ('"just text"\n', r"line 1 is a str, not an object"),
-    ('{"id": 1, "prompt": "x"}\n\n\n{"id": "1", "prompt": "y"}\n', r"line 1 and line 4 have the same id"),
-    (b'{"prompt": "caf\xe9"}\n', r"is not UTF-8 text"),
-    ("\n\n", r"holds no prompts"),
-    ("not json\n", r"line 1 is not JSON"),
-])
-def test_a_prompts_file_is_checked_row_by_row_before_the_model_loads(tmp_path, monkeypatch, content, message):
-    """Only row 0 was looked at, after the model had loaded: a later row's missing `prompt` was a
-    raw KeyError, a number the tokenizer's error, an empty file a harvest of nothing."""
-    from depmask.models import HFDenoiser
-
-    path = tmp_path / "p.jsonl"
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    monkeypatch.setattr(HFDenoiser, "from_pretrained", lambda *a, **k: pytest.fail("the model loaded"))
-    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), prompts_file=str(path), gen_length=8)
-    with pytest.raises(ValueError, match=message):
-        run_harvest(cfg, QUIET)
-
-
-def test_policy_specs_name_a_repeated_knob_or_entry_and_chat_needs_a_prompts_file():
-    with pytest.raises(ValueError, match=r"gives knob 'threshold' twice"):
-        HarvestConfig(model="m", output="o", policies=["threshold:threshold=0.9,threshold=0.5"])
-    with pytest.raises(ValueError, match=r"entries 'low_confidence' and 'low_confidence' are the same policy"):
-        HarvestConfig(model="m", output="o", policies=["low_confidence", "threshold", "low_confidence"])
-    # the policy, not its spelling: a knob at its default, a class name (each doubled its share)
-    with pytest.raises(ValueError, match=r"entries 'threshold' and 'threshold:threshold=0.9' are the same policy"):
-        HarvestConfig(model="m", output="o", policies=["threshold", "threshold:threshold=0.9"])
-    with pytest.raises(ValueError, match=r"entries 'low_confidence' and 'LowConfidence' are the same policy"):
-        HarvestConfig(model="m", output="o", policies=["low_confidence", "LowConfidence"])
-    HarvestConfig(model="m", output="o", policies=["threshold", "threshold:threshold=0.8"])  # two policies
-    with pytest.raises(ValueError, match=r"`prompts_chat` applies to a `prompts_file`'s texts"):
-        HarvestConfig(model="m", output="o", prompts_chat=True)
-
-
 def test_half_precision_trainer_settings_harvest_float32_influences(embedded):
     """Under Lightning's `bf16-true` torch's default dtype is bfloat16: the influence accumulators
     were made in it and the first recorded state crashed (`index_put_` dtypes differ)."""
@@ -464,17 +258,6 @@ def test_half_precision_trainer_settings_harvest_float32_influences(embedded):
     finally:
         torch.set_default_dtype(before)
     assert res.records and all(np.asarray(r.tv).dtype == np.float32 for r in res.records)
-
-
-def test_topk_beyond_the_vocabulary_is_refused_before_any_work(embedded, tmp_path):
-    """`top_values` took min(k, vocab): a harvest asked for more values than the model has recorded
-    the number asked for, with the expectation over fewer."""
-    v = embedded.vocab_size
-    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"), tasks=["sudoku4"], examples_per_task=2,
-                        states_per_example=1, batch_size=2, topk=v)
-    with pytest.raises(ValueError, match=rf"`topk` \({v}\) must be at most {v - 1}"):
-        run_harvest(cfg, QUIET)
-    assert not (tmp_path / "h").exists()
 
 
 def test_the_probe_budget_counts_a_blocks_positions(embedded, monkeypatch):
@@ -489,23 +272,3 @@ def test_the_probe_budget_counts_a_blocks_positions(embedded, monkeypatch):
                          block_length=4)
     harvest_group(embedded, groups[0], cfg, pad_id=0)
     assert seen == [{"positions": 4}]
-
-
-def test_a_shard_of_another_harvest_under_the_same_name_is_refused_on_resume(tmp_path):
-    """Shard names come from example ids: a harvest of the same examples under other settings
-    names its shards alike. A copied-in one was taken as done, and the resume's manifest then
-    hid it from `verify`."""
-    import shutil
-
-    common = dict(model=str(EMBEDDED), tasks=["sudoku4"], examples_per_task=2, states_per_example=1, batch_size=2)
-    mine = HarvestConfig(output=str(tmp_path / "a"), **common)
-    theirs = HarvestConfig(output=str(tmp_path / "b"), policies=["threshold:threshold=0.7"], **common)
-    run_harvest(mine, QUIET)
-    run_harvest(theirs, QUIET)
-    (shard,) = sorted((tmp_path / "b" / "shards").glob("shard-*"))[:1]
-    assert (tmp_path / "a" / "shards" / shard.name).exists()  # the same name
-    for p in (tmp_path / "b" / "shards").glob(shard.stem + ".*"):
-        shutil.copy(p, tmp_path / "a" / "shards" / p.name)
-    with pytest.raises(ValueError, match=rf"holds 1 shard\(s\) written by another harvest .*{shard.stem}"):
-        run_harvest(mine, QUIET)
-    assert any("written by another harvest" in p for p in verify_harvest(mine.output).problems)
