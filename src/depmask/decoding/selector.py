@@ -16,9 +16,12 @@ visited always joins (so every row with a mask commits something). Two rules:
   diagonal never enters an affinity between distinct units, so it is not actually cleared); the
   affinity of units a, b is the maximum over rows i ∈ a of the mean over columns j ∈ b of S[i, j],
   symmetrised by max. A conflict edge joins a and b when each is the other's top-1 and the
-  affinity is at least both row means (mean over the other units); with ≤ 2 units the row-mean
-  test is vacuous, so the affinity must instead reach `edge_floor` (CLAD: 1.2 / L, 1.2 times the
-  uniform attention over the L attended keys). A zero affinity is never an edge (it only arises
+  affinity is at least both row means (mean over the other units), as issue 6 states the rule.
+  That test never rejects a mutual top-1 pair (a row's maximum is at least its mean), so with
+  3 or more units the pair of largest affinity, which is always mutual, is an edge whatever its
+  strength; only with ≤ 2 units must the affinity reach `edge_floor` (CLAD: 1.2 / L, 1.2 times
+  the uniform attention over the L attended keys). Applying that floor at every unit count
+  changed nothing measurable on the embedded model (README, "Scores or rule?"). A zero affinity is never an edge (it only arises
   with an all-zero scorer, where index ties would otherwise decide mutual top-1). Mutual top-1
   edges form a matching, on which the maximum-weight independent set (weight = unit size) keeps
   the larger unit of every edge — ties to the more confident one — in closed form; so here the
@@ -214,7 +217,7 @@ def mutual_edges(
     above = (weight >= row_mean) & (weight >= row_mean.gather(1, top))
     if isinstance(edge_floor, torch.Tensor) and edge_floor.dim():
         edge_floor = edge_floor[:, None]  # [b, 1]
-    strong = (count > 2) | (weight >= edge_floor)  # with ≤ 2 units the row-mean test is vacuous
+    strong = (count > 2) | (weight >= edge_floor)  # the row-mean test passes every mutual top-1
     return top, mutual & above & strong & (weight > 0)  # 0 affinity: no dependency
 
 

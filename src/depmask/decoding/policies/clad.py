@@ -8,7 +8,9 @@ clusters a, b is the max over rows of a of the mean over columns of b, symmetris
 conflict edge joins a and b when each is the other's top-1 and the affinity is at least both row
 means (with ≤ 2 clusters: at least 1.2 / L, L the attended keys); the maximum-weight independent
 set of that matching (weight = cluster size) keeps the larger cluster of each pair — ties to the
-more confident — and every cluster without an edge. Everything it keeps is committed.
+more confident — and every cluster without an edge. Everything it keeps is committed. (The
+row-mean test passes every mutual top-1 pair, so with 3 or more clusters one cluster of the
+most-attending pair is always dropped: `selector.py`.)
 """
 
 from __future__ import annotations
