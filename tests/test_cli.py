@@ -99,6 +99,10 @@ def test_top_level_help_lists_every_command_including_the_lightning_ones(capsys)
         assert line in out
     for folder in ("configs/harvest/", "configs/train/", "configs/mdlm/"):
         assert (ROOT / folder).is_dir() and folder in out  # the folders named exist
+    # `mdlm --help` lists `evaluate` alone among its subcommands: its description names the others
+    with pytest.raises(SystemExit):
+        main(["mdlm", "--help"])
+    assert "`mdlm fit|validate --config FILE` train or validate one" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("command", [["eval", "decode"], ["eval", "subadditivity"], ["mdlm", "evaluate"],

@@ -33,7 +33,8 @@ COMMANDS: dict = {
                       "sub-additivity bound (`eval subadditivity`).",
              "decode": eval_decode, "predictor": eval_predictor, "subadditivity": eval_subadditivity},
     # `mdlm fit|validate` go to LightningCLI, below
-    "mdlm": {"_help": "Evaluate a small MDLM (`mdlm evaluate`); `mdlm fit|validate` train one.",
+    "mdlm": {"_help": "Evaluate a small MDLM (`mdlm evaluate`); `mdlm fit|validate --config FILE` train or "
+                      "validate one (Lightning's CLI, not listed below: `depmask mdlm fit --help`).",
              "evaluate": mdlm_evaluate},
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate")

@@ -13,7 +13,10 @@ from pathlib import Path
 
 
 def output_dir(name: str, path: str | os.PathLike) -> Path:
-    """`path` with `~` expanded; ValueError naming `name` when it, or a folder above it, is a file."""
+    """`path` with `~` expanded; ValueError naming `name` when it is empty (it would be the working
+    directory), or when it, or a folder above it, is a file."""
+    if not str(path).strip():
+        raise ValueError(f"`{name}` ({str(path)!r}) is empty; give a directory")
     out = Path(path).expanduser()
     for p in (out, *out.parents):
         if p.exists():

@@ -199,6 +199,11 @@ def test_mdlm_evaluate_writes_json_and_card(tmp_path):
     with pytest.raises(ValueError, match=r"holds the model's table of \[500\] items per task .* Give `--out`"):
         main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]"])
     assert (model / "README.md").read_bytes() == card and (model / "eval.json").read_bytes() == table
+    # with a table file of its own, only the card is at stake, and the message says so
+    with pytest.raises(ValueError, match=r"would replace the model card \(README.md\) that shows it. Add "
+                                         r"`--write_card false`"):
+        main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]",
+              "--out", str(tmp_path / "mine.json")])
     main(["mdlm", "evaluate", "--model", str(model), "--n", "4", "--tasks", "[addition]",
           "--out", str(tmp_path / "mine.json"), "--write_card", "false"])  # a table of one's own
     assert len(json.loads((tmp_path / "mine.json").read_text())) == 5 and (model / "eval.json").read_bytes() == table

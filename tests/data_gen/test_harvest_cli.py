@@ -150,3 +150,26 @@ def test_a_refused_resume_leaves_the_harvest_record_alone(tmp_path):
         with pytest.raises(ValueError, match=message):
             harvest_cli([*tiny, *bad, "--harvest.output", str(fresh)])
         assert not fresh.exists()
+
+
+def test_a_spawning_strategy_is_reported_without_the_figures_its_children_kept(tmp_path, monkeypatch, capsys):
+    """Under `ddp_spawn` the ranks count in child processes: the summary printed 0 states from 0
+    examples in 0 forwards (the parent's untouched counters), beside a harvest of 67 states."""
+    import lightning as L
+
+    from depmask.cli import main
+    from depmask.train import harvest as harvest_mod
+
+    def trainer(strategy, devices):
+        return L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False, enable_progress_bar=False)
+
+    assert harvest_mod._ranks_ran_elsewhere(trainer("ddp_spawn", 2))
+    assert harvest_mod._ranks_ran_elsewhere(trainer("ddp_fork", 2))
+    assert not harvest_mod._ranks_ran_elsewhere(trainer("ddp", 2)) and not harvest_mod._ranks_ran_elsewhere(trainer("auto", 1))
+    # the summary of such a run, simulated in one process
+    monkeypatch.setattr(harvest_mod, "_ranks_ran_elsewhere", lambda trainer: True)
+    main(["harvest", "--config", str(ROOT / "configs/harvest/tiny-tasks.yaml"), *SMALL, "--harvest.examples_per_task",
+          "2", "--harvest.tasks", "[sort]", "--harvest.output", str(tmp_path / "h")])
+    out = capsys.readouterr().out
+    assert "the ranks ran in child processes (a spawning strategy), whose figures are not collected" in out
+    assert " 0 states from " not in out and f"{tmp_path / 'h'} holds " in out and verify_harvest(tmp_path / "h").ok

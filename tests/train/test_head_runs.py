@@ -76,8 +76,8 @@ def test_the_export_holds_the_config_of_its_weights_and_a_moved_run_resumes_in_i
     fit(harvest, tmp_path, "--trainer.max_epochs", "2", "--trainer.logger", "false", "--checkpoint.mode", "max")
     head = tmp_path / "head"
     before = (head / "train_config.yaml").read_text()
-    main(["train", "validate", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest), "--model.dim", "16",
-          "--model.export_dir", str(head), "--trainer.logger", "false", "--checkpoint.dirpath", str(tmp_path / "v")])
+    main(["train", "validate", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest),
+          "--model.export_dir", str(head), "--trainer.logger", "false", "--ckpt_path", str(tmp_path / "run" / "last.ckpt")])
     assert (head / "train_config.yaml").read_text() == before  # validate exports nothing, writes nothing there
     moved = tmp_path / "moved"
     (tmp_path / "run").rename(moved)

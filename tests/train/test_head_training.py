@@ -221,7 +221,7 @@ def test_bad_head_configs_are_named(tmp_path):
         train_head(tmp_path, tmp_path / "head", hidden_size=7)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"lr": -1.0}, r"`lr` \(-1.0\) must be > 0"),
+@pytest.mark.parametrize(("kwargs", "message"), [({"lr": -1.0}, r"`lr` \(-1.0\) must be a finite number > 0"),
                                                  ({"warmup_steps": -5}, r"`warmup_steps` \(-5\) must be >= 0"),
                                                  ({"precision_k": 0}, r"`precision_k` \(0\) must be >= 1"),
                                                  # NaN passed `value < 0` and made every loss NaN

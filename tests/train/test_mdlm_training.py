@@ -216,7 +216,7 @@ def test_the_learning_rate_schedule_spans_the_fit(bound):
     ({"val_decode_items": -1}, r"`val_decode_items` \(-1\) must be an int >= 0"),
     ({"num_hidden_layers": 0}, r"`num_hidden_layers` \(0\) must be an int >= 1"),
     ({"hidden_size": 130}, r"`hidden_size` \(130\) must be a multiple of `num_attention_heads` \(4\)"),
-    ({"weight_decay": -1.0}, r"`weight_decay` \(-1.0\) must be >= 0"),
+    ({"weight_decay": -1.0}, r"`weight_decay` \(-1.0\) must be a finite number >= 0"),
 ])
 def test_bad_mdlm_settings_are_named(kwargs, message):
     from depmask.train.mdlm_module import MDLMModule

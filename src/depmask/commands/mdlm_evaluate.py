@@ -103,7 +103,7 @@ def mdlm_evaluate(
     if out_path.is_dir():
         raise ValueError(f"`out` ({out}) is a directory; give the JSON file to write, e.g. {out_path / 'eval.json'}")
     if out is None or write_card:
-        _check_model_record(Path(model), n, tasks, seed)
+        _check_model_record(Path(model), n, tasks, seed, table=out is None)
     den = HFDenoiser.from_pretrained(model, device=device or "cpu")
     if den.tokenizer is None:
         raise ValueError(f"model {model!r} has no tokenizer; the tasks need one")
@@ -124,10 +124,11 @@ def mdlm_evaluate(
     return rows
 
 
-def _check_model_record(model: Path, n: int, tasks: list[str], seed: int = 0) -> None:
+def _check_model_record(model: Path, n: int, tasks: list[str], seed: int = 0, table: bool = True) -> None:
     """Refuse, before decoding, to replace the model directory's own table (`eval.json`, read by
     its card) with one of other items or tasks: `--n 2` rewrote the shipped 500-item table, and
-    `--seed 7` (other items; rows before 2026-11-30 record no seed: theirs was 0) did too."""
+    `--seed 7` (other items; rows before 2026-11-30 record no seed: theirs was 0) did too. `table`:
+    this run writes `eval.json` too (no `--out`); otherwise it would replace the card alone."""
     record = model / "eval.json"
     if not record.is_file():
         return
@@ -137,11 +138,12 @@ def _check_model_record(model: Path, n: int, tasks: list[str], seed: int = 0) ->
     except (ValueError, KeyError, TypeError, AttributeError):
         return  # not a table of ours: nothing to protect
     if had != ({n}, list(tasks), {seed}):
+        replaced, fix = (("it and its model card", "Give `--out` a file of your own and `--write_card false`") if table
+                         else ("the model card (README.md) that shows it", "Add `--write_card false`"))
         raise ValueError(
             f"{record} holds the model's table of {sorted(had[0])} items per task over {had[1]} at seed "
-            f"{sorted(had[2])}; this run ({n} items over {list(tasks)} at seed {seed}) would replace it and its "
-            "model card. Give `--out` a file of your own and `--write_card false`, or the same `--n`, `--tasks` "
-            "and `--seed` to remake the table")
+            f"{sorted(had[2])}; this run ({n} items over {list(tasks)} at seed {seed}) would replace {replaced}. "
+            f"{fix}, or give the same `--n`, `--tasks` and `--seed` to remake the table")
 
 
 def model_card(den, table: str, model: str, n: int, seed: int, device: str,

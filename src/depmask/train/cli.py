@@ -8,6 +8,7 @@ logging off and `--trainer.logger CSVLogger` writes CSV. Lightning lives only in
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -48,20 +49,27 @@ class DepmaskCLI(LightningCLI):
         run's own settings, or start a new run — except those in `RESUME_MAY_CHANGE`, where the
         command wins."""
         sub = self.config.get("subcommand")
-        mine = self.config[sub].get("model") if sub else None
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if sub == "validate" and not ckpt:
+            raise ValueError("`validate` needs `--ckpt_path`, the checkpoint of a fit: without one it would "
+                             "validate freshly initialised weights")
+        if not ckpt:
+            return
+        _check_checkpoint(ckpt)
+        mine = self.config[sub].get("model")
         mine = mine.clone() if mine is not None else None
         super()._parse_ckpt_path()
         if mine is None:
             return
         theirs = self.config[sub]["model"]
-        diff = {key: (theirs.get(key), value) for key, value in mine.items() if key in theirs and theirs.get(key) != value}
+        diff = {key: (theirs.get(key), value) for key, value in mine.items()
+                if key in theirs and not _same(theirs.get(key), value)}
         for key in self.RESUME_MAY_CHANGE:  # the command's value, `null` included
             if key in diff:
                 self.config[sub]["model"][key] = diff.pop(key)[1]
         diff = {f"model.{k}": v for k, v in diff.items()}
         diff.update(self._data_diff(sub))
         if diff:
-            ckpt = self.config[sub].get("ckpt_path")
             raise ValueError(
                 f"`ckpt_path` ({ckpt}) resumes a run trained with other settings than this command's: "
                 + "; ".join(f"{k} is {a!r} in the checkpoint, {b!r} here" for k, (a, b) in sorted(diff.items()))
@@ -78,7 +86,7 @@ class DepmaskCLI(LightningCLI):
             return {}
         theirs = torch.load(ckpt, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
         return {f"data.{k}": (theirs[k], v) for k, v in data.items()
-                if k in theirs and k not in self.RESUME_DATA_MAY_CHANGE and _plain(theirs[k]) != _plain(v)}
+                if k in theirs and k not in self.RESUME_DATA_MAY_CHANGE and not _same(theirs[k], v)}
 
 
 class HandConfigToModule(SaveConfigCallback):
@@ -113,6 +121,29 @@ def mdlm_cli(args: Sequence[str] | None = None) -> LightningCLI:
     )
 
 
-def _plain(value):
-    """A config value as plain data, for comparison (a tuple from a checkpoint equals a list)."""
-    return list(value) if isinstance(value, tuple) else value
+def _same(a, b) -> bool:
+    """Config values compared as plain data: a tuple from a checkpoint equals a list, NaN equals NaN."""
+    a, b = (list(v) if isinstance(v, tuple) else v for v in (a, b))
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return both_nan or a == b
+
+
+def _check_checkpoint(ckpt) -> None:
+    """Refuse (ValueError naming `ckpt_path`) a path that is not a Lightning checkpoint file: a
+    directory (a model's or a run's) or another kind of file failed inside Lightning or torch.load."""
+    import torch
+
+    path = Path(str(ckpt)).expanduser()
+    if path.is_dir():
+        raise ValueError(f"`ckpt_path` ({ckpt}) is a directory; give a checkpoint file of a fit "
+                         "(`<run>/checkpoints/last.ckpt`)")
+    if not path.is_file():
+        return  # Lightning names a missing one
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle, zip or safetensors error: not a checkpoint torch can read safely
+        raise ValueError(f"`ckpt_path` ({ckpt}) is not a Lightning checkpoint ({type(e).__name__}); give the "
+                         "`.ckpt` file of a fit (`<run>/checkpoints/last.ckpt`)") from None
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ValueError(f"`ckpt_path` ({ckpt}) is not a Lightning checkpoint (no `state_dict`); give the "
+                         "`.ckpt` file of a fit (`<run>/checkpoints/last.ckpt`)")

@@ -1,11 +1,12 @@
 """What the two Lightning modules' fits share around their export: whether a fit's end may export
-(it trained nothing, or was a dry run), how long its learning-rate schedule runs (and its rate
+(it trained nothing, was a dry run, or diverged), how long its learning-rate schedule runs (and its rate
 after a resume), and the resolved config written beside the exported weights.
 
 `on_fit_end` of both Lightning modules exports to `export_dir`, which may hold a model or head the
 user keeps (`mdlm fit`'s default is the shipped model's directory). A fit with no optimiser step
-(`max_epochs 0`, fewer items than a batch) or Lightning's `fast_dev_run` (a one-batch check of the
-code, which Lightning itself keeps from checkpointing and logging) must not replace it.
+(`max_epochs 0`, fewer items than a batch), Lightning's `fast_dev_run` (a one-batch check of the
+code, which Lightning itself keeps from checkpointing and logging) or a fit whose weights diverged
+to NaN or infinity must not replace it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ def skip_export_reason(trainer) -> str | None:
         return "a fast_dev_run checks the code; it exports nothing"
     if int(trainer.global_step) == 0:
         return "the fit took no optimiser step (no training batch, or max_epochs 0)"
+    return None
+
+
+def nonfinite_reason(module) -> str | None:
+    """Why weights with a NaN or an infinity (a diverged fit) must not be exported, or None."""
+    import torch
+
+    bad = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        return (f"{len(bad)} of its tensors hold NaN or infinite values (e.g. {bad[0]}): the fit diverged; "
+                "lower the learning rate")
     return None
 
 
@@ -60,3 +72,16 @@ def write_train_config(module, directory: str | Path) -> None:
     text = getattr(module, "train_config_text", None)
     if text:
         write_atomic(Path(directory) / TRAIN_CONFIG, text.encode())
+
+
+def log_artifact(loggers, path: Path, name: str) -> None:
+    """Log the exported directory `path` as a wandb model artifact `name`, when a logger is wandb."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            artifact = wandb.Artifact(name, type="model")
+            artifact.add_dir(str(path))
+            logger.experiment.log_artifact(artifact)

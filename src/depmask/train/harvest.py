@@ -192,7 +192,10 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
         todo += [[]] * max(0, trainer.world_size - len(todo))
         loader = DataLoader(todo, batch_size=1, shuffle=False, collate_fn=_one_group, num_workers=cfg.num_workers)
         trainer.predict(HarvestModule(denoiser, cfg), dataloaders=loader, return_predictions=False)
-    summary.update(progress.totals(), world_size=trainer.world_size)
+    totals = progress.totals()
+    if _ranks_ran_elsewhere(trainer):  # ddp_spawn / ddp_fork / ddp_notebook: this process counted nothing
+        totals = dict.fromkeys(totals)
+    summary.update(totals, world_size=trainer.world_size)
     trainer.strategy.barrier()
     if trainer.is_global_zero:
         manifest = write_manifest(out, {"fingerprint": denoiser.fingerprint, "hidden_size": denoiser.hidden_size})
@@ -200,3 +203,11 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
         summary.update(total_rows=manifest["rows"], total_examples=manifest["examples"],
                        shards=len(manifest["shards"]), expected_examples=len(items))
     return summary
+
+
+def _ranks_ran_elsewhere(trainer) -> bool:
+    """Whether the strategy ran the ranks in child processes (spawn or fork), so that this process's
+    progress counters, which the summary reports, saw none of the work."""
+    from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)

@@ -52,12 +52,16 @@ def harvest_cli(args: Sequence[str] | None = None) -> dict:
 
 def _print_summary(s: dict, out: Path) -> None:
     who = "harvest" if s.get("world_size", 1) == 1 else f"harvest (rank 0 of {s['world_size']})"
-    print(
-        f"{who}: {s['states']} states from {s['examples']} examples in {s['seconds']:.1f} s "
-        f"({s['states_per_s']:.1f} states/s, {s['pairs_per_s']:.0f} influence pairs/s; "
-        f"{s['forwards']} forwards, {s['probe_forwards']} of them perturbed); "
-        f"{s['skipped_examples']} examples already done"
-    )
+    if s["states"] is None:  # counted in child processes, which report nothing back
+        print(f"harvest: the ranks ran in child processes (a spawning strategy), whose figures are not "
+              f"collected; {s['skipped_examples']} examples already done")
+    else:
+        print(
+            f"{who}: {s['states']} states from {s['examples']} examples in {s['seconds']:.1f} s "
+            f"({s['states_per_s']:.1f} states/s, {s['pairs_per_s']:.0f} influence pairs/s; "
+            f"{s['forwards']} forwards, {s['probe_forwards']} of them perturbed); "
+            f"{s['skipped_examples']} examples already done"
+        )
     print(f"harvest: {out} holds {s['total_rows']} states of {s['total_examples']}/{s['expected_examples']} "
           f"examples in {s['shards']} shards")
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in s.items()}))

@@ -24,7 +24,7 @@ TV ≥ `positive_threshold`), `val/spearman` (rank correlation with TV over all 
 same AUROC / AP for the training-free attention score on the same pairs (`val/auroc_attention`,
 `val/ap_attention`: captured attention symmetrised with max(A, Aᵀ)). At the end of `fit` the best
 checkpoint (by the checkpoint callback's monitor, `val/loss` in the shipped configs) is exported
-with `save_pretrained` to `export_dir`, with the training data manifest (the monitor and its best
+(unless its weights hold NaN or infinity) with `save_pretrained` to `export_dir`, with the training data manifest (the monitor and its best
 score included), and logged to wandb as an artifact when the logger is wandb.
 """
 
@@ -44,6 +44,8 @@ from depmask.models.fingerprint import same_model
 from depmask.predictor import DependencyHead, pair_mask
 from depmask.predictor.io import capture_layers_problem, check_export_dir
 from depmask.train.export_guard import (
+    log_artifact,
+    nonfinite_reason,
     resume_schedule,
     skip_export_reason,
     total_steps,
@@ -131,8 +133,8 @@ class HeadModule(L.LightningModule):
                             ("weight_decay", weight_decay)):
             if not (value >= 0 and math.isfinite(value)):  # NaN fails both; it made every loss NaN
                 raise ValueError(f"`{knob}` ({value}) must be a finite number >= 0")
-        if not lr > 0:
-            raise ValueError(f"`lr` ({lr}) must be > 0")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"`lr` ({lr}) must be a finite number > 0")
         if warmup_steps < 0:
             raise ValueError(f"`warmup_steps` ({warmup_steps}) must be >= 0")
         if not 0.0 <= state_balance <= 1.0:
@@ -330,8 +332,7 @@ class HeadModule(L.LightningModule):
                     "best_score": None if score is None or not math.isfinite(float(score)) else float(score)}
         last = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         metrics = self._val_history.get(step)
-        # an undefined metric (NaN: no state with `precision_k` pairs, constant predictions) is null
-        # in the manifest: JSON has no NaN, and the export failed after the whole fit
+        # an undefined metric (NaN: no state with `precision_k` pairs, constant predictions) is null: JSON has no NaN
         last = {k: v if math.isfinite(v) else None for k, v in last.items()}
         if metrics is not None:
             metrics = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in metrics.items()}
@@ -340,10 +341,13 @@ class HeadModule(L.LightningModule):
                     "metrics": metrics if metrics is not None else last,
                     "metrics_step": step if metrics is not None else None}
         self.exported_metrics = manifest["metrics"]
+        if (reason := nonfinite_reason(self.head)) is not None:  # the weights that would be exported
+            print(f"not exporting to {self.hparams.export_dir}: {reason}")
+            return
         path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
         write_train_config(self, path)
         print(f"exported the dependency head to {path}")
-        _log_artifact(self.trainer.loggers, path)
+        log_artifact(self.trainer.loggers, path, "dependency-head")
 
 
 def precision_shares(logits: torch.Tensor, tv: torch.Tensor, pairs: torch.Tensor, k: int,
@@ -385,15 +389,3 @@ def _state_balance(valid: torch.Tensor, gamma: float) -> torch.Tensor:
     per_state = pairs.flatten(1).sum(dim=1).float()  # [b]
     weight = per_state.clamp_min(1.0).pow(-gamma)[:, None, None].expand_as(pairs)[pairs]  # [p]
     return weight * (weight.numel() / weight.sum().clamp_min(1e-12))
-
-
-def _log_artifact(loggers, path: Path) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            artifact = wandb.Artifact("dependency-head", type="model")
-            artifact.add_dir(str(path))
-            logger.experiment.log_artifact(artifact)

@@ -14,9 +14,10 @@ applies the forward process) and holds no model.
 Item `i` of epoch `e` is a function of (`seed`, `e`, `i`) alone, so the train loader needs no
 shuffling to change from epoch to epoch, and it resumes exactly: a fit resumed from a checkpoint
 saved in the middle of an epoch trains on that epoch's remaining batches (`_TrainLoader`), not on
-its first ones a second time. Under DDP Lightning puts a shuffling distributed sampler on the train
-loader: a killed fit still resumes exactly, but a fit stopped by `max_steps` mid-epoch and extended
-from its checkpoint draws its later epochs in another order (a review found it on 2 gloo ranks).
+its first ones a second time, and one saved after an epoch's last batch (by a step or an
+epoch-end checkpoint) goes on with the next epoch. Under DDP Lightning puts a shuffling
+distributed sampler on the train loader; a resumed DDP fit skips its batches in that epoch's
+order too, so it trains what the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -88,18 +89,28 @@ class _TrainLoader(DataLoader):
         self._resume: dict[str, int] | None = None
 
     def __iter__(self) -> Iterator:
+        return self._pass()
+
+    def _pass(self) -> Iterator:
+        """One epoch's batches, decided when the first one is asked for, not when the pass is made:
+        Lightning makes a resumed fit's first pass before it restores its epoch counters and sets
+        a distributed sampler's epoch, and then reads it as whichever epoch it resumes (the one a
+        checkpoint at a last batch ended: the next one; the one an epoch-end checkpoint ended:
+        that epoch, which must then yield nothing), or not at all."""
         epoch, trained = self.epoch_of(), 0
         resume, self._resume = self._resume, None
         if resume is not None and resume["epoch"] == epoch:
             trained = resume["trained"]
-            if trained >= len(self):  # saved after the epoch's last batch: Lightning goes on to
-                epoch, trained = epoch + 1, 0  # the next epoch with this pass (it calls iter() once)
         self.epoch = self.dataset.epoch = epoch
         self.trained = trained
+        if trained >= len(self):  # that epoch is done
+            return
+        if trained and hasattr(self.sampler, "set_epoch"):  # the skipped batches in this epoch's order
+            self.sampler.set_epoch(epoch)
         batches = super().__iter__()
-        for _ in range(self.trained):
+        for _ in range(trained):
             next(batches, None)
-        return batches
+        yield from batches
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "trained": self.trained}

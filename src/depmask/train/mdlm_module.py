@@ -36,6 +36,7 @@ from depmask.paths import existing_config
 from depmask.stable_hash import stable_int
 from depmask.train.export_guard import (
     TRAIN_CONFIG,
+    nonfinite_reason,
     resume_schedule,
     skip_export_reason,
     total_steps,
@@ -135,8 +136,8 @@ class MDLMModule(L.LightningModule):
         super().__init__()
         if not 0 < eps < 1:
             raise ValueError(f"`eps` ({eps}) must lie in (0, 1)")
-        if lr <= 0:
-            raise ValueError(f"`lr` ({lr}) must be > 0")
+        if isinstance(lr, bool) or not (lr > 0 and math.isfinite(lr)):  # NaN fails both
+            raise ValueError(f"`lr` ({lr!r}) must be a finite number > 0")
         for name, value, least in (("hidden_size", hidden_size, 1), ("num_hidden_layers", num_hidden_layers, 1),
                                    ("num_attention_heads", num_attention_heads, 1),
                                    ("intermediate_size", intermediate_size, 1),
@@ -147,8 +148,9 @@ class MDLMModule(L.LightningModule):
         if hidden_size % num_attention_heads:
             raise ValueError(f"`hidden_size` ({hidden_size}) must be a multiple of `num_attention_heads` "
                              f"({num_attention_heads})")
-        if isinstance(weight_decay, bool) or not weight_decay >= 0:
-            raise ValueError(f"`weight_decay` ({weight_decay!r}) must be >= 0 (a negative one grows the weights)")
+        if isinstance(weight_decay, bool) or not (weight_decay >= 0 and math.isfinite(weight_decay)):
+            raise ValueError(f"`weight_decay` ({weight_decay!r}) must be a finite number >= 0 (a negative one "
+                             "grows the weights)")
         if export_dir is not None:
             check_model_export_dir(export_dir)  # a file or a head there is named now, not after the training
         self.save_hyperparameters()
@@ -282,7 +284,7 @@ class MDLMModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
-            reason = skip_export_reason(self.trainer)
+            reason = skip_export_reason(self.trainer) or nonfinite_reason(self.model)
             if reason is not None:
                 print(f"not exporting to {self.hparams.export_dir}: {reason}")
                 return
