@@ -3,6 +3,7 @@ the selection of a reference rule, up to ties."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from depmask.decoding import StepState
@@ -11,6 +12,16 @@ PROMPTS = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 0, 2]]  # equal length: the ref
 B, L, V = 5, 24, 7  # rows, canvas length, vocabulary of the random states
 BLOCK = (4, 20)
 SEEDS = range(40)  # random states per comparison
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tensors here are tiny; on a loaded 2-core machine an intra-op thread pool turns each
+    small reduction into milliseconds of synchronisation. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_state(seed: int, *, ties: bool = False, one_hot: bool = False, step: int = 0,

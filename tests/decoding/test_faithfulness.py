@@ -26,13 +26,14 @@ import pytest
 import torch
 
 from depmask.decoding import StepState, build_policy, generate
-from tests.decoding.faithfulness_states import (
+from tests.decoding.faithfulness_states import (  # one_thread: autouse, one intra-op thread
     PROMPTS,
     SEEDS,
     check_rows,
     make_state,
     masked_scores,
     on_live_rows,
+    one_thread,  # noqa: F401
     same_up_to_ties,
     state_with,
 )
@@ -45,17 +46,6 @@ from tests.decoding.reference import (
     llada_generate,
     llada_schedule,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny; on a loaded 2-core machine an intra-op thread pool turns each
-    small reduction into milliseconds of synchronisation. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # --------------------------------------------------------------------------------------------
 # 1. low_confidence == LLaDA generate()

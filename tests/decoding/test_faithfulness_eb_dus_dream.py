@@ -10,13 +10,14 @@ import torch
 
 from depmask.decoding import build_policy, generate
 from depmask.decoding.policies.dilated import dilated_levels
-from tests.decoding.faithfulness_states import (
+from tests.decoding.faithfulness_states import (  # one_thread: autouse, one intra-op thread
     PROMPTS,
     SEEDS,
     B,
     check_rows,
     make_state,
     on_live_rows,
+    one_thread,  # noqa: F401
     same_up_to_ties,
     state_with,
 )
@@ -32,17 +33,6 @@ from tests.decoding.reference import (
     eb_generate,
     eb_select,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny; on a loaded 2-core machine an intra-op thread pool turns each
-    small reduction into milliseconds of synchronisation. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # --------------------------------------------------------------------------------------------
 # 4. entropy_bound == EB-Sampler
