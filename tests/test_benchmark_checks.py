@@ -116,3 +116,12 @@ def test_head_tradeoff_names_a_point_or_reference_it_cannot_read(tmp_path):
         done = subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "o.json")],
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_harvest_throughput_names_a_benchmark_without_its_data_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DEPMASK_DATA_DIR", raising=False)
+    monkeypatch.setenv("DEPMASK_GSM8K", str(tmp_path / "none.jsonl"))  # whatever this machine holds
+    code, err = _refused("harvest_throughput", ["--task", "gsm8k", "--model", str(tmp_path / "no-model"),
+                                                "--out", str(tmp_path / "out.json")], monkeypatch, capsys)
+    assert code == 2 and "--task: " in err and "none.jsonl" in err, err
+    assert "error: --model" not in err and not (tmp_path / "out.json").exists()  # refused before the model
