@@ -16,6 +16,7 @@ from depmask.decoding.influence import (
     pairwise_influence,
     top_values,
 )
+from depmask.decoding.sampling import batch_seed
 from depmask.train.harvest import run_harvest
 from tests.conftest import EMBEDDED
 
@@ -272,3 +273,46 @@ def test_the_probe_budget_counts_a_blocks_positions(embedded, monkeypatch):
                          block_length=4)
     harvest_group(embedded, groups[0], cfg, pad_id=0)
     assert seen == [{"positions": 4}]
+
+
+def test_a_left_padded_group_records_positions_and_influences_of_its_own_canvas(embedded, tmp_path):
+    """Every synthetic group has one prompt length, so no test padded a row: a recorder that kept
+    the padded positions or tokens wrote states whose positions miss the masked tokens."""
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"id": f"q{i}", "prompt": p})
+                                                for i, p in enumerate(["3 1 2", "4 2 1 3 5 6 7", "1 2"])))
+    cfg = HarvestConfig(model=str(EMBEDDED), prompts_file=str(tmp_path / "p.jsonl"), gen_length=8,
+                        states_per_example=2, batch_size=3)
+    (group,) = group_items(build_items(cfg, embedded.tokenizer), 3)
+    assert len({len(it.prompt_ids) for it in group}) == 3  # three widths: two rows are padded
+    res = harvest_group(embedded, group, cfg, embedded.tokenizer.pad_token_id)
+    assert len(res.records) == 6
+    for r in res.records:
+        tokens = torch.as_tensor(r.tokens, dtype=torch.long)[None]  # [1, prompt + g], no padding
+        pos = torch.as_tensor(r.positions, dtype=torch.long)[None]
+        assert tokens.shape[1] == r.prompt_length + 8 and bool((tokens[0, pos[0]] == embedded.mask_id).all())
+        base = torch.log_softmax(gather_positions(embedded(tokens).logits, pos), -1)
+        inf = pairwise_influence(denoiser_forward(embedded), tokens, pos, torch.ones_like(pos, dtype=torch.bool), base,
+                                 torch.as_tensor(r.candidate)[None, :, None].long())
+        np.testing.assert_allclose(r.tv, inf.tv[0].numpy(), atol=1e-4)
+
+
+def test_a_sampled_harvest_records_the_trajectory_it_planned(embedded):
+    """At temperature > 0 the states are chosen among the forwards of a first decode and recorded
+    in a second: both passes must sample alike (the same seed), or the recorded trajectory is
+    another one, and a resume or another rank harvests other data."""
+    cfg, groups = _items(embedded, tasks=["sudoku4"], examples_per_task=6, states_per_example=3,
+                         policies=["threshold:threshold=0.7"], batch_size=6, temperature=1.0)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(len(runs))  # the global generator differs between the runs: it must not matter
+        res = harvest_group(embedded, groups[0], cfg, embedded.tokenizer.pad_token_id)
+        runs.append([(r.example_id, r.step, r.tokens.tolist(), r.candidate.tolist()) for r in res.records])
+    assert runs[0] == runs[1]
+    plain = generate(embedded, [it.prompt_ids for it in groups[0]], build_policy("threshold", threshold=0.7),
+                     gen_length=16, steps=16, temperature=1.0, pad_id=embedded.tokenizer.pad_token_id,
+                     generator=torch.Generator().manual_seed(batch_seed(cfg.seed, groups[0][0].example_id)))
+    steps = {}
+    for eid, step, *_ in runs[0]:
+        steps.setdefault(eid, []).append(step)
+    assert steps == {it.example_id: choose_steps(cfg.seed, it.example_id, int(n), 3)
+                     for it, n in zip(groups[0], plain.nfe)}

@@ -315,3 +315,39 @@ def test_verify_compares_a_sidecar_s_per_example_states_with_its_rows(tmp_path):
     side["states"] = {"a": 2, "b": 2}
     sidecar.write_text(json.dumps(side))
     assert verify_harvest(tmp_path).ok
+
+
+def test_verify_reads_each_shard_s_rows_schema_and_fingerprints(tmp_path):
+    """A shard consistent with its own sidecar (sizes and digest match) can still hold rows of
+    another model or example, another hidden size, or another row count than the sidecar says;
+    no test made `verify` meet one, so each check could be dropped unseen."""
+    cases = {
+        "fp": ([record("a", 0, 3, fp="other@local:1")], ["a"], D, "rows from another model"),
+        "stray": ([record("a", 0, 3), record("z", 1, 3)], ["a", "z"], D, "rows of examples its sidecar does not list"),
+        "width": ([record("a", 0, 3)], ["a"], D, "schema differs"),
+    }
+    for name, (recs, ids, width, message) in cases.items():
+        out = tmp_path / name
+        out.mkdir()
+        write_json_atomic(out / "harvest.json", {"schema_version": 1, "fingerprint": FP, "hidden_size": D + (name == "width"),
+                                                 "examples": 1, "config": {}})
+        write_shard(out, records_to_table(recs, width), ids, FP)
+        write_manifest(out)
+        if name == "stray":  # its sidecar edited to list `a` alone: sizes and digest still match
+            (sidecar,) = (out / "shards").glob("*.json")
+            side = json.loads(sidecar.read_text())
+            side.update(example_ids=["a"], states={"a": 1})
+            sidecar.write_text(json.dumps(side))
+        problems = verify_harvest(out).problems
+        assert any(message in p for p in problems), (name, problems)
+    out = tmp_path / "rows"  # the sidecar's row count edited: its sizes and digest still match
+    out.mkdir()
+    write_json_atomic(out / "harvest.json", {"schema_version": 1, "fingerprint": FP, "hidden_size": D, "examples": 1,
+                                             "config": {}})
+    write_shard(out, records_to_table([record("a", 0, 3), record("a", 1, 2)], D), ["a"], FP)
+    write_manifest(out)
+    (sidecar,) = (out / "shards").glob("*.json")
+    side = json.loads(sidecar.read_text())
+    side["rows"] = 3
+    sidecar.write_text(json.dumps(side))
+    assert any("2 rows, its sidecar says 3" in p for p in verify_harvest(out).problems)
