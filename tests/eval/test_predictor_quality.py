@@ -222,3 +222,20 @@ def test_the_trained_on_this_harvest_warning_does_not_depend_on_the_working_dire
     (head / "config.json").write_text(json.dumps(config))
     eval_predictor(str(harvest), head=str(head), split="all", output=str(tmp_path / "out2"))
     assert "includes its training states" not in capsys.readouterr().out
+
+
+def test_attention_baseline_is_the_larger_of_the_two_directions():
+    """The symmetrised attention summed A and Aᵀ instead of taking max(A, Aᵀ), as documented."""
+    att = torch.tensor([[[0.0, 0.2, 0.1], [0.7, 0.0, 0.3], [0.4, 0.3, 0.0]]])  # [b, m, m]
+    batch = {"attention": att, "positions": torch.arange(3)[None], "confidence": torch.full((1, 3), 0.5)}
+    expected = torch.tensor([[0.0, 0.7, 0.4], [0.7, 0.0, 0.3], [0.4, 0.3, 0.0]])
+    assert torch.equal(baseline_scores(batch)["attention"][0], expected)
+
+
+def test_a_pair_whose_tv_equals_the_threshold_is_a_positive():
+    """Positives are TV ≥ `positive_threshold` (docs); a strict `>` dropped pairs exactly at it."""
+    tv = np.array([1.0, 1.0, 0.5, 0.25, 0.0])
+    state = np.zeros(5, dtype=int)
+    assert score_metrics(tv, tv, state, positive_threshold=1.0)["n_positive"] == 2
+    out = score_metrics(tv, tv, state, positive_threshold=0.5, k=3)
+    assert out["n_positive"] == 3 and out["auroc"] == 1.0 and out["precision_at_k"] == 1.0
