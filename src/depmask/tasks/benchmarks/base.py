@@ -62,6 +62,26 @@ class Grade:
                 "status": self.status, "detail": self.detail}
 
 
+def text_field(record: dict, key: str, *, numbers: bool = False) -> str:
+    """`record[key]` as text, refused (TypeError, named) when it is another kind: a list or a dict
+    there (a column-oriented export, a field stored as its repr) was turned into its repr by
+    `str()` and decoded and graded as garbage. `numbers`: an int or float is taken as its text."""
+    value = record[key]
+    kinds = (str, int, float) if numbers else (str,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"`{key}` must be text, got {type(value).__name__} ({str(value)[:60]!r})")
+    return str(value)
+
+
+def text_list(record: dict, key: str) -> list[str]:
+    """`record[key]` as a list of texts, refused (TypeError, named) otherwise: a `test_list` stored
+    as the text of a list was iterated character by character into one-character tests."""
+    value = record[key]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"`{key}` must be a list of texts, got {type(value).__name__} ({str(value)[:60]!r})")
+    return list(value)
+
+
 def has_chat_template(tokenizer: Any) -> bool:
     """True iff `tokenizer` can apply a chat template (it has one set)."""
     return bool(getattr(tokenizer, "chat_template", None)) and hasattr(tokenizer, "apply_chat_template")

@@ -8,14 +8,17 @@ Prompts: zero-shot asks for step-by-step reasoning and a final `\boxed{}` answer
 models follow best); k-shot (k ≤ 8) prepends the first k of the 8 chain-of-thought exemplars of
 Wei et al. (2022) as `Question: ... Answer: ... The answer is N.` and stops at the next
 `Question:` that starts a line (lm-evaluation-harness stops at `Question:` anywhere; zero-shot
-completions are not cut there: the model may write the word itself). Scoring: the final number
-(`extract.extract_gsm8k`) equals the reference by value.
+completions are not cut there: the model may write the word itself). That is the content of
+lm-eval's `gsm8k_cot` in the `Question:/Answer:` form of its `gsm8k`, whose k-shot exemplars are
+train-split worked solutions ending in `#### N` (Fast-dLLM's 5-shot GSM8K): figures from `shots: 5`
+here are not that protocol's. Scoring: the final number (`extract.extract_gsm8k`) equals the
+reference by value.
 """
 
 from __future__ import annotations
 
 from depmask.tasks.base import Example
-from depmask.tasks.benchmarks.base import Benchmark, Grade
+from depmask.tasks.benchmarks.base import Benchmark, Grade, text_field
 from depmask.tasks.benchmarks.extract import extract_gsm8k, gsm8k_reference, numbers_equal
 from depmask.tasks.benchmarks.source import DataSpec
 
@@ -53,9 +56,9 @@ class GSM8K(Benchmark):
     exemplar_stop = ("Question:",)
 
     def _example(self, record: dict, index: int, split: str) -> Example:
-        answer = gsm8k_reference(str(record["answer"]))
-        return Example(id=f"{self.name}:{split}:{index}", task=self.name, prompt=str(record["question"]),
-                       answer=answer, meta={"solution": str(record["answer"]), "index": index})
+        solution = text_field(record, "answer")
+        return Example(id=f"{self.name}:{split}:{index}", task=self.name, prompt=text_field(record, "question"),
+                       answer=gsm8k_reference(solution), meta={"solution": solution, "index": index})
 
     def _user_text(self, example: Example, shots: int, chat: bool) -> str:
         if shots == 0:

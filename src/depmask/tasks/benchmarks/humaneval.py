@@ -14,6 +14,7 @@ Scoring: pass@1 — the program `solution + test + check(entry_point)` runs in t
 from __future__ import annotations
 
 from depmask.tasks.base import Example
+from depmask.tasks.benchmarks.base import text_field
 from depmask.tasks.benchmarks.code_benchmark import CodeBenchmark
 from depmask.tasks.benchmarks.source import DataSpec
 
@@ -41,8 +42,8 @@ class HumanEval(CodeBenchmark):
     default_shots = 0
 
     def _example(self, record: dict, index: int, split: str) -> Example:
-        meta = {k: str(record[k]) for k in ("task_id", "entry_point", "test")}
-        return Example(id=f"{self.name}:{record['task_id']}", task=self.name, prompt=str(record["prompt"]),
+        meta = {k: text_field(record, k) for k in ("task_id", "entry_point", "test")}
+        return Example(id=f"{self.name}:{meta['task_id']}", task=self.name, prompt=text_field(record, "prompt"),
                        answer=str(record.get("canonical_solution", "")), meta={**meta, "index": index})
 
     def _user_text(self, example: Example, shots: int, chat: bool) -> str:

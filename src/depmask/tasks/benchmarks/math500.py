@@ -16,7 +16,7 @@ the Problem:` is the model's own text). Scoring: `extract.extract_math` then `ex
 from __future__ import annotations
 
 from depmask.tasks.base import Example
-from depmask.tasks.benchmarks.base import Benchmark, Grade
+from depmask.tasks.benchmarks.base import Benchmark, Grade, text_field
 from depmask.tasks.benchmarks.extract import extract_math, last_boxed, normalize_math
 from depmask.tasks.benchmarks.math_compare import math_equal
 from depmask.tasks.benchmarks.source import DataSpec
@@ -54,15 +54,15 @@ class Math500(Benchmark):
     exemplar_stop = ("Problem:",)
 
     def _example(self, record: dict, index: int, split: str) -> Example:
-        answer = record.get("answer")
+        answer = text_field(record, "answer", numbers=True) if record.get("answer") is not None else None
         if answer is None:
-            answer = last_boxed(str(record.get("solution", "")))
+            answer = last_boxed(text_field(record, "solution")) if record.get("solution") is not None else None
         if answer is None:
             raise ValueError(f"math500 record {index} has neither `answer` nor a \\boxed{{}} solution")
         uid = record.get("unique_id")
         eid = f"{self.name}:{uid}" if uid else f"{self.name}:{split}:{index}"
         meta = {k: record[k] for k in ("subject", "level", "unique_id", "solution") if k in record}
-        return Example(id=eid, task=self.name, prompt=str(record["problem"]), answer=str(answer),
+        return Example(id=eid, task=self.name, prompt=text_field(record, "problem"), answer=answer,
                        meta={**meta, "index": index})
 
     def _user_text(self, example: Example, shots: int, chat: bool) -> str:

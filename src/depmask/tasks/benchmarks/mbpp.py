@@ -18,6 +18,7 @@ sandbox (the challenge tests are not used).
 from __future__ import annotations
 
 from depmask.tasks.base import Example
+from depmask.tasks.benchmarks.base import text_list
 from depmask.tasks.benchmarks.code import called_names
 from depmask.tasks.benchmarks.code_benchmark import CodeBenchmark
 from depmask.tasks.benchmarks.source import DataNotFoundError, DataSpec
@@ -51,6 +52,11 @@ class MBPP(CodeBenchmark):
 
     def _select_split(self, records: list[dict], split: str, where: str) -> list[dict]:
         lo, hi = SPLIT_RANGES[split]
+        for i, r in enumerate(records):  # the split is read from the ids: each needs a whole-number one
+            tid = r.get("task_id") if isinstance(r, dict) else None
+            if isinstance(tid, bool) or not (isinstance(tid, int) or (isinstance(tid, str) and tid.strip().isdigit())):
+                raise ValueError(f"mbpp data from {where}: record {i} has no whole-number `task_id` (got {tid!r}); "
+                                 "MBPP's are 1–974 (MBPP+ / EvalPlus ids like 'Mbpp/2' are not read): is this mbpp data?")
         kept = [r for r in records if lo <= int(r["task_id"]) <= hi]
         if not kept:
             ids = sorted(int(r["task_id"]) for r in records)
@@ -60,7 +66,7 @@ class MBPP(CodeBenchmark):
         return sorted(kept, key=lambda r: int(r["task_id"]))
 
     def _example(self, record: dict, index: int, split: str) -> Example:
-        tests = [str(t) for t in record["test_list"]]
+        tests = text_list(record, "test_list")
         meta = {"task_id": int(record["task_id"]), "test_list": tests, "test_setup_code": _setup(record),
                 "index": index}
         return Example(id=f"{self.name}:{record['task_id']}", task=self.name, prompt=_description(record),

@@ -90,6 +90,10 @@ def read_records(path: str | Path) -> list[dict]:
             raise ValueError(f"{str(p)!r}: not JSON ({e.msg} at line {e.lineno})") from e
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
+        elif isinstance(data, dict) and len(data) > 1 and all(isinstance(v, (dict, list)) for v in data.values()):
+            raise ValueError(f"{str(p)!r} holds columns (field: {{row: value}}, as pandas' `to_json()` writes by "
+                             "default), not records: write it with `orient='records'` (a list of records) or "
+                             "as JSON Lines")
         elif isinstance(data, dict):  # one record (a one-line JSON Lines file under a .json name too)
             data = [data]
         if not isinstance(data, list):
