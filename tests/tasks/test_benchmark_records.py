@@ -53,3 +53,17 @@ def test_an_mbpp_record_without_a_whole_number_task_id_is_named(tmp_path, task_i
         MBPP(path=path, shots=0).examples("test")
     rows[0]["task_id"] = "1"  # a number written as text still reads
     assert MBPP(path=_jsonl(tmp_path / "ok" / "full.jsonl", rows), shots=0).examples("test")
+
+
+def test_a_directory_of_hub_shards_is_read_whole(tmp_path):
+    """A directory as the Hub ships it (`test-00000-of-00002.parquet`, ...) was not found: only
+    `<split>.parquet` was looked for, and a shard file had to be named by itself."""
+    import datasets
+
+    d = tmp_path / "math"
+    d.mkdir()
+    datasets.Dataset.from_list(MATH_ROWS[:1]).to_parquet(str(d / "test-00000-of-00002.parquet"))
+    datasets.Dataset.from_list(MATH_ROWS[1:]).to_parquet(str(d / "test-00001-of-00002.parquet"))
+    datasets.Dataset.from_list(MATH_ROWS).to_parquet(str(d / "train-00000-of-00001.parquet"))  # not the test split
+    examples = Math500(path=d, shots=0).examples("test")
+    assert sorted(ex.answer for ex in examples) == ["4", r"\frac{3}{4}"]

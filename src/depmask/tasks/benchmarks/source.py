@@ -15,7 +15,8 @@ as `train`, a file whose name says no split is warned about: it may hold test pr
 directory: one written by `datasets`' `save_to_disk` (a `Dataset`, refused when its name or the
 split it records says another split, "train" excepted: `datasets` records it for any local file;
 or a `DatasetDict` from which the split is taken), or one holding `<split>.jsonl` (or
-`.jsonl.gz`, `.json`, `.parquet`, or a `save_to_disk` directory named `<split>`). If nothing is
+`.jsonl.gz`, `.json`, `.parquet`, or a `save_to_disk` directory named `<split>`), or the Hub's
+shards of the split (`<split>-00000-of-00002.parquet`, ..., all read). If nothing is
 found, `DataNotFoundError` lists every place it looked and how to point depmask at the data.
 This module knows nothing of any benchmark's fields; `datasets` is imported only when needed.
 """
@@ -204,8 +205,12 @@ def _try_location(p: Path, split: str, tried: list[str], label: str, warn_unname
                 except KeyError as e:
                     tried.append(f"{label}: {e.args[0]}")
                     return None
+        shards = [f for f in sorted(p.glob(f"*{split}-*-of-*")) if f.is_file() and _split_in_name(f) == split]
+        if shards:  # a directory as the Hub ships it (`test-00000-of-00001.parquet`, ...): every shard
+            return [r for f in shards for r in read_records(f)]
         names = ", ".join(c.name for c in _split_files(p, [split]))
-        tried.append(f"{label}: {p} is a directory, but holds no save_to_disk dataset nor any of {names}")
+        tried.append(f"{label}: {p} is a directory, but holds no save_to_disk dataset nor any of {names} "
+                     f"(nor Hub shards {split}-*-of-*)")
         return None
     tried.append(f"{label}: {p} does not exist")
     return None
