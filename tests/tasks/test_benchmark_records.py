@@ -67,3 +67,6 @@ def test_a_directory_of_hub_shards_is_read_whole(tmp_path):
     datasets.Dataset.from_list(MATH_ROWS).to_parquet(str(d / "train-00000-of-00001.parquet"))  # not the test split
     examples = Math500(path=d, shots=0).examples("test")
     assert sorted(ex.answer for ex in examples) == ["4", r"\frac{3}{4}"]
+    (d / "test-00001-of-00002.parquet").unlink()  # a partial download: half the split, silently
+    with pytest.raises(ValueError, match=r"Hub shards are incomplete \(1 of 2; missing shard\(s\) \[1\]\)"):
+        Math500(path=d, shots=0).examples("test")

@@ -84,24 +84,28 @@ def test_a_fit_whose_weights_diverged_exports_nothing(tmp_path, capsys):
     assert "hold NaN or infinite values (e.g. lm_head.weight): the fit diverged" in capsys.readouterr().out
 
 
-def test_a_fit_resumed_from_a_checkpoint_saved_at_an_epochs_end_trains_each_batch_once(tmp_path):
+@pytest.mark.parametrize("limit", [None, 2])
+def test_a_fit_resumed_from_a_checkpoint_saved_at_an_epochs_end_trains_each_batch_once(tmp_path, limit):
     """Saved by the epoch-end checkpoint (validation off), the resume trained the next epoch's first
-    batch twice (once as a ninth batch of the finished epoch) and never its last one."""
+    batch twice (once as a ninth batch of the finished epoch) and never its last one; under
+    `limit_train_batches` it trained a batch of the finished epoch that the fit never trains."""
+    per_epoch = limit or 4
+
     def fit(ckpt_path=None):
         dm = TaskMixtureDataModule(tasks=["permutation"], pool_size=40, items_per_epoch=32, batch_size=8, val_size=4)
         module, log = _tiny_module(dm), _BatchLog()
         at_epoch_end = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1,
                                        save_on_train_epoch_end=True)
-        trainer = L.Trainer(max_steps=7, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=0, callbacks=[log, at_epoch_end])
+        trainer = L.Trainer(max_steps=per_epoch + 3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            limit_val_batches=0, callbacks=[log, at_epoch_end], limit_train_batches=limit)
         trainer.fit(module, dm, ckpt_path=ckpt_path)
         return log.seen, module
 
     full, full_module = fit()
     assert (tmp_path / "ckpt" / "epoch=0.ckpt").is_file()
     resumed, resumed_module = fit(tmp_path / "ckpt" / "epoch=0.ckpt")
-    assert [(e, i) for e, i, _ in resumed] == [(1, 0), (1, 1), (1, 2)]
-    assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(resumed, full[4:]))
+    assert [(e, i) for e, i, _ in resumed] == [(e, i) for e, i, _ in full[per_epoch:]]
+    assert resumed[0][:2] == (1, 0) and all(torch.equal(a, b) for (*_, a), (*_, b) in zip(resumed, full[per_epoch:]))
     for (name, a), (_, b) in zip(full_module.state_dict().items(), resumed_module.state_dict().items()):
         assert torch.equal(a, b), name
 
@@ -124,3 +128,58 @@ def test_a_resumed_pass_under_a_distributed_sampler_skips_that_epochs_batches():
     resumed.load_state_dict({"epoch": 1, "trained": 3})
     rest = [b["input_ids"] for b in resumed]  # the sampler's epoch is still 0 here, as under Lightning
     assert len(whole) == 8 and len(rest) == 5 and all(torch.equal(a, b) for a, b in zip(rest, whole[3:]))
+
+
+def _a_fit(tmp_path):
+    """A two-step MDLM fit; its checkpoint."""
+    main([*MDLM_FIT, "--model.export_dir", "null", "--trainer.default_root_dir", str(tmp_path / "run"),
+          "--trainer.logger", "false"])
+    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("*.ckpt")
+    return ckpt
+
+
+def test_a_checkpoint_path_with_a_tilde_is_compared_like_any_other(tmp_path, monkeypatch):
+    """`~/…` skipped every comparison of settings (they read the path unexpanded) while Lightning
+    still resumed from it: other settings resumed silently."""
+    ckpt = _a_fit(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tilde = "~/" + str(ckpt.relative_to(tmp_path))
+    with pytest.raises(ValueError, match=r"`ckpt_path` \(.*\.ckpt\) resumes a run trained with other settings.*"
+                                         r"model.lr is [0-9.e-]+ in the checkpoint, 0.5 here"):
+        main([*MDLM_FIT, "--model.lr", "0.5", "--model.export_dir", "null", "--ckpt_path", tilde])
+
+
+def test_validate_may_measure_otherwise_but_not_load_other_weights(tmp_path, capsys):
+    """`validate` with other validation data or settings was refused as 'resuming a run with other
+    settings', with advice (drop --ckpt_path) that is itself refused now."""
+    ckpt = _a_fit(tmp_path)
+    run = ["mdlm", "validate", "--config", str(CONFIG), *SMALL, "--model.export_dir", "null", "--trainer.logger", "false",
+           "--ckpt_path", str(ckpt)]
+    main([*run, "--data.val_size", "4", "--model.val_decode_items", "1"])
+    assert "val/loss" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"holds weights trained with other model settings than this command's: "
+                                         r"model.hidden_size is 32 in the checkpoint, 64 here.*only export_dir, "
+                                         r"val_decode_items may differ"):
+        main([*run, "--model.hidden_size", "64"])
+
+
+def test_a_checkpoint_of_the_other_kind_of_model_is_named(tmp_path, harvest):
+    """A head's checkpoint given to `mdlm fit` failed in jsonargparse on settings it did not know."""
+    main(["train", "fit", "--config", str(CONFIG.parents[1] / "train" / "head-tiny.yaml"), "--data.harvest", str(harvest),
+          "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+          "--model.export_dir", "null", "--checkpoint.dirpath", str(tmp_path / "head-run")])
+    with pytest.raises(ValueError, match=r"is a checkpoint of another kind of model: its settings .* are not "
+                                         r"MDLMModule's"):
+        main([*MDLM_FIT, "--model.export_dir", "null", "--ckpt_path", str(tmp_path / "head-run" / "last.ckpt")])
+
+
+def test_train_head_says_when_it_exported_nothing(tmp_path, harvest, monkeypatch):
+    """A diverged fit printed 'not exporting' but `train_head` returned the path and metrics as if a
+    head were there: quickstart printed them and failed later, at decoding, on a missing head."""
+    from depmask.train import head_module
+    from depmask.train.head_fit import train_head
+
+    monkeypatch.setattr(head_module, "nonfinite_reason", lambda module: "diverged (simulated)")
+    with pytest.raises(ValueError, match=r"train_head: no head was exported to .*head"):
+        train_head(harvest, tmp_path / "head", epochs=1, batch_size=8, progress=False, run_dir=tmp_path / "run")
+    assert not (tmp_path / "head" / "config.json").exists()

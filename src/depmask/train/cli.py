@@ -29,6 +29,9 @@ class DepmaskCLI(LightningCLI):
     RESUME_MAY_CHANGE: tuple[str, ...] = ("export_dir",)
     # data arguments it may change: how batches are loaded, not which
     RESUME_DATA_MAY_CHANGE: tuple[str, ...] = ("num_workers",)
+    # model arguments a `validate` may change besides those: what it measures, not the weights (its
+    # data may be other data altogether)
+    VALIDATE_MAY_CHANGE: tuple[str, ...] = ("val_decode_items",)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -55,7 +58,9 @@ class DepmaskCLI(LightningCLI):
                              "validate freshly initialised weights")
         if not ckpt:
             return
-        _check_checkpoint(ckpt)
+        # `~` expanded for everything that reads the path (LightningCLI's own check did not, so a
+        # `~/run/last.ckpt` skipped every comparison below and Lightning still resumed from it)
+        ckpt = self.config[sub]["ckpt_path"] = str(_check_checkpoint(ckpt, self.model_class))
         mine = self.config[sub].get("model")
         mine = mine.clone() if mine is not None else None
         super()._parse_ckpt_path()
@@ -64,16 +69,22 @@ class DepmaskCLI(LightningCLI):
         theirs = self.config[sub]["model"]
         diff = {key: (theirs.get(key), value) for key, value in mine.items()
                 if key in theirs and not _same(theirs.get(key), value)}
-        for key in self.RESUME_MAY_CHANGE:  # the command's value, `null` included
+        may_change = self.RESUME_MAY_CHANGE + (self.VALIDATE_MAY_CHANGE if sub == "validate" else ())
+        for key in may_change:  # the command's value, `null` included
             if key in diff:
                 self.config[sub]["model"][key] = diff.pop(key)[1]
         diff = {f"model.{k}": v for k, v in diff.items()}
-        diff.update(self._data_diff(sub))
+        if sub == "fit":
+            diff.update(self._data_diff(sub))
         if diff:
-            raise ValueError(
-                f"`ckpt_path` ({ckpt}) resumes a run trained with other settings than this command's: "
-                + "; ".join(f"{k} is {a!r} in the checkpoint, {b!r} here" for k, (a, b) in sorted(diff.items()))
-                + ". Resume with the run's own settings (its config.yaml), or drop --ckpt_path to start a new run")
+            settings = "; ".join(f"{k} is {a!r} in the checkpoint, {b!r} here" for k, (a, b) in sorted(diff.items()))
+            if sub == "validate":
+                raise ValueError(f"`ckpt_path` ({ckpt}) holds weights trained with other model settings than this "
+                                 f"command's: {settings}. Give the run's own (its config.yaml); of the model's, "
+                                 f"only {', '.join(may_change)} may differ for a validation")
+            raise ValueError(f"`ckpt_path` ({ckpt}) resumes a run trained with other settings than this command's: "
+                             f"{settings}. Resume with the run's own settings (its config.yaml), or drop "
+                             "--ckpt_path to start a new run")
 
     def _data_diff(self, sub: str) -> dict:
         """The `data` arguments of this command that differ from those the checkpoint's data
@@ -128,9 +139,13 @@ def _same(a, b) -> bool:
     return both_nan or a == b
 
 
-def _check_checkpoint(ckpt) -> None:
-    """Refuse (ValueError naming `ckpt_path`) a path that is not a Lightning checkpoint file: a
-    directory (a model's or a run's) or another kind of file failed inside Lightning or torch.load."""
+def _check_checkpoint(ckpt, model_class=None) -> Path:
+    """`ckpt` with `~` expanded; refused (ValueError naming `ckpt_path`) when it is not a Lightning
+    checkpoint file — a directory (a model's or a run's) or another kind of file failed inside
+    Lightning or torch.load — or is one of another kind of model than `model_class` (a head's
+    given to `mdlm fit` failed in jsonargparse on settings it does not know)."""
+    import inspect
+
     import torch
 
     path = Path(str(ckpt)).expanduser()
@@ -138,7 +153,7 @@ def _check_checkpoint(ckpt) -> None:
         raise ValueError(f"`ckpt_path` ({ckpt}) is a directory; give a checkpoint file of a fit "
                          "(`<run>/checkpoints/last.ckpt`)")
     if not path.is_file():
-        return  # Lightning names a missing one
+        return path  # Lightning names a missing one
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a pickle, zip or safetensors error: not a checkpoint torch can read safely
@@ -147,3 +162,11 @@ def _check_checkpoint(ckpt) -> None:
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise ValueError(f"`ckpt_path` ({ckpt}) is not a Lightning checkpoint (no `state_dict`); give the "
                          "`.ckpt` file of a fit (`<run>/checkpoints/last.ckpt`)")
+    if model_class is not None and isinstance(saved.get("hyper_parameters"), dict):
+        foreign = ({k for k in saved["hyper_parameters"] if not k.startswith("_")}  # Lightning's `_instantiator`
+                   - set(inspect.signature(model_class.__init__).parameters))
+        if foreign:
+            raise ValueError(f"`ckpt_path` ({ckpt}) is a checkpoint of another kind of model: its settings "
+                             f"{sorted(foreign)[:4]} are not {model_class.__name__}'s (a dependency head's "
+                             "checkpoint goes to `depmask train`, an MDLM's to `depmask mdlm`)")
+    return path

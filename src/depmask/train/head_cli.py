@@ -102,6 +102,8 @@ def _rebased(state: dict, old: Path, new: Path) -> dict | None:
 
 
 class HeadCLI(DepmaskCLI):
+    VALIDATE_MAY_CHANGE = ("positive_threshold", "precision_k")  # what `val/*` counts, not the weights
+
     def add_arguments_to_parser(self, parser) -> None:
         # one name per CLI: the parser of every subcommand (fit, validate, ...) is built here, and
         # a second boundary between two of them must not give them different defaults

@@ -62,4 +62,7 @@ def train_head(harvest: str | Path, export_dir: str | Path, *, epochs: int = 3, 
                         enable_model_summary=False, log_every_n_steps=20, gradient_clip_val=1.0,
                         num_sanity_val_steps=0, accelerator="auto", devices=1)
     trainer.fit(head, datamodule=data)
+    if head.exported_path is None:  # the fit exported nothing (its last lines say why)
+        raise ValueError(f"train_head: no head was exported to {export_dir} (the fit trained nothing or "
+                         "diverged; its last lines say why)")
     return Path(export_dir), dict(head.exported_metrics)

@@ -171,6 +171,7 @@ class HeadModule(L.LightningModule):
         self._val_history: dict[int, dict[str, float]] = {}  # global step -> its val metrics (checkpointed)
         self._val_loss_sum, self._val_pairs = 0.0, 0
         self.exported_metrics: dict[str, float] = {}  # the exported checkpoint's (`on_fit_end`)
+        self.exported_path: Path | None = None  # where `on_fit_end` exported the head; None: it did not
 
     def _pairs(self, batch):
         full = self.head(batch["hidden"], batch["positions"], batch["valid"], batch["confidence"], batch["entropy"],
@@ -340,11 +341,11 @@ class HeadModule(L.LightningModule):
                     # the exported weights' own validation (the last epoch's where it is unknown)
                     "metrics": metrics if metrics is not None else last,
                     "metrics_step": step if metrics is not None else None}
-        self.exported_metrics = manifest["metrics"]
         if (reason := nonfinite_reason(self.head)) is not None:  # the weights that would be exported
             print(f"not exporting to {self.hparams.export_dir}: {reason}")
             return
-        path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
+        self.exported_metrics = manifest["metrics"]
+        path = self.exported_path = self.head.save_pretrained(self.hparams.export_dir, training_manifest=manifest)
         write_train_config(self, path)
         print(f"exported the dependency head to {path}")
         log_artifact(self.trainer.loggers, path, "dependency-head")

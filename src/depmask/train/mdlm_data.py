@@ -82,9 +82,11 @@ class _TrainLoader(DataLoader):
     dropped (a few seconds for a whole epoch of the shipped config), not trained on.
     """
 
-    def __init__(self, dataset: _FreshAnswers, *, epoch_of: Callable[[], int], **kwargs: Any):
+    def __init__(self, dataset: _FreshAnswers, *, epoch_of: Callable[[], int],
+                 epoch_batches: Callable[[], float] | None = None, **kwargs: Any):
         super().__init__(dataset, **kwargs)
         self.epoch_of = epoch_of
+        self.epoch_batches = epoch_batches  # the batches an epoch trains (the trainer's, with its limit)
         self.epoch, self.trained = 0, 0
         self._resume: dict[str, int] | None = None
 
@@ -103,8 +105,8 @@ class _TrainLoader(DataLoader):
             trained = resume["trained"]
         self.epoch = self.dataset.epoch = epoch
         self.trained = trained
-        if trained >= len(self):  # that epoch is done
-            return
+        if trained >= min(len(self), self.epoch_batches() if self.epoch_batches else len(self)):
+            return  # that epoch is done (under `limit_train_batches`, after its first batches)
         if trained and hasattr(self.sampler, "set_epoch"):  # the skipped batches in this epoch's order
             self.sampler.set_epoch(epoch)
         batches = super().__iter__()
@@ -183,6 +185,8 @@ class TaskMixtureDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self._train is not None
         return _TrainLoader(self._train, epoch_of=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+                            epoch_batches=lambda: self.trainer.num_training_batches if self.trainer is not None
+                            else float("inf"),
                             batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                             collate_fn=lambda items: collate(items, self.pad_id), drop_last=True)
 

@@ -207,6 +207,7 @@ def _try_location(p: Path, split: str, tried: list[str], label: str, warn_unname
                     return None
         shards = [f for f in sorted(p.glob(f"*{split}-*-of-*")) if f.is_file() and _split_in_name(f) == split]
         if shards:  # a directory as the Hub ships it (`test-00000-of-00001.parquet`, ...): every shard
+            _check_complete(shards)
             return [r for f in shards for r in read_records(f)]
         names = ", ".join(c.name for c in _split_files(p, [split]))
         tried.append(f"{label}: {p} is a directory, but holds no save_to_disk dataset nor any of {names} "
@@ -214,6 +215,19 @@ def _try_location(p: Path, split: str, tried: list[str], label: str, warn_unname
         return None
     tried.append(f"{label}: {p} does not exist")
     return None
+
+
+def _check_complete(shards: list[Path]) -> None:
+    """Refuse (ValueError) Hub shards of a split that are not exactly shards 0..M-1 of one M: a
+    partial download or copy would evaluate part of the split without a word."""
+    found = [re.search(r"-(\d+)-of-(\d+)", f.name) for f in shards]
+    totals = {int(m.group(2)) for m in found if m}
+    have = {int(m.group(1)) for m in found if m}
+    if len(totals) != 1 or have != set(range(next(iter(totals)))):
+        missing = sorted(set(range(max(totals, default=0))) - have)
+        raise ValueError(f"{shards[0].parent}: the split's Hub shards are incomplete ({len(shards)} of "
+                         f"{'/'.join(map(str, sorted(totals)))}; missing shard(s) {missing[:5]}): a partial "
+                         "download or copy? Fetch the missing ones, or give one file")
 
 
 def locate_records(spec: DataSpec, split: str, path: str | Path | None = None,
