@@ -60,7 +60,8 @@ class DepmaskCLI(LightningCLI):
             return
         # `~` expanded for everything that reads the path (LightningCLI's own check did not, so a
         # `~/run/last.ckpt` skipped every comparison below and Lightning still resumed from it)
-        ckpt = self.config[sub]["ckpt_path"] = str(_check_checkpoint(ckpt, self.model_class))
+        path, saved = _check_checkpoint(ckpt, self.model_class)
+        ckpt = self.config[sub]["ckpt_path"] = str(path)
         mine = self.config[sub].get("model")
         mine = mine.clone() if mine is not None else None
         super()._parse_ckpt_path()
@@ -74,8 +75,8 @@ class DepmaskCLI(LightningCLI):
             if key in diff:
                 self.config[sub]["model"][key] = diff.pop(key)[1]
         diff = {f"model.{k}": v for k, v in diff.items()}
-        if sub == "fit":
-            diff.update(self._data_diff(sub))
+        if sub == "fit" and saved is not None:
+            diff.update(self._data_diff(sub, saved))
         if diff:
             settings = "; ".join(f"{k} is {a!r} in the checkpoint, {b!r} here" for k, (a, b) in sorted(diff.items()))
             if sub == "validate":
@@ -86,16 +87,14 @@ class DepmaskCLI(LightningCLI):
                              f"{settings}. Resume with the run's own settings (its config.yaml), or drop "
                              "--ckpt_path to start a new run")
 
-    def _data_diff(self, sub: str) -> dict:
-        """The `data` arguments of this command that differ from those the checkpoint's data
-        module recorded (a resume with another harvest or split trained on, and exported from, data
-        that was not the run's). Checkpoints written before the data modules recorded them: none."""
-        import torch
-
-        ckpt, data = self.config[sub].get("ckpt_path"), self.config[sub].get("data")
-        if not ckpt or data is None or not Path(ckpt).is_file():
+    def _data_diff(self, sub: str, saved: dict) -> dict:
+        """The `data` arguments of this command that differ from those the checkpoint (`saved`)'s
+        data module recorded (a resume with another harvest or split trained on, and exported from,
+        data that was not the run's). Checkpoints written before the data modules recorded them: none."""
+        data = self.config[sub].get("data")
+        if data is None:
             return {}
-        theirs = torch.load(ckpt, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
+        theirs = saved.get("datamodule_hyper_parameters") or {}
         return {f"data.{k}": (theirs[k], v) for k, v in data.items()
                 if k in theirs and k not in self.RESUME_DATA_MAY_CHANGE and not _same(theirs[k], v)}
 
@@ -139,8 +138,9 @@ def _same(a, b) -> bool:
     return both_nan or a == b
 
 
-def _check_checkpoint(ckpt, model_class=None) -> Path:
-    """`ckpt` with `~` expanded; refused (ValueError naming `ckpt_path`) when it is not a Lightning
+def _check_checkpoint(ckpt, model_class=None) -> tuple[Path, dict | None]:
+    """`ckpt` with `~` expanded, and its contents (None when there is no such file); refused
+    (ValueError naming `ckpt_path`) when it is not a Lightning
     checkpoint file — a directory (a model's or a run's) or another kind of file failed inside
     Lightning or torch.load — or is one of another kind of model than `model_class` (a head's
     given to `mdlm fit` failed in jsonargparse on settings it does not know)."""
@@ -153,7 +153,7 @@ def _check_checkpoint(ckpt, model_class=None) -> Path:
         raise ValueError(f"`ckpt_path` ({ckpt}) is a directory; give a checkpoint file of a fit "
                          "(`<run>/checkpoints/last.ckpt`)")
     if not path.is_file():
-        return path  # Lightning names a missing one
+        return path, None  # Lightning names a missing one
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a pickle, zip or safetensors error: not a checkpoint torch can read safely
@@ -169,4 +169,4 @@ def _check_checkpoint(ckpt, model_class=None) -> Path:
             raise ValueError(f"`ckpt_path` ({ckpt}) is a checkpoint of another kind of model: its settings "
                              f"{sorted(foreign)[:4]} are not {model_class.__name__}'s (a dependency head's "
                              "checkpoint goes to `depmask train`, an MDLM's to `depmask mdlm`)")
-    return path
+    return path, saved

@@ -91,9 +91,6 @@ class _TrainLoader(DataLoader):
         self._resume: dict[str, int] | None = None
 
     def __iter__(self) -> Iterator:
-        return self._pass()
-
-    def _pass(self) -> Iterator:
         """One epoch's batches, decided when the first one is asked for, not when the pass is made:
         Lightning makes a resumed fit's first pass before it restores its epoch counters and sets
         a distributed sampler's epoch, and then reads it as whichever epoch it resumes (the one a
