@@ -269,7 +269,7 @@ def test_a_numpy_knob_names_the_run_its_value_does():
 
 def test_eval_wandb_logs_to_a_run_of_its_own_beside_an_active_one(tmp_path, monkeypatch):
     """`wandb.init` returns a run still active in the process by default: after a Lightning fit with
-    the wandb logger (quickstart's head training, or the MDLM test before this one on its xdist
+    the wandb logger in the same session (in CI, the MDLM logger test before this one on its xdist
     worker), the evaluation's table went into that run, and its own directory got no log."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     import wandb

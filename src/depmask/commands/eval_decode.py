@@ -262,8 +262,8 @@ def _log_wandb(rows: list[dict], pngs: list[Path], out: Path, settings: dict | N
         return wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in plain(items)])
 
     config = {"output": str(out), **plain(json.loads(json.dumps(settings or {}, default=str)))}
-    # a run of its own: by default `init` returns a run still active in the process (a Lightning fit's,
-    # e.g. quickstart's head training), whose log and config this evaluation then went into
+    # a run of its own: by default `init` returns a run still active in the process (a Lightning fit's
+    # with the wandb logger, in the same Python session), whose log and config this evaluation went into
     run = wandb.init(project="depmask", job_type="eval-decode", dir=os.environ.get("WANDB_DIR", str(out)),
                      config=config, reinit="create_new")
     run.log({"summary": table(rows), **({"headline": table(headline_rows)} if headline_rows else {}),
