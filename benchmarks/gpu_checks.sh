@@ -10,6 +10,9 @@
 #      (float32), every scorer works in bfloat16, selection compiled ahead of time for CUDA.
 #   3. step 1 compiled ahead of time.
 #   4. the embedded model with the shipped head, on CUDA, compiled ahead of time.
+# Ran once, 2026-11-30, on an H200 (torch 2.11.0+cu130): step 1 met the target (README,
+# "Benchmarks"); steps 2-4 died loading AOTInductor libraries (a segmentation fault in libstdc++'s
+# std::regex inside the library), which preloading the system's libstdc++ cured: done below.
 # Needs python3 with torch (CUDA), transformers, safetensors, numpy, tqdm and pytest, which the
 # project's device machines hold; depmask is read from src/, not installed. Every step has its own
 # time limit and a failed step does not stop the others; the exit status is 1 if any failed.
@@ -21,6 +24,12 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_checks.log") 2>&1
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# the C++ runtime the compiler links against, loaded before torch's libraries (see above)
+if [[ "${SMOKE:-0}" != 1 && -z "${LD_PRELOAD:-}" ]] && cxxlib=$(g++ -print-file-name=libstdc++.so.6 2>/dev/null) \
+    && [[ -f "$cxxlib" ]]; then
+  export LD_PRELOAD=$(readlink -f "$cxxlib")
+  echo "LD_PRELOAD=$LD_PRELOAD"
+fi
 failed=0
 
 step() {  # step NAME SECONDS COMMAND...

@@ -38,7 +38,9 @@ CPU's vector ISA and feature flags or the GPU's model. A later process that expo
 loads it instead of compiling (the export itself, about a second, is still paid). Each library
 has its SHA-256 beside it (`.sha256`, written after it); one whose bytes differ from it, or that
 fails to load, is compiled again and replaced. Inputs are made contiguous before a library sees
-them (it reads them by the strides it was traced with, unchecked).
+them (it reads them by the strides it was traced with, unchecked). A process's first library of
+each device type is loaded in a child process first (`aot_probe.py`: on one GPU machine loading
+any library killed Python).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from pathlib import Path
 
 import torch
 
+from depmask.decoding.aot_probe import check_loads
 from depmask.decoding.policies.base import Policy
 from depmask.decoding.stamp import PolicyStamp
 from depmask.decoding.state import StepState
@@ -190,12 +193,14 @@ class AotSelect:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_TRACE_NOISE)
             exported = torch.export.export(step, (*tensors, *knobs), dynamic_shapes=(dynamic,))
+            device_type = tensors[0].device.type
             cached = _cached_path(exported, geometry, tensors[0].device)
-            compiled = _load(cached) if cached is not None else None
+            compiled = _load(cached, device_type) if cached is not None else None
             if compiled is not None:
                 self.loaded += 1
             else:
                 package = torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+                check_loads(package, device_type)  # a library that crashes the process it loads in
                 compiled = torch._inductor.aoti_load_package(package)
                 if cached is not None:
                     _store(Path(package), cached)
@@ -268,10 +273,11 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _load(path: Path):
+def _load(path: Path, device_type: str):
     """The package at `path`, or None when there is none, when its bytes are not those stored
     (its `.sha256` beside it: a damaged or edited library loads and decides wrongly), or when it
-    does not load (it is then compiled again and replaced)."""
+    does not load (it is then compiled again and replaced). Raises `check_loads`'s RuntimeError
+    when loading libraries of `device_type` kills a process."""
     if not path.is_file():
         return None
     digest = _digest_path(path)
@@ -281,6 +287,7 @@ def _load(path: Path):
         warnings.warn(f"cached compiled selection {path} is not the library that was stored (its bytes changed); "
                       "compiling it again", stacklevel=3)
         return None
+    check_loads(path, device_type)  # outside the `try`: a crash is not a damaged file to compile again
     try:
         return torch._inductor.aoti_load_package(str(path))
     except Exception as err:  # a truncated or foreign file: recompile rather than fail the decode
