@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from depmask.models import AttentionCapture, HFDenoiser, default_capture_layers, find_layers
+from depmask.models import attention_capture as ac
 from depmask.models.attention_capture import explicit_attention
 from tests.models.conftest import tiny_mdlm
 
@@ -102,6 +103,48 @@ def test_explicit_attention_matches_sdpa_with_gqa_masks_and_causal():
             assert torch.allclose(probs.sum(-1), torch.full((2, 5), 4.0), atol=1e-4)
 
 
+@pytest.mark.parametrize("heads_per_chunk", [1, 2, 3, 4])
+def test_chunks_of_heads_compute_what_one_head_at_a_time_does(heads_per_chunk):
+    """Every chunk size (3: a last chunk of one) gives SDPA's output and the same probabilities,
+    under grouped-query heads, masks shaped as SDPA broadcasts them — [b, 1, q, k], [b, h, q, k],
+    [h, q, k] (its first dimension runs over heads), [q, k] — and causal masking with a bool mask."""
+    g = torch.Generator().manual_seed(1)
+    b, h, q, k = 2, 4, 5, 7
+    query = torch.randn(b, h, q, 8, generator=g)
+    key, value = torch.randn(b, 2, k, 8, generator=g), torch.randn(b, 2, k, 8, generator=g)
+    one_head = b * q * k * 4
+    masks = [None, torch.rand(b, 1, q, k, generator=g) > 0.3, torch.randn(b, h, q, k, generator=g),
+             torch.randn(h, q, k, generator=g), torch.rand(q, k, generator=g) > 0.3]
+    for mask in masks:
+        if mask is not None and mask.dtype == torch.bool:
+            mask[..., 0] = True
+        for causal in (False, True) if mask is None or mask.dtype == torch.bool else (False,):
+            out, probs = explicit_attention(query, key, value, mask, causal, chunk_bytes=heads_per_chunk * one_head)
+            _, single = explicit_attention(query, key, value, mask, causal, chunk_bytes=1)
+            both = mask if not causal else torch.ones(q, k, dtype=torch.bool).tril() & (True if mask is None else mask)
+            ref = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=both, enable_gqa=True)
+            assert torch.allclose(out, ref, atol=1e-5), (None if mask is None else mask.shape, causal)
+            assert torch.allclose(probs, single, atol=1e-6)
+
+
+def test_the_chunk_budget_sets_how_many_heads_go_together():
+    """Matrix products counted: 4 heads in budgets of 1 byte, 2 heads, 4 heads and the CPU's default."""
+    query, key, value = torch.randn(1, 4, 3, 8), torch.randn(1, 4, 6, 8), torch.randn(1, 4, 6, 8)
+    one_head = 1 * 3 * 6 * 4
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n = getattr(self, "n", 0) + (func.overloadpacket in (torch.ops.aten.bmm, torch.ops.aten.mm))
+            return func(*args, **(kwargs or {}))
+
+    def products(budget):
+        with Count() as count:
+            explicit_attention(query, key, value, need_output=False, chunk_bytes=budget)
+        return count.n
+
+    assert [products(b) for b in (1, 2 * one_head, 3 * one_head, 4 * one_head, None)] == [4, 2, 2, 1, 1]
+
+
 def test_bad_capture_layers_are_named():
     with pytest.raises(ValueError, match=r"`capture_layers` \(\[9\]\)"):
         AttentionCapture(tiny_mdlm(), [9])
@@ -186,17 +229,25 @@ def peak_bytes(fn) -> int:
     return mode.peak
 
 
-def test_capture_memory_is_o_b_l2_not_layers_heads():
+@pytest.mark.parametrize("chunk", [1, 8])
+def test_capture_memory_is_o_b_l2_not_layers_heads(chunk, monkeypatch):
+    """Extra memory: the [b, l, l] sum and one chunk of heads' scores, whatever the layer count —
+    head by head (a 1-byte budget) within 4 maps, all 8 heads at once (the CPU's default budget
+    holds them) within 2 + 2.5 per head, against eager's layers × heads."""
     layers, heads, b, l = 8, 8, 2, 96
+    bl2 = b * l * l * 4  # one float32 [b, l, l] map
+    if chunk == 1:
+        monkeypatch.setattr(ac, "CHUNK_BYTES", {"cpu": 1, "other": 1})
+    assert min(heads, max(1, ac.CHUNK_BYTES["cpu"] // bl2)) == chunk
     den = HFDenoiser(tiny_mdlm(num_hidden_layers=layers, num_attention_heads=heads, hidden_size=32,
                                max_position_embeddings=128), capture_layers=list(range(layers)))
     x = torch.randint(0, 37, (b, l))
-    bl2 = b * l * l * 4  # one float32 [b, l, l] map
     plain = peak_bytes(lambda: den(x))
     captured = peak_bytes(lambda: den(x, need_attention=True))
     eager = peak_bytes(lambda: den.model(x, output_attentions=True))
-    print(f"peak bytes: plain {plain}, capture all {layers} layers {captured}, eager {eager}; b·l²·4 = {bl2}")
-    assert captured - plain <= 4 * bl2
+    print(f"peak bytes: plain {plain}, capture all {layers} layers {captured} ({(captured - plain) / bl2:.2f} maps), "
+          f"eager {eager}; b·l²·4 = {bl2}")
+    assert captured - plain <= (4 if chunk == 1 else 2 + 2.5 * chunk) * bl2
     assert eager - plain >= layers * heads * bl2  # the measure sees what capture avoids
 
 
