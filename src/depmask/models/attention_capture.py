@@ -5,13 +5,13 @@ Shapes: `b` batch, `h` query heads, `g` key/value heads, `q` queries, `k` keys, 
 
 How: during one forward, `torch.nn.functional.scaled_dot_product_attention` is wrapped. Forward
 hooks on the chosen transformer layers mark when one of them is running; inside those layers the
-wrapper computes the attention probabilities explicitly, a chunk of heads at a time, adds them to a single float32 `[b, q, k]` sum, and returns the
-original SDPA kernel's own output: capturing never changes what the model computes (an output
-rebuilt from the float32 probabilities differed from a bf16 kernel's by enough to move a decode,
-and to put a noise floor of up to 0.02 TV under a bf16 harvest, whose probe forwards run
-uncaptured). Every other layer calls the original SDPA kernel
-untouched. Extra memory is the `[b, q, k]` sum plus one chunk's scores (`CHUNK_BYTES`: 1 MiB on a
-CPU, 256 MiB elsewhere, or one head's `[b, q, k]` where that is larger), never
+wrapper computes the attention probabilities explicitly, a chunk of heads at a time, adds them
+to a single float32 `[b, q, k]` sum, and returns the original SDPA kernel's own output: capturing
+never changes what the model computes (an output rebuilt from the float32 probabilities differed
+from a bf16 kernel's by enough to move a decode, and to put a noise floor of up to 0.02 TV under a
+bf16 harvest, whose probe forwards run uncaptured). Every other layer calls the original SDPA
+kernel untouched. Extra memory is the `[b, q, k]` sum plus one chunk's scores (`CHUNK_BYTES`:
+1 MiB on a CPU, 256 MiB elsewhere, or one head's `[b, q, k]` where that is larger), never
 `layers × heads × [b, q, k]`.
 
 Remote-code MDLMs (LLaDA, Dream, depmask's tiny MDLM) call `F.scaled_dot_product_attention`
@@ -77,9 +77,9 @@ def explicit_attention(
     chunk_bytes: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """SDPA computed explicitly, a chunk of heads at a time: as many as keep the chunk's float32
-    scores `[b, n, q, k]` within `chunk_bytes` (default: `CHUNK_BYTES` of the device), at least one. Returns the
-    output [b, h, q, e] (query dtype; None without `need_output`) and the sum over heads of the
-    attention probabilities [b, q, k] (float32).
+    scores `[b, n, q, k]` within `chunk_bytes` (default: `CHUNK_BYTES` of the device), at least
+    one. Returns the output [b, h, q, e] (query dtype; None without `need_output`) and the sum over
+    heads of the attention probabilities [b, q, k] (float32).
 
     Chunks rather than single heads: each head costs about eight small kernels. Head by head, the
     capture of LLaDA-8B shapes on an H200 took 21 ms (8 layers × 32 heads, about 2,000 kernels;
