@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one prepared run for a session whose task is lent one (the device
 # tool): run(command="bash benchmarks/gpu_checks.sh", timeout_s=560). At most 8.5 minutes (the
-# steps' limits add up to 510 s), probably less (estimated: it has not yet run on one H100/H200).
+# steps' limits add up to 510 s); on an H200 (2026-11-30) step 1 took 40 s and step 2's eager tests
+# 90 s; the compiled steps have not yet run to the end there (below).
 #   1. benchmarks/selection_overhead.py --simulate llada: `demask` and `clad` selection time over
 #      the forward of a random-weight LLaDA-8B-shaped model (d 4096, canvas 512, block 32, batch
 #      8, bf16), eager — issue 6's target is <= 0.05; first, as the measurement the run is for.
@@ -12,7 +13,8 @@
 #   4. the embedded model with the shipped head, on CUDA, compiled ahead of time.
 # Ran once, 2026-11-30, on an H200 (torch 2.11.0+cu130): step 1 met the target (README,
 # "Benchmarks"); steps 2-4 died loading AOTInductor libraries (a segmentation fault in libstdc++'s
-# std::regex inside the library), which preloading the system's libstdc++ cured: done below.
+# std::regex inside the library), which preloading the system's libstdc++ cured in a test module:
+# done below. Since then the capture `clad` needs computes heads in chunks (not yet timed on a GPU).
 # Needs python3 with torch (CUDA), transformers, safetensors, numpy, tqdm and pytest, which the
 # project's device machines hold; depmask is read from src/, not installed. Every step has its own
 # time limit and a failed step does not stop the others; the exit status is 1 if any failed.
