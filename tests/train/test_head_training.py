@@ -55,6 +55,19 @@ def test_collate_pads_ragged_states():
     assert not torch.equal(batch["attention"][0], batch["attention"][0].T)  # the check can see a transpose
 
 
+def test_collate_takes_the_hidden_size_from_a_row_with_masked_positions():
+    """A state without masked positions stores its hidden states as [0, 0]: first in a batch, it
+    set the batch's hidden size to 1, and the next row's [k, d] did not fit."""
+    empty = {**vars(record("a", 0, 4)), "state": 0}
+    empty.update(positions=np.zeros(0, np.int32), hidden=np.zeros((0, 0), np.float16),
+                 confidence=np.zeros(0, np.float32), entropy=np.zeros(0, np.float32), tv=[], attention=[])
+    full = {**vars(record("b", 0, 2)), "state": 1}
+    d = np.asarray(full["hidden"]).shape[-1]
+    for rows in ([empty, full], [full, empty]):
+        batch = collate_states(rows)
+        assert batch["hidden"].shape == (2, 2, d) and batch["valid"].sum().item() == 2
+
+
 def test_a_short_fit_exports_a_loadable_head(harvest, tmp_path):
     fit(harvest, tmp_path, "--trainer.max_steps", "1", "--trainer.logger", "false")
     from depmask.models import HFDenoiser

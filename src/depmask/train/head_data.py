@@ -59,7 +59,8 @@ def collate_states(rows: list[dict]) -> dict[str, torch.Tensor]:
     """Pad a list of harvest rows to one batch."""
     b = len(rows)
     m = max(len(r["positions"]) for r in rows)
-    d = rows[0]["hidden"].shape[-1] if len(rows[0]["positions"]) else 1
+    # from a row with masked positions: a row without any stores its hidden states as [0, 0]
+    d = next((r["hidden"].shape[-1] for r in rows if len(r["positions"])), 1)
     hidden = torch.zeros(b, m, d, dtype=torch.float16)
     positions = torch.zeros(b, m, dtype=torch.long)
     valid = torch.zeros(b, m, dtype=torch.bool)
