@@ -57,6 +57,12 @@ from depmask.tasks.benchmarks.extract import gsm8k_reference
     ("So the answer is: $5 + $13 = $18.", "18"),
     ("The answer is -18 + 20 = 2", "2"),
     ("The answer is 18. Later I note 2019.", "18"),
+    # the last "the answer is" is the final one (a model that corrects itself)
+    ("The answer is 5.\nWait, I made an error. The answer is 7.", "7"),
+    # an equation chain: what follows its last `=`, not its first
+    ("The answer is 2 * 3 = 6 + 1 = 7.", "7"),
+    # no number in the clause: the first number after the phrase, not the text's last number
+    ("The answer is as follows. She has 18 apples in 3 bags", "18"),
 ])
 def test_extract_gsm8k(completion, expected):
     assert extract_gsm8k(completion) == expected
