@@ -275,10 +275,12 @@ def test_every_identity_field_is_in_the_identity_and_speed_fields_are_not():
     assert fast == base
 
 
-def test_policy_specs_take_spaces_and_a_trailing_comma():
+def test_policy_specs_take_spaces_and_blank_parts():
     from depmask.data_gen.prompts import parse_policy
 
     assert parse_policy(" threshold : threshold=0.7,") == ("threshold", {"threshold": 0.7})
+    assert parse_policy("threshold:threshold=0.7, ") == ("threshold", {"threshold": 0.7})
+    assert parse_policy("factor:factor=1.0, ,temperature=0") == ("factor", {"factor": 1.0, "temperature": 0})
 
 
 def test_build_items_ids_splits_and_policy_mix(embedded, tmp_path):

@@ -270,6 +270,16 @@ def test_math_equal_matrix_rows_and_latex_thousands(prediction, reference, equal
     ("1, 2, 2", "1, 1, 2", False),
     ("1, 2", "1, 2, 3", False),
     ("x^2+1", "x^2+2", False),
+    # one `\pm` is the set of its two branches
+    (r"\pm 2", "2, -2", True),
+    (r"x = \pm 3", "-3, 3", True),
+    (r"\pm x", "x, -x", True),
+    (r"1\pm\sqrt{2}", r"1-\sqrt{2}, 1+\sqrt{2}", True),
+    (r"\frac{1\pm\sqrt5}{2}", r"\frac{1-\sqrt{5}}{2}, \frac{1+\sqrt{5}}{2}", True),
+    (r"\pm 2", "2", False),
+    (r"\pm 2", "2, 2", False),
+    (r"\pm 2", r"\mp 2", False),
+    (r"3 \pmod{7}", "3, -3", False),
     # mixed numbers (MATH-500 answers such as `137\frac{1}{2}`) are sums, not products
     (r"\frac{275}{2}", r"137\frac{1}{2}", True),
     ("137.5", r"137 \frac{1}{2}", True),

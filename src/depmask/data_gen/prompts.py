@@ -33,7 +33,8 @@ def parse_policy(spec: str) -> tuple[str, dict]:
     """`"threshold:threshold=0.7,x=1"` → ("threshold", {"threshold": 0.7, "x": 1})."""
     name, _, rest = spec.partition(":")
     knobs: dict = {}
-    for part in filter(None, rest.split(",")):  # a value cannot hold a comma (no quoting)
+    # a value cannot hold a comma (no quoting); blank parts (`a=1, ` or `a=1,,b=2`) are skipped
+    for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
         if not eq:
             raise ValueError(f"policy spec {spec!r}: knob {part!r} must look like `name=value` (a value "

@@ -4,7 +4,8 @@ Two answers are equal when the normalised strings are, when both are exact ratio
 value, when both are closed-form numbers of equal value (`latex_value`: `\sqrt{2}/2` is
 `\frac{\sqrt{2}}{2}`, `2\sqrt{2}` is `\sqrt{8}`; a decimal approximation is not an irrational),
 or element by element: tuples and intervals in order with the same brackets, sets `\{..\}` and
-bare comma lists ("all solutions") in any order, each element's own `x =` dropped.
+bare comma lists ("all solutions") in any order, each element's own `x =` dropped. One `\pm` is
+the set of its two branches: `\pm 2` is `2, -2` and `\frac{1\pm\sqrt5}{2}` lists both roots.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ def _same_answer(a: str, b: str, depth: int = 0) -> bool:
 
 
 def _elements(s: str) -> tuple[str, list[str]] | None:
-    r"""A normalised answer's elements: (`"(]"`-style brackets, or `"set"` for `\{..\}` and a bare
-    comma list; the top-level comma-separated parts), or None for a single answer."""
+    r"""A normalised answer's elements: (`"(]"`-style brackets, or `"set"` for `\{..\}`, a bare
+    comma list and one `\pm`'s two branches; the parts), or None for a single answer."""
+    branches = _plus_minus_branches(s)
+    if branches is not None:
+        return "set", branches
     if s.startswith("\\{") and s.endswith("\\}") and _top_level_split(s[2:-2]) is not None:
         return "set", _top_level_split(s[2:-2]) or []
     if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
@@ -84,6 +88,17 @@ def _elements(s: str) -> tuple[str, list[str]] | None:
     # `x=1,x=-2`: each element's own `name =`
     return "set", [p.split("=", 1)[1] if p.count("=") == 1 and ANSWER_NAME.fullmatch(p.split("=")[0]) else p
                    for p in parts]
+
+
+def _plus_minus_branches(s: str) -> list[str] | None:
+    r"""`a\pm b` as `[a+b, a-b]` (a unary `\pm b` as `[b, -b]`); None unless `s` holds exactly one
+    `\pm` (not `\pmod` or `\pmb`) and no `\mp`. Normalised answers have no spaces: `\pm x` is `\pmx`."""
+    signs = list(re.finditer(r"\\pm(?!od|b\{)", s))
+    if len(signs) != 1 or re.search(r"\\mp(?![a-zA-Z])", s):
+        return None
+    head, tail = s[:signs[0].start()], s[signs[0].end():]
+    unary = not head or head[-1] in "{([,="
+    return [head + ("" if unary else "+") + tail, head + "-" + tail]
 
 
 def _top_level_split(s: str) -> list[str] | None:
