@@ -91,6 +91,12 @@ def write_shard(out: Path, table: pa.Table, example_ids: list[str], fingerprint:
     `harvest` the writing harvest's `harvest_id` (a shard's name comes from its example ids alone,
     so another harvest of the same examples names its shards alike).
     """
+    states: dict[str, int] = dict.fromkeys(example_ids, 0)
+    for eid in table.column("example_id").to_pylist():
+        if eid not in states:  # checked before anything is written
+            raise ValueError(f"write_shard: the table has a state of example {eid!r}, which is not in "
+                             f"`example_ids` ({len(example_ids)} ids); a shard lists every example it holds")
+        states[eid] += 1
     directory = Path(out) / SHARDS
     directory.mkdir(parents=True, exist_ok=True)
     name = shard_name(example_ids)
@@ -99,9 +105,6 @@ def write_shard(out: Path, table: pa.Table, example_ids: list[str], fingerprint:
         writer.write_table(table)
     data = sink.getvalue().to_pybytes()
     write_atomic(directory / name, data)
-    states: dict[str, int] = dict.fromkeys(example_ids, 0)
-    for eid in table.column("example_id").to_pylist():
-        states[eid] += 1
     info = ShardInfo(name=name, rows=table.num_rows, example_ids=list(example_ids), states=states,
                      sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), fingerprint=fingerprint,
                      harvest=harvest)
