@@ -80,7 +80,7 @@ def test_held_out_draw_is_checked_before_the_model_loads(tmp_path, monkeypatch):
     (["--policies", "[]"], r"`policies` is empty"),
     (["--gen_length", "0"], r"`gen_length` \(0\) must be an int >= 1, or None"),
     (["--steps", "0"], r"`steps` \(0\) must be an int >= 1, or None"),
-    (["--temperature", "-0.5"], r"`temperature` \(-0.5\) must be >= 0"),
+    (["--temperature", "-0.5"], r"`temperature` \(-0.5\) must be a finite number >= 0"),
     # a length that does not fit a task fails before the first run writes anything
     (["--block_length", "3"], r"task 'sort': `block_length` \(3\) must be >= 1 and divide `gen_length` \(8\)"),
     # task names and their arguments, before the model loads (a misspelled name was ignored)
