@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from depmask.decoding import Policy, StepState, build_policy, generate
+from depmask.decoding import Policy, build_policy, generate
 from depmask.decoding.loop import _finished_at_eos, _first_eos_value, step_state
 from depmask.decoding.policies import (
     Clad,
@@ -30,21 +30,7 @@ from depmask.decoding.sampling import gumbel_argmax, token_statistics
 from depmask.decoding.schedule import llada_count, llada_num_transfer
 from depmask.models.denoiser import DenoiserOutput
 from tests.decoding.mock import MockDenoiser
-
-
-def one_row_state(conf, *, prompt: int, mask=None, step: int = 0) -> StepState:
-    """One row: `prompt` unmasked canvas positions, then a block holding `conf`; the step budget
-    is the block's length."""
-    c = len(conf)
-    l = prompt + c
-    full = torch.zeros(1, l, dtype=torch.bool)
-    full[0, prompt:] = torch.ones(c, dtype=torch.bool) if mask is None else torch.tensor(mask, dtype=torch.bool)
-    confidence = torch.zeros(1, l, dtype=torch.float64)
-    confidence[0, prompt:] = torch.tensor(conf, dtype=torch.float64)
-    zeros = torch.zeros(1, l, dtype=torch.float64)
-    return StepState(tokens=torch.where(full, 99, 1), mask=full, x0=torch.zeros(1, l, dtype=torch.long),
-                     confidence=confidence, entropy=zeros, margin=zeros, step=step, steps_per_block=c, block=0,
-                     block_start=prompt, block_end=l, block_masked=full.sum(1))
+from tests.decoding.test_selection_values import one_row_state
 
 
 def block_positions(commit: torch.Tensor, start: int) -> list[int]:

@@ -85,26 +85,25 @@ def test_permutation_checker_counts_repeats():
     assert not task.score(ex, "a b b") and not task.score(ex, "b b a")
 
 
-def test_permutation_test_multisets_never_appear_in_training_in_any_order():
-    """The key is the sorted multiset, so a test multiset is absent from training in every order;
-    small instance space (27 orderings of 3 letters) so that orders collide."""
-    task = Permutation(n=3, n_symbols=3, test_fraction=0.3)
+def _assert_sorted_keys_split_apart(task) -> None:
+    """Each item's key is its prompt's symbols sorted, and no key is in both splits."""
     train = task.examples("train", 300, seed=0)
     test = task.examples("test", 100, seed=0)
     for ex in train + test:
         assert ex.meta["key"] == "".join(sorted(ex.prompt.split()[1:]))
     assert not {ex.meta["key"] for ex in train} & {ex.meta["key"] for ex in test}
+
+
+def test_permutation_test_multisets_never_appear_in_training_in_any_order():
+    """The key is the sorted multiset, so a test multiset is absent from training in every order;
+    small instance space (27 orderings of 3 letters) so that orders collide."""
+    _assert_sorted_keys_split_apart(Permutation(n=3, n_symbols=3, test_fraction=0.3))
 
 
 def test_sort_key_is_the_sorted_digits():
     """A test multiset of digits never appears in training in another order; digits are 0–9."""
     assert {d for ex in Sort().examples("train", 40, seed=0) for d in ex.prompt.split()[1:]} == set("0123456789")
-    task = Sort(n=2, test_fraction=0.3)
-    train = task.examples("train", 300, seed=0)
-    test = task.examples("test", 100, seed=0)
-    for ex in train + test:
-        assert ex.meta["key"] == "".join(sorted(ex.prompt.split()[1:]))
-    assert not {ex.meta["key"] for ex in train} & {ex.meta["key"] for ex in test}
+    _assert_sorted_keys_split_apart(Sort(n=2, test_fraction=0.3))
 
 
 def test_addition_a_plus_b_and_b_plus_a_share_a_split():
