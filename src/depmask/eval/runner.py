@@ -232,7 +232,8 @@ def check_decoding(temperature: float, gen_length: int | None, block_length: int
     """The decoding settings shared by every run, checked before anything loads: 0 is a value, not
     "unset" (it used to fall back to the task's length silently). `tasks`: unset lengths are the
     task's (eval); else gen_length has no default and an unset block is gen_length (`decode`)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 <= temperature < float("inf"):
+    finite = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool) and 0 <= temperature < float("inf")
+    if not finite:
         raise ValueError(f"`temperature` ({temperature!r}) must be a finite number >= 0 (0: argmax)")
     for name, value, unset in (("gen_length", gen_length, "the task's answer length" if tasks else None),
                                ("block_length", block_length, "the task's block" if tasks else "gen_length"),

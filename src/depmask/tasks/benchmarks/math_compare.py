@@ -94,7 +94,7 @@ def _plus_minus_branches(s: str) -> list[str] | None:
     r"""`a\pm b` as `[a+b, a-b]` (a unary `\pm b` as `[b, -b]`); None unless `s` holds exactly one
     `\pm` (not `\pmod` or `\pmb`) and no `\mp`. Normalised answers have no spaces: `\pm x` is `\pmx`."""
     signs = list(re.finditer(r"\\pm(?!od|b\{)", s))
-    if len(signs) != 1 or re.search(r"\\mp(?![a-zA-Z])", s):
+    if len(signs) != 1 or "\\mp" in s:
         return None
     head, tail = s[:signs[0].start()], s[signs[0].end():]
     unary = not head or head[-1] in "{([,="
