@@ -19,13 +19,7 @@ from depmask.decoding.influence import (
 from depmask.decoding.sampling import batch_seed
 from depmask.train.harvest import run_harvest
 from tests.conftest import EMBEDDED
-
-QUIET = {"accelerator": "cpu"}
-
-
-def _items(embedded, **kw):
-    cfg = HarvestConfig(model=str(EMBEDDED), **kw)
-    return cfg, group_items(build_items(cfg, embedded.tokenizer), cfg.batch_size)
+from tests.data_gen.harvest_inputs import QUIET, _gsm8k_file, _items
 
 
 def test_recorder_does_not_change_the_trajectory(embedded):
@@ -194,13 +188,6 @@ def test_prompts_file_texts_in_the_chat_template(tmp_path, monkeypatch):
     chat = build_items(HarvestConfig(prompts_file=str(path), gen_length=8, prompts_chat=True), tok)
     assert as_written[0].prompt_ids == tok("3 1", add_special_tokens=False)["input_ids"]
     assert chat[0].prompt_ids == tok("[EOS] 3 1 | =", add_special_tokens=False)["input_ids"]
-
-
-def _gsm8k_file(path, n=4):
-    path.write_text("".join(json.dumps({"question": f"Sam has {i} pens{' and a box' * (i % 3)}. He buys {i + 1}. How many?",
-                                        "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"}) + "\n"
-                            for i in range(n)))
-    return path
 
 
 def test_benchmark_prompts_are_the_ones_eval_decodes(embedded, tmp_path):

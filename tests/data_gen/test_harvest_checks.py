@@ -7,7 +7,7 @@ import pytest
 from depmask.data_gen import HarvestConfig, build_items
 from depmask.train.harvest import run_harvest
 from tests.conftest import EMBEDDED
-from tests.data_gen.test_harvest import QUIET
+from tests.data_gen.harvest_inputs import QUIET
 
 
 def test_bad_config_values_are_named(tmp_path):

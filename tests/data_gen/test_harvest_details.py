@@ -27,8 +27,8 @@ from depmask.data_gen.shards import (
 from depmask.data_gen.verify import verify_harvest
 from depmask.decoding import build_policy, generate
 from tests.conftest import EMBEDDED
-from tests.data_gen.test_harvest import _items
-from tests.data_gen.test_schema_shards import FP, D, make_harvest, record
+from tests.data_gen.harvest_inputs import _items
+from tests.data_gen.records import FP, D, make_harvest, record
 
 # --- schema ---------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from depmask.data_gen.dataset import load_harvest
 from depmask.data_gen.verify import verify_harvest
 from depmask.train.harvest import run_harvest
 from tests.conftest import EMBEDDED
-from tests.data_gen.test_harvest import QUIET
+from tests.data_gen.harvest_inputs import QUIET
 
 
 def test_run_harvest_resume_and_identity(embedded, tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from depmask.data_gen.dataset import HarvestError, load_harvest
-from depmask.data_gen.schema import StateRecord, check_schema, record_features, records_to_table
+from depmask.data_gen.schema import check_schema, record_features, records_to_table
 from depmask.data_gen.shards import (
     MANIFEST_JSON,
     clean_incomplete,
@@ -18,30 +18,7 @@ from depmask.data_gen.shards import (
     write_shard,
 )
 from depmask.data_gen.verify import verify_harvest
-
-D = 6
-FP = "mock@local:0"
-
-
-def record(eid: str, step: int, m: int, seed: int = 0, fp: str = FP) -> StateRecord:
-    rng = np.random.default_rng(seed)
-    return StateRecord(
-        fingerprint=fp, example_id=eid, task="t", policy="low_confidence", step=step, block=0,
-        prompt_length=3, tokens=np.arange(3 + m), positions=np.arange(m) + 3,
-        candidate=rng.integers(0, 9, m), confidence=rng.random(m), entropy=rng.random(m),
-        committed=np.arange(m) == 0, hidden=rng.standard_normal((m, D)).astype(np.float16),
-        attention=rng.random((m, m)), tv=rng.random((m, m)), kl=rng.random((m, m)),
-    )
-
-
-def make_harvest(tmp_path, groups=(("a", "b"), ("c",)), steps=2):
-    write_json_atomic(tmp_path / "harvest.json", {"schema_version": 1, "fingerprint": FP, "hidden_size": D,
-                                                  "examples": sum(len(g) for g in groups), "config": {}})
-    for gi, ids in enumerate(groups):
-        recs = [record(e, s, m=4 - s, seed=gi * 10 + s) for e in ids for s in range(steps)]
-        write_shard(tmp_path, records_to_table(recs, D), list(ids), FP)
-    write_manifest(tmp_path)
-    return tmp_path
+from tests.data_gen.records import FP, D, make_harvest, record
 
 
 def test_round_trip_through_datasets(tmp_path):

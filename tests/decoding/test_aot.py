@@ -9,18 +9,7 @@ from depmask.decoding import Policy, build_policy, compiled_select, generate
 from depmask.decoding.aot import AotSelect
 from depmask.decoding.compile import compile_mode
 from depmask.predictor import DependencyHead
-
-
-def small_head(den):
-    torch.manual_seed(0)
-    return DependencyHead(hidden_size=den.hidden_size, dim=16, layers=1, heads=2, max_distance=16,
-                          base_fingerprint=den.fingerprint).eval()
-
-
-def assert_same(a, b, name):
-    assert torch.equal(a.tokens, b.tokens), name
-    assert torch.equal(a.commit_step, b.commit_step), name
-    assert torch.equal(a.nfe, b.nfe), name
+from tests.decoding.states import assert_same, random_state, small_head
 
 
 def test_aot_decode_equals_eager_for_clad_and_demask(mock_denoiser, prompts):
@@ -202,7 +191,6 @@ def test_a_tensor_knob_on_the_edge_decides_as_the_float_does():
     """ε exactly equal to a prefix's cost: the compiled step, fed ε as a float64 tensor, commits
     what eager `select` does with the Python float. Every pairwise dependency is 1/8 (exact in
     binary), so the first t + 1 positions cost t(t + 1)/8 exactly: 1.5 for four positions."""
-    from tests.decoding.test_policy_contract import random_state
 
     state = random_state(3)
 

@@ -7,7 +7,7 @@ import torch
 
 from depmask.decoding import build_policy, compiled_select, generate
 from depmask.decoding.aot import AotSelect
-from tests.decoding.test_aot import assert_same, small_head
+from tests.decoding.states import assert_same, random_state, small_head
 
 
 def _cache_files(directory):
@@ -42,7 +42,6 @@ def _key(policy, den, prompts, block=(6, 18)):
     """The cache file `AotSelect` would use for this policy's step on a 20-column canvas with
     this block (exported with a fixed canvas, not compiled)."""
     from depmask.decoding.aot import _cached_path, _Step
-    from tests.decoding.test_policy_contract import random_state
 
     state = random_state(0)
     fields = tuple(policy.state_fields)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from depmask.decoding import Policy, StepState, build_policy, generate
-from tests.decoding.test_policy_contract import random_state
+from tests.decoding.states import random_state
 
 
 def clad_reference(conf, mask, attn_block, tau: float, keys: int) -> list[int]:

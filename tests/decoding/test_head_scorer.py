@@ -13,7 +13,7 @@ from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
 from tests.conftest import EMBEDDED
 from tests.decoding.mock import Counting, MockDenoiser
-from tests.decoding.test_policy_contract import random_state
+from tests.decoding.states import random_state
 
 
 def _plain_head(den):

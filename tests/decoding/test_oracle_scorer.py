@@ -7,7 +7,7 @@ from depmask.decoding import StepState, build_policy, generate
 from depmask.decoding.influence import denoiser_forward, gather_positions, pairwise_influence
 from depmask.decoding.scorers import OracleScorer
 from tests.decoding.mock import Counting, MockDenoiser
-from tests.decoding.test_policy_contract import random_state
+from tests.decoding.states import random_state
 
 
 def probing_state(den, seed: int = 0, b: int = 3, l: int = 12, block=(4, 12)):

@@ -3,20 +3,9 @@
 import pytest
 import torch
 
-from depmask.decoding import POLICIES, StepState, generate
+from depmask.decoding import POLICIES, generate
 from depmask.decoding.policies import build_policy
-
-
-class FakeHead:
-    """Stands in for a trained `DependencyHead`: influence = sigmoid(h_i · h_j), valid pairs only."""
-
-    def predict(self, hidden, positions, valid, confidence=None, entropy=None):
-        pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(valid.shape[1], dtype=torch.bool)
-        return torch.sigmoid(hidden.float() @ hidden.float().transpose(1, 2)) * pair
-
-    def __repr__(self) -> str:  # stable test ids
-        return "FakeHead()"
-
+from tests.decoding.states import FakeHead, random_state
 
 # Defaults that cannot run alone: `demask` needs a trained head (a fake one here); `oracle` needs
 # the loop's probe forwards, which hand-made states lack — tests/decoding/test_scorers.py runs it
@@ -44,36 +33,6 @@ CASES = [(name, NEEDS_INPUT.get(name, {})) for name in POLICIES if name not in P
     ("guided", {"units": "cluster", "rule": "conflict", "edge_threshold": 0.0}),
 ]
 IDS = [f"{n}-{k}" if k else n for n, k in CASES]
-
-
-def random_state(seed: int, b: int = 4, l: int = 20, block=(6, 18), step: int = 0) -> StepState:
-    g = torch.Generator().manual_seed(seed)
-    s, e = block
-    mask = torch.zeros(b, l, dtype=torch.bool)
-    mask[:, s:e] = torch.rand(b, e - s, generator=g) < 0.7
-    mask[0, s:e] = False  # a finished row
-    mask[1, s:e] = True  # a full row
-    probs = torch.rand(b, l, 5, generator=g).softmax(-1).double()
-    conf, x0 = probs.max(-1)
-    entropy = -(probs * probs.log()).sum(-1)
-    top2 = probs.topk(2, -1).values
-    return StepState(
-        tokens=torch.where(mask, 99, torch.randint(0, 5, (b, l), generator=g)),
-        mask=mask,
-        x0=torch.where(mask, x0, 0),
-        confidence=conf,
-        entropy=entropy,
-        margin=top2[..., 0] - top2[..., 1],
-        step=step,
-        steps_per_block=4,
-        block=0,
-        block_start=s,
-        block_end=e,
-        block_masked=mask.sum(1) + 2,
-        hidden=torch.randn(b, l, 8, generator=g),
-        attention=torch.rand(b, l, l, generator=g).softmax(-1),
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 @pytest.mark.parametrize(("name", "knobs"), CASES, ids=IDS)

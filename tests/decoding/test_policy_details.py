@@ -30,7 +30,7 @@ from depmask.decoding.sampling import gumbel_argmax, token_statistics
 from depmask.decoding.schedule import llada_count, llada_num_transfer
 from depmask.models.denoiser import DenoiserOutput
 from tests.decoding.mock import MockDenoiser
-from tests.decoding.test_selection_values import one_row_state
+from tests.decoding.states import one_row_state
 
 
 def block_positions(commit: torch.Tensor, start: int) -> list[int]:

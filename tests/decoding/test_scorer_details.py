@@ -20,7 +20,7 @@ from depmask.models.hf_denoiser import detect_logits_shift, resolve_mask_id
 from depmask.predictor import DependencyHead
 from depmask.predictor.head import _EncoderLayer, _RelativeSelfAttention, _SetContext
 from tests.conftest import EMBEDDED
-from tests.decoding.test_policy_contract import FakeHead, random_state
+from tests.decoding.states import FakeHead, random_state
 
 D = 16  # tiny hidden size
 

@@ -17,7 +17,7 @@ from depmask.models import HFDenoiser
 from depmask.predictor import DependencyHead
 from tests.conftest import EMBEDDED
 from tests.decoding.mock import MockDenoiser
-from tests.decoding.test_policy_contract import FakeHead, random_state
+from tests.decoding.states import FakeHead, random_state
 
 
 def test_none_scorer_is_zero():

@@ -6,26 +6,13 @@ import math
 import pytest
 import torch
 
-from depmask.decoding import StepState, build_policy
+from depmask.decoding import build_policy
 from depmask.decoding.clusters import candidate_positions
 from depmask.decoding.policies.dilated import Dilated, dilated_levels
 from depmask.decoding.result import DecodeResult
 from depmask.decoding.sampling import gumbel_argmax
 from depmask.decoding.selector import greedy_select
-
-
-def one_row_state(conf, *, prompt: int, mask=None, attention=None, step: int = 0) -> StepState:
-    """One row: `prompt` unmasked canvas positions, then a block holding `conf`."""
-    c = len(conf)
-    l = prompt + c
-    full = torch.zeros(1, l, dtype=torch.bool)
-    full[0, prompt:] = torch.ones(c, dtype=torch.bool) if mask is None else torch.tensor(mask, dtype=torch.bool)
-    confidence = torch.zeros(1, l, dtype=torch.float64)
-    confidence[0, prompt:] = torch.tensor(conf, dtype=torch.float64)
-    zeros = torch.zeros(1, l, dtype=torch.float64)
-    return StepState(tokens=torch.where(full, 99, 1), mask=full, x0=torch.zeros(1, l, dtype=torch.long),
-                     confidence=confidence, entropy=zeros, margin=zeros, step=step, steps_per_block=c, block=0,
-                     block_start=prompt, block_end=l, block_masked=full.sum(1), attention=attention)
+from tests.decoding.states import one_row_state
 
 
 def block_positions(commit: torch.Tensor, start: int) -> list[int]:

@@ -27,7 +27,7 @@ from depmask.eval.prefix_decisions import decision_table, prefix_costs
 from depmask.eval.subadditivity import SetProbe, enumerated_tv, sampled_tv
 from depmask.eval.summary import knob_text, plain, policy_width, run_key, summarize, to_json
 from depmask.tasks.base import Example
-from tests.eval.test_subadditivity_estimates import MASK, P0, Commit, CopyDenoiser, _inputs
+from tests.eval.copy_denoiser import MASK, P0, Commit, CopyDenoiser, _inputs
 
 
 def _item(i: int, nfe: int, correct: bool = True, probe: int = 0, committed: int = 16) -> dict:

@@ -11,9 +11,7 @@ from depmask.eval.summary import run_key, wilson_interval
 from depmask.models import HFDenoiser
 from depmask.tasks import get_task
 from tests.conftest import EMBEDDED, ROOT
-
-SMALL = ["--model.path", str(EMBEDDED), "--tasks", "[sort, permutation]", "--n", "6", "--batch_size", "4",
-         "--policies", "[{name: low_confidence}, {name: threshold, sweep: {threshold: [0.5, 0.9]}}]"]
+from tests.eval.decode_args import SMALL
 
 
 def test_wilson_interval():

@@ -10,7 +10,7 @@ from depmask.eval.draws import check_heldout
 from depmask.eval.runner import PolicySweep
 from depmask.models import HFDenoiser
 from tests.conftest import EMBEDDED
-from tests.eval.test_eval_decode import SMALL
+from tests.eval.decode_args import SMALL
 
 
 def test_sweep_expansion_and_errors():

@@ -2,42 +2,13 @@
 `measure_set` reports, and the sets `SetProbe` measures — each value derived by hand on a
 two-position denoiser whose positions copy one another."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from depmask.decoding.influence import denoiser_forward
-from depmask.decoding.policies.base import Policy
 from depmask.decoding.state import StepState
 from depmask.eval.subadditivity import SetProbe, enumerated_tv, measure_set, top_set
-
-MASK = 3  # vocabulary {0, 1, 2, mask}
-P0 = [0.5, 0.3, 0.2]
-
-
-class CopyDenoiser:
-    """Position i has the fixed marginal `marginals[i]` over {0, 1, 2} until the position it
-    copies (`copies[i]`) is set; then it holds that position's value with certainty."""
-
-    def __init__(self, marginals: list[list[float]], copies: dict[int, int]):
-        self.marginals, self.copies, self.mask_id = torch.tensor(marginals), copies, MASK
-
-    def __call__(self, tokens, attention_mask=None, need_hidden=False, need_attention=False):
-        b, l = tokens.shape
-        probs = torch.zeros(b, l, 4)
-        probs[:, :, :3] = self.marginals
-        for i, j in self.copies.items():
-            set_j = tokens[:, j] != MASK
-            probs[set_j, i] = torch.nn.functional.one_hot(tokens[set_j, j], 4).float()
-        return SimpleNamespace(logits=probs.clamp_min(1e-12).log())
-
-
-def _inputs(den, positions=(0, 1)):
-    tokens = torch.full((len(den.marginals),), MASK)
-    pos = torch.tensor(positions)
-    base = torch.log_softmax(den(tokens[None]).logits[0, pos], -1)  # [s, v]
-    return denoiser_forward(den), tokens, pos, base
+from tests.eval.copy_denoiser import MASK, P0, Commit, CopyDenoiser, _inputs
 
 
 def test_top_set_is_the_smallest_most_likely_set_with_mass_at_least_one_minus_delta():
@@ -78,20 +49,6 @@ def test_the_chain_verdict_is_its_own_when_the_chain_bound_is_below_the_top_k_bo
     assert rec["tv"] == pytest.approx(0.62, abs=1e-6)
     assert rec["bound_topk"] == pytest.approx(1.0, abs=1e-6) and rec["bound_chain"] == pytest.approx(0.5, abs=1e-6)
     assert (rec["holds"], rec["holds_topk"], rec["holds_chain"]) == (True, True, False)
-
-
-class Commit(Policy):
-    """Commits the given canvas positions of every row."""
-
-    name = "commit"
-
-    def __init__(self, positions: list[int]):
-        self.positions = positions
-
-    def select(self, state):
-        commit = torch.zeros_like(state.mask)
-        commit[:, self.positions] = True
-        return commit & state.mask
 
 
 def _state(den) -> StepState:

@@ -10,7 +10,7 @@ import torch
 
 from depmask.predictor import DependencyHead, pair_mask
 from depmask.predictor.features import ATTENTION_FEATURES, attention_pair_features
-from tests.predictor.test_head import D, _state
+from tests.predictor.inputs import D, _state
 
 SMALL = {"dim": 32, "layers": 0, "heads": 4, "max_distance": 8, "pair_product": False, "pair_activation": "relu"}
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from depmask.tasks.benchmarks import MBPP, HumanEval, Math500
-from tests.tasks.test_benchmark_sources import HUMANEVAL_ROWS, MATH_ROWS, MBPP_ROWS, _jsonl
+from tests.tasks.benchmark_rows import HUMANEVAL_ROWS, MATH_ROWS, MBPP_ROWS, _jsonl
 
 
 def test_a_column_oriented_json_file_is_refused_with_how_to_write_records(tmp_path):

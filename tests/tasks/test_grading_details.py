@@ -27,7 +27,7 @@ from depmask.tasks.benchmarks.base import completion_text
 from depmask.tasks.benchmarks.extract import gsm8k_reference
 from depmask.tasks.benchmarks.latex_value import latex_value
 from depmask.tasks.benchmarks.source import DataSpec, download_allowed, locate_records
-from tests.tasks.test_benchmark_sources import ENV_VARS, GSM8K_ROWS, MBPP_ROWS, _jsonl
+from tests.tasks.benchmark_rows import ENV_VARS, GSM8K_ROWS, MBPP_ROWS, _jsonl
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,7 @@ from depmask.train.head_module import HeadModule
 from depmask.train.mdlm_data import _TrainLoader
 from depmask.train.mdlm_module import check_model_export_dir
 from tests.conftest import EMBEDDED
-from tests.train.test_mdlm_training import CONFIG, SMALL, _BatchLog, _tiny_module
-
-MDLM_FIT = ["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "2"]
+from tests.train.mdlm_cli_run import CONFIG, MDLM_FIT, SMALL, _a_fit, _BatchLog, _tiny_module
 
 
 def test_validate_without_a_checkpoint_is_refused(tmp_path):
@@ -128,14 +126,6 @@ def test_a_resumed_pass_under_a_distributed_sampler_skips_that_epochs_batches():
     resumed.load_state_dict({"epoch": 1, "trained": 3})
     rest = [b["input_ids"] for b in resumed]  # the sampler's epoch is still 0 here, as under Lightning
     assert len(whole) == 8 and len(rest) == 5 and all(torch.equal(a, b) for a, b in zip(rest, whole[3:]))
-
-
-def _a_fit(tmp_path):
-    """A two-step MDLM fit; its checkpoint."""
-    main([*MDLM_FIT, "--model.export_dir", "null", "--trainer.default_root_dir", str(tmp_path / "run"),
-          "--trainer.logger", "false"])
-    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("*.ckpt")
-    return ckpt
 
 
 def test_a_checkpoint_path_with_a_tilde_is_compared_like_any_other(tmp_path, monkeypatch):

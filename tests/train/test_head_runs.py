@@ -12,7 +12,7 @@ from depmask.cli import main
 from depmask.predictor import DependencyHead
 from depmask.train.head_data import HeadDataModule
 from tests.conftest import EMBEDDED
-from tests.train.test_head_training import CONFIG, FAST, fit
+from tests.train.head_cli_run import CONFIG, FAST, fit
 
 
 def test_csv_logger_metrics_checkpoint_and_resume(harvest, tmp_path):

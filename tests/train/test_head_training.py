@@ -16,16 +16,8 @@ from depmask.data_gen.shards import write_shard
 from depmask.predictor import DependencyHead
 from depmask.train.head_data import HeadDataModule, collate_states
 from tests.conftest import EMBEDDED, ROOT
-from tests.data_gen.test_schema_shards import record
-
-CONFIG = ROOT / "configs" / "train" / "head-tiny.yaml"
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1", "--model.dim", "32", "--model.layers", "1",
-        "--data.batch_size", "16", "--data.val_fraction", "0.3"]
-
-
-def fit(harvest, tmp_path, *extra):
-    main(["train", "fit", "--config", str(CONFIG), *FAST, "--data.harvest", str(harvest),
-          "--model.export_dir", str(tmp_path / "head"), "--checkpoint.dirpath", str(tmp_path / "run"), *extra])
+from tests.data_gen.records import record
+from tests.train.head_cli_run import CONFIG, fit
 
 
 def test_val_split_is_by_example(harvest):

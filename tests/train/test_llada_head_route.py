@@ -17,7 +17,7 @@ from depmask.data_gen.dataset import load_harvest
 from depmask.predictor import DependencyHead
 from depmask.train.harvest_cli import harvest_cli
 from tests.conftest import EMBEDDED, ROOT
-from tests.data_gen.test_harvest import _gsm8k_file
+from tests.data_gen.harvest_inputs import _gsm8k_file
 
 CONFIGS = ROOT / "configs"
 STAND_IN = ["--model.path", str(EMBEDDED), "--model.mask_id", "2", "--model.device", "cpu", "--model.dtype", "float32",

@@ -11,14 +11,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from depmask.cli import main
 from depmask.models import HFDenoiser
-from depmask.train import MDLMModule, TaskMixtureDataModule, collate
+from depmask.train import TaskMixtureDataModule, collate
 from tests.conftest import ROOT
-
-CONFIG = ROOT / "configs" / "mdlm" / "tiny-tasks.yaml"
-SMALL = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--data.pool_size", "40", "--data.items_per_epoch", "64", "--data.batch_size", "8",
-         "--data.val_size", "8", "--model.val_decode_items", "2", "--trainer.val_check_interval", "2",
-         "--model.hidden_size", "32", "--model.intermediate_size", "64"]
+from tests.train.mdlm_cli_run import CONFIG, SMALL, _BatchLog, _tiny_module
 
 
 def test_collate_left_pads_and_marks_the_answer():
@@ -26,15 +21,6 @@ def test_collate_left_pads_and_marks_the_answer():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [0, 0, 0, 5, 7]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
     assert batch["answer_mask"].tolist() == [[False, False, True, True, True], [False, False, False, False, True]]
-
-
-def _tiny_module(dm: TaskMixtureDataModule) -> MDLMModule:
-    """A width-16 MDLM for `dm`'s tokenizer (after `dm.setup()`)."""
-    dm.setup()
-    tok = dm.tokenizer
-    return MDLMModule(hidden_size=16, intermediate_size=32, num_attention_heads=2, export_dir=None,
-                      vocab_size=len(tok), mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.eos_token_id)
 
 
 def test_forward_process_masks_only_answers_and_weights_by_one_over_t():
@@ -135,14 +121,6 @@ def test_default_logger_is_wandb_offline(tmp_path, monkeypatch):
 
     assert os.environ["WANDB_MODE"] == "offline"
     assert list(tmp_path.rglob("offline-run-*")), "no offline wandb run was written"
-
-
-class _BatchLog(L.Callback):
-    def __init__(self):
-        self.seen = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.seen.append((trainer.current_epoch, batch_idx, batch["input_ids"].clone()))
 
 
 def _fit_logging_batches(ckpt_dir, max_steps, ckpt_path=None, modules=None):
@@ -252,7 +230,6 @@ def test_a_fit_that_trains_nothing_or_a_dry_run_exports_nothing(tmp_path, capsys
     main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.fast_dev_run", "true",
           "--model.export_dir", str(out), "--trainer.default_root_dir", str(tmp_path / "runs")])
     assert not out.exists() and "not exporting to" in capsys.readouterr().out
-
 
 
 def test_export_sets_the_replaced_models_card_aside_and_writes_its_config(tmp_path, capsys):

@@ -37,7 +37,7 @@ from depmask.train.cli import DepmaskCLI, _same
 from depmask.train.export_guard import nonfinite_reason, total_steps
 from depmask.train.head_data import HeadDataModule, _capped, _States, in_val
 from depmask.train.mdlm_data import _TrainLoader, encode_example
-from tests.train.test_fit_guards import MDLM_FIT, _a_fit
+from tests.train.mdlm_cli_run import MDLM_FIT, _a_fit
 
 # --- resume comparisons ---------------------------------------------------------------------------
 
