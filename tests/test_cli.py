@@ -286,17 +286,20 @@ def test_every_public_name_of_a_package_is_there_and_eval_stays_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["file", "inline"])
 @pytest.mark.parametrize("policy", ["threshold", "{class_path: threshold, init_args: {threshold: 0.5}}"])
-def test_a_decode_config_may_name_its_policy_by_preset(tmp_path, capsys, policy):
+def test_a_decode_config_may_name_its_policy_by_preset(tmp_path, capsys, policy, inline):
     """`policy: threshold` in a config failed: "Expected a dot import path string: threshold",
-    while `--policy threshold` worked."""
+    while `--policy threshold` worked. So did an inline config (`--config '{policy: threshold,
+    ...}'`, which jsonargparse also takes) until 2026-12-01."""
     import json
 
     from depmask.cli import main
 
+    text = f"model: {EMBEDDED}\nprompt: '1 2'\ngen_length: 4\npolicy: {policy}\njson_output: true\n"
     config = tmp_path / "c.yaml"
-    config.write_text(f"model: {EMBEDDED}\nprompt: '1 2'\ngen_length: 4\npolicy: {policy}\njson_output: true\n")
-    main(["decode", "--config", str(config)])
+    config.write_text(text)
+    main(["decode", f"--config={text}" if inline else "--config", *([] if inline else [str(config)])])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["policy"] == "threshold" and out["threshold"] == (0.5 if "init_args" in policy else 0.9)
 
@@ -308,6 +311,8 @@ def test_a_misspelled_preset_in_a_decode_config_is_named_with_the_presets(tmp_pa
     config.write_text(f"model: {EMBEDDED}\nprompt: '1 2'\npolicy: thresold\n")
     with pytest.raises(ValueError, match=r"c\.yaml: `policy`: unknown policy 'thresold'; expected a preset name"):
         main(["decode", "--config", str(config)])
+    with pytest.raises(ValueError, match=r"^the inline --config: `policy`: unknown policy 'thresold'"):
+        main(["decode", f"--config={config.read_text()}"])
 
 
 @pytest.mark.parametrize("argv, message", [

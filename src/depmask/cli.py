@@ -83,8 +83,10 @@ def _policy_names(argv: list[str]) -> list[str]:
 def _config_policy_names(argv: list[str]) -> list[str]:
     """A decode config's `policy: threshold` (or `class_path: threshold`) as the class name, as
     `--policy threshold` is: jsonargparse took only class paths there ("Expected a dot import path
-    string: threshold"). Such a config is handed on as a rewritten copy (removed at exit)."""
+    string: threshold"). A config file is handed on as a rewritten copy (removed at exit), an inline
+    YAML config (`--config '{policy: clad, ...}'`) as rewritten inline JSON."""
     import atexit
+    import json
     import os
     import tempfile
     from pathlib import Path
@@ -95,10 +97,14 @@ def _config_policy_names(argv: list[str]) -> list[str]:
     for i, arg in enumerate(out):
         path = out[i + 1] if arg == "--config" and i + 1 < len(out) else arg[len("--config="):] \
             if arg.startswith("--config=") else None
+        inline = False
         try:
             config = yaml.safe_load(Path(path).read_text()) if path else None
         except (OSError, yaml.YAMLError):
-            continue  # jsonargparse names it
+            try:  # not a readable file: jsonargparse also takes the config's text itself
+                config, inline = yaml.safe_load(path), True
+            except yaml.YAMLError:
+                continue  # jsonargparse names it
         policy = config.get("policy") if isinstance(config, dict) else None
         name = policy if isinstance(policy, str) else policy.get("class_path") if isinstance(policy, dict) else None
         if not isinstance(name, str):
@@ -106,14 +112,17 @@ def _config_policy_names(argv: list[str]) -> list[str]:
         try:
             cls = _resolve_policy(name)
         except ValueError as err:
-            raise ValueError(f"{path}: `policy`: {err}") from None
+            raise ValueError(f"{'the inline --config' if inline else path}: `policy`: {err}") from None
         if cls == name:
             continue
         config["policy"] = cls if isinstance(policy, str) else {**policy, "class_path": cls}
-        fd, copy = tempfile.mkstemp(prefix="depmask-decode-", suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(config, f)
-        atexit.register(lambda p=copy: Path(p).unlink(missing_ok=True))
+        if inline:
+            copy = json.dumps(config)
+        else:
+            fd, copy = tempfile.mkstemp(prefix="depmask-decode-", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                yaml.safe_dump(config, f)
+            atexit.register(lambda p=copy: Path(p).unlink(missing_ok=True))
         if arg == "--config":
             out[i + 1] = copy
         else:
