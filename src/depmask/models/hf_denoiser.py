@@ -244,8 +244,8 @@ def _refuse_head_directory(path: Path) -> None:
 def check_device(device: str | torch.device | None) -> torch.device:
     """`device` as a `torch.device` (None: cpu), refused before anything loads when it is malformed
     or this machine cannot use it (a CUDA device on a CPU-only torch build or without a GPU)."""
-    try:
-        dev = torch.device(device or "cpu")
+    try:  # None or "": not given; an index 0 is torch's accelerator 0, as 1 is
+        dev = torch.device("cpu" if device is None or device == "" else device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"`device` ({device!r}) is not a torch device, e.g. 'cpu', 'cuda', 'cuda:1' ({err})") from None
     if dev.type == "cuda":
