@@ -260,3 +260,21 @@ def test_a_models_own_asserts_and_main_guard_are_dropped_even_when_they_call_a_m
     code = extract_code(answer, ["area"])
     assert "assert" not in code and "__main__" not in code and "unittest.main" not in code
     assert _runs(code)["area"](1) == pytest.approx(3.14159, abs=1e-4)
+
+
+@pytest.mark.parametrize("tail", [
+    "import unittest as ut\nut.main()\n",
+    "from unittest import main as run_tests\nrun_tests()\n",
+    "import sys as system\nsystem.exit(0)\n",
+    "import time\ntime.sleep(60)\n",
+    "from time import sleep\nsleep(60)\n",
+])
+def test_a_runner_exit_or_sleep_under_another_name_is_not_setup(tail):
+    """Exits, test runners and waits are matched through the completion's import aliases: an
+    aliased `ut.main()` (which parses the sandbox's argv and exits before the tests) or a top-level
+    `time.sleep(60)` (a timeout) were kept as setup of an imported module, and a right answer
+    graded wrong."""
+    answer = "def double(x):\n    return 2 * x\n\n" + tail
+    code = extract_code(answer, ["double"])
+    assert tail.splitlines()[-1] not in code, code
+    assert _runs(code)["double"](3) == 6

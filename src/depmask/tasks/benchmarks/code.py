@@ -142,9 +142,10 @@ def _is_main_guard(node: ast.stmt) -> bool:
     return isinstance(node, ast.If) and "__name__" in _names_used(node.test)
 
 
-# top-level calls that end the program (before the tests run) or run a test runner that parses
-# the sandbox's argv and exits: never setup, though `sys.exit` is a call on an imported module
-_EXITS = frozenset({"unittest.main", "sys.exit", "os._exit", "exit", "quit"})
+# top-level calls that end the program (before the tests run), run a test runner that parses the
+# sandbox's argv and exits, or only wait: never setup, though `sys.exit` is a call on an imported
+# module. Matched through the completion's import aliases (`import unittest as ut`: `ut.main`).
+_EXITS = frozenset({"unittest.main", "sys.exit", "os._exit", "exit", "quit", "time.sleep"})
 
 
 def _dotted(expr: ast.expr) -> str | None:
@@ -156,14 +157,26 @@ def _dotted(expr: ast.expr) -> str | None:
     return None
 
 
-def _is_junk(node: ast.stmt) -> bool:
+def _import_aliases(node: ast.Import | ast.ImportFrom) -> dict[str, str]:
+    """The dotted names an import binds: `import unittest as ut` → {ut: unittest}, `from time
+    import sleep` → {sleep: time.sleep}; a plain `import a.b` binds `a` as itself."""
+    if isinstance(node, ast.Import):
+        return {a.asname: a.name for a in node.names if a.asname}
+    return {(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names if node.module and a.name != "*"}
+
+
+def _is_junk(node: ast.stmt, aliases: dict[str, str] | None = None) -> bool:
     """Top-level statements never kept as setup: asserts, the `__main__` guard, a bare
-    `unittest.main()` / `sys.exit(...)` / `exit()` (see `_EXITS`), and anything reading stdin (a
-    script's `n = int(input())`)."""
+    `unittest.main()` / `sys.exit(...)` / `exit()` / `time.sleep(...)` (see `_EXITS`; names as the
+    completion's imports bind them, `aliases`), and anything reading stdin (a script's
+    `n = int(input())`)."""
     if isinstance(node, ast.Assert) or _is_main_guard(node):
         return True
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and _dotted(node.value.func) in _EXITS:
-        return True
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        head, _, rest = (_dotted(node.value.func) or "").partition(".")
+        full = (aliases or {}).get(head, head) + (f".{rest}" if rest else "")
+        if full in _EXITS:
+            return True
     return any(isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "input"
                for sub in ast.walk(node))
 
@@ -239,12 +252,14 @@ class _Module:
         self.modules: set[str] = set()  # names the imports bind
         self.defs: dict[str, tuple[ast.stmt, str]] = {}  # first definition of each name wins
         self.setup: list[tuple[ast.stmt, str]] = []  # other statements, kept if they change a kept name
+        aliases: dict[str, str] = {}  # what the imports so far bind each name to
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 self.imports.append(_source(node, self.lines))
                 self.modules.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+                aliases.update(_import_aliases(node))
                 continue
-            if _is_junk(node):
+            if _is_junk(node, aliases):
                 continue
             names = _defined_names(node)
             new = [n for n in names if n not in self.defs]
