@@ -305,28 +305,35 @@ def test_replay_times_the_forwards_alone_with_their_logged_masks(bench, monkeypa
     assert den.calls == calls
 
 
+def _counting_replay(seconds, replayed):
+    """A `replay` that records how many forwards it was handed and returns the next of `seconds`."""
+    seconds = iter(seconds)
+    return lambda den, calls, vocab: (replayed.append(len(calls)), next(seconds))[1]
+
+
+def _main_json(module, monkeypatch, tmp_path, argv):
+    """Run a benchmark script's `main` with `argv` and `--out`; the JSON it wrote."""
+    out = tmp_path / "o.json"
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv, "--out", str(out)])
+    module.main()
+    return json.loads(out.read_text())
+
+
 def test_decode_overhead_script_divides_medians_of_the_timed_rounds(bench, monkeypatch, tmp_path):
     """`decode_overhead.py`: the warm-up decode is logged, not timed; decode and bare are the
     medians of `--repeats` rounds, the bare arm replays every logged forward."""
     do = bench("decode_overhead")
     logged = [((2, 8), False, False, False)] * 5
-    decode_times, bare_times, replayed = iter([100.0, 1.0, 2.0, 30.0]), iter([50.0, 0.5, 1.0, 0.9]), []
+    decode_times, replayed = iter([100.0, 1.0, 2.0, 30.0]), []
 
     def fake_time_decode(den, prompts, policy, args):
         if hasattr(den, "calls"):
             den.calls.extend(logged)
         return next(decode_times), len(logged)
 
-    def fake_replay(den, calls, vocab):
-        replayed.append(len(calls))
-        return next(bare_times)
-
     monkeypatch.setattr(do, "time_decode", fake_time_decode)
-    monkeypatch.setattr(do, "replay", fake_replay)
-    out = tmp_path / "o.json"
-    monkeypatch.setattr(sys, "argv", ["decode_overhead.py", "--repeats", "3", "--out", str(out)])
-    do.main()
-    row = json.loads(out.read_text())
+    monkeypatch.setattr(do, "replay", _counting_replay([50.0, 0.5, 1.0, 0.9], replayed))
+    row = _main_json(do, monkeypatch, tmp_path, ["--repeats", "3"])
     assert replayed == [3, 5, 5, 5]
     assert (row["decode_s"], row["bare_s"], row["repeats"], row["forwards"]) == (2.0, 0.9, 3, 5)
     assert row["ratio"] == pytest.approx(2.0 / 0.9) and row["rows_forwarded"] == 10
@@ -336,23 +343,16 @@ def test_harvest_throughput_replays_one_runs_forwards(bench, monkeypatch, tmp_pa
     """Each timed harvest's forwards are logged afresh (not the warm-up's and earlier runs' too);
     the perturbed forwards are those without hidden states; ratio = median harvest / median bare."""
     ht = bench("harvest_throughput")
-    walls, bares, replayed = iter([100.0, 2.0, 4.0]), iter([1.0, 1.0]), []
+    walls, replayed = iter([100.0, 2.0, 4.0]), []
 
     def fake_harvest(den, groups, cfg, pad_id, out):
         den.calls.extend([((4, 9), False, True, False), ((8, 9), False, False, False), ((8, 9), False, False, False)])
         return next(walls), 4, 12
 
-    def fake_replay(den, calls, vocab):
-        replayed.append(len(calls))
-        return next(bares)
-
     monkeypatch.setattr(ht, "harvest_once", fake_harvest)
-    monkeypatch.setattr(ht, "replay", fake_replay)
-    out = tmp_path / "o.json"
-    monkeypatch.setattr(sys, "argv", ["harvest_throughput.py", "--model", str(EMBEDDED), "--examples", "2",
-                                      "--batch_size", "2", "--repeats", "2", "--out", str(out)])
-    ht.main()
-    row = json.loads(out.read_text())
+    monkeypatch.setattr(ht, "replay", _counting_replay([1.0, 1.0], replayed))
+    row = _main_json(ht, monkeypatch, tmp_path,
+                     ["--model", str(EMBEDDED), "--examples", "2", "--batch_size", "2", "--repeats", "2"])
     assert replayed == [3, 3] and row["forwards"] == 3 and row["perturbed_forwards"] == 2
     assert (row["harvest_s"], row["forwards_s"], row["ratio"], row["repeats"]) == (3.0, 1.0, 3.0, 2)
 

@@ -84,9 +84,8 @@ def _config_policy_names(argv: list[str]) -> list[str]:
     """A decode config's `policy: threshold` (or `class_path: threshold`) as the class name, as
     `--policy threshold` is: jsonargparse took only class paths there ("Expected a dot import path
     string: threshold"). A config file is handed on as a rewritten copy (removed at exit), an inline
-    YAML config (`--config '{policy: clad, ...}'`) as rewritten inline JSON."""
+    YAML config (`--config '{policy: clad, ...}'`) as rewritten YAML text."""
     import atexit
-    import json
     import os
     import tempfile
     from pathlib import Path
@@ -116,8 +115,8 @@ def _config_policy_names(argv: list[str]) -> list[str]:
         if cls == name:
             continue
         config["policy"] = cls if isinstance(policy, str) else {**policy, "class_path": cls}
-        if inline:
-            copy = json.dumps(config)
+        if inline:  # YAML text again: whatever YAML read (a date, say) writes back
+            copy = yaml.safe_dump(config)
         else:
             fd, copy = tempfile.mkstemp(prefix="depmask-decode-", suffix=".yaml")
             with os.fdopen(fd, "w") as f:

@@ -148,35 +148,32 @@ def _is_main_guard(node: ast.stmt) -> bool:
 _EXITS = frozenset({"unittest.main", "sys.exit", "os._exit", "exit", "quit", "time.sleep"})
 
 
-def _dotted(expr: ast.expr) -> str | None:
+def _dotted(expr: ast.expr, aliases: dict[str, str]) -> str | None:
+    """`a.b.c` as text, its first name as the imports bind it (`aliases`: `ut` → `unittest`)."""
     if isinstance(expr, ast.Name):
-        return expr.id
+        return aliases.get(expr.id, expr.id)
     if isinstance(expr, ast.Attribute):
-        head = _dotted(expr.value)
+        head = _dotted(expr.value, aliases)
         return None if head is None else f"{head}.{expr.attr}"
     return None
 
 
 def _import_aliases(node: ast.Import | ast.ImportFrom) -> dict[str, str]:
-    """The dotted names an import binds: `import unittest as ut` → {ut: unittest}, `from time
-    import sleep` → {sleep: time.sleep}; a plain `import a.b` binds `a` as itself."""
+    """What an import binds: `import unittest as ut` → {ut: unittest}, `from time import sleep` → {sleep: time.sleep}."""
     if isinstance(node, ast.Import):
         return {a.asname: a.name for a in node.names if a.asname}
     return {(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names if node.module and a.name != "*"}
 
 
-def _is_junk(node: ast.stmt, aliases: dict[str, str] | None = None) -> bool:
+def _is_junk(node: ast.stmt, aliases: dict[str, str]) -> bool:
     """Top-level statements never kept as setup: asserts, the `__main__` guard, a bare
     `unittest.main()` / `sys.exit(...)` / `exit()` / `time.sleep(...)` (see `_EXITS`; names as the
     completion's imports bind them, `aliases`), and anything reading stdin (a script's
     `n = int(input())`)."""
     if isinstance(node, ast.Assert) or _is_main_guard(node):
         return True
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-        head, _, rest = (_dotted(node.value.func) or "").partition(".")
-        full = (aliases or {}).get(head, head) + (f".{rest}" if rest else "")
-        if full in _EXITS:
-            return True
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and _dotted(node.value.func, aliases) in _EXITS:
+        return True
     return any(isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "input"
                for sub in ast.walk(node))
 
