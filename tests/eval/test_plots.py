@@ -36,3 +36,19 @@ def test_a_policy_that_probes_in_any_task_is_labelled_so_in_the_legend(monkeypat
     fig = _figure(monkeypatch, rows)
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]  # the legend: the last task's panel
     assert "oracle-conflict (decode steps)" in labels
+
+
+def test_a_policy_keeps_its_colour_across_panels_and_the_legend_lists_every_task_s_policies(monkeypatch):
+    # task a runs threshold, task b does not: without a shared map, factor would take threshold's colour in b
+    rows = [_row("a", "low_confidence", 1.0, 1.0), _row("a", "threshold", 0.99, 3.0), _row("a", "factor", 0.99, 2.0),
+            _row("b", "low_confidence", 1.0, 1.0), _row("b", "factor", 0.98, 2.5)]
+    fig = _figure(monkeypatch, rows)
+    colour = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):  # the headline's guide lines are unlabelled
+                colour.setdefault(line.get_label(), set()).add(line.get_color())
+    assert set(colour) == {"low_confidence", "threshold", "factor"}
+    assert all(len(c) == 1 for c in colour.values()) and len({next(iter(c)) for c in colour.values()}) == 3
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]  # task b's panel, without threshold
+    assert labels == ["low_confidence", "threshold", "factor"]

@@ -45,11 +45,14 @@ def plot_frontier(
     up to the most accurate run, with a dotted line at each headline window below the reference
     (`windows`, fractions: 0.01 = 1 point); the zoom widens to hold the widest window. A policy
     that probes (the oracle) is drawn at its decoding-forward TPF, dashed, wherever it probes in
-    any task, so the one legend says so for every panel."""
+    any task, so the one legend says so for every panel. A policy keeps one colour in every panel,
+    and the legend (in the last top panel) lists every policy of every task."""
     plt = pyplot()
     zoom = max(zoom, 100 * max(windows, default=0) + 1)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     probes = {r["policy"] for r in rows if x in MEASURES and r.get("probe_nfe", 0) > 0}
+    colours = {p: f"C{i % 10}" for i, p in enumerate(dict.fromkeys(r["policy"] for r in rows))}
+    legend = {}  # label -> a line drawn with it, over all panels
     cols = max(len(tasks), 1)
     fig, axes = plt.subplots(2, cols, figsize=(4.5 * cols, 7.0), squeeze=False, height_ratios=[1.0, 0.85])
     panels = [(ax, zoomed, task) for row, zoomed in enumerate((False, True)) for ax, task in zip(axes[row], tasks)]
@@ -68,8 +71,10 @@ def plot_frontier(
                 shown += [px for px, py in points if py >= low]
                 highest = max([highest, *(py for _, py in points)])
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls="--" if probing else "-",
-                    label=f"{policy} (decode steps)" if probing else policy)
+            label = f"{policy} (decode steps)" if probing else policy
+            (line,) = ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls="--" if probing else "-",
+                              color=colours[policy], label=label)
+            legend.setdefault(label, line)
         ax.set_xlabel(f"tokens per forward ({TITLES[x]})" if x in TITLES else x, fontsize=8)
         ax.grid(alpha=0.3)
         if not zoomed:
@@ -87,5 +92,5 @@ def plot_frontier(
             ax.set_xlim(min(shown) - pad, max(shown) + pad)
     axes[0][0].set_ylabel("accuracy (%)")
     axes[1][0].set_ylabel("accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    axes[0][-1].legend(list(legend.values()), list(legend), fontsize=7, loc="lower left")
     return save_figure(fig, path)
