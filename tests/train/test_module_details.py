@@ -128,6 +128,20 @@ def test_each_val_metric_is_logged_under_its_own_name_and_definition():
     assert all(float(binary_auroc(att[k], positive)) != pytest.approx(want, abs=1e-4) for k in ("min", "raw"))
 
 
+@pytest.mark.parametrize("threshold, shift, side", [(0.5, 0.0, "below"), (0.1, 0.1, "at or above")])
+def test_auroc_and_ap_are_nan_with_a_warning_when_the_val_set_holds_one_class(threshold, shift, side):
+    """torchmetrics gives AUROC 0.0 without positives (a perfectly inverted ranking, to a monitor);
+    with one class only the four ranking metrics are undefined, and the rest still stand."""
+    module = head(positive_threshold=threshold)
+    batch = state_batch(torch.ones(2, 4, dtype=torch.bool), 6)
+    batch["tv"] += shift  # TVs in [shift, shift + 0.3)
+    with pytest.warns(UserWarning, match=f"every val pair is {side} `positive_threshold`"):
+        got = validate(module, [batch])
+    assert all(math.isnan(got[f"val/{k}"]) for k in ("auroc", "ap", "auroc_attention", "ap_attention"))
+    assert all(math.isfinite(got[k]) for k in ("val/loss", "val/spearman"))
+    assert math.isnan(module._val_history[0]["val/auroc"])  # what an export would record
+
+
 def test_the_val_history_survives_a_checkpoint_round_trip_with_integer_steps():
     """A resumed fit exports the metrics of the checkpoint it exports: the history comes back from
     the checkpoint (keys as ints, whatever the serialisation made of them)."""

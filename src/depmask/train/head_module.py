@@ -18,14 +18,15 @@ masked positions in confidence order (the order the selector visits them), the s
 of every prefix, `C_t = Σ_{i ≠ j < t} D[i, j]`, predicted against harvested, as
 `prefix_weight · mean_t (log1p Ĉ_t − log1p C_t)²`.
 
-Metrics (torchmetrics): `train/loss`, `val/loss`, `val/auroc` and `val/ap` (positives: pairs with
-TV ≥ `positive_threshold`), `val/spearman` (rank correlation with TV over all pairs),
-`val/precision_at_k` (per state with at least k pairs, the share of the head's top-k pairs that are positives), and the
-same AUROC / AP for the training-free attention score on the same pairs (`val/auroc_attention`,
-`val/ap_attention`: captured attention symmetrised with max(A, Aᵀ)). At the end of `fit` the best
-checkpoint (by the checkpoint callback's monitor, `val/loss` in the shipped configs) is exported
-(unless its weights hold NaN or infinity) with `save_pretrained` to `export_dir`, with the training data manifest (the monitor and its best
-score included), and logged to wandb as an artifact when the logger is wandb.
+Metrics (torchmetrics): `train/loss`, `val/loss`, `val/auroc` and `val/ap` (positives: pairs with TV ≥
+`positive_threshold`), `val/spearman` (rank correlation with TV over all pairs), `val/precision_at_k` (per
+state with at least k pairs, the share of the head's top-k pairs that are positives), and the same AUROC / AP
+for the training-free attention score on the same pairs (`val/auroc_attention`, `val/ap_attention`: captured
+attention symmetrised with max(A, Aᵀ)); the four are NaN, with a warning, when every val pair is on one side
+of `positive_threshold`. At the end of `fit` the best checkpoint (by the checkpoint callback's monitor,
+`val/loss` in the shipped configs) is exported (unless its weights hold NaN or infinity) with
+`save_pretrained` to `export_dir`, with the training data manifest (the monitor and its best score included),
+and logged to wandb as an artifact when the logger is wandb.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MetricCollection, SpearmanCorrCoef
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
@@ -51,6 +53,7 @@ from depmask.train.export_guard import (
     total_steps,
     write_train_config,
 )
+from depmask.train.head_metrics import precision_shares
 
 LOSSES = ("bce", "mse", "log_mse", "bce_prefix")
 
@@ -169,7 +172,7 @@ class HeadModule(L.LightningModule):
         # other numbers of val batches issued mismatched collectives)
         self._prec_sum, self._prec_states = 0.0, 0
         self._val_history: dict[int, dict[str, float]] = {}  # global step -> its val metrics (checkpointed)
-        self._val_loss_sum, self._val_pairs = 0.0, 0
+        self._val_loss_sum, self._val_pairs, self._val_positives = 0.0, 0, 0
         self.exported_metrics: dict[str, float] = {}  # the exported checkpoint's (`on_fit_end`)
         self.exported_path: Path | None = None  # where `on_fit_end` exported the head; None: it did not
 
@@ -237,6 +240,7 @@ class HeadModule(L.LightningModule):
         self._val_loss_sum += float(loss) * target.numel()  # weighted by pairs
         self._val_pairs += target.numel()
         positive = (target >= self.hparams.positive_threshold).long()
+        self._val_positives += int(positive.sum())
         pred = torch.sigmoid(logits)
         att = batch["attention"]
         sym = torch.maximum(att, att.transpose(1, 2))[pairs]
@@ -269,18 +273,25 @@ class HeadModule(L.LightningModule):
         # one collective per epoch on every rank, whatever its number of val batches (MPS has no float64)
         dtype = torch.float32 if self.device.type == "mps" else torch.float64
         sums = self.trainer.strategy.reduce(
-            torch.tensor([self._val_loss_sum, self._val_pairs, self._prec_sum, self._prec_states], dtype=dtype,
-                         device=self.device), reduce_op="sum")
+            torch.tensor([self._val_loss_sum, self._val_pairs, self._prec_sum, self._prec_states,
+                          self._val_positives], dtype=dtype, device=self.device), reduce_op="sum")
         loss = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")  # the same on every rank
         # on the module's device: `sync_dist` all-reduces it where it is, and NCCL takes no CPU tensor
         metrics["val/precision_at_k"] = (sums[2] / sums[3]).float() if sums[3] > 0 else \
             torch.tensor(float("nan"), device=self.device)
         self._prec_sum, self._prec_states = 0.0, 0
+        if sums[1] > 0 and int(sums[4]) in (0, int(sums[1])):  # one class only (torchmetrics: AUROC 0.0)
+            nan = torch.tensor(float("nan"), device=self.device)
+            metrics.update({k: nan for k in metrics if k.startswith(("val/auroc", "val/ap"))})
+            if not self.trainer.sanity_checking:
+                rank_zero_warn(f"every val pair is {'at or above' if sums[4] else 'below'} `positive_threshold` "
+                               f"({self.hparams.positive_threshold}): val/auroc and val/ap are undefined (NaN), so a "
+                               "monitor on them chooses nothing; monitor val/loss or val/spearman")
         if not self.trainer.sanity_checking:  # by global step: the exported checkpoint's own metrics
             # (recorded here, before the checkpoint callbacks' `on_validation_end` saves this step)
             self._val_history[int(self.trainer.global_step)] = {
                 "val/loss": loss, **{k: float(v) for k, v in metrics.items()}}
-        self._val_loss_sum, self._val_pairs = 0.0, 0
+        self._val_loss_sum, self._val_pairs, self._val_positives = 0.0, 0, 0
         auroc = metrics.pop("val/auroc")
         # every value is already the whole val set's, the same on every rank: the mean over ranks
         # (sync_dist) leaves it as it is, and Lightning no longer warns that it is per rank
@@ -349,22 +360,6 @@ class HeadModule(L.LightningModule):
         write_train_config(self, path)
         print(f"exported the dependency head to {path}")
         log_artifact(self.trainer.loggers, path, "dependency-head")
-
-
-def precision_shares(logits: torch.Tensor, tv: torch.Tensor, pairs: torch.Tensor, k: int,
-                     positive_threshold: float) -> torch.Tensor:
-    """Per state with ≥ `k` pairs (`[b, m, m]` inputs, one state per row), the share of its top-k
-    pairs by predicted score that are positive (TV ≥ threshold); ties at the k-th place count by
-    their expected share, as `eval.predictor_quality.precision_at_k` counts them. `[e]`."""
-    enough = pairs.flatten(1).sum(dim=1) >= k  # [b]
-    if not enough.any():
-        return torch.zeros(0, device=logits.device)
-    scores = torch.sigmoid(logits.float()).masked_fill(~pairs, float("-inf")).flatten(1)[enough]  # [e, m*m]
-    positive = ((tv.float() >= positive_threshold) & pairs).flatten(1)[enough]  # [e, m*m]
-    kth = scores.topk(k, dim=1).values[:, -1:]  # [e, 1]: the k-th largest score
-    above, tied = scores > kth, scores == kth
-    from_ties = (k - above.sum(1)) * (positive & tied).sum(1) / tied.sum(1)
-    return ((positive & above).sum(1) + from_ties) / k
 
 
 def _load_teacher(directory: str, hidden_size: int, base_fingerprint: str | None,
