@@ -210,6 +210,21 @@ def test_a_vocabulary_smaller_than_the_tokenizer_is_named(tmp_path):
               "--model.export_dir", str(tmp_path / "m"), "--trainer.default_root_dir", str(tmp_path / "runs")])
 
 
+def test_positions_shorter_than_the_data_are_named_before_training(tmp_path):
+    """It failed in the first forward, on the position embedding's index."""
+    from depmask.train.mdlm_data import TaskMixtureDataModule
+
+    with pytest.raises(ValueError, match=r"`max_position_embeddings` \(8\) is shorter than the data's longest "
+                                         r"sequence \((\d+) tokens"):
+        main(["mdlm", "fit", "--config", str(CONFIG), *SMALL, "--trainer.max_steps", "1",
+              "--model.max_position_embeddings", "8", "--model.export_dir", str(tmp_path / "m"),
+              "--trainer.default_root_dir", str(tmp_path / "runs")])
+    data = TaskMixtureDataModule(tasks=["sudoku4", "permutation"], pool_size=8, val_size=4, items_per_epoch=4, batch_size=2)
+    data.setup()
+    items = [data._val[i] for i in range(len(data._val))] + [data._train[i] for i in range(4)]
+    assert data.longest == max(len(p) + len(a) for p, a in items)  # the answers' length is the reference's
+
+
 def test_token_ids_other_than_the_tokenizers_are_refused_and_vocab_size_alone_takes_them(tmp_path):
     """A mask id the tokenizer does not write trained a model whose decodes used another mask;
     `vocab_size` alone failed in the first step with a raw `TypeError` (no mask id)."""

@@ -164,6 +164,7 @@ class TaskMixtureDataModule(L.LightningDataModule):
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self._train: _FreshAnswers | None = None
         self._val: _Fixed | None = None
+        self.longest = 0  # tokens of the longest sequence (prompt + answer), set by `setup`
 
     @property
     def pad_id(self) -> int:
@@ -178,6 +179,9 @@ class TaskMixtureDataModule(L.LightningDataModule):
             val = [encode_example(self.tokenizer, ex.prompt, ex.answer)
                    for t in self.tasks for ex in t.examples("test", per_val, seed=self.seed)]
             self._val = _Fixed(val)
+            # what the model's positions must hold: the longest val item or pool example (reference answer)
+            self.longest = max([len(p) + len(a) for p, a in val] +
+                               [len(ex.prompt.split()) + len(ex.answer.split()) for _, ex in pool])
 
     def train_dataloader(self) -> DataLoader:
         assert self._train is not None

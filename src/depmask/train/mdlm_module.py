@@ -176,6 +176,10 @@ class MDLMModule(L.LightningModule):
             if given is not None and given != want:
                 raise ValueError(f"`{name}` ({given}) is not the data tokenizer's ({want}); leave it unset to "
                                  "take the tokenizer's")
+        longest = getattr(self.trainer.datamodule, "longest", 0)
+        if self.hparams.max_position_embeddings < longest:  # an indexing error in the first forward, otherwise
+            raise ValueError(f"`max_position_embeddings` ({self.hparams.max_position_embeddings}) is shorter than "
+                             f"the data's longest sequence ({longest} tokens, prompt + answer)")
         if self.model is None:
             self._build(len(tok), *ids.values())
             return
