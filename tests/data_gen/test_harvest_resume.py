@@ -18,6 +18,7 @@ def test_run_harvest_resume_and_identity(embedded, tmp_path):
     first = run_harvest(cfg, QUIET)
     assert first["states"] == 24 and first["total_examples"] == 12 and first["shards"] == 3
     assert verify_harvest(cfg.output).ok
+    assert json.loads((tmp_path / "h" / "harvest.json").read_text())["device"] == "cpu"  # the forwards' device
     again = run_harvest(cfg, QUIET)  # nothing left to do
     assert again["skipped_examples"] == 12 and again["states"] == 0 and again["total_rows"] == 24
     ds = load_harvest(cfg.output)
@@ -116,3 +117,22 @@ def test_a_shard_of_another_harvest_under_the_same_name_is_refused_on_resume(tmp
     with pytest.raises(ValueError, match=rf"holds 1 shard\(s\) written by another harvest .*{shard.stem}"):
         run_harvest(mine, QUIET)
     assert any("written by another harvest" in p for p in verify_harvest(mine.output).problems)
+
+
+def test_a_resume_on_another_device_is_warned_about_and_continued(tmp_path):
+    """The remaining examples' states are drawn from that device's generator: valid data, but not
+    the single-device run's; a record without a device (before 2026-12-01) is not judged."""
+    import warnings
+
+    from depmask.data_gen.harvest import prepare_output
+
+    cfg = HarvestConfig(model=str(EMBEDDED), output=str(tmp_path / "h"))
+    spec = prepare_output(cfg, "m@1", 8, 30, ["a", "b"], device="cpu")
+    assert spec["device"] == "cpu"
+    with pytest.warns(UserWarning, match=r"harvest.json: harvested on cpu so far, resumed on cuda"):
+        assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], device="cuda") == spec  # resumed, record kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepare_output(cfg, "m@1", 8, 30, ["a", "b"], device="cpu") == spec
+        (tmp_path / "h" / "harvest.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "device"}))
+        prepare_output(cfg, "m@1", 8, 30, ["a", "b"], device="cuda")

@@ -101,14 +101,17 @@ _REVISION_NOTES = {  # in order (`changes_since`)
 
 def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab_size: int,
                    example_ids: list[str], items_sha256: str | None = None, precision: str | None = None,
-                   write: bool = True) -> dict:
+                   write: bool = True, device: str | None = None) -> dict:
     """Create `harvest.json`, or check that an existing one asked for the same data; returns its
     contents (the existing file's on a resume).
 
     `items_sha256`: `items_digest` of the examples (the ids alone, `examples_sha256`, do not change
     when a prompts file is edited); `precision`: the Lightning precision the forwards run under
     (`bf16-mixed` changes the influences); `write`: False on every rank but the first of a
-    distributed harvest (the ranks' temporary files are named by pid, which two hosts can share)."""
+    distributed harvest (the ranks' temporary files are named by pid, which two hosts can share);
+    `device`: the forwards' device type ("cpu", "cuda"), recorded; a resume on another one is
+    warned about, not refused (its examples' states are drawn from that device's generator, and
+    the float rounding differs: valid data, not the single-device run's)."""
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     ids_hash = hashlib.sha256("\n".join(sorted(example_ids)).encode()).hexdigest()
@@ -117,6 +120,8 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
             "examples": len(example_ids), "examples_sha256": ids_hash, "state_choice": STATE_CHOICE}
     spec.update({k: v for k, v in (("items_sha256", items_sha256), ("precision", precision)) if v is not None})
     spec["revision"] = HARVEST_REVISION
+    if device is not None:
+        spec["device"] = device
     path = out / HARVEST_JSON
     if path.is_file():
         old = harvest_info(out)  # a damaged record is a HarvestError naming it
@@ -136,6 +141,9 @@ def prepare_output(cfg: HarvestConfig, fingerprint: str, hidden_size: int, vocab
         old_config = {"task_kwargs": {}, "prompts_chat": False, **old.get("config", {})}
         new_config = {"task_kwargs": {}, **spec["config"]}
         diffs += [f"config.{k}: {old_config.get(k)!r} → {v!r}" for k, v in new_config.items() if old_config.get(k) != v]
+        if device is not None and old.get("device", device) != device:
+            warnings.warn(f"{path}: harvested on {old['device']} so far, resumed on {device}: the remaining examples' "
+                          "states are drawn and computed there (another run than a single-device one)", stacklevel=2)
         if diffs:
             raise ValueError(
                 f"{path} belongs to a different harvest; resuming would mix data ({'; '.join(diffs)}). "

@@ -168,7 +168,8 @@ def run_harvest(cfg: HarvestConfig, trainer_kwargs: dict | None = None, record: 
     trainer = pl.Trainer(callbacks=[*callbacks, writer, progress], **kwargs)
     spec = prepare_output(cfg, denoiser.fingerprint, denoiser.hidden_size, denoiser.vocab_size,
                           [it.example_id for it in items], items_sha256=items_digest(items),
-                          precision=str(trainer.precision), write=trainer.is_global_zero)
+                          precision=str(trainer.precision), write=trainer.is_global_zero,
+                          device=trainer.strategy.root_device.type)
     writer.harvest = harvest_id(spec)
     foreign = foreign_shards(out, writer.harvest)
     if foreign:  # its examples would be taken as done, with another harvest's states
