@@ -41,7 +41,7 @@ STATE_CHOICE = "among the trajectory's forwards"
 
 
 def harvest_group(denoiser, items: list[PromptItem], cfg: HarvestConfig, pad_id: int) -> GroupResult:
-    """Decode `items` (one group: same lengths and policy) and return their kept states."""
+    """Decode `items` (one group: same task, lengths and policy) and return their kept states."""
     first = items[0]
     name, knobs = parse_policy(first.policy)
     policy = build_policy(name, **knobs)

@@ -43,8 +43,8 @@ def parse_policy(spec: str) -> tuple[str, dict]:
             raise ValueError(f"policy spec {spec!r} gives knob {key.strip()!r} twice")
         try:
             knobs[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            knobs[key.strip()] = value
+        except json.JSONDecodeError:  # text: stripped as a number is (`head= runs/h` is `runs/h`)
+            knobs[key.strip()] = value.strip()
     return name.strip(), knobs
 
 
@@ -158,7 +158,7 @@ def choose_steps(seed: int, example_id: str, forwards: int, states: int) -> list
 
 
 def group_items(items: list[PromptItem], batch_size: int) -> list[list[PromptItem]]:
-    """Batches of items that can decode together (same lengths and policy), in a fixed order."""
+    """Batches of items that can decode together (same task, lengths and policy), in a fixed order."""
     by_key: dict[tuple, list[PromptItem]] = {}
     for it in items:
         by_key.setdefault((it.task, it.gen_length, it.block_length, it.policy), []).append(it)
